@@ -1,0 +1,102 @@
+//! The dense backend: the same model trained the textbook way, with X (n × d)
+//! and W (m × d) materialized and O(S · m · d) work per step. It is the
+//! in-package reference the Kronecker backend must reproduce, and a baseline.
+
+use crate::error::{invalid, KronError, Result};
+use crate::index::scan_row;
+use crate::model::{check_batch, check_lr, half_mse, plan_update, Model, StepStats};
+use ndarray::linalg::general_mat_mul;
+use ndarray::{s, Array2, ArrayView2, Axis};
+use rayon::prelude::*;
+
+/// Neurons per GEMM task (fixed so results do not depend on thread count).
+const NEURON_BLOCK: usize = 64;
+
+pub struct DenseState {
+    x: Array2<f64>,
+    y: Vec<f64>,
+    model: Model,
+    w: Array2<f64>,
+}
+
+/// Z = X Wᵀ (rows of X × neurons), in fixed neuron blocks.
+fn preacts(x: ArrayView2<'_, f64>, w: ArrayView2<'_, f64>) -> Array2<f64> {
+    let mut z = Array2::zeros((x.nrows(), w.nrows()));
+    z.axis_chunks_iter_mut(Axis(1), NEURON_BLOCK).into_par_iter().enumerate().for_each(|(blk, mut zc)| {
+        let start = blk * NEURON_BLOCK;
+        let wb = w.slice(s![start..start + zc.ncols(), ..]);
+        general_mat_mul(1.0, &x, &wb.t(), 0.0, &mut zc);
+    });
+    z
+}
+
+impl DenseState {
+    pub fn new(x: Array2<f64>, y: Vec<f64>, model: Model, w: Array2<f64>) -> Result<DenseState> {
+        let (n, d) = x.dim();
+        if n == 0 {
+            return invalid("data", "has no points");
+        }
+        if y.len() != n {
+            return invalid("y", format!("has {} targets for {n} points", y.len()));
+        }
+        if w.dim() != (model.width(), d) {
+            return invalid("weights", format!("have shape {:?}, expected ({}, {d})", w.dim(), model.width()));
+        }
+        if x.iter().chain(y.iter()).chain(w.iter()).any(|v| !v.is_finite()) {
+            return invalid("data", "contains NaN or inf");
+        }
+        Ok(DenseState { x: x.as_standard_layout().into_owned(), y, model, w: w.as_standard_layout().into_owned() })
+    }
+
+    pub fn weights(&self) -> ArrayView2<'_, f64> {
+        self.w.view()
+    }
+
+    pub fn full_loss(&self) -> f64 {
+        half_mse(&self.model.outputs(preacts(self.x.view(), self.w.view()).view()), &self.y)
+    }
+
+    pub fn step(&mut self, batch: &[usize], lr: f64) -> Result<StepStats> {
+        check_batch(batch, self.y.len())?;
+        check_lr(lr)?;
+        let xb = self.x.select(Axis(0), batch);
+        let z = preacts(xb.view(), self.w.view());
+        let fire: Vec<Vec<u32>> =
+            z.axis_iter(Axis(0)).map(|row| scan_row(row.as_slice().expect("fresh"), self.model.b)).collect();
+        let targets: Vec<f64> = batch.iter().map(|&i| self.y[i]).collect();
+        let rows = |s: usize| z.row(s).to_slice().expect("fresh array is standard layout");
+        let upd = plan_update(&self.model, rows, &fire, &targets, lr)?;
+        let stats = StepStats { loss: upd.loss, fired_union: upd.neurons.len(), fired_total: upd.fired_total };
+        // New rows first, committed only if all finite: the model never holds
+        // a non-finite state.
+        let w = &self.w;
+        let coef = &upd.coef;
+        let new_rows: Vec<Vec<f64>> = upd
+            .neurons
+            .par_iter()
+            .enumerate()
+            .map(|(j, &r)| {
+                let mut row = w.row(r as usize).to_vec();
+                for s in 0..batch.len() {
+                    let c = coef[[s, j]];
+                    if c != 0.0 {
+                        for (o, x) in row.iter_mut().zip(xb.row(s)) {
+                            *o -= c * x;
+                        }
+                    }
+                }
+                row
+            })
+            .collect();
+        if new_rows.iter().flatten().any(|v| !v.is_finite()) {
+            return Err(KronError::Diverged(
+                "the step would make the weights non-finite; the model is left at its last finite state (lower lr)"
+                    .into(),
+            ));
+        }
+        for (&r, row) in upd.neurons.iter().zip(new_rows) {
+            self.w.row_mut(r as usize).assign(&ndarray::ArrayView1::from(&row));
+        }
+        Ok(stats)
+    }
+}

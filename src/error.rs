@@ -1,0 +1,60 @@
+//! Errors of the core. Every fallible entry point returns [`KronError`]; the
+//! binding layer maps each variant to a Python exception class.
+
+use thiserror::Error;
+
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum KronError {
+    /// An argument has the wrong shape, size or value. `arg` names it.
+    #[error("{arg}: {msg}")]
+    Invalid { arg: String, msg: String },
+
+    /// An allocation would not fit; raised before allocating.
+    #[error("{what} needs {bytes} bytes ({gib:.2} GiB), which cannot be allocated")]
+    OutOfMemory { what: String, bytes: u128, gib: f64 },
+
+    /// A step would make the loss or the state non-finite; the state is unchanged.
+    #[error("{0}")]
+    Diverged(String),
+}
+
+pub type Result<T> = std::result::Result<T, KronError>;
+
+pub fn invalid<T>(arg: &str, msg: impl Into<String>) -> Result<T> {
+    Err(KronError::Invalid { arg: arg.to_string(), msg: msg.into() })
+}
+
+/// Allocates a zeroed `Vec<f64>` of `len` elements, turning an impossible size
+/// into an error instead of an abort so that it reaches Python as MemoryError.
+pub fn try_zeros(len: usize, what: &str) -> Result<Vec<f64>> {
+    let bytes = (len as u128) * 8;
+    let oom = || KronError::OutOfMemory {
+        what: what.to_string(),
+        bytes,
+        gib: bytes as f64 / (1u128 << 30) as f64,
+    };
+    if bytes > isize::MAX as u128 {
+        return Err(oom());
+    }
+    let mut v = Vec::new();
+    v.try_reserve_exact(len).map_err(|_| oom())?;
+    v.resize(len, 0.0);
+    Ok(v)
+}
+
+/// `a * b` in element counts, as an error instead of an overflow.
+pub fn checked_len(a: usize, b: usize, what: &str) -> Result<usize> {
+    a.checked_mul(b).ok_or_else(|| KronError::OutOfMemory {
+        what: what.to_string(),
+        bytes: (a as u128) * (b as u128) * 8,
+        gib: (a as f64) * (b as f64) * 8.0 / (1u64 << 30) as f64,
+    })
+}
+
+/// A zeroed `rows × cols` matrix, refused with `OutOfMemory` (naming `what`)
+/// when it cannot be allocated.
+pub fn try_array2(rows: usize, cols: usize, what: &str) -> Result<ndarray::Array2<f64>> {
+    let data = try_zeros(checked_len(rows, cols, what)?, what)?;
+    ndarray::Array2::from_shape_vec((rows, cols), data)
+        .map_err(|e| KronError::Invalid { arg: what.to_string(), msg: e.to_string() })
+}

@@ -1,0 +1,188 @@
+//! Initial inner products P(0)[i, r] = <w_r(0), x_i> without ever holding an
+//! m × d weight matrix: neuron r's weights are regenerated from (seed, r)
+//! (`rng.rs`), contracted with the factors, and dropped.
+//!
+//! Contraction order: w_r viewed as a d_1 × … × d_p tensor is first
+//! contracted with the larger of the two outer factors by one GEMM over a
+//! block of points (U_1 · W_r or U_p · W_rᵀ), leaving n × d/d_k numbers; the
+//! remaining factors are then contracted point by point. Memory per worker is
+//! O(d + block · d/d_k), never O(m · d).
+
+use crate::error::{invalid, try_array2, Result};
+use crate::factors::Factors;
+use crate::rng::initial_weights;
+use ndarray::linalg::general_mat_mul;
+use ndarray::{s, Array2, ArrayView2, ArrayViewMut2, Axis};
+use rayon::prelude::*;
+
+/// Neurons per parallel task: fixed so results do not depend on thread count.
+const NEURON_BLOCK: usize = 8;
+/// Bound on the per-worker intermediate (points × remaining dims), in f64s.
+const MAX_INTERMEDIATE: usize = 1 << 20;
+
+/// P(0) for the points in `f`: an n × m matrix, P[i, r] = <w_r(0), x_i>.
+pub fn init_preacts(f: &Factors<'_>, seed: u64, width: usize) -> Result<Array2<f64>> {
+    let d = match f.d() {
+        Some(d) => d,
+        None => return invalid("dims", "the product of the dimensions overflows"),
+    };
+    if width == 0 {
+        return invalid("width", "must be positive");
+    }
+    if width > u32::MAX as usize {
+        return invalid("width", "must be below 2^32");
+    }
+    let n = f.n();
+    let mut p = try_array2(n, width, "preactivation matrix P (n × width)")?;
+    let plan = Plan::new(&f.dims(), d);
+    p.axis_chunks_iter_mut(Axis(1), NEURON_BLOCK)
+        .into_par_iter()
+        .enumerate()
+        .for_each(|(blk, mut cols)| {
+            let mut w = vec![0.0; d];
+            let mut scratch = Scratch::new(&plan, n);
+            for c in 0..cols.ncols() {
+                initial_weights(seed, blk * NEURON_BLOCK + c, &mut w);
+                contract_neuron(f, &plan, &w, &mut scratch, cols.column_mut(c));
+            }
+        });
+    Ok(p)
+}
+
+/// Which outer factor the GEMM contracts, and the shape that remains.
+struct Plan {
+    /// true: contract factor 0 (W as d_1 × rest); false: the last factor.
+    first: bool,
+    dk: usize,
+    rest: usize,
+    /// Points per GEMM so that the intermediate stays under MAX_INTERMEDIATE.
+    rows: usize,
+}
+
+impl Plan {
+    fn new(dims: &[usize], d: usize) -> Plan {
+        let (d_first, d_last) = (dims[0], dims[dims.len() - 1]);
+        let first = dims.len() == 1 || d_first >= d_last;
+        let dk = if first { d_first } else { d_last };
+        let rest = d / dk;
+        Plan { first, dk, rest, rows: (MAX_INTERMEDIATE / rest.max(1)).max(1) }
+    }
+}
+
+struct Scratch {
+    t: Array2<f64>,
+    vec: Vec<f64>,
+}
+
+impl Scratch {
+    fn new(plan: &Plan, n: usize) -> Scratch {
+        Scratch { t: Array2::zeros((plan.rows.min(n), plan.rest)), vec: Vec::with_capacity(plan.rest) }
+    }
+}
+
+fn contract_neuron(
+    f: &Factors<'_>,
+    plan: &Plan,
+    w: &[f64],
+    scratch: &mut Scratch,
+    mut out: ndarray::ArrayViewMut1<'_, f64>,
+) {
+    let mats = f.mats();
+    let p = mats.len();
+    let (outer, remaining): (&ArrayView2<f64>, &[ArrayView2<f64>]) =
+        if plan.first { (&mats[0], &mats[1..]) } else { (&mats[p - 1], &mats[..p - 1]) };
+    let n = f.n();
+    let mut start = 0;
+    while start < n {
+        let stop = (start + plan.rows).min(n);
+        let mut t: ArrayViewMut2<f64> = scratch.t.slice_mut(s![..stop - start, ..]);
+        let u = outer.slice(s![start..stop, ..]);
+        if plan.first {
+            let wm = ArrayView2::from_shape((plan.dk, plan.rest), w).expect("d = d_k · rest");
+            general_mat_mul(1.0, &u, &wm, 0.0, &mut t);
+        } else {
+            let wm = ArrayView2::from_shape((plan.rest, plan.dk), w).expect("d = rest · d_k");
+            general_mat_mul(1.0, &u, &wm.t(), 0.0, &mut t);
+        }
+        for (local, i) in (start..stop).enumerate() {
+            out[i] = contract_rest(t.row(local), remaining, i, &mut scratch.vec);
+        }
+        start = stop;
+    }
+}
+
+/// Contracts a row-major tensor over `remaining` axes with point i's factor
+/// rows, last axis first, down to a scalar.
+fn contract_rest(
+    t: ndarray::ArrayView1<'_, f64>,
+    remaining: &[ArrayView2<'_, f64>],
+    i: usize,
+    buf: &mut Vec<f64>,
+) -> f64 {
+    buf.clear();
+    buf.extend(t.iter());
+    for u in remaining.iter().rev() {
+        let ui = u.row(i);
+        let dj = ui.len();
+        let len = buf.len() / dj;
+        for q in 0..len {
+            let chunk = &buf[q * dj..(q + 1) * dj];
+            let mut acc = 0.0;
+            for (v, x) in chunk.iter().zip(ui.iter()) {
+                acc += v * x;
+            }
+            buf[q] = acc;
+        }
+        buf.truncate(len);
+    }
+    buf[0]
+}
+
+/// W(0) materialized (m × d): only for small d (`dense_weights`, dense backend).
+pub fn initial_weight_matrix(seed: u64, width: usize, d: usize) -> Result<Array2<f64>> {
+    let mut w = try_array2(width, d, "weight matrix (width × d)")?;
+    w.axis_iter_mut(Axis(0)).into_par_iter().enumerate().for_each(|(r, mut row)| {
+        let slice = row.as_slice_mut().expect("fresh array is standard layout");
+        initial_weights(seed, r, slice);
+    });
+    Ok(w)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::factors::views;
+
+    fn pseudo(n: usize, d: usize, salt: u64) -> Array2<f64> {
+        let mut z = vec![0.0; n * d];
+        crate::rng::initial_weights(salt, 1, &mut z);
+        Array2::from_shape_vec((n, d), z).unwrap()
+    }
+
+    fn check(dims: &[usize], n: usize, m: usize) {
+        let mats: Vec<_> = dims.iter().enumerate().map(|(k, &dk)| pseudo(n, dk, 100 + k as u64)).collect();
+        let f = Factors::new(views(&mats)).unwrap();
+        let d = f.d().unwrap();
+        let p = init_preacts(&f, 5, m).unwrap();
+        let w = initial_weight_matrix(5, m, d).unwrap();
+        let mut x = Vec::new();
+        for i in 0..n {
+            f.dense_row(i, &mut x);
+            for r in 0..m {
+                let brute: f64 = w.row(r).iter().zip(&x).map(|(a, b)| a * b).sum();
+                let scale: f64 = w.row(r).iter().zip(&x).map(|(a, b)| (a * b).abs()).sum();
+                assert!((p[[i, r]] - brute).abs() <= 1e-12 * scale, "dims {dims:?} i {i} r {r}");
+            }
+        }
+    }
+
+    #[test]
+    fn init_matches_dense_product() {
+        check(&[3, 4], 5, 11);
+        check(&[4, 3], 5, 9);
+        check(&[2, 17], 7, 3);
+        check(&[2, 5, 3], 6, 10);
+        check(&[3, 1, 2], 4, 17);
+        check(&[6], 3, 4);
+    }
+}

@@ -1,0 +1,154 @@
+//! The two-layer model's fixed parts and the arithmetic shared by both
+//! backends: f(x) = (1/√m) Σ_r a_r σ_b(<w_r, x>), σ_b(z) = max(z − b, 0), and
+//! the SGD coefficients of one batch (DESIGN.md §2–3).
+
+use crate::error::{invalid, KronError, Result};
+use ndarray::{Array2, ArrayView2, Axis};
+use rayon::prelude::*;
+
+/// Output signs a (±1, never trained) and threshold b.
+#[derive(Clone, Debug)]
+pub struct Model {
+    pub a: Vec<f64>,
+    pub b: f64,
+}
+
+impl Model {
+    pub fn new(a: Vec<f64>, b: f64) -> Result<Model> {
+        if a.is_empty() {
+            return invalid("width", "must be positive");
+        }
+        if !b.is_finite() {
+            return invalid("threshold", format!("must be finite, got {b}"));
+        }
+        if a.iter().any(|v| !v.is_finite()) {
+            return invalid("a", "output weights must be finite");
+        }
+        Ok(Model { a, b })
+    }
+
+    pub fn width(&self) -> usize {
+        self.a.len()
+    }
+
+    fn scale(&self) -> f64 {
+        1.0 / (self.width() as f64).sqrt()
+    }
+
+    /// f from one point's preactivations and its fire set (sorted): the sum
+    /// runs in ascending r, so it equals `output` on the same row bitwise.
+    pub fn output_fired(&self, row: &[f64], fired: &[u32]) -> f64 {
+        let mut acc = 0.0;
+        for &r in fired {
+            let r = r as usize;
+            acc += self.a[r] * (row[r] - self.b);
+        }
+        acc * self.scale()
+    }
+
+    /// f from one point's full preactivation row (m values).
+    pub fn output(&self, row: &[f64]) -> f64 {
+        let mut acc = 0.0;
+        for (a, z) in self.a.iter().zip(row) {
+            if *z > self.b {
+                acc += a * (z - self.b);
+            }
+        }
+        acc * self.scale()
+    }
+
+    /// f for every row of a preactivation matrix (points × m).
+    pub fn outputs(&self, preacts: ArrayView2<'_, f64>) -> Vec<f64> {
+        preacts
+            .axis_iter(Axis(0))
+            .into_par_iter()
+            .map(|row| match row.as_slice() {
+                Some(s) => self.output(s),
+                None => self.output(&row.to_vec()),
+            })
+            .collect()
+    }
+}
+
+/// (1 / 2k) Σ (f_i − y_i)², summed in order so it is thread-count independent.
+pub fn half_mse(f: &[f64], y: &[f64]) -> f64 {
+    let sum: f64 = f.iter().zip(y).map(|(f, y)| (f - y) * (f - y)).sum();
+    sum / (2.0 * f.len() as f64)
+}
+
+/// What one SGD step changes: neurons R (sorted union of the fire sets) and
+/// coefficients C (S × |R|), C[s, j] = (lr/S)(1/√m) e_s a_{R_j} 1[R_j ∈ A_s].
+/// Neuron R_j moves by −Σ_s C[s, j] x_{B_s}.
+pub struct Update {
+    pub loss: f64,
+    pub neurons: Vec<u32>,
+    pub coef: Array2<f64>,
+    pub fired_total: usize,
+}
+
+/// Builds the update of a batch from each batch point's preactivation row,
+/// fire set and target. Refuses (state untouched) when the loss is not finite.
+pub fn plan_update<'r>(
+    model: &Model,
+    rows: impl Fn(usize) -> &'r [f64],
+    fire: &[Vec<u32>],
+    targets: &[f64],
+    lr: f64,
+) -> Result<Update> {
+    let s_len = fire.len();
+    let f: Vec<f64> = (0..s_len).map(|s| model.output_fired(rows(s), &fire[s])).collect();
+    let loss = half_mse(&f, targets);
+    if !loss.is_finite() {
+        return Err(KronError::Diverged(format!(
+            "batch loss is {loss}; the model is left at its last finite state (lower lr)"
+        )));
+    }
+    let mut neurons: Vec<u32> = fire.iter().flatten().copied().collect();
+    neurons.sort_unstable();
+    neurons.dedup();
+    let mut coef = Array2::zeros((s_len, neurons.len()));
+    let step = lr / s_len as f64 * model.scale();
+    for s in 0..s_len {
+        let e = f[s] - targets[s];
+        // Both lists are sorted: walk them together instead of searching.
+        let mut j = 0;
+        for &r in &fire[s] {
+            while neurons[j] != r {
+                j += 1;
+            }
+            coef[[s, j]] = step * e * model.a[r as usize];
+        }
+    }
+    let fired_total = fire.iter().map(|a| a.len()).sum();
+    Ok(Update { loss, neurons, coef, fired_total })
+}
+
+/// Per-step figures returned to the caller.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct StepStats {
+    /// Batch loss L_B at the weights before the update.
+    pub loss: f64,
+    /// |R|: distinct neurons fired by the batch (the neurons that moved).
+    pub fired_union: usize,
+    /// Σ_i |A_i| over the batch.
+    pub fired_total: usize,
+}
+
+/// Checks batch indices against n; the message names `batch`.
+pub fn check_batch(batch: &[usize], n: usize) -> Result<()> {
+    if batch.is_empty() {
+        return invalid("batch", "is empty");
+    }
+    if let Some(&bad) = batch.iter().find(|&&i| i >= n) {
+        return invalid("batch", format!("index {bad} is out of range for {n} training points"));
+    }
+    Ok(())
+}
+
+/// Checks lr.
+pub fn check_lr(lr: f64) -> Result<()> {
+    if !(lr.is_finite() && lr > 0.0) {
+        return invalid("lr", format!("must be a positive finite number, got {lr}"));
+    }
+    Ok(())
+}
