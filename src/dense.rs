@@ -64,8 +64,9 @@ impl DenseState {
         let fire: Vec<Vec<u32>> =
             z.axis_iter(Axis(0)).map(|row| scan_row(row.as_slice().expect("fresh"), self.model.b)).collect();
         let targets: Vec<f64> = batch.iter().map(|&i| self.y[i]).collect();
-        let rows = |s: usize| z.row(s).to_slice().expect("fresh array is standard layout");
-        let upd = plan_update(&self.model, rows, &fire, &targets, lr)?;
+        let fired_values: Vec<Vec<f64>> =
+            fire.iter().zip(z.rows()).map(|(a, row)| a.iter().map(|&r| row[r as usize]).collect()).collect();
+        let upd = plan_update(&self.model, &fire, &fired_values, &targets, lr)?;
         let stats = StepStats { loss: upd.loss, fired_union: upd.neurons.len(), fired_total: upd.fired_total };
         // New rows first, committed only if all finite: the model never holds
         // a non-finite state.

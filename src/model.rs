@@ -35,13 +35,13 @@ impl Model {
         1.0 / (self.width() as f64).sqrt()
     }
 
-    /// f from one point's preactivations and its fire set (sorted): the sum
-    /// runs in ascending r, so it equals `output` on the same row bitwise.
-    pub fn output_fired(&self, row: &[f64], fired: &[u32]) -> f64 {
+    /// f from one point's fire set (sorted) and the preactivations at those
+    /// neurons: the sum runs in ascending r, exactly as in `output`, so both
+    /// give the same bits.
+    pub fn output_fired(&self, fired: &[u32], values: &[f64]) -> f64 {
         let mut acc = 0.0;
-        for &r in fired {
-            let r = r as usize;
-            acc += self.a[r] * (row[r] - self.b);
+        for (&r, &z) in fired.iter().zip(values) {
+            acc += self.a[r as usize] * (z - self.b);
         }
         acc * self.scale()
     }
@@ -57,8 +57,13 @@ impl Model {
         acc * self.scale()
     }
 
-    /// f for every row of a preactivation matrix (points × m).
+    /// f for every row of a preactivation matrix (points × m), in any
+    /// memory layout: row by row when rows are contiguous, otherwise neuron
+    /// by neuron into per-point accumulators (same order of additions).
     pub fn outputs(&self, preacts: ArrayView2<'_, f64>) -> Vec<f64> {
+        if preacts.t().is_standard_layout() && !preacts.is_standard_layout() {
+            return self.outputs_neuron_major(preacts.t());
+        }
         preacts
             .axis_iter(Axis(0))
             .into_par_iter()
@@ -67,6 +72,29 @@ impl Model {
                 None => self.output(&row.to_vec()),
             })
             .collect()
+    }
+
+    /// `outputs` from Pᵀ (m × points, rows contiguous), blocks of points in
+    /// parallel.
+    fn outputs_neuron_major(&self, pt: ArrayView2<'_, f64>) -> Vec<f64> {
+        const POINTS: usize = 256;
+        let q = pt.ncols();
+        let mut out = vec![0.0; q];
+        out.par_chunks_mut(POINTS).enumerate().for_each(|(blk, acc)| {
+            let start = blk * POINTS;
+            for (r, row) in pt.axis_iter(Axis(0)).enumerate() {
+                let a = self.a[r];
+                let row = &row.as_slice().expect("rows of Pᵀ are contiguous")[start..start + acc.len()];
+                for (o, &z) in acc.iter_mut().zip(row) {
+                    if z > self.b {
+                        *o += a * (z - self.b);
+                    }
+                }
+            }
+            let scale = self.scale();
+            acc.iter_mut().for_each(|o| *o *= scale);
+        });
+        out
     }
 }
 
@@ -86,17 +114,18 @@ pub struct Update {
     pub fired_total: usize,
 }
 
-/// Builds the update of a batch from each batch point's preactivation row,
-/// fire set and target. Refuses (state untouched) when the loss is not finite.
-pub fn plan_update<'r>(
+/// Builds the update of a batch from each batch point's fire set, the
+/// preactivations at its fired neurons, and its target. Refuses (state
+/// untouched) when the loss is not finite.
+pub fn plan_update(
     model: &Model,
-    rows: impl Fn(usize) -> &'r [f64],
     fire: &[Vec<u32>],
+    fired_values: &[Vec<f64>],
     targets: &[f64],
     lr: f64,
 ) -> Result<Update> {
     let s_len = fire.len();
-    let f: Vec<f64> = (0..s_len).map(|s| model.output_fired(rows(s), &fire[s])).collect();
+    let f: Vec<f64> = (0..s_len).map(|s| model.output_fired(&fire[s], &fired_values[s])).collect();
     let loss = half_mse(&f, targets);
     if !loss.is_finite() {
         return Err(KronError::Diverged(format!(

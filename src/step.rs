@@ -26,17 +26,33 @@ pub struct KronState {
     factors: Vec<Array2<f64>>,
     y: Vec<f64>,
     model: Model,
-    p: Array2<f64>,
-    alpha: Array2<f64>,
+    /// Pᵀ (m × n), neuron-major: a step rewrites whole rows P[:, r] for the
+    /// fired neurons r ∈ R, so each is one contiguous n-vector updated by S
+    /// axpys. Point-major P would touch every cache line of P for |R| ≳ m/8.
+    p_t: Array2<f64>,
+    /// αᵀ (n × m): a step writes α[R, B_s] for each batch point, i.e. sorted
+    /// positions of one row of αᵀ.
+    alpha_t: Array2<f64>,
     gram: Option<Array2<f64>>,
     index: Box<dyn ActivationIndex>,
-    /// Reused n × |R| buffer for the new values of P[:, R].
-    work: Vec<f64>,
+    /// An upper bound on max |P[i, r]|. While bound + the step's largest
+    /// possible change stays below `SAFE_BOUND`, no entry can overflow, so
+    /// the step updates P in place with no copy to roll back.
+    p_bound: f64,
+}
+
+/// Beyond this a preactivation makes the next loss overflow anyway
+/// (f ~ P/√m, loss ~ f²), so a step that could reach it is refused.
+const SAFE_BOUND: f64 = 1e150;
+
+fn max_abs<'a>(values: impl IntoIterator<Item = &'a f64>) -> f64 {
+    values.into_iter().fold(0.0, |m, v| m.max(v.abs()))
 }
 
 impl KronState {
-    /// `p0` are the current preactivations of the training points (n × m),
-    /// e.g. `init::init_preacts`; `index` is built over them.
+    /// `p0` are the current preactivations of the training points (n × m,
+    /// any layout), e.g. `init::init_preacts`; `make_index` builds the
+    /// activation index over P (an n × m view of the neuron-major storage).
     pub fn new(
         factors: Vec<Array2<f64>>,
         y: Vec<f64>,
@@ -59,26 +75,34 @@ impl KronState {
         if p0.dim() != (n, model.width()) {
             return invalid("p0", format!("has shape {:?}, expected ({n}, {})", p0.dim(), model.width()));
         }
+        if p0.iter().any(|v| !v.is_finite()) {
+            return invalid("p0", "contains NaN or inf");
+        }
         let gram = match mode {
             GramMode::Precomputed => Some(gram(&f)?),
             GramMode::Columns => None,
         };
-        let alpha = try_array2(model.width(), n, "coefficient matrix alpha (width × n)")?;
-        let p0 = p0.as_standard_layout().into_owned();
-        let index = make_index(p0.view());
-        Ok(KronState { factors, y, model, p: p0, alpha, gram, index, work: Vec::new() })
+        let alpha_t = try_array2(n, model.width(), "coefficient matrix alpha (width × n)")?;
+        let mut p_t = try_array2(model.width(), n, "preactivation matrix P (n × width)")?;
+        p_t.assign(&p0.t());
+        drop(p0);
+        let index = make_index(p_t.t());
+        let p_bound = max_abs(p_t.iter());
+        Ok(KronState { factors, y, model, p_t, alpha_t, gram, index, p_bound })
     }
 
     pub fn n(&self) -> usize {
         self.y.len()
     }
 
+    /// P (n × m): P[i, r] = <w_r, x_i> (a transposed view of the storage).
     pub fn preacts(&self) -> ArrayView2<'_, f64> {
-        self.p.view()
+        self.p_t.t()
     }
 
+    /// α (m × n): w_r = w_r(0) + Σ_i α[r, i] x_i (a transposed view).
     pub fn alpha(&self) -> ArrayView2<'_, f64> {
-        self.alpha.view()
+        self.alpha_t.t()
     }
 
     pub fn index_name(&self) -> &'static str {
@@ -99,7 +123,7 @@ impl KronState {
 
     /// Full training loss (1/2n) Σ (f(x_i) − y_i)², from P in O(n · m).
     pub fn full_loss(&self) -> f64 {
-        half_mse(&self.model.outputs(self.p.view()), &self.y)
+        half_mse(&self.model.outputs(self.preacts()), &self.y)
     }
 
     /// One SGD step on `batch` (indices may repeat). Returns L_B before the
@@ -107,71 +131,91 @@ impl KronState {
     pub fn step(&mut self, batch: &[usize], lr: f64) -> Result<StepStats> {
         check_batch(batch, self.n())?;
         check_lr(lr)?;
-        let fire = self.index.fire_sets(self.p.view(), batch, self.model.b);
+        let fire = self.index.fire_sets(self.p_t.t(), batch, self.model.b);
         let targets: Vec<f64> = batch.iter().map(|&i| self.y[i]).collect();
-        let p = &self.p;
-        let rows = |s: usize| p.row(batch[s]).to_slice().expect("P is standard layout");
-        let upd = plan_update(&self.model, rows, &fire, &targets, lr)?;
+        let fired_values: Vec<Vec<f64>> = fire
+            .iter()
+            .zip(batch)
+            .map(|(a, &i)| a.iter().map(|&r| self.p_t[[r as usize, i]]).collect())
+            .collect();
+        let upd = plan_update(&self.model, &fire, &fired_values, &targets, lr)?;
         let stats = StepStats { loss: upd.loss, fired_union: upd.neurons.len(), fired_total: upd.fired_total };
         if upd.neurons.is_empty() {
             return Ok(stats);
         }
-        let kb = match &self.gram {
-            Some(k) => k.select(Axis(1), batch),
-            None => gram_columns(&Factors::new(views(&self.factors))?, batch)?,
+        // K[B, :] as S contiguous rows of n: the step's axpy operands.
+        let kb_t = match &self.gram {
+            Some(k) => k.select(Axis(1), batch).reversed_axes().as_standard_layout().into_owned(),
+            None => gram_columns(&Factors::new(views(&self.factors))?, batch)?
+                .reversed_axes()
+                .as_standard_layout()
+                .into_owned(),
         };
-        self.compute_new_preacts(&kb, &upd.neurons, &upd.coef)?;
+        self.check_growth(&kb_t, &upd.coef)?;
         self.apply_alpha(batch, &upd.neurons, &upd.coef)?;
-        self.commit_preacts(&upd.neurons);
+        self.update_preacts(&kb_t, &upd.neurons, &upd.coef);
         self.index.mark_changed(&upd.neurons);
         Ok(stats)
     }
 
-    /// work[i, j] = P[i, R_j] − Σ_s K[i, B_s] C[s, j]; refuses non-finite.
-    fn compute_new_preacts(&mut self, kb: &Array2<f64>, neurons: &[u32], coef: &Array2<f64>) -> Result<()> {
-        let nr = neurons.len();
-        let n = self.n();
-        let len = n * nr;
-        if self.work.len() < len {
-            self.work.clear();
-            self.work.try_reserve_exact(len).map_err(|_| KronError::OutOfMemory {
-                what: "step buffer (n × fired neurons)".into(),
-                bytes: len as u128 * 8,
-                gib: len as f64 * 8.0 / (1u64 << 30) as f64,
-            })?;
-            self.work.resize(len, 0.0);
+    /// Refuses a step that could push |P| to `SAFE_BOUND` (so the in-place
+    /// update can never produce inf/NaN), and advances the bound.
+    fn check_growth(&mut self, kb_t: &Array2<f64>, coef: &Array2<f64>) -> Result<()> {
+        let kmax: Vec<f64> = kb_t.axis_iter(Axis(0)).map(|row| max_abs(row.iter())).collect();
+        let growth = coef
+            .axis_iter(Axis(1))
+            .map(|c| c.iter().zip(&kmax).map(|(c, k)| c.abs() * k).sum::<f64>())
+            .fold(0.0, f64::max);
+        // Relative slack covers the rounding of the sums above and of the update.
+        let next = (self.p_bound + growth) * (1.0 + 1e-9);
+        if next < SAFE_BOUND {
+            self.p_bound = next;
+            return Ok(());
         }
-        let coef = coef.as_standard_layout();
-        let p = &self.p;
-        let finite = self.work[..len]
-            .par_chunks_mut(nr)
-            .enumerate()
-            .map(|(i, out)| {
-                let prow = p.row(i);
-                let prow = prow.as_slice().expect("P is standard layout");
-                for (o, &r) in out.iter_mut().zip(neurons) {
-                    *o = prow[r as usize];
-                }
-                // S axpys over a row that stays in L1: vectorizes, and the
-                // summation order is fixed by s, not by the thread count.
-                for (s, c) in coef.axis_iter(Axis(0)).enumerate() {
-                    let k = kb[[i, s]];
-                    let c = c.as_slice().expect("standard layout");
-                    for (o, cv) in out.iter_mut().zip(c) {
-                        *o -= k * cv;
+        // The running bound is loose; tighten it from P itself (rare).
+        let exact = max_abs(self.p_t.iter());
+        let next = (exact + growth) * (1.0 + 1e-9);
+        if next.is_finite() && next < SAFE_BOUND {
+            self.p_bound = next;
+            return Ok(());
+        }
+        self.p_bound = exact;
+        Err(KronError::Diverged(format!(
+            "the step could push preactivations to {next:.3e} (the loss would overflow); \
+             the model is left at its last finite state (lower lr)"
+        )))
+    }
+
+    /// P[:, R_j] −= Σ_s C[s, j] K[:, B_s] in place: the step's GEMM
+    /// (n × S × |R|), one contiguous row of Pᵀ per fired neuron, with the
+    /// zero coefficients (neuron not fired by point s) skipped.
+    fn update_preacts(&mut self, kb_t: &Array2<f64>, neurons: &[u32], coef: &Array2<f64>) {
+        let n = self.n();
+        // Disjoint &mut rows of Pᵀ for the sorted neurons, so the rows are
+        // updated in parallel without unsafe code.
+        let mut rows: Vec<&mut [f64]> = Vec::with_capacity(neurons.len());
+        let mut rest = self.p_t.as_slice_mut().expect("Pᵀ is standard layout");
+        let mut next = 0usize;
+        for &r in neurons {
+            let skip = (r as usize - next) * n;
+            let (row, tail) = std::mem::take(&mut rest)[skip..].split_at_mut(n);
+            rows.push(row);
+            rest = tail;
+            next = r as usize + 1;
+        }
+        rows.into_par_iter().enumerate().for_each(|(j, row)| {
+            // Additions in s order whatever the thread count: bitwise
+            // reproducible; skipping c = 0 changes no bits (x − 0·k = x).
+            for (s, krow) in kb_t.axis_iter(Axis(0)).enumerate() {
+                let c = coef[[s, j]];
+                if c != 0.0 {
+                    let krow = krow.as_slice().expect("standard layout");
+                    for (o, k) in row.iter_mut().zip(krow) {
+                        *o -= c * k;
                     }
                 }
-                out.iter().all(|v| v.is_finite())
-            })
-            .reduce(|| true, |a, b| a && b);
-        if finite {
-            Ok(())
-        } else {
-            Err(KronError::Diverged(
-                "the step would make preactivations non-finite; the model is left at its last finite state (lower lr)"
-                    .into(),
-            ))
-        }
+            }
+        });
     }
 
     /// α[R_j, B_s] −= C[s, j], in batch order so repeated indices accumulate;
@@ -183,8 +227,8 @@ impl KronState {
             for (j, &r) in neurons.iter().enumerate() {
                 let c = coef[[s, j]];
                 if c != 0.0 {
-                    let slot = &mut self.alpha[[r as usize, i]];
-                    undo.push((r as usize, i, *slot));
+                    let slot = &mut self.alpha_t[[i, r as usize]];
+                    undo.push((i, r as usize, *slot));
                     *slot -= c;
                     finite &= slot.is_finite();
                 }
@@ -193,24 +237,13 @@ impl KronState {
         if finite {
             return Ok(());
         }
-        for (r, i, old) in undo.into_iter().rev() {
-            self.alpha[[r, i]] = old;
+        for (i, r, old) in undo.into_iter().rev() {
+            self.alpha_t[[i, r]] = old;
         }
         Err(KronError::Diverged(
             "the step would make the weights non-finite; the model is left at its last finite state (lower lr)"
                 .into(),
         ))
-    }
-
-    fn commit_preacts(&mut self, neurons: &[u32]) {
-        let nr = neurons.len();
-        let work = &self.work[..self.y.len() * nr];
-        self.p.axis_iter_mut(Axis(0)).into_par_iter().zip(work.par_chunks(nr)).for_each(|(mut prow, new)| {
-            let prow = prow.as_slice_mut().expect("P is standard layout");
-            for (&r, v) in neurons.iter().zip(new) {
-                prow[r as usize] = *v;
-            }
-        });
     }
 }
 
