@@ -1,0 +1,26 @@
+//! kronnet core: exact SGD for two-layer ReLU-threshold networks whose inputs
+//! are Kronecker products of small factors, at a per-step cost independent of
+//! the input dimension d (Song & Ye, arXiv 2305.08001).
+//!
+//! Data flows one way: factors ([`factors`]) → Gram and initial inner products
+//! ([`gram`], [`init`]) → steps ([`step`], with an [`index`] to find fired
+//! neurons, e.g. the asynchronous [`tree`]) → predictions (regenerated init
+//! of the new points plus α times their cross-Gram with the training points).
+//! [`dense`] is the textbook reference trainer of the same model; [`model`]
+//! holds the arithmetic both backends share.
+
+pub mod error;
+pub mod rng;
+pub mod index;
+pub mod factors;
+pub mod gram;
+pub mod init;
+pub mod model;
+pub mod step;
+pub mod dense;
+pub mod tree;
+
+#[cfg(feature = "python")]
+mod bindings;
+
+pub use error::{KronError, Result};
