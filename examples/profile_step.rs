@@ -1,0 +1,37 @@
+use kronnet::factors::{views, Factors};
+use kronnet::index::LinearScan;
+use kronnet::init::init_preacts;
+use kronnet::model::Model;
+use kronnet::rng::{initial_weights, output_signs};
+use kronnet::step::{GramMode, KronState};
+use ndarray::Array2;
+use std::time::Instant;
+
+fn unit_rows(n: usize, d: usize, salt: u64) -> Array2<f64> {
+    let mut z = vec![0.0; n * d];
+    initial_weights(salt, 9, &mut z);
+    let mut u = Array2::from_shape_vec((n, d), z).unwrap();
+    for mut row in u.rows_mut() {
+        let norm = row.dot(&row).sqrt();
+        row.mapv_inplace(|v| v / norm);
+    }
+    u
+}
+
+fn main() {
+    let (n, m, s) = (512, 2048, 8);
+    let mats = vec![unit_rows(n, 16, 1), unit_rows(n, 16, 2)];
+    let f = Factors::new(views(&mats)).unwrap();
+    let b = (0.4 * (m as f64).ln()).sqrt();
+    let model = Model::new(output_signs(0, m), b).unwrap();
+    let p0 = init_preacts(&f, 0, m).unwrap();
+    let y: Vec<f64> = (0..n).map(|i| (i % 3) as f64 - 1.0).collect();
+    let mut st = KronState::new(mats.clone(), y, model, p0, GramMode::Precomputed, |_| Box::new(LinearScan)).unwrap();
+    let steps = 2000;
+    let t = Instant::now();
+    for k in 0..steps {
+        let batch: Vec<usize> = (0..s).map(|j| (k * 8 + j * 61) % n).collect();
+        st.step(&batch, 99.0).unwrap();
+    }
+    println!("per step {:.3} ms", t.elapsed().as_secs_f64() * 1e3 / steps as f64);
+}

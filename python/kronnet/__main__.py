@@ -1,0 +1,5 @@
+"""`python -m kronnet ...` is the `kronnet` command."""
+
+from .cli import main
+
+raise SystemExit(main())
