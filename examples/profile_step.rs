@@ -1,5 +1,10 @@
+//! Times the Kronecker step in pure Rust, for profiling without Python:
+//! `cargo run --release --example profile_step -- [m] [index: scan|tree|bits]`,
+//! e.g. under `perf record`.
 use kronnet::factors::{views, Factors};
-use kronnet::index::LinearScan;
+use kronnet::index::{ActivationIndex, LinearScan};
+use kronnet::bitset::FiredBits;
+use kronnet::tree::AsyncTree;
 use kronnet::init::init_preacts;
 use kronnet::model::Model;
 use kronnet::rng::{initial_weights, output_signs};
@@ -19,19 +24,33 @@ fn unit_rows(n: usize, d: usize, salt: u64) -> Array2<f64> {
 }
 
 fn main() {
-    let (n, m, s) = (512, 2048, 8);
+    let args: Vec<String> = std::env::args().collect();
+    let m: usize = args.get(1).map_or(2048, |a| a.parse().expect("m"));
+    let kind = args.get(2).cloned().unwrap_or_else(|| "scan".into());
+    let (n, s) = (512, 8);
     let mats = vec![unit_rows(n, 16, 1), unit_rows(n, 16, 2)];
     let f = Factors::new(views(&mats)).unwrap();
     let b = (0.4 * (m as f64).ln()).sqrt();
     let model = Model::new(output_signs(0, m), b).unwrap();
     let p0 = init_preacts(&f, 0, m).unwrap();
     let y: Vec<f64> = (0..n).map(|i| (i % 3) as f64 - 1.0).collect();
-    let mut st = KronState::new(mats.clone(), y, model, p0, GramMode::Precomputed, |_| Box::new(LinearScan)).unwrap();
+    let mut st = KronState::new(mats.clone(), y, model, p0, GramMode::Precomputed, |v| -> Box<dyn ActivationIndex> {
+        match kind.as_str() {
+            "tree" => Box::new(AsyncTree::new(v)),
+            "bits" => Box::new(FiredBits::new(v, b)),
+            _ => Box::new(LinearScan::default()),
+        }
+    })
+    .unwrap();
     let steps = 2000;
     let t = Instant::now();
     for k in 0..steps {
         let batch: Vec<usize> = (0..s).map(|j| (k * 8 + j * 61) % n).collect();
         st.step(&batch, 99.0).unwrap();
     }
-    println!("per step {:.3} ms", t.elapsed().as_secs_f64() * 1e3 / steps as f64);
+    println!(
+        "m {m} index {kind}: per step {:.3} ms, in the index {:.3} ms",
+        t.elapsed().as_secs_f64() * 1e3 / steps as f64,
+        st.index_seconds() * 1e3 / steps as f64
+    );
 }

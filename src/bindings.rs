@@ -6,7 +6,8 @@
 
 use crate::error::KronError;
 use crate::factors::Factors;
-use crate::index::{ActivationIndex, LinearScan};
+use crate::bitset::FiredBits;
+use crate::index::{ActivationIndex, IndexStats, LinearScan};
 use crate::model::{Model, StepStats};
 use crate::tree::AsyncTree;
 use crate::{dense, gram, init, rng, step};
@@ -15,6 +16,7 @@ use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2}
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyMemoryError, PyValueError};
 use pyo3::prelude::*;
+use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 create_exception!(kronnet, KronnetError, PyException, "Base class of kronnet's own errors.");
@@ -113,11 +115,24 @@ fn outputs<'py>(
     Ok(Array1::from(f).into_pyarray(py))
 }
 
-fn make_index(kind: &str, values: ArrayView2<'_, f64>) -> Box<dyn ActivationIndex> {
+fn make_index(kind: &str, values: ArrayView2<'_, f64>, threshold: f64) -> Box<dyn ActivationIndex> {
     match kind {
+        "bits" => Box::new(FiredBits::new(values, threshold)),
         "tree" => Box::new(AsyncTree::new(values)),
-        _ => Box::new(LinearScan),
+        _ => Box::new(LinearScan::default()),
     }
+}
+
+fn stats_dict(s: IndexStats) -> HashMap<&'static str, u64> {
+    [
+        ("queries", s.queries),
+        ("rows_synced", s.rows_synced),
+        ("full_rebuilds", s.full_rebuilds),
+        ("nodes_recomputed", s.nodes_recomputed),
+        ("values_read", s.values_read),
+    ]
+    .into_iter()
+    .collect()
 }
 
 fn stats_tuple(s: StepStats) -> (f64, usize, usize) {
@@ -187,14 +202,14 @@ impl KronCore {
             "columns" => step::GramMode::Columns,
             other => return Err(PyValueError::new_err(format!("gram: unknown mode {other:?}"))),
         };
-        if !matches!(index, "scan" | "tree") {
+        if !matches!(index, "scan" | "tree" | "bits") {
             return Err(PyValueError::new_err(format!("index: unknown index {index:?}")));
         }
         let mats: Vec<Array2<f64>> = factors.iter().map(|f| f.as_array().to_owned()).collect();
         let (y, a, p0) = (y.as_array().to_vec(), a.as_array().to_vec(), p0.as_array().to_owned());
         let index = index.to_string();
         let state = guarded(py, || {
-            step::KronState::new(mats, y, Model::new(a, threshold)?, p0, mode, |v| make_index(&index, v))
+            step::KronState::new(mats, y, Model::new(a, threshold)?, p0, mode, |v| make_index(&index, v, threshold))
         })?;
         Ok(KronCore { state })
     }
@@ -245,6 +260,18 @@ impl KronCore {
     #[getter]
     fn index_memory_bytes(&self) -> usize {
         self.state.index_memory_bytes()
+    }
+
+    /// The index's work so far (see `kn.AsyncTree.stats`).
+    #[getter]
+    fn index_stats(&self) -> HashMap<&'static str, u64> {
+        stats_dict(self.state.index_stats())
+    }
+
+    /// Seconds spent finding fire sets (index syncs and queries) so far.
+    #[getter]
+    fn index_seconds(&self) -> f64 {
+        self.state.index_seconds()
     }
 
     #[getter]
@@ -410,19 +437,11 @@ impl PyAsyncTree {
         self.tree.memory_bytes()
     }
 
-    /// Maintenance work so far: dict of rows_synced, full_rebuilds,
-    /// nodes_recomputed, leaves_read.
+    /// Work so far: dict of queries, rows_synced, full_rebuilds,
+    /// nodes_recomputed, values_read.
     #[getter]
-    fn stats(&self) -> std::collections::HashMap<&'static str, u64> {
-        let s = self.tree.stats();
-        [
-            ("rows_synced", s.rows_synced),
-            ("full_rebuilds", s.full_rebuilds),
-            ("nodes_recomputed", s.nodes_recomputed),
-            ("leaves_read", s.leaves_read),
-        ]
-        .into_iter()
-        .collect()
+    fn stats(&self) -> HashMap<&'static str, u64> {
+        stats_dict(self.tree.stats())
     }
 }
 

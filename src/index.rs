@@ -9,6 +9,31 @@
 use ndarray::ArrayView2;
 use rayon::prelude::*;
 
+/// Work counters of an index, for measuring its maintenance and query cost.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IndexStats {
+    /// Queries answered (one per distinct batch row per step).
+    pub queries: u64,
+    /// Rows brought up to date by a sync (incremental or full).
+    pub rows_synced: u64,
+    /// Rows rebuilt from scratch.
+    pub full_rebuilds: u64,
+    /// Internal nodes recomputed by syncs.
+    pub nodes_recomputed: u64,
+    /// Entries of P read (leaves by syncs and queries, or scanned values).
+    pub values_read: u64,
+}
+
+impl IndexStats {
+    pub fn add(&mut self, o: &IndexStats) {
+        self.queries += o.queries;
+        self.rows_synced += o.rows_synced;
+        self.full_rebuilds += o.full_rebuilds;
+        self.nodes_recomputed += o.nodes_recomputed;
+        self.values_read += o.values_read;
+    }
+}
+
 pub trait ActivationIndex: Send + Sync {
     /// Fire sets of `rows` (indices into P, may repeat), each sorted ascending,
     /// in the order of `rows`. Strict: r fires when P[i, r] > tau.
@@ -17,16 +42,32 @@ pub trait ActivationIndex: Send + Sync {
     /// Neurons `cols` (sorted, distinct) changed in every row of P.
     fn mark_changed(&mut self, cols: &[u32]);
 
+    /// If Some(τ), the step reports every (point, neuron) whose value crossed
+    /// τ (was > τ and is no longer, or the reverse) through
+    /// `record_crossings`, before `mark_changed`.
+    fn crossing_threshold(&self) -> Option<f64> {
+        None
+    }
+
+    /// (i, r) pairs whose P[i, r] > τ changed in the last update; each pair
+    /// appears at most once per step.
+    fn record_crossings(&mut self, _crossings: &[(u32, u32)]) {}
+
     /// Short name, as accepted by `Trainer(index=...)`.
     fn name(&self) -> &'static str;
 
     /// Bytes of derived structure the index keeps beyond P itself.
     fn memory_bytes(&self) -> usize;
+
+    /// Work done so far.
+    fn stats(&self) -> IndexStats;
 }
 
 /// The honest baseline: read row i in full, O(m) per query, no state.
 #[derive(Default, Clone, Debug)]
-pub struct LinearScan;
+pub struct LinearScan {
+    stats: IndexStats,
+}
 
 /// `{r : row[r] > tau}`, sorted.
 pub fn scan_row(row: &[f64], tau: f64) -> Vec<u32> {
@@ -35,6 +76,8 @@ pub fn scan_row(row: &[f64], tau: f64) -> Vec<u32> {
 
 impl ActivationIndex for LinearScan {
     fn fire_sets(&mut self, values: ArrayView2<'_, f64>, rows: &[usize], tau: f64) -> Vec<Vec<u32>> {
+        self.stats.queries += rows.len() as u64;
+        self.stats.values_read += (rows.len() * values.ncols()) as u64;
         rows.par_iter()
             .map(|&i| {
                 let row = values.row(i);
@@ -55,6 +98,10 @@ impl ActivationIndex for LinearScan {
     fn memory_bytes(&self) -> usize {
         0
     }
+
+    fn stats(&self) -> IndexStats {
+        self.stats
+    }
 }
 
 #[cfg(test)]
@@ -65,7 +112,7 @@ mod tests {
     #[test]
     fn scan_is_strict_and_sorted() {
         let p = array![[0.5, 2.0, 1.0, 3.0], [1.0, 1.0, 1.0, 1.0]];
-        let mut s = LinearScan;
+        let mut s = LinearScan::default();
         let f = s.fire_sets(p.view(), &[0, 1, 0], 1.0);
         assert_eq!(f, vec![vec![1, 3], vec![], vec![1, 3]]);
         assert_eq!(s.fire_sets(p.view(), &[1], f64::NEG_INFINITY), vec![vec![0, 1, 2, 3]]);

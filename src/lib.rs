@@ -4,7 +4,7 @@
 //!
 //! Data flows one way: factors ([`factors`]) → Gram and initial inner products
 //! ([`gram`], [`init`]) → steps ([`step`], with an [`index`] to find fired
-//! neurons, e.g. the asynchronous [`tree`]) → predictions (regenerated init
+//! neurons: a scan, the asynchronous [`tree`], or the crossing [`bitset`]) → predictions (regenerated init
 //! of the new points plus α times their cross-Gram with the training points).
 //! [`dense`] is the textbook reference trainer of the same model; [`model`]
 //! holds the arithmetic both backends share.
@@ -19,6 +19,7 @@ pub mod model;
 pub mod step;
 pub mod dense;
 pub mod tree;
+pub mod bitset;
 
 #[cfg(feature = "python")]
 mod bindings;

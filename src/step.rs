@@ -8,7 +8,7 @@
 use crate::error::{invalid, try_array2, KronError, Result};
 use crate::factors::{views, Factors};
 use crate::gram::{gram, gram_columns};
-use crate::index::ActivationIndex;
+use crate::index::{ActivationIndex, IndexStats};
 use crate::model::{check_batch, check_lr, half_mse, plan_update, Model, StepStats};
 use ndarray::{Array2, ArrayView2, Axis};
 use rayon::prelude::*;
@@ -39,6 +39,8 @@ pub struct KronState {
     /// possible change stays below `SAFE_BOUND`, no entry can overflow, so
     /// the step updates P in place with no copy to roll back.
     p_bound: f64,
+    /// Wall time spent in the index (syncs and queries), for measurements.
+    index_seconds: f64,
 }
 
 /// Beyond this a preactivation makes the next loss overflow anyway
@@ -88,7 +90,7 @@ impl KronState {
         drop(p0);
         let index = make_index(p_t.t());
         let p_bound = max_abs(p_t.iter());
-        Ok(KronState { factors, y, model, p_t, alpha_t, gram, index, p_bound })
+        Ok(KronState { factors, y, model, p_t, alpha_t, gram, index, p_bound, index_seconds: 0.0 })
     }
 
     pub fn n(&self) -> usize {
@@ -113,12 +115,26 @@ impl KronState {
         self.index.memory_bytes()
     }
 
+    pub fn index_stats(&self) -> IndexStats {
+        self.index.stats()
+    }
+
+    pub fn index_seconds(&self) -> f64 {
+        self.index_seconds
+    }
+
     pub fn gram_mode(&self) -> GramMode {
         if self.gram.is_some() {
             GramMode::Precomputed
         } else {
             GramMode::Columns
         }
+    }
+
+    /// Fire sets {r : P[i, r] > b} of `rows` through the index.
+    pub fn fire_sets(&mut self, rows: &[usize]) -> Result<Vec<Vec<u32>>> {
+        check_batch(rows, self.n())?;
+        Ok(self.index.fire_sets(self.p_t.t(), rows, self.model.b))
     }
 
     /// Full training loss (1/2n) Σ (f(x_i) − y_i)², from P in O(n · m).
@@ -131,7 +147,9 @@ impl KronState {
     pub fn step(&mut self, batch: &[usize], lr: f64) -> Result<StepStats> {
         check_batch(batch, self.n())?;
         check_lr(lr)?;
+        let started = std::time::Instant::now();
         let fire = self.index.fire_sets(self.p_t.t(), batch, self.model.b);
+        self.index_seconds += started.elapsed().as_secs_f64();
         let targets: Vec<f64> = batch.iter().map(|&i| self.y[i]).collect();
         let fired_values: Vec<Vec<f64>> = fire
             .iter()
@@ -153,7 +171,8 @@ impl KronState {
         };
         self.check_growth(&kb_t, &upd.coef)?;
         self.apply_alpha(batch, &upd.neurons, &upd.coef)?;
-        self.update_preacts(&kb_t, &upd.neurons, &upd.coef);
+        let crossings = self.update_preacts(&kb_t, &upd.neurons, &upd.coef, self.index.crossing_threshold());
+        self.index.record_crossings(&crossings);
         self.index.mark_changed(&upd.neurons);
         Ok(stats)
     }
@@ -188,8 +207,15 @@ impl KronState {
 
     /// P[:, R_j] −= Σ_s C[s, j] K[:, B_s] in place: the step's GEMM
     /// (n × S × |R|), one contiguous row of Pᵀ per fired neuron, with the
-    /// zero coefficients (neuron not fired by point s) skipped.
-    fn update_preacts(&mut self, kb_t: &Array2<f64>, neurons: &[u32], coef: &Array2<f64>) {
+    /// zero coefficients (neuron not fired by point s) skipped. With
+    /// `track = Some(τ)` it also returns the (i, r) whose P[i, r] > τ flipped.
+    fn update_preacts(
+        &mut self,
+        kb_t: &Array2<f64>,
+        neurons: &[u32],
+        coef: &Array2<f64>,
+        track: Option<f64>,
+    ) -> Vec<(u32, u32)> {
         let n = self.n();
         // Disjoint &mut rows of Pᵀ for the sorted neurons, so the rows are
         // updated in parallel without unsafe code.
@@ -203,19 +229,20 @@ impl KronState {
             rest = tail;
             next = r as usize + 1;
         }
-        rows.into_par_iter().enumerate().for_each(|(j, row)| {
-            // Additions in s order whatever the thread count: bitwise
-            // reproducible; skipping c = 0 changes no bits (x − 0·k = x).
-            for (s, krow) in kb_t.axis_iter(Axis(0)).enumerate() {
-                let c = coef[[s, j]];
-                if c != 0.0 {
-                    let krow = krow.as_slice().expect("standard layout");
-                    for (o, k) in row.iter_mut().zip(krow) {
-                        *o -= c * k;
-                    }
-                }
-            }
-        });
+        let flips: Vec<Vec<(u32, u32)>> = rows
+            .into_par_iter()
+            .enumerate()
+            .map(|(j, row)| {
+                let coefs: Vec<(f64, &[f64])> = kb_t
+                    .axis_iter(Axis(0))
+                    .zip(coef.column(j))
+                    .filter(|(_, c)| **c != 0.0)
+                    .map(|(k, c)| (*c, k.to_slice().expect("standard layout")))
+                    .collect();
+                update_row(row, &coefs, track, neurons[j])
+            })
+            .collect();
+        flips.concat()
     }
 
     /// α[R_j, B_s] −= C[s, j], in batch order so repeated indices accumulate;
@@ -245,6 +272,66 @@ impl KronState {
                 .into(),
         ))
     }
+}
+
+/// One fired neuron's row P[:, r] −= Σ_s c_s K[:, B_s] (only the nonzero
+/// c_s), returning the (i, r) whose P[i, r] > τ flipped when `track` is set.
+/// Dispatches at run time to an AVX2 build of the same code where the CPU
+/// has it: wider vectors, same operations in the same order, same bits (no
+/// FMA contraction is ever applied to these separate multiply and subtract).
+fn update_row(row: &mut [f64], coefs: &[(f64, &[f64])], track: Option<f64>, r: u32) -> Vec<(u32, u32)> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU supports AVX2, checked just above.
+            return unsafe { update_row_avx2(row, coefs, track, r) };
+        }
+    }
+    update_row_generic(row, coefs, track, r)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn update_row_avx2(row: &mut [f64], coefs: &[(f64, &[f64])], track: Option<f64>, r: u32) -> Vec<(u32, u32)> {
+    update_row_generic(row, coefs, track, r)
+}
+
+#[inline(always)]
+fn above_mask(chunk: &[f64], tau: f64) -> u64 {
+    let mut bits = 0u64;
+    for (k, v) in chunk.iter().enumerate() {
+        bits |= ((*v > tau) as u64) << k;
+    }
+    bits
+}
+
+#[inline(always)]
+fn update_row_generic(row: &mut [f64], coefs: &[(f64, &[f64])], track: Option<f64>, r: u32) -> Vec<(u32, u32)> {
+    // Plain loops, not iterator adaptors: they stay inlined in the AVX2 build.
+    let mut before = vec![0u64; if track.is_some() { row.len().div_ceil(64) } else { 0 }];
+    if let Some(tau) = track {
+        for (w, c) in row.chunks(64).enumerate() {
+            before[w] = above_mask(c, tau);
+        }
+    }
+    // Additions in s order whatever the thread count: bitwise reproducible;
+    // skipping c = 0 changes no bits (x − 0·k = x).
+    for (c, krow) in coefs {
+        for (o, k) in row.iter_mut().zip(krow.iter()) {
+            *o -= c * k;
+        }
+    }
+    let mut crossed = Vec::new();
+    if let Some(tau) = track {
+        for (w, (chunk, old)) in row.chunks(64).zip(&before).enumerate() {
+            let mut x = above_mask(chunk, tau) ^ old;
+            while x != 0 {
+                crossed.push(((w * 64) as u32 + x.trailing_zeros(), r));
+                x &= x - 1;
+            }
+        }
+    }
+    crossed
 }
 
 #[cfg(test)]
@@ -290,7 +377,7 @@ mod tests {
         let model = Model::new(output_signs(3, m), b).unwrap();
         let seed = 3;
         let p0 = init_preacts(&f, seed, m).unwrap();
-        let mut kron = KronState::new(mats.clone(), y.clone(), model.clone(), p0, mode, |_| Box::new(LinearScan)).unwrap();
+        let mut kron = KronState::new(mats.clone(), y.clone(), model.clone(), p0, mode, |_| Box::new(LinearScan::default())).unwrap();
         let x = materialize(&f);
         let w0 = initial_weight_matrix(seed, m, x.ncols()).unwrap();
         let mut dense = DenseState::new(x.clone(), y, model, w0.clone()).unwrap();
@@ -334,7 +421,7 @@ mod tests {
                 let p0 = init_preacts(&f, 1, m).unwrap();
                 let y = vec![0.5; n];
                 let mut st =
-                    KronState::new(mats.clone(), y, model, p0, GramMode::Precomputed, |_| Box::new(LinearScan)).unwrap();
+                    KronState::new(mats.clone(), y, model, p0, GramMode::Precomputed, |_| Box::new(LinearScan::default())).unwrap();
                 let losses: Vec<u64> =
                     batches(n, 40, 8).iter().map(|b| st.step(b, 20.0).unwrap().loss.to_bits()).collect();
                 (losses, st.preacts().to_owned(), st.alpha().to_owned())
@@ -348,6 +435,44 @@ mod tests {
     }
 
     #[test]
+    fn every_index_gives_the_same_trajectory() {
+        use crate::bitset::FiredBits;
+        use crate::tree::AsyncTree;
+        let n = 40;
+        let mats = vec![unit_rows(n, 6, 1), unit_rows(n, 5, 2)];
+        let f = Factors::new(views(&mats)).unwrap();
+        let m = 300;
+        let b = (0.4 * (m as f64).ln()).sqrt();
+        let y: Vec<f64> = (0..n).map(|i| (i % 5) as f64 / 2.0 - 1.0).collect();
+        let run = |kind: &str| {
+            let model = Model::new(output_signs(4, m), b).unwrap();
+            let p0 = init_preacts(&f, 4, m).unwrap();
+            let mut st = KronState::new(mats.clone(), y.clone(), model, p0, GramMode::Precomputed, |v| -> Box<dyn ActivationIndex> {
+                match kind {
+                    "tree" => Box::new(AsyncTree::new(v)),
+                    "bits" => Box::new(FiredBits::new(v, b)),
+                    _ => Box::new(LinearScan::default()),
+                }
+            })
+            .unwrap();
+            let stats: Vec<(u64, usize, usize)> =
+                batches(n, 200, 6).iter().map(|bt| st.step(bt, 60.0).unwrap()).map(|s| (s.loss.to_bits(), s.fired_union, s.fired_total)).collect();
+            let all: Vec<usize> = (0..n).collect();
+            (stats, st.fire_sets(&all).unwrap(), st.preacts().to_owned())
+        };
+        let (scan, scan_sets, p) = run("scan");
+        assert!(scan.iter().map(|s| s.1).sum::<usize>() > 0);
+        // Ground truth for the final sets, from P itself.
+        let truth: Vec<Vec<u32>> = (0..n).map(|i| crate::index::scan_row(&p.row(i).to_vec(), b)).collect();
+        assert_eq!(scan_sets, truth);
+        for kind in ["tree", "bits"] {
+            let (other, sets, _) = run(kind);
+            assert_eq!(other, scan, "{kind} trajectory differs");
+            assert_eq!(sets, truth, "{kind} final fire sets differ");
+        }
+    }
+
+    #[test]
     fn divergence_leaves_state_untouched() {
         let n = 6;
         let mats = vec![unit_rows(n, 3, 1), unit_rows(n, 2, 2)];
@@ -355,7 +480,7 @@ mod tests {
         let m = 30;
         let model = Model::new(output_signs(1, m), 0.0).unwrap();
         let p0 = init_preacts(&f, 1, m).unwrap();
-        let mut st = KronState::new(mats.clone(), vec![1.0; n], model, p0, GramMode::Precomputed, |_| Box::new(LinearScan))
+        let mut st = KronState::new(mats.clone(), vec![1.0; n], model, p0, GramMode::Precomputed, |_| Box::new(LinearScan::default()))
             .unwrap();
         st.step(&[0, 1], 1.0).unwrap();
         let mut failed = false;
@@ -381,7 +506,7 @@ mod tests {
         let f = Factors::new(views(&mats)).unwrap();
         let model = Model::new(output_signs(1, 5), 0.5).unwrap();
         let p0 = init_preacts(&f, 1, 5).unwrap();
-        let mut st = KronState::new(mats.clone(), vec![0.0; 4], model, p0, GramMode::Columns, |_| Box::new(LinearScan)).unwrap();
+        let mut st = KronState::new(mats.clone(), vec![0.0; 4], model, p0, GramMode::Columns, |_| Box::new(LinearScan::default())).unwrap();
         assert!(st.step(&[], 1.0).is_err());
         assert!(st.step(&[4], 1.0).is_err());
         assert!(st.step(&[0], f64::NAN).is_err());

@@ -23,34 +23,12 @@
 //! Syncs and queries of different points run in parallel (rayon, one tree per
 //! task, disjoint memory, no locks).
 
-use crate::index::ActivationIndex;
+use crate::index::{ActivationIndex, IndexStats};
 use ndarray::{ArrayView1, ArrayView2};
 use rayon::prelude::*;
 
 /// Children per internal node.
 pub const FANOUT: usize = 8;
-
-/// Work counters, for measuring maintenance cost.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct TreeStats {
-    /// Rows brought up to date by a sync (incremental or full).
-    pub rows_synced: u64,
-    /// Rows rebuilt from scratch.
-    pub full_rebuilds: u64,
-    /// Internal nodes recomputed, incremental and full syncs together.
-    pub nodes_recomputed: u64,
-    /// Leaves read by syncs.
-    pub leaves_read: u64,
-}
-
-impl TreeStats {
-    fn add(&mut self, o: &TreeStats) {
-        self.rows_synced += o.rows_synced;
-        self.full_rebuilds += o.full_rebuilds;
-        self.nodes_recomputed += o.nodes_recomputed;
-        self.leaves_read += o.leaves_read;
-    }
-}
 
 /// Node counts per level, bottom (parents of leaves) to root, and where each
 /// level starts inside one point's node block.
@@ -95,7 +73,7 @@ pub struct AsyncTree {
     log_base: u64,
     /// Global log position each point's tree is synced up to.
     cursor: Vec<u64>,
-    stats: TreeStats,
+    stats: IndexStats,
 }
 
 /// Max of the leaves of level-0 node `j`: values r in [j·F, (j+1)·F) ∩ [0, m).
@@ -110,7 +88,7 @@ fn node_max(block: &[f64], child_off: usize, child_count: usize, j: usize) -> f6
 }
 
 /// Rebuilds one point's tree from its leaves.
-fn rebuild(shape: &Shape, block: &mut [f64], row: &ArrayView1<'_, f64>, st: &mut TreeStats) {
+fn rebuild(shape: &Shape, block: &mut [f64], row: &ArrayView1<'_, f64>, st: &mut IndexStats) {
     for j in 0..shape.sizes[0] {
         block[j] = leaf_max(row, j, shape.m);
     }
@@ -121,19 +99,19 @@ fn rebuild(shape: &Shape, block: &mut [f64], row: &ArrayView1<'_, f64>, st: &mut
         }
     }
     st.full_rebuilds += 1;
-    st.leaves_read += shape.m as u64;
+    st.values_read += shape.m as u64;
     st.nodes_recomputed += shape.per_row as u64;
 }
 
 /// Recomputes the ancestors of the dirty leaves, each once, bottom-up.
-fn sync_dirty(shape: &Shape, block: &mut [f64], row: &ArrayView1<'_, f64>, dirty: &[u32], st: &mut TreeStats) {
+fn sync_dirty(shape: &Shape, block: &mut [f64], row: &ArrayView1<'_, f64>, dirty: &[u32], st: &mut IndexStats) {
     let mut ids: Vec<usize> = dirty.iter().map(|&r| r as usize / FANOUT).collect();
     ids.sort_unstable();
     ids.dedup();
     for &j in &ids {
         block[j] = leaf_max(row, j, shape.m);
     }
-    st.leaves_read += (ids.len() * FANOUT) as u64;
+    st.values_read += (ids.len() * FANOUT) as u64;
     st.nodes_recomputed += ids.len() as u64;
     for lvl in 1..shape.sizes.len() {
         // Sorted input stays sorted under j / F, so dedup suffices.
@@ -185,10 +163,10 @@ impl AsyncTree {
         let mut nodes = vec![f64::NEG_INFINITY; n * shape.per_row];
         if m > 0 {
             nodes.par_chunks_mut(shape.per_row).enumerate().for_each(|(i, block)| {
-                rebuild(&shape, block, &values.row(i), &mut TreeStats::default());
+                rebuild(&shape, block, &values.row(i), &mut IndexStats::default());
             });
         }
-        AsyncTree { n, shape, nodes, log: Vec::new(), log_base: 0, cursor: vec![0; n], stats: TreeStats::default() }
+        AsyncTree { n, shape, nodes, log: Vec::new(), log_base: 0, cursor: vec![0; n], stats: IndexStats::default() }
     }
 
     pub fn n(&self) -> usize {
@@ -201,10 +179,6 @@ impl AsyncTree {
 
     pub fn fanout(&self) -> usize {
         FANOUT
-    }
-
-    pub fn stats(&self) -> TreeStats {
-        self.stats
     }
 
     /// Brings tree i up to date with `values` (which must hold every change
@@ -242,8 +216,8 @@ fn sync_one(
     cursor: &mut u64,
     log: &[u32],
     log_base: u64,
-) -> TreeStats {
-    let mut st = TreeStats::default();
+) -> IndexStats {
+    let mut st = IndexStats::default();
     let end = log_base + log.len() as u64;
     if *cursor == end || shape.m == 0 {
         *cursor = end;
@@ -271,7 +245,7 @@ impl ActivationIndex for AsyncTree {
             slot[i] = k;
         }
         let (shape, log, log_base) = (&self.shape, &self.log, self.log_base);
-        let found: Vec<(usize, Vec<u32>, TreeStats)> = self
+        let found: Vec<(usize, Vec<u32>, IndexStats)> = self
             .nodes
             .par_chunks_mut(shape.per_row.max(1))
             .zip(self.cursor.par_iter_mut())
@@ -287,6 +261,7 @@ impl ActivationIndex for AsyncTree {
                 (slot[i], out, st)
             })
             .collect();
+        self.stats.queries += distinct.len() as u64;
         let mut by_slot: Vec<Vec<u32>> = vec![Vec::new(); distinct.len()];
         for (k, out, st) in found {
             self.stats.add(&st);
@@ -316,6 +291,10 @@ impl ActivationIndex for AsyncTree {
 
     fn memory_bytes(&self) -> usize {
         self.nodes.len() * 8 + self.log.capacity() * 4 + self.cursor.len() * 8
+    }
+
+    fn stats(&self) -> IndexStats {
+        self.stats
     }
 }
 
@@ -381,7 +360,7 @@ mod tests {
                     Op::Update(cols, vals) => apply(&mut values, cols, vals, &mut tree),
                     Op::Query(rows, tau) => {
                         let got = tree.fire_sets(values.view(), rows, *tau);
-                        let want = LinearScan.fire_sets(values.view(), rows, *tau);
+                        let want = LinearScan::default().fire_sets(values.view(), rows, *tau);
                         prop_assert_eq!(got, want);
                     }
                 }
@@ -389,7 +368,7 @@ mod tests {
             // Every row, however long it lagged, answers exactly at the end.
             for i in 0..n {
                 for tau in [f64::NEG_INFINITY, -0.5, 0.0, 0.5, f64::INFINITY] {
-                    prop_assert_eq!(tree.query(values.view(), i, tau), LinearScan.fire_sets(values.view(), &[i], tau).remove(0));
+                    prop_assert_eq!(tree.query(values.view(), i, tau), LinearScan::default().fire_sets(values.view(), &[i], tau).remove(0));
                 }
             }
         }
@@ -404,7 +383,7 @@ mod tests {
         let mut tree = AsyncTree::new(p);
         for tau in [-3.0, 0.0, 5.0] {
             for i in 0..n {
-                assert_eq!(tree.query(p, i, tau), LinearScan.fire_sets(p, &[i], tau).remove(0));
+                assert_eq!(tree.query(p, i, tau), LinearScan::default().fire_sets(p, &[i], tau).remove(0));
             }
         }
     }
@@ -436,11 +415,11 @@ mod tests {
             tree.mark_changed(&cols);
         }
         assert!(tree.log.len() <= 2 * (m / FANOUT) + 8, "log is bounded: {}", tree.log.len());
-        let want = LinearScan.fire_sets(values.view(), &[2], 11.5);
+        let want = LinearScan::default().fire_sets(values.view(), &[2], 11.5);
         assert!(want[0].len() > 100 && want[0][0] >= 1600);
         assert_eq!(tree.fire_sets(values.view(), &[2], 11.5), want);
         assert_eq!(tree.stats().full_rebuilds, 1);
-        assert_eq!(tree.query(values.view(), 2, 11.0), LinearScan.fire_sets(values.view(), &[2], 11.0).remove(0));
+        assert_eq!(tree.query(values.view(), 2, 11.0), LinearScan::default().fire_sets(values.view(), &[2], 11.0).remove(0));
     }
 
     #[test]

@@ -40,7 +40,8 @@ CASES = [
     ((2, 17), 9, 37, 3, "kron", "tree", "columns"),
     ((17, 2), 13, 50, 5, "kron", "scan", "columns"),
     ((2, 3, 4), 10, 48, 4, "kron", "tree", "precomputed"),
-    ((5, 1, 3), 7, 29, 2, "kron", "scan", "precomputed"),
+    ((5, 1, 3), 7, 29, 2, "kron", "bits", "precomputed"),
+    ((4, 4), 12, 40, 4, "kron", "bits", "columns"),
     ((2, 17), 9, 37, 3, "dense", "auto", "auto"),
     ((2, 3, 4), 10, 48, 4, "dense", "auto", "auto"),
 ]

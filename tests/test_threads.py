@@ -11,7 +11,7 @@ data = kn.make_kronecker_data(300, dims=(24, 20), seed=1)
 net = kn.TwoLayerNet(data.dims, 1500, seed=2)
 h = hashlib.sha256()
 h.update(net.preactivations(data).tobytes())
-for index in ("scan", "tree"):
+for index in ("scan", "tree", "bits"):
     tr = kn.Trainer(net, data, lr=kn.suggest_lr(net, 8), index=index, seed=3)
     h.update(tr.fit(150).loss.tobytes())
 h.update(net.predict(kn.make_kronecker_data(40, dims=(24, 20), seed=9)).tobytes())

@@ -81,10 +81,10 @@ def test_gram_modes_agree():
 def test_index_choices_give_identical_trajectories():
     data = kn.make_kronecker_data(64, dims=(6, 6), seed=5)
     hists = []
-    for index in ("scan", "tree", "auto"):
+    for index in ("scan", "tree", "bits", "auto"):
         net = kn.TwoLayerNet(data.dims, 700, seed=5)
         tr = kn.Trainer(net, data, lr=kn.suggest_lr(net, 8), index=index, seed=2)
-        assert tr.index in ("scan", "tree")
+        assert tr.index in ("scan", "tree", "bits")
         hists.append(tr.fit(300))
     for h in hists[1:]:
         assert h.loss.tobytes() == hists[0].loss.tobytes()

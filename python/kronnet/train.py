@@ -15,7 +15,7 @@ from .data import KronData
 from .net import TwoLayerNet, _Segment
 
 BACKENDS = ("kron", "dense")
-INDEXES = ("auto", "scan", "tree")
+INDEXES = ("auto", "scan", "tree", "bits")
 GRAM_MODES = ("auto", "precomputed", "columns")
 
 #: Default cap on the precomputed n × n Gram matrix; larger data sets compute
@@ -94,8 +94,10 @@ class Trainer:
     batch_size : S. Batches are drawn without replacement within an epoch
         (a seeded reshuffle each epoch); the last batch of an epoch is
         smaller when S does not divide n.
-    index : activated-neuron finder for the Kronecker backend: "scan",
-        "tree" (the asynchronous tree), or "auto".
+    index : activated-neuron finder for the Kronecker backend: "scan" (read
+        P[i, :]), "tree" (the asynchronous tree), "bits" (fired bits kept
+        exact by the step's threshold crossings) or "auto". All return the
+        same fire sets; only speed differs.
     backend : "kron" (per-step cost independent of d) or "dense" (textbook,
         materialized X and W; the reference and a baseline, small d only).
     seed : seeds the batch order.
@@ -195,7 +197,8 @@ class Trainer:
 
     @property
     def index(self) -> str:
-        """The activated-neuron index in use ("scan", "tree"; "none" for dense)."""
+        """The activated-neuron index in use ("scan", "tree", "bits"; "none"
+        for the dense backend)."""
         return self._index
 
     @property
@@ -308,6 +311,17 @@ class Trainer:
             full_loss=checkpoints,
             seconds=time.perf_counter() - start,
         )
+
+    def index_stats(self) -> dict:
+        """Work of the activation index so far: seconds spent finding fire
+        sets, and counters (queries, rows_synced, full_rebuilds,
+        nodes_recomputed, values_read, memory_bytes)."""
+        if self._backend != "kron":
+            return {}
+        out = dict(self._core.index_stats)
+        out["seconds"] = float(self._core.index_seconds)
+        out["memory_bytes"] = int(self._core.index_memory_bytes)
+        return out
 
     def full_loss(self) -> float:
         """(1/2n) sum_i (f(x_i) - y_i)^2 over all training points."""
