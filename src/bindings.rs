@@ -268,6 +268,12 @@ impl KronCore {
         stats_dict(self.state.index_stats())
     }
 
+    /// (seconds, nominal FLOPs 2·n·S·|R|) of the step's GEMM so far.
+    #[getter]
+    fn update_work(&self) -> (f64, f64) {
+        self.state.update_work()
+    }
+
     /// Seconds spent finding fire sets (index syncs and queries) so far.
     #[getter]
     fn index_seconds(&self) -> f64 {

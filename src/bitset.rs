@@ -2,13 +2,15 @@
 //! P[i, r] > b, kept exact by the step itself.
 //!
 //! The step already holds every changed value P[:, r] (r ∈ R) in L1 while it
-//! updates it, so it compares each row against b before and after and
-//! reports only the bits that flipped (`record_crossings`); crossings are
-//! rare, since one step moves a preactivation by a tiny amount. A query is
-//! then a walk over the set bits of one point's row: m/64 contiguous words
-//! plus O(k) for k results, instead of m strided reads of P. Memory: n·m/8
-//! bytes (1/64 of P). Queries at any threshold other than b fall back to
-//! reading P, so the answers are exact for every τ.
+//! updates it, so it compares the new row against b and hands over the bit
+//! mask (`record_masks`, n/64 words per neuron). The index keeps the same
+//! masks neuron-major, so the XOR with the stored mask gives exactly the
+//! points whose firing flipped — rare, since a step moves a preactivation by
+//! a tiny amount — and only those bits are flipped in the point-major copy
+//! that queries read. A query is a walk over the set bits of one point's
+//! row: m/64 contiguous words plus O(k) for k results, instead of m strided
+//! reads of P. Memory: 2 · n·m/8 bytes (1/32 of P). Queries at a threshold
+//! other than b fall back to reading P, so answers are exact for every τ.
 
 use crate::index::{scan_row, ActivationIndex, IndexStats};
 use ndarray::ArrayView2;
@@ -19,8 +21,10 @@ pub struct FiredBits {
     m: usize,
     words: usize,
     tau: f64,
-    /// n × words, bit r of row i set iff P[i, r] > tau.
+    /// n × words, bit r of row i set iff P[i, r] > tau (for queries).
     bits: Vec<u64>,
+    /// m × ⌈n/64⌉, bit i of neuron r set iff P[i, r] > tau (for diffing).
+    by_neuron: Vec<u64>,
     stats: IndexStats,
 }
 
@@ -38,7 +42,16 @@ impl FiredBits {
                 }
             }
         });
-        FiredBits { n, m, words, tau, bits, stats: IndexStats::default() }
+        let point_words = n.div_ceil(64).max(1);
+        let mut by_neuron = vec![0u64; m * point_words];
+        by_neuron.par_chunks_mut(point_words).enumerate().for_each(|(r, mask)| {
+            for (i, v) in values.column(r).iter().enumerate() {
+                if *v > tau {
+                    mask[i / 64] |= 1 << (i % 64);
+                }
+            }
+        });
+        FiredBits { n, m, words, tau, bits, by_neuron, stats: IndexStats::default() }
     }
 
     fn row_set(&self, i: usize) -> Vec<u32> {
@@ -70,13 +83,22 @@ impl ActivationIndex for FiredBits {
         Some(self.tau)
     }
 
-    fn record_crossings(&mut self, crossings: &[(u32, u32)]) {
-        for &(i, r) in crossings {
-            let (i, r) = (i as usize, r as usize);
-            debug_assert!(i < self.n && r < self.m);
-            self.bits[i * self.words + r / 64] ^= 1 << (r % 64);
+    fn record_masks(&mut self, neurons: &[u32], masks: &[u64]) {
+        let pw = self.n.div_ceil(64).max(1);
+        for (&r, new) in neurons.iter().zip(masks.chunks_exact(pw)) {
+            let r = r as usize;
+            let old = &mut self.by_neuron[r * pw..(r + 1) * pw];
+            for (w, (o, nw)) in old.iter_mut().zip(new).enumerate() {
+                let mut flipped = *o ^ nw;
+                *o = *nw;
+                while flipped != 0 {
+                    let i = w * 64 + flipped.trailing_zeros() as usize;
+                    self.bits[i * self.words + r / 64] ^= 1 << (r % 64);
+                    self.stats.rows_synced += 1;
+                    flipped &= flipped - 1;
+                }
+            }
         }
-        self.stats.rows_synced += crossings.len() as u64;
     }
 
     fn name(&self) -> &'static str {
@@ -84,7 +106,7 @@ impl ActivationIndex for FiredBits {
     }
 
     fn memory_bytes(&self) -> usize {
-        self.bits.len() * 8
+        (self.bits.len() + self.by_neuron.len()) * 8
     }
 
     fn stats(&self) -> IndexStats {

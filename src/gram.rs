@@ -40,17 +40,26 @@ pub fn cross_gram(a: &Factors<'_>, b: &Factors<'_>) -> Result<Array2<f64>> {
     Ok(out)
 }
 
-/// The full training Gram K = ∘_k U_k U_kᵀ (n × n).
+/// The full training Gram K = ∘_k U_k U_kᵀ (n × n), made exactly
+/// symmetric (lower triangle mirrored from the upper) so that a step can
+/// read the contiguous rows K[B, :] in place of the columns K[:, B].
 pub fn gram(f: &Factors<'_>) -> Result<Array2<f64>> {
-    cross_gram(f, f)
+    let mut k = cross_gram(f, f)?;
+    let n = k.nrows();
+    for i in 0..n {
+        for j in 0..i {
+            k[[i, j]] = k[[j, i]];
+        }
+    }
+    Ok(k)
 }
 
-/// Columns K[:, cols] (n × |cols|) computed on the fly from the factors, for
+/// Rows K[rows, :] (|rows| × n) computed on the fly from the factors, for
 /// when the n × n Gram does not fit the memory budget.
-pub fn gram_columns(f: &Factors<'_>, cols: &[usize]) -> Result<Array2<f64>> {
-    let picked = f.select(cols);
+pub fn gram_rows(f: &Factors<'_>, rows: &[usize]) -> Result<Array2<f64>> {
+    let picked = f.select(rows);
     let picked = Factors::new(crate::factors::views(&picked))?;
-    cross_gram(f, &picked)
+    cross_gram(&picked, f)
 }
 
 #[cfg(test)]
@@ -79,10 +88,11 @@ mod tests {
                 assert!((k[[i, j]] - brute).abs() <= 1e-12 * (1.0 + brute.abs()));
             }
         }
-        let cols = gram_columns(&f, &[3, 3, 0]).unwrap();
+        assert_eq!(k, k.t());
+        let rows = gram_rows(&f, &[3, 3, 0]).unwrap();
         for i in 0..9 {
             for (c, &j) in [3usize, 3, 0].iter().enumerate() {
-                assert!((cols[[i, c]] - k[[i, j]]).abs() <= 1e-12);
+                assert!((rows[[c, i]] - k[[j, i]]).abs() <= 1e-12);
             }
         }
     }

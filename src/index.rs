@@ -42,16 +42,16 @@ pub trait ActivationIndex: Send + Sync {
     /// Neurons `cols` (sorted, distinct) changed in every row of P.
     fn mark_changed(&mut self, cols: &[u32]);
 
-    /// If Some(τ), the step reports every (point, neuron) whose value crossed
-    /// τ (was > τ and is no longer, or the reverse) through
-    /// `record_crossings`, before `mark_changed`.
+    /// If Some(τ), after each update the step reports, for every changed
+    /// neuron r, the bit mask of the points with P[i, r] > τ
+    /// (`record_masks`), before `mark_changed`.
     fn crossing_threshold(&self) -> Option<f64> {
         None
     }
 
-    /// (i, r) pairs whose P[i, r] > τ changed in the last update; each pair
-    /// appears at most once per step.
-    fn record_crossings(&mut self, _crossings: &[(u32, u32)]) {}
+    /// `masks` holds ⌈n/64⌉ words per neuron of `neurons` (sorted, distinct):
+    /// bit i of neuron j's words is set iff P[i, neurons[j]] > τ now.
+    fn record_masks(&mut self, _neurons: &[u32], _masks: &[u64]) {}
 
     /// Short name, as accepted by `Trainer(index=...)`.
     fn name(&self) -> &'static str;

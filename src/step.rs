@@ -7,10 +7,10 @@
 
 use crate::error::{invalid, try_array2, KronError, Result};
 use crate::factors::{views, Factors};
-use crate::gram::{gram, gram_columns};
+use crate::gram::{gram, gram_rows};
 use crate::index::{ActivationIndex, IndexStats};
 use crate::model::{check_batch, check_lr, half_mse, plan_update, Model, StepStats};
-use ndarray::{Array2, ArrayView2, Axis};
+use ndarray::{Array2, ArrayView1, ArrayView2, Axis};
 use rayon::prelude::*;
 
 /// How the step obtains K[:, B].
@@ -41,6 +41,10 @@ pub struct KronState {
     p_bound: f64,
     /// Wall time spent in the index (syncs and queries), for measurements.
     index_seconds: f64,
+    /// Wall time of the step's GEMM (the update of P[:, R]) and its nominal
+    /// FLOP count 2 · n · S · |R|, for comparing its rate with a BLAS GEMM.
+    update_seconds: f64,
+    update_flops: f64,
 }
 
 /// Beyond this a preactivation makes the next loss overflow anyway
@@ -90,7 +94,19 @@ impl KronState {
         drop(p0);
         let index = make_index(p_t.t());
         let p_bound = max_abs(p_t.iter());
-        Ok(KronState { factors, y, model, p_t, alpha_t, gram, index, p_bound, index_seconds: 0.0 })
+        Ok(KronState {
+            factors,
+            y,
+            model,
+            p_t,
+            alpha_t,
+            gram,
+            index,
+            p_bound,
+            index_seconds: 0.0,
+            update_seconds: 0.0,
+            update_flops: 0.0,
+        })
     }
 
     pub fn n(&self) -> usize {
@@ -121,6 +137,11 @@ impl KronState {
 
     pub fn index_seconds(&self) -> f64 {
         self.index_seconds
+    }
+
+    /// (seconds, nominal FLOPs) spent in the step's GEMM so far.
+    pub fn update_work(&self) -> (f64, f64) {
+        (self.update_seconds, self.update_flops)
     }
 
     pub fn gram_mode(&self) -> GramMode {
@@ -161,18 +182,21 @@ impl KronState {
         if upd.neurons.is_empty() {
             return Ok(stats);
         }
-        // K[B, :] as S contiguous rows of n: the step's axpy operands.
+        // K[B, :] (= K[:, B]ᵀ, K symmetric) as S contiguous rows of n: the
+        // step's axpy operands.
         let kb_t = match &self.gram {
-            Some(k) => k.select(Axis(1), batch).reversed_axes().as_standard_layout().into_owned(),
-            None => gram_columns(&Factors::new(views(&self.factors))?, batch)?
-                .reversed_axes()
-                .as_standard_layout()
-                .into_owned(),
+            Some(k) => k.select(Axis(0), batch),
+            None => gram_rows(&Factors::new(views(&self.factors))?, batch)?,
         };
         self.check_growth(&kb_t, &upd.coef)?;
         self.apply_alpha(batch, &upd.neurons, &upd.coef)?;
-        let crossings = self.update_preacts(&kb_t, &upd.neurons, &upd.coef, self.index.crossing_threshold());
-        self.index.record_crossings(&crossings);
+        let started = std::time::Instant::now();
+        let masks = self.update_preacts(&kb_t, &upd.neurons, &upd.coef, self.index.crossing_threshold());
+        self.update_seconds += started.elapsed().as_secs_f64();
+        self.update_flops += 2.0 * (self.n() * batch.len() * upd.neurons.len()) as f64;
+        if !masks.is_empty() {
+            self.index.record_masks(&upd.neurons, &masks);
+        }
         self.index.mark_changed(&upd.neurons);
         Ok(stats)
     }
@@ -208,14 +232,15 @@ impl KronState {
     /// P[:, R_j] −= Σ_s C[s, j] K[:, B_s] in place: the step's GEMM
     /// (n × S × |R|), one contiguous row of Pᵀ per fired neuron, with the
     /// zero coefficients (neuron not fired by point s) skipped. With
-    /// `track = Some(τ)` it also returns the (i, r) whose P[i, r] > τ flipped.
+    /// `track = Some(τ)` it also returns each new row's mask of P > τ
+    /// (⌈n/64⌉ words per neuron), computed while the row is in L1.
     fn update_preacts(
         &mut self,
         kb_t: &Array2<f64>,
         neurons: &[u32],
         coef: &Array2<f64>,
         track: Option<f64>,
-    ) -> Vec<(u32, u32)> {
+    ) -> Vec<u64> {
         let n = self.n();
         // Disjoint &mut rows of Pᵀ for the sorted neurons, so the rows are
         // updated in parallel without unsafe code.
@@ -229,20 +254,20 @@ impl KronState {
             rest = tail;
             next = r as usize + 1;
         }
-        let flips: Vec<Vec<(u32, u32)>> = rows
-            .into_par_iter()
+        let kb = kb_t.as_slice().expect("standard layout");
+        let words = if track.is_some() { n.div_ceil(64).max(1) } else { 0 };
+        let mut masks = vec![0u64; words * neurons.len()];
+        let mask_slots: Vec<&mut [u64]> = if words == 0 {
+            neurons.iter().map(|_| <&mut [u64]>::default()).collect()
+        } else {
+            masks.chunks_mut(words).collect()
+        };
+        rows.into_par_iter()
+            .zip(mask_slots.into_par_iter())
+            .with_min_len(8)
             .enumerate()
-            .map(|(j, row)| {
-                let coefs: Vec<(f64, &[f64])> = kb_t
-                    .axis_iter(Axis(0))
-                    .zip(coef.column(j))
-                    .filter(|(_, c)| **c != 0.0)
-                    .map(|(k, c)| (*c, k.to_slice().expect("standard layout")))
-                    .collect();
-                update_row(row, &coefs, track, neurons[j])
-            })
-            .collect();
-        flips.concat()
+            .for_each(|(j, (row, mask))| update_row(row, kb, coef.column(j), track, mask));
+        masks
     }
 
     /// α[R_j, B_s] −= C[s, j], in batch order so repeated indices accumulate;
@@ -279,59 +304,55 @@ impl KronState {
 /// Dispatches at run time to an AVX2 build of the same code where the CPU
 /// has it: wider vectors, same operations in the same order, same bits (no
 /// FMA contraction is ever applied to these separate multiply and subtract).
-fn update_row(row: &mut [f64], coefs: &[(f64, &[f64])], track: Option<f64>, r: u32) -> Vec<(u32, u32)> {
+fn update_row(row: &mut [f64], kb: &[f64], coefs: ArrayView1<'_, f64>, track: Option<f64>, mask: &mut [u64]) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU supports AVX2, checked just above.
-            return unsafe { update_row_avx2(row, coefs, track, r) };
+            return unsafe { update_row_avx2(row, kb, coefs, track, mask) };
         }
     }
-    update_row_generic(row, coefs, track, r)
+    update_row_generic(row, kb, coefs, track, mask)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn update_row_avx2(row: &mut [f64], coefs: &[(f64, &[f64])], track: Option<f64>, r: u32) -> Vec<(u32, u32)> {
-    update_row_generic(row, coefs, track, r)
+unsafe fn update_row_avx2(row: &mut [f64], kb: &[f64], coefs: ArrayView1<'_, f64>, track: Option<f64>, mask: &mut [u64]) {
+    update_row_generic(row, kb, coefs, track, mask)
 }
 
 #[inline(always)]
-fn above_mask(chunk: &[f64], tau: f64) -> u64 {
-    let mut bits = 0u64;
-    for (k, v) in chunk.iter().enumerate() {
-        bits |= ((*v > tau) as u64) << k;
-    }
-    bits
-}
-
-#[inline(always)]
-fn update_row_generic(row: &mut [f64], coefs: &[(f64, &[f64])], track: Option<f64>, r: u32) -> Vec<(u32, u32)> {
-    // Plain loops, not iterator adaptors: they stay inlined in the AVX2 build.
-    let mut before = vec![0u64; if track.is_some() { row.len().div_ceil(64) } else { 0 }];
-    if let Some(tau) = track {
-        for (w, c) in row.chunks(64).enumerate() {
-            before[w] = above_mask(c, tau);
-        }
-    }
+fn update_row_generic(row: &mut [f64], kb: &[f64], coefs: ArrayView1<'_, f64>, track: Option<f64>, mask: &mut [u64]) {
     // Additions in s order whatever the thread count: bitwise reproducible;
     // skipping c = 0 changes no bits (x − 0·k = x).
-    for (c, krow) in coefs {
-        for (o, k) in row.iter_mut().zip(krow.iter()) {
-            *o -= c * k;
-        }
-    }
-    let mut crossed = Vec::new();
-    if let Some(tau) = track {
-        for (w, (chunk, old)) in row.chunks(64).zip(&before).enumerate() {
-            let mut x = above_mask(chunk, tau) ^ old;
-            while x != 0 {
-                crossed.push(((w * 64) as u32 + x.trailing_zeros(), r));
-                x &= x - 1;
+    for (c, krow) in coefs.iter().zip(kb.chunks_exact(row.len())) {
+        if *c != 0.0 {
+            for (o, k) in row.iter_mut().zip(krow) {
+                *o -= c * k;
             }
         }
     }
-    crossed
+    if let Some(tau) = track {
+        // Four lanes at a time: a compare and a move-mask per vector.
+        for (w, chunk) in row.chunks(64).enumerate() {
+            let mut bits = 0u64;
+            let mut quads = chunk.chunks_exact(4);
+            let mut k = 0;
+            for q in &mut quads {
+                let nib = (q[0] > tau) as u64
+                    | ((q[1] > tau) as u64) << 1
+                    | ((q[2] > tau) as u64) << 2
+                    | ((q[3] > tau) as u64) << 3;
+                bits |= nib << k;
+                k += 4;
+            }
+            for v in quads.remainder() {
+                bits |= ((*v > tau) as u64) << k;
+                k += 1;
+            }
+            mask[w] = bits;
+        }
+    }
 }
 
 #[cfg(test)]

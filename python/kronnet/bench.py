@@ -125,3 +125,124 @@ def cycle(items: Sequence[Any]) -> Callable[[], Any]:
         return item
 
     return nxt
+
+
+def threshold_for_fraction(q: float) -> float:
+    """b with P(N(0, 1) > b) = q: unit-norm inputs then fire a fraction q of
+    the neurons at initialization."""
+    from statistics import NormalDist
+
+    return NormalDist().inv_cdf(1.0 - q)
+
+
+def time_index(
+    index: str,
+    n: int,
+    width: int,
+    threshold: Optional[float],
+    batch_size: int = 8,
+    dims: tuple = (16, 16),
+    epochs: float = 2.0,
+    seed: int = 0,
+) -> Dict[str, Any]:
+    """Steady-state per-step figures of one activation index: one epoch of
+    warm-up (so lazily synced structures reach their steady lag), then
+    `epochs` epochs timed."""
+    data = make_kronecker_data(n, dims=dims, seed=seed)
+    net = TwoLayerNet(dims, width, threshold=threshold, seed=seed)
+    tr = Trainer(net, data, lr=suggest_lr(net, batch_size), batch_size=batch_size, index=index, seed=seed)
+    per_epoch = math.ceil(n / batch_size)
+    tr.fit(per_epoch)
+    before = tr.index_stats()
+    steps = max(1, int(epochs * per_epoch))
+    hist = tr.fit(steps)
+    after = tr.index_stats()
+    per_step = {k: (after[k] - before[k]) / steps for k in after if k != "memory_bytes"}
+    return {
+        "index": index,
+        "n": n,
+        "width": width,
+        "threshold": net.threshold,
+        "batch_size": batch_size,
+        "fired_per_point": float(hist.fired_per_point.mean()),
+        "fired_union": float(hist.fired_union.mean()),
+        "step_seconds": hist.seconds / steps,
+        "index_seconds": per_step.pop("seconds"),
+        "per_step": per_step,
+        "index_memory_bytes": after["memory_bytes"],
+        "steps": steps,
+    }
+
+
+def numpy_gemm_seconds(shape_a: tuple, shape_b: tuple, seed: int = 0, min_seconds: float = 0.2) -> float:
+    """Median seconds of NumPy's A @ B for random float64 A, B."""
+    rng = np.random.default_rng(seed)
+    a, b = rng.standard_normal(shape_a), rng.standard_normal(shape_b)
+    return median_time(lambda: a @ b, min_seconds=min_seconds, repeats=3)
+
+
+def time_kron(
+    d: int, n: int, width: int, batch_size: int, steps: int, index: str = "auto", seed: int = 0
+) -> Dict[str, Any]:
+    """Init time, steady per-step time and the step-GEMM rate of the
+    Kronecker backend at input dimension d (two equal factors)."""
+    dims = square_dims(d)
+    data = make_kronecker_data(n, dims=dims, seed=seed)
+    net = TwoLayerNet(dims, width, seed=seed)
+    start = time.perf_counter()
+    tr = Trainer(net, data, lr=suggest_lr(net, batch_size), batch_size=batch_size, index=index, seed=seed)
+    init = time.perf_counter() - start
+    tr.fit(min(steps, math.ceil(n / batch_size)))  # warm-up
+    upd0 = tr._core.update_work
+    hist = tr.fit(steps)
+    upd1 = tr._core.update_work
+    gemm_seconds = (upd1[0] - upd0[0]) / steps
+    gemm_flops = (upd1[1] - upd0[1]) / steps
+    mean_r = float(hist.fired_union.mean())
+    return {
+        "d": d,
+        "dims": list(dims),
+        "index": tr.index,
+        "init_seconds": init,
+        "step_seconds": hist.seconds / steps,
+        "fired_union": mean_r,
+        "fired_per_point": float(hist.fired_per_point.mean()),
+        "gemm_seconds": gemm_seconds,
+        "gemm_gflops": gemm_flops / gemm_seconds / 1e9 if gemm_seconds > 0 else float("nan"),
+        "loss_first": float(hist.loss[0]),
+        "loss_last": float(hist.loss[-1]),
+    }
+
+
+def time_dense_steps(kind: str, d: int, n: int, width: int, batch_size: int, seed: int = 0) -> float:
+    """Median per-step seconds of a dense SGD step: "numpy", "torch" or the
+    in-package dense backend ("dense")."""
+    dims = square_dims(d)
+    data = make_kronecker_data(n, dims=dims, seed=seed)
+    net = TwoLayerNet(dims, width, seed=seed)
+    lr = suggest_lr(net, batch_size)
+    nb = cycle(batches(n, batch_size, 16, seed))
+    if kind == "dense":
+        tr = Trainer(net, data, lr=lr, batch_size=batch_size, backend="dense", seed=seed)
+        return median_time(lambda: tr.step(nb()), min_seconds=0.3, repeats=3)
+    sgd = NumpyDenseSGD(net, data, lr) if kind == "numpy" else TorchDenseSGD(net, data, lr)
+    return median_time(lambda: sgd.step(nb()), min_seconds=0.3, repeats=3)
+
+
+def peak_memory_of_run(d: int, n: int, width: int, batch_size: int, steps: int) -> int:
+    """Peak resident bytes of a fresh process that trains the Kronecker
+    backend at dimension d (init, `steps` steps, a prediction)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import resource, kronnet as kn\n"
+        f"data = kn.make_kronecker_data({n}, dims={square_dims(d)}, seed=0)\n"
+        f"net = kn.TwoLayerNet(data.dims, {width}, seed=0)\n"
+        f"tr = kn.Trainer(net, data, lr=kn.suggest_lr(net, {batch_size}), batch_size={batch_size})\n"
+        f"tr.fit({steps})\n"
+        "net.predict(data.take(list(range(8))))\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return int(out.stdout.strip().splitlines()[-1])
