@@ -48,9 +48,12 @@ fn main() {
         let batch: Vec<usize> = (0..s).map(|j| (k * 8 + j * 61) % n).collect();
         st.step(&batch, 99.0).unwrap();
     }
+    let (upd_s, upd_f) = st.update_work();
     println!(
-        "m {m} index {kind}: per step {:.3} ms, in the index {:.3} ms",
+        "m {m} index {kind}: per step {:.3} ms, in the index {:.3} ms, step GEMM {:.3} ms ({:.1} GFLOP/s nominal)",
         t.elapsed().as_secs_f64() * 1e3 / steps as f64,
-        st.index_seconds() * 1e3 / steps as f64
+        st.index_seconds() * 1e3 / steps as f64,
+        upd_s * 1e3 / steps as f64,
+        upd_f / upd_s / 1e9
     );
 }

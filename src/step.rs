@@ -312,17 +312,51 @@ fn update_row(row: &mut [f64], kb: &[f64], coefs: ArrayView1<'_, f64>, track: Op
             return unsafe { update_row_avx2(row, kb, coefs, track, mask) };
         }
     }
-    update_row_generic(row, kb, coefs, track, mask)
+    update_row_generic(row, kb, coefs, track, mask, above_mask)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn update_row_avx2(row: &mut [f64], kb: &[f64], coefs: ArrayView1<'_, f64>, track: Option<f64>, mask: &mut [u64]) {
-    update_row_generic(row, kb, coefs, track, mask)
+    // SAFETY (for the closure): this function only runs where AVX2 exists.
+    update_row_generic(row, kb, coefs, track, mask, |chunk, tau| unsafe { above_mask_avx2(chunk, tau) })
+}
+
+/// Bit k set iff chunk[k] > tau, four lanes per compare + move-mask.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn above_mask_avx2(chunk: &[f64], tau: f64) -> u64 {
+    use std::arch::x86_64::{_mm256_cmp_pd, _mm256_loadu_pd, _mm256_movemask_pd, _mm256_set1_pd, _CMP_GT_OQ};
+    debug_assert!(chunk.len() <= 64);
+    let t = _mm256_set1_pd(tau);
+    let quads = chunk.len() / 4;
+    let mut bits = 0u64;
+    for q in 0..quads {
+        // SAFETY: 4q + 3 < chunk.len(); unaligned loads are allowed.
+        let v = unsafe { _mm256_loadu_pd(chunk.as_ptr().add(4 * q)) };
+        // Ordered ">" is false for NaN, exactly like f64's `>`.
+        bits |= (_mm256_movemask_pd(_mm256_cmp_pd::<_CMP_GT_OQ>(v, t)) as u64) << (4 * q);
+    }
+    for (k, v) in chunk.iter().enumerate().skip(4 * quads) {
+        bits |= ((*v > tau) as u64) << k;
+    }
+    bits
+}
+
+/// Bit k set iff chunk[k] > tau.
+fn above_mask(chunk: &[f64], tau: f64) -> u64 {
+    chunk.iter().enumerate().fold(0u64, |bits, (k, v)| bits | ((*v > tau) as u64) << k)
 }
 
 #[inline(always)]
-fn update_row_generic(row: &mut [f64], kb: &[f64], coefs: ArrayView1<'_, f64>, track: Option<f64>, mask: &mut [u64]) {
+fn update_row_generic(
+    row: &mut [f64],
+    kb: &[f64],
+    coefs: ArrayView1<'_, f64>,
+    track: Option<f64>,
+    mask: &mut [u64],
+    above: impl Fn(&[f64], f64) -> u64,
+) {
     // Additions in s order whatever the thread count: bitwise reproducible;
     // skipping c = 0 changes no bits (x − 0·k = x).
     for (c, krow) in coefs.iter().zip(kb.chunks_exact(row.len())) {
@@ -333,24 +367,8 @@ fn update_row_generic(row: &mut [f64], kb: &[f64], coefs: ArrayView1<'_, f64>, t
         }
     }
     if let Some(tau) = track {
-        // Four lanes at a time: a compare and a move-mask per vector.
         for (w, chunk) in row.chunks(64).enumerate() {
-            let mut bits = 0u64;
-            let mut quads = chunk.chunks_exact(4);
-            let mut k = 0;
-            for q in &mut quads {
-                let nib = (q[0] > tau) as u64
-                    | ((q[1] > tau) as u64) << 1
-                    | ((q[2] > tau) as u64) << 2
-                    | ((q[3] > tau) as u64) << 3;
-                bits |= nib << k;
-                k += 4;
-            }
-            for v in quads.remainder() {
-                bits |= ((*v > tau) as u64) << k;
-                k += 1;
-            }
-            mask[w] = bits;
+            mask[w] = above(chunk, tau);
         }
     }
 }

@@ -236,13 +236,15 @@ def peak_memory_of_run(d: int, n: int, width: int, batch_size: int, steps: int) 
     import sys
 
     code = (
-        "import resource, kronnet as kn\n"
+        "import kronnet as kn\n"
         f"data = kn.make_kronecker_data({n}, dims={square_dims(d)}, seed=0)\n"
         f"net = kn.TwoLayerNet(data.dims, {width}, seed=0)\n"
         f"tr = kn.Trainer(net, data, lr=kn.suggest_lr(net, {batch_size}), batch_size={batch_size})\n"
         f"tr.fit({steps})\n"
         "net.predict(data.take(list(range(8))))\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)\n"
+        # VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork + exec, so
+        # a child would report its parent's peak (here the dense baselines').
+        "print([int(l.split()[1]) * 1024 for l in open('/proc/self/status') if l.startswith('VmHWM')][0])\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return int(out.stdout.strip().splitlines()[-1])

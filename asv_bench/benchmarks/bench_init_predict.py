@@ -1,0 +1,34 @@
+"""Init (P(0) by regenerated GEMMs) and prediction on new points."""
+
+from ._common import N, WIDTH, bench, kn, trainer
+
+
+class Init:
+    params = ([2**8, 2**12, 2**16],)
+    param_names = ["d"]
+    timeout = 900
+    number = 1
+    repeat = (1, 3, 120.0)
+
+    def setup(self, d):
+        dims = bench.square_dims(d)
+        self.data = kn.make_kronecker_data(N, dims=dims, seed=0)
+        self.net = kn.TwoLayerNet(dims, WIDTH, seed=0)
+
+    def time_init_preactivations(self, d):
+        self.net.preactivations(self.data)
+
+
+class Predict:
+    params = ([2**8, 2**16],)
+    param_names = ["d"]
+    timeout = 900
+    number = 1
+    repeat = (1, 3, 120.0)
+
+    def setup(self, d):
+        self.tr = trainer(d=d)
+        self.new = kn.make_kronecker_data(256, dims=bench.square_dims(d), seed=1)
+
+    def time_predict_256(self, d):
+        self.tr.net.predict(self.new)

@@ -1,0 +1,83 @@
+"""Per-step time of the Kronecker backend against d, m, n, S, per index."""
+
+from ._common import trainer
+
+INDEXES = ["scan", "tree", "bits"]
+
+
+class StepVsD:
+    """d from 2^8 to 2^20 at n = 512, m = 2048, S = 8: flat if d-independent."""
+
+    params = ([2**8, 2**12, 2**16, 2**20],)
+    param_names = ["d"]
+    timeout = 900
+    number = 20
+    repeat = (1, 3, 120.0)
+
+    def setup(self, d):
+        self.tr = trainer(d=d)
+
+    def time_step(self, d):
+        self.tr.step()
+
+
+class StepVsWidth:
+    params = ([2**10, 2**12, 2**14, 2**16], INDEXES)
+    param_names = ["width", "index"]
+    timeout = 900
+    number = 10
+    repeat = (1, 3, 60.0)
+
+    def setup(self, width, index):
+        self.tr = trainer(width=width, index=index)
+
+    def time_step(self, width, index):
+        self.tr.step()
+
+
+class StepVsN:
+    params = ([128, 512, 2048, 8192], INDEXES)
+    param_names = ["n", "index"]
+    timeout = 900
+    number = 20
+    repeat = (1, 3, 60.0)
+
+    def setup(self, n, index):
+        self.tr = trainer(n=n, index=index)
+
+    def time_step(self, n, index):
+        self.tr.step()
+
+
+class StepVsBatch:
+    params = ([1, 4, 16, 64], INDEXES)
+    param_names = ["batch_size", "index"]
+    timeout = 600
+    number = 20
+    repeat = (1, 3, 60.0)
+
+    def setup(self, batch_size, index):
+        self.tr = trainer(batch_size=batch_size, index=index)
+
+    def time_step(self, batch_size, index):
+        self.tr.step()
+
+
+class IndexMaintenance:
+    """Seconds per step spent in the index (syncs + queries), and the tree's
+    recomputed nodes per step, at the reference shape."""
+
+    params = (INDEXES,)
+    param_names = ["index"]
+    timeout = 600
+    unit = "seconds"
+
+    def setup(self, index):
+        self.tr = trainer(index=index)
+
+    def track_index_seconds_per_step(self, index):
+        before = self.tr.index_stats()
+        self.tr.fit(128)
+        return (self.tr.index_stats()["seconds"] - before["seconds"]) / 128
+
+

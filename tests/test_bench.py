@@ -1,0 +1,62 @@
+"""`kronnet bench` and the measurement helpers, on tiny shapes (smoke tests:
+no timing is asserted, only that every figure is produced and sane)."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import kronnet as kn
+from kronnet import bench
+from reference import ReferenceSGD, kron_rows
+
+
+def test_numpy_dense_step_is_the_reference_step():
+    data = kn.make_kronecker_data(20, dims=(4, 4), seed=0)
+    net = kn.TwoLayerNet(data.dims, 64, seed=0)
+    sgd = bench.NumpyDenseSGD(net, data, lr=30.0)
+    ref = ReferenceSGD(net.initial_weights(), kron_rows(data.factors), data.y, net.a, net.threshold, 30.0)
+    for b in bench.batches(20, 4, 10):
+        assert sgd.step(b) == pytest.approx(ref.step(b), rel=1e-12)
+    np.testing.assert_allclose(sgd.W, ref.W, rtol=1e-12, atol=1e-14)
+
+
+def test_threshold_for_fraction_and_square_dims():
+    assert bench.threshold_for_fraction(0.5) == pytest.approx(0.0, abs=1e-12)
+    assert bench.threshold_for_fraction(0.001) == pytest.approx(3.0902, abs=1e-4)
+    assert bench.square_dims(2**9) == (16, 32)
+    with pytest.raises(ValueError, match="d:"):
+        bench.square_dims(100)
+
+
+def run_cli(tmp_path, *args):
+    out = subprocess.run(
+        [sys.executable, "-m", "kronnet", "bench", *args, "--out", str(tmp_path), "--no-progress", "--threads", "1"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return out.stdout
+
+
+def test_bench_scaling_cli_writes_results(tmp_path):
+    out = run_cli(tmp_path, "scaling", "--quick", "--max-d", "4096", "--n", "64", "--width", "256", "--steps", "8", "--no-torch")
+    assert "| d | kron step |" in out
+    payload = json.loads((tmp_path / "bench_scaling.json").read_text())
+    assert payload["meta"]["threads"] == 1
+    rows = payload["results"]
+    assert [r["d"] for r in rows] == [2**8, 2**12]
+    for r in rows:
+        assert r["step_seconds"] > 0 and r["init_seconds"] > 0
+        assert r["numpy_step_seconds"] > 0 and r["dense_step_seconds"] > 0
+        assert r["gemm_gflops"] > 0 and r["numpy_step_gemm_gflops"] > 0
+
+
+def test_bench_index_cli_reports_every_index(tmp_path):
+    out = run_cli(tmp_path, "index", "--quick", "--max-width", "1024", "--n", "64")
+    payload = json.loads((tmp_path / "bench_index.json").read_text())
+    assert {r["index"] for r in payload["results"]} == {"scan", "tree", "bits"}
+    assert len(payload["results"]) == 2 * 3 * 3  # n in {64, 32} x 3 thresholds x 3 indexes
+    assert "| n | m | b |" in out
