@@ -1,5 +1,5 @@
 //! Times the Kronecker step in pure Rust, for profiling without Python:
-//! `cargo run --release --example profile_step -- [m] [index: scan|tree|bits]`,
+//! `cargo run --release --example profile_step -- [m] [index: scan|tree|bits] [n]`,
 //! e.g. under `perf record`.
 use kronnet::factors::{views, Factors};
 use kronnet::index::{ActivationIndex, LinearScan};
@@ -27,7 +27,8 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let m: usize = args.get(1).map_or(2048, |a| a.parse().expect("m"));
     let kind = args.get(2).cloned().unwrap_or_else(|| "scan".into());
-    let (n, s) = (512, 8);
+    let n: usize = args.get(3).map_or(512, |a| a.parse().expect("n"));
+    let s = 8;
     let mats = vec![unit_rows(n, 16, 1), unit_rows(n, 16, 2)];
     let f = Factors::new(views(&mats)).unwrap();
     let b = (0.4 * (m as f64).ln()).sqrt();

@@ -8,7 +8,7 @@ use crate::error::KronError;
 use crate::factors::Factors;
 use crate::bitset::FiredBits;
 use crate::index::{ActivationIndex, IndexStats, LinearScan};
-use crate::model::{Model, StepStats};
+use crate::model::{Backend, Model, StepStats};
 use crate::tree::AsyncTree;
 use crate::{dense, gram, init, rng, step};
 use ndarray::{Array1, Array2, ArrayView2};
@@ -177,6 +177,25 @@ fn check_offsets(indices: usize, offsets: &[usize]) -> PyResult<()> {
     }
 }
 
+fn step_on<B: Backend>(py: Python<'_>, st: &mut B, batch: PyReadonlyArray1<'_, i64>, lr: f64) -> PyResult<(f64, usize, usize)> {
+    let b = batch_indices(&batch)?;
+    guarded(py, || st.step(&b, lr)).map(stats_tuple)
+}
+
+fn run_on<'py, B: Backend>(
+    py: Python<'py>,
+    st: &mut B,
+    indices: PyReadonlyArray1<'py, i64>,
+    offsets: PyReadonlyArray1<'py, i64>,
+    lr: f64,
+) -> PyResult<RunResult<'py>> {
+    let idx = batch_indices(&indices)?;
+    let off = batch_indices(&offsets)?;
+    check_offsets(idx.len(), &off)?;
+    let (stats, err) = guarded(py, || Ok(run_steps(|b| st.step(b, lr), &idx, &off)))?;
+    Ok(run_result(py, stats, err))
+}
+
 /// Kronecker-backend training state (see `step.rs`).
 #[pyclass(module = "kronnet._core")]
 struct KronCore {
@@ -216,9 +235,7 @@ impl KronCore {
 
     /// One step; returns (batch loss before the update, |R|, Σ|A_i|).
     fn step(&mut self, py: Python<'_>, batch: PyReadonlyArray1<'_, i64>, lr: f64) -> PyResult<(f64, usize, usize)> {
-        let b = batch_indices(&batch)?;
-        let st = &mut self.state;
-        guarded(py, || st.step(&b, lr)).map(stats_tuple)
+        step_on(py, &mut self.state, batch, lr)
     }
 
     /// Many steps without returning to Python between them.
@@ -229,12 +246,7 @@ impl KronCore {
         offsets: PyReadonlyArray1<'py, i64>,
         lr: f64,
     ) -> PyResult<RunResult<'py>> {
-        let idx = batch_indices(&indices)?;
-        let off = batch_indices(&offsets)?;
-        check_offsets(idx.len(), &off)?;
-        let st = &mut self.state;
-        let (stats, err) = guarded(py, || Ok(run_steps(|b| st.step(b, lr), &idx, &off)))?;
-        Ok(run_result(py, stats, err))
+        run_on(py, &mut self.state, indices, offsets, lr)
     }
 
     fn full_loss(&self, py: Python<'_>) -> PyResult<f64> {
@@ -249,7 +261,7 @@ impl KronCore {
 
     /// P (n, width): P[i, r] = <w_r, x_i>.
     fn preacts<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray2<f64>> {
-        self.state.preacts().to_owned().into_pyarray(py)
+        self.state.preacts().as_standard_layout().into_owned().into_pyarray(py)
     }
 
     #[getter]
@@ -311,12 +323,12 @@ impl DenseCore {
         Ok(DenseCore { state })
     }
 
+    /// One step; returns (batch loss before the update, |R|, Σ|A_i|).
     fn step(&mut self, py: Python<'_>, batch: PyReadonlyArray1<'_, i64>, lr: f64) -> PyResult<(f64, usize, usize)> {
-        let b = batch_indices(&batch)?;
-        let st = &mut self.state;
-        guarded(py, || st.step(&b, lr)).map(stats_tuple)
+        step_on(py, &mut self.state, batch, lr)
     }
 
+    /// Many steps without returning to Python between them.
     fn run<'py>(
         &mut self,
         py: Python<'py>,
@@ -324,12 +336,7 @@ impl DenseCore {
         offsets: PyReadonlyArray1<'py, i64>,
         lr: f64,
     ) -> PyResult<RunResult<'py>> {
-        let idx = batch_indices(&indices)?;
-        let off = batch_indices(&offsets)?;
-        check_offsets(idx.len(), &off)?;
-        let st = &mut self.state;
-        let (stats, err) = guarded(py, || Ok(run_steps(|b| st.step(b, lr), &idx, &off)))?;
-        Ok(run_result(py, stats, err))
+        run_on(py, &mut self.state, indices, offsets, lr)
     }
 
     fn full_loss(&self, py: Python<'_>) -> PyResult<f64> {

@@ -4,7 +4,7 @@
 
 use crate::error::{invalid, KronError, Result};
 use crate::index::scan_row;
-use crate::model::{check_batch, check_lr, half_mse, plan_update, Model, StepStats};
+use crate::model::{check_batch, check_lr, half_mse, plan_update, Model, StepStats, SAFE_BOUND};
 use ndarray::linalg::general_mat_mul;
 use ndarray::{s, Array2, ArrayView2, Axis};
 use rayon::prelude::*;
@@ -14,6 +14,8 @@ const NEURON_BLOCK: usize = 64;
 
 pub struct DenseState {
     x: Array2<f64>,
+    /// max_i ‖x_i‖₂: |<w, x_i>| ≤ ‖w‖₂ · x_norm bounds every preactivation.
+    x_norm: f64,
     y: Vec<f64>,
     model: Model,
     w: Array2<f64>,
@@ -45,7 +47,8 @@ impl DenseState {
         if x.iter().chain(y.iter()).chain(w.iter()).any(|v| !v.is_finite()) {
             return invalid("data", "contains NaN or inf");
         }
-        Ok(DenseState { x: x.as_standard_layout().into_owned(), y, model, w: w.as_standard_layout().into_owned() })
+        let x_norm = x.rows().into_iter().map(|r| r.dot(&r).sqrt()).fold(0.0, f64::max);
+        Ok(DenseState { x: x.as_standard_layout().into_owned(), x_norm, y, model, w: w.as_standard_layout().into_owned() })
     }
 
     pub fn weights(&self) -> ArrayView2<'_, f64> {
@@ -68,8 +71,9 @@ impl DenseState {
             fire.iter().zip(z.rows()).map(|(a, row)| a.iter().map(|&r| row[r as usize]).collect()).collect();
         let upd = plan_update(&self.model, &fire, &fired_values, &targets, lr)?;
         let stats = StepStats { loss: upd.loss, fired_union: upd.neurons.len(), fired_total: upd.fired_total };
-        // New rows first, committed only if all finite: the model never holds
-        // a non-finite state.
+        // New rows first, committed only if every preactivation they can
+        // produce stays below SAFE_BOUND: the model never reaches a state
+        // whose loss overflows.
         let w = &self.w;
         let coef = &upd.coef;
         let new_rows: Vec<Vec<f64>> = upd
@@ -89,9 +93,10 @@ impl DenseState {
                 row
             })
             .collect();
-        if new_rows.iter().flatten().any(|v| !v.is_finite()) {
+        let w_norm = new_rows.iter().map(|r| r.iter().map(|v| v * v).sum::<f64>().sqrt()).fold(0.0, f64::max);
+        if !(w_norm * self.x_norm < SAFE_BOUND) {
             return Err(KronError::Diverged(
-                "the step would make the weights non-finite; the model is left at its last finite state (lower lr)"
+                "the step could push preactivations past 1e140 (the loss would overflow); the model is left at its last finite state (lower lr)"
                     .into(),
             ));
         }
@@ -99,5 +104,15 @@ impl DenseState {
             self.w.row_mut(r as usize).assign(&ndarray::ArrayView1::from(&row));
         }
         Ok(stats)
+    }
+}
+
+impl crate::model::Backend for DenseState {
+    fn step(&mut self, batch: &[usize], lr: f64) -> Result<StepStats> {
+        DenseState::step(self, batch, lr)
+    }
+
+    fn full_loss(&self) -> f64 {
+        DenseState::full_loss(self)
     }
 }

@@ -6,6 +6,12 @@ use crate::error::{invalid, KronError, Result};
 use ndarray::{Array2, ArrayView2, Axis};
 use rayon::prelude::*;
 
+/// Largest |preactivation| a step may create. Beyond it the loss could
+/// overflow (|f| ≤ √m · max|P|, loss ~ f²; with m < 2^32 and |P| ≤ 1e140,
+/// f² < 1e300), so both backends refuse a step that could get there and the
+/// model always has a finite loss.
+pub const SAFE_BOUND: f64 = 1e140;
+
 /// Output signs a (±1, never trained) and threshold b.
 #[derive(Clone, Debug)]
 pub struct Model {
@@ -150,6 +156,14 @@ pub fn plan_update(
     }
     let fired_total = fire.iter().map(|a| a.len()).sum();
     Ok(Update { loss, neurons, coef, fired_total })
+}
+
+/// What both backends offer a training loop.
+pub trait Backend: Send {
+    /// One SGD step on `batch`; L_B before the update.
+    fn step(&mut self, batch: &[usize], lr: f64) -> Result<StepStats>;
+    /// (1/2n) Σ (f(x_i) − y_i)² over the training set.
+    fn full_loss(&self) -> f64;
 }
 
 /// Per-step figures returned to the caller.

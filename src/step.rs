@@ -9,7 +9,7 @@ use crate::error::{invalid, try_array2, KronError, Result};
 use crate::factors::{views, Factors};
 use crate::gram::{gram, gram_rows};
 use crate::index::{ActivationIndex, IndexStats};
-use crate::model::{check_batch, check_lr, half_mse, plan_update, Model, StepStats};
+use crate::model::{check_batch, check_lr, half_mse, plan_update, Model, StepStats, SAFE_BOUND};
 use ndarray::{Array2, ArrayView1, ArrayView2, Axis};
 use rayon::prelude::*;
 
@@ -46,10 +46,6 @@ pub struct KronState {
     update_seconds: f64,
     update_flops: f64,
 }
-
-/// Beyond this a preactivation makes the next loss overflow anyway
-/// (f ~ P/√m, loss ~ f²), so a step that could reach it is refused.
-const SAFE_BOUND: f64 = 1e150;
 
 fn max_abs<'a>(values: impl IntoIterator<Item = &'a f64>) -> f64 {
     values.into_iter().fold(0.0, |m, v| m.max(v.abs()))
@@ -299,6 +295,16 @@ impl KronState {
     }
 }
 
+impl crate::model::Backend for KronState {
+    fn step(&mut self, batch: &[usize], lr: f64) -> Result<StepStats> {
+        KronState::step(self, batch, lr)
+    }
+
+    fn full_loss(&self) -> f64 {
+        KronState::full_loss(self)
+    }
+}
+
 /// One fired neuron's row P[:, r] −= Σ_s c_s K[:, B_s] (only the nonzero
 /// c_s), returning the (i, r) whose P[i, r] > τ flipped when `track` is set.
 /// Dispatches at run time to an AVX2 build of the same code where the CPU
@@ -357,18 +363,25 @@ fn update_row_generic(
     mask: &mut [u64],
     above: impl Fn(&[f64], f64) -> u64,
 ) {
-    // Additions in s order whatever the thread count: bitwise reproducible;
-    // skipping c = 0 changes no bits (x − 0·k = x).
-    for (c, krow) in coefs.iter().zip(kb.chunks_exact(row.len())) {
-        if *c != 0.0 {
-            for (o, k) in row.iter_mut().zip(krow) {
+    let n = row.len();
+    let terms: Vec<(f64, &[f64])> =
+        coefs.iter().zip(kb.chunks_exact(n)).filter(|(c, _)| **c != 0.0).map(|(c, k)| (*c, k)).collect();
+    // Blocks of 256 values (2 KiB): every axpy and then the mask run while
+    // the block is in L1, however long the row (n) is. Per value the
+    // additions still run in s order whatever the thread count: bitwise
+    // reproducible; skipping c = 0 changes no bits (x − 0·k = x).
+    const BLOCK: usize = 256;
+    for (b, block) in row.chunks_mut(BLOCK).enumerate() {
+        let (start, len) = (b * BLOCK, block.len());
+        for (c, krow) in &terms {
+            for (o, k) in block.iter_mut().zip(&krow[start..start + len]) {
                 *o -= c * k;
             }
         }
-    }
-    if let Some(tau) = track {
-        for (w, chunk) in row.chunks(64).enumerate() {
-            mask[w] = above(chunk, tau);
+        if let Some(tau) = track {
+            for (w, chunk) in block.chunks(64).enumerate() {
+                mask[start / 64 + w] = above(chunk, tau);
+            }
         }
     }
 }

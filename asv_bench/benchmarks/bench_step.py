@@ -21,51 +21,38 @@ class StepVsD:
         self.tr.step()
 
 
-class StepVsWidth:
-    params = ([2**10, 2**12, 2**14, 2**16], INDEXES)
-    param_names = ["width", "index"]
+class _StepSweep:
+    """One shape parameter (named by param_names[0]) against the index."""
+
     timeout = 900
     number = 10
     repeat = (1, 3, 60.0)
 
-    def setup(self, width, index):
-        self.tr = trainer(width=width, index=index)
+    def setup(self, value, index):
+        self.tr = trainer(index=index, **{self.param_names[0]: value})
 
-    def time_step(self, width, index):
+    def time_step(self, value, index):
         self.tr.step()
 
 
-class StepVsN:
+class StepVsWidth(_StepSweep):
+    params = ([2**10, 2**12, 2**14, 2**16], INDEXES)
+    param_names = ["width", "index"]
+
+
+class StepVsN(_StepSweep):
     params = ([128, 512, 2048, 8192], INDEXES)
     param_names = ["n", "index"]
-    timeout = 900
-    number = 20
-    repeat = (1, 3, 60.0)
-
-    def setup(self, n, index):
-        self.tr = trainer(n=n, index=index)
-
-    def time_step(self, n, index):
-        self.tr.step()
 
 
-class StepVsBatch:
+class StepVsBatch(_StepSweep):
     params = ([1, 4, 16, 64], INDEXES)
     param_names = ["batch_size", "index"]
-    timeout = 600
-    number = 20
-    repeat = (1, 3, 60.0)
-
-    def setup(self, batch_size, index):
-        self.tr = trainer(batch_size=batch_size, index=index)
-
-    def time_step(self, batch_size, index):
-        self.tr.step()
 
 
 class IndexMaintenance:
-    """Seconds per step spent in the index (syncs + queries), and the tree's
-    recomputed nodes per step, at the reference shape."""
+    """Seconds per step spent in the index (syncs + queries) at the
+    reference shape."""
 
     params = (INDEXES,)
     param_names = ["index"]
@@ -79,5 +66,3 @@ class IndexMaintenance:
         before = self.tr.index_stats()
         self.tr.fit(128)
         return (self.tr.index_stats()["seconds"] - before["seconds"]) / 128
-
-

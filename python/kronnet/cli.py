@@ -253,10 +253,13 @@ def bench_index(args: argparse.Namespace) -> int:
     ms = [2**k for k in (range(10, 19, 4) if args.quick else range(10, 19, 2)) if 2**k <= args.max_width]
     fractions = [None, 0.01, 0.001]
     configs = [(n, m, q) for n in (args.n, 32) for m in ms for q in fractions]
+    if not args.quick:
+        # Large n, where the bits' O(n |R|) maintenance meets the scan's O(m S).
+        configs += [(n, m, None) for n in (2048, 8192) for m in (2**11, 2**14)]
     results = []
     for n, m, q in tqdm(configs, desc="index sweep", unit="shape", disable=args.no_progress):
         b = None if q is None else bench.threshold_for_fraction(q)
-        epochs = 2.0 if n >= 256 else 16.0
+        epochs = 16.0 if n < 256 else 2.0 if n <= 512 else 0.25
         for index in ("scan", "tree", "bits"):
             r = bench.time_index(index, n, m, b, batch_size=args.batch_size, epochs=epochs)
             r["fraction"] = q
@@ -268,7 +271,7 @@ def bench_index(args: argparse.Namespace) -> int:
         best = min((scan, tree, bits), key=lambda r: r["step_seconds"])
         from .train import _resolve_index
 
-        auto = _resolve_index("auto", scan["n"], scan["width"])
+        auto = _resolve_index("auto", scan["n"], scan["width"], scan["threshold"])
         rows.append(
             [
                 str(scan["n"]),

@@ -142,7 +142,7 @@ class Trainer:
         self._steps = 0
         n, m = data.n, net.width
         if self._backend == "kron":
-            self._index = _resolve_index(index, n, m)
+            self._index = _resolve_index(index, n, m, net.threshold)
             if gram == "auto":
                 gram = "precomputed" if 8.0 * n * n <= gram_budget_bytes else "columns"
             gram_bytes = 8.0 * n * n if gram == "precomputed" else 0.0
@@ -334,17 +334,27 @@ class Trainer:
         )
 
 
-def _resolve_index(index: str, n: int, m: int) -> str:
-    """The index "auto" stands for, from `kronnet bench index` (docs/indexes.md):
-    "bits" was fastest in 29 of 30 measured shapes (n in {32, 512}, m from
-    2^10 to 2^18, 0.1% to 4% of neurons fired) and within timing noise of the
-    fastest in the last; its memory (n·m/32 bytes, 1/32 of P) never decides
-    the choice. The scan and the tree both read P[i, :] strided from the
-    neuron-major P, and the tree, whose rows fall more than m/8 changes
-    behind between two queries whenever n/S · |R| > m/8, mostly rebuilds."""
+#: "auto" uses the crossing bits while n · q <= this, where q = P(N(0,1) > b)
+#: is the fraction of neurons a unit-norm point fires (docs/indexes.md).
+AUTO_BITS_MAX_NQ = 32.0
+
+
+def _resolve_index(index: str, n: int, m: int, threshold: float) -> str:
+    """The index "auto" stands for, from `kronnet bench index` (docs/indexes.md).
+
+    The scan costs m strided reads of P per batch point, independent of n;
+    the crossing bits make queries almost free but add a mask pass over
+    every changed row of P, O(n · |R|) with |R| ≈ S · q · m, to the update.
+    So bits win while n · q is small: it was fastest in 29 of 30 shapes with
+    n <= 512 (n · q <= 24), and the scan was faster at n = 2048 and 8192 with
+    the default threshold (n · q = 50 to 330). The tree was never the fastest
+    by more than noise: between two queries of a point, n/S steps each change
+    |R| of its m values, so it mostly rebuilds.
+    """
     if index != "auto":
         return index
-    return "bits"
+    q = 0.5 * math.erfc(threshold / math.sqrt(2.0))
+    return "bits" if n * q <= AUTO_BITS_MAX_NQ else "scan"
 
 
 def _progress_bar(total: int, enabled: bool) -> Any:

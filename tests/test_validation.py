@@ -1,0 +1,274 @@
+"""DESIGN.md §7: every public entry point validates its arguments; each bad
+input gets a Python exception whose message names the argument, before any
+large allocation; nothing crashes the interpreter."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import kronnet as kn
+
+
+@pytest.fixture
+def data():
+    return kn.make_kronecker_data(12, dims=(3, 4), seed=0)
+
+
+@pytest.fixture
+def net():
+    return kn.TwoLayerNet((3, 4), 32, seed=0)
+
+
+def factors(n=5, dims=(3, 4)):
+    rng = np.random.default_rng(0)
+    return [rng.standard_normal((n, d)) for d in dims]
+
+
+# -- KronData ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "make,exc,match",
+    [
+        (lambda: kn.KronData([np.full((3, 2), np.nan), np.ones((3, 2))]), ValueError, r"factors\[0\].*NaN"),
+        (lambda: kn.KronData([np.ones((3, 2)), np.full((3, 2), np.inf)]), ValueError, r"factors\[1\].*infinite"),
+        (lambda: kn.KronData([np.ones((3, 2)), np.ones((4, 2))]), ValueError, r"factors\[1\]: has 4 rows"),
+        (lambda: kn.KronData([np.ones(3), np.ones((3, 2))]), ValueError, r"factors\[0\]: expected a 2-D"),
+        (lambda: kn.KronData([np.ones((3, 2, 1)), np.ones((3, 2))]), ValueError, r"factors\[0\]: expected a 2-D"),
+        (lambda: kn.KronData([np.ones((3, 2))]), ValueError, "factors: need at least 2"),
+        (lambda: kn.KronData(np.ones((2, 3, 2))), TypeError, "factors: expected a list"),
+        (lambda: kn.KronData([np.ones((0, 2)), np.ones((0, 2))]), ValueError, r"factors\[0\]: is empty"),
+        (lambda: kn.KronData([np.ones((3, 0)), np.ones((3, 2))]), ValueError, r"factors\[0\]: is empty"),
+        (lambda: kn.KronData([np.ones((3, 2)) * 1j, np.ones((3, 2))]), TypeError, r"factors\[0\]: expected real"),
+        (lambda: kn.KronData([["a", "b"], ["c", "d"]]), TypeError, r"factors\[0\]: expected real"),
+        (lambda: kn.KronData(factors(), y=np.ones(4)), ValueError, "y: has 4 targets for 5 points"),
+        (lambda: kn.KronData(factors(), y=np.array([1, 2, np.nan, 4, 5.0])), ValueError, "y: contains 1 NaN"),
+        (lambda: kn.KronData(factors(), y=np.ones((5, 1))), ValueError, "y: expected a 1-D"),
+    ],
+)
+def test_kron_data_rejects(make, exc, match):
+    with pytest.raises(exc, match=match):
+        make()
+
+
+def test_normalizing_a_zero_row_is_refused():
+    f = factors()
+    f[1][2] = 0.0
+    with pytest.raises(ValueError, match=r"factors\[1\]: row 2 is zero"):
+        kn.KronData(f).normalized()
+
+
+# -- make_kronecker_data ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs,exc,match",
+    [
+        (dict(n=0), ValueError, "n: must be positive"),
+        (dict(n=-3), ValueError, "n: must be positive"),
+        (dict(n=2.5), TypeError, "n: expected a positive integer"),
+        (dict(n=True), TypeError, "n: expected a positive integer"),
+        (dict(n=4, dims=(3, 0)), ValueError, r"dims\[1\]: must be positive"),
+        (dict(n=4, dims=(3,)), ValueError, "dims: need at least 2"),
+        (dict(n=4, dims="ab"), TypeError, "dims: expected a tuple"),
+        (dict(n=4, seed=-1), ValueError, "seed: must be in"),
+        (dict(n=4, labels="nope"), ValueError, "labels: must be one of"),
+        (dict(n=4, noise=-1.0), ValueError, "noise: must be >= 0"),
+        (dict(n=4, noise=float("nan")), ValueError, "noise: must be finite"),
+        (dict(n=4, teacher_width=0), ValueError, "teacher_width: must be positive"),
+    ],
+)
+def test_make_kronecker_data_rejects(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        kn.make_kronecker_data(**kwargs)
+
+
+# -- TwoLayerNet, predict -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs,exc,match",
+    [
+        (dict(dims=(3, 4), width=0), ValueError, "width: must be positive"),
+        (dict(dims=(3, 4), width=-3), ValueError, "width: must be positive"),
+        (dict(dims=(3, 4), width=2.5), TypeError, "width: expected a positive integer"),
+        (dict(dims=(3, 4), width=True), TypeError, "width: expected a positive integer"),
+        (dict(dims=(3, 4), width=2**32), ValueError, "width: must be below"),
+        (dict(dims=(0, 4), width=8), ValueError, r"dims\[0\]: must be positive"),
+        (dict(dims=(4,), width=8), ValueError, "dims: need at least 2"),
+        (dict(dims="ab", width=8), TypeError, "dims: expected a tuple"),
+        (dict(dims=(3, 4), width=8, threshold=float("nan")), ValueError, "threshold: must be finite"),
+        (dict(dims=(3, 4), width=8, threshold="1"), TypeError, "threshold: expected a real"),
+        (dict(dims=(3, 4), width=8, seed=2**64), ValueError, "seed: must be in"),
+        (dict(dims=(3, 4), width=8, seed=1.0), TypeError, "seed: expected"),
+    ],
+)
+def test_net_rejects(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        kn.TwoLayerNet(**kwargs)
+
+
+def test_predict_rejects_mismatched_points(net):
+    with pytest.raises(ValueError, match=r"X: has factor dimensions \(4, 3\), the net expects \(3, 4\)"):
+        net.predict(factors(dims=(4, 3)))
+    with pytest.raises(TypeError, match="X: expected a KronData"):
+        net.predict(np.ones((5, 12)))
+    with pytest.raises(ValueError, match=r"X: factors\[0\].*NaN"):
+        net.predict([np.full((2, 3), np.nan), np.ones((2, 4))])
+
+
+# -- Trainer ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs,exc,match",
+    [
+        (dict(lr=0.0), ValueError, "lr: must be positive"),
+        (dict(lr=-1.0), ValueError, "lr: must be positive"),
+        (dict(lr=float("nan")), ValueError, "lr: must be finite"),
+        (dict(lr=float("inf")), ValueError, "lr: must be finite"),
+        (dict(lr="fast"), TypeError, "lr: expected a real"),
+        (dict(batch_size=0), ValueError, "batch_size: must be positive"),
+        (dict(batch_size=13), ValueError, "batch_size: 13 exceeds the 12"),
+        (dict(index="magic"), ValueError, "index: must be one of"),
+        (dict(backend="gpu"), ValueError, "backend: must be one of"),
+        (dict(gram="maybe"), ValueError, "gram: must be one of"),
+        (dict(seed=-2), ValueError, "seed: must be in"),
+    ],
+)
+def test_trainer_rejects(data, net, kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        kn.Trainer(net, data, **kwargs)
+
+
+def test_trainer_rejects_wrong_objects(data, net):
+    with pytest.raises(TypeError, match="net: expected a TwoLayerNet"):
+        kn.Trainer("net", data)
+    with pytest.raises(TypeError, match="data: expected a KronData"):
+        kn.Trainer(net, data.factors)
+    with pytest.raises(ValueError, match="data: has no targets"):
+        kn.Trainer(net, kn.KronData(data.factors))
+    with pytest.raises(ValueError, match=r"data: has factor dimensions \(3, 4\), the net expects \(4, 3\)"):
+        kn.Trainer(kn.TwoLayerNet((4, 3), 8), data)
+
+
+@pytest.mark.parametrize("backend", ["kron", "dense"])
+@pytest.mark.parametrize(
+    "batch,exc,match",
+    [
+        ([12], ValueError, "batch: index 12 is out of range for 12"),
+        ([-1, 2], ValueError, "batch: index -1 is out of range"),
+        ([0.5, 1.0], TypeError, "batch: expected integer indices"),
+        ([], ValueError, "batch: is empty"),
+        ([[0, 1]], ValueError, "batch: expected a 1-D"),
+        (["a"], TypeError, "batch: expected integer"),
+    ],
+)
+def test_step_rejects_bad_batches(data, net, backend, batch, exc, match):
+    tr = kn.Trainer(net, data, lr=10.0, batch_size=4, backend=backend)
+    with pytest.raises(exc, match=match):
+        tr.step(batch)
+    assert tr.steps_done == 0
+
+
+def test_fit_rejects_bad_steps(data, net):
+    tr = kn.Trainer(net, data, lr=10.0, batch_size=4)
+    for steps, exc in ((0, ValueError), (-5, ValueError), (2.5, TypeError)):
+        with pytest.raises(exc, match="steps:"):
+            tr.fit(steps)
+    with pytest.raises(ValueError, match="eval_every:"):
+        tr.fit(3, eval_every=-1)
+
+
+# -- memory -------------------------------------------------------------------
+
+
+def test_sizes_that_cannot_fit_are_refused_before_allocating():
+    big = kn.TwoLayerNet((2**20, 2**20), 2**20)
+    with pytest.raises(MemoryError, match=r"dense_weights\(\): the weight matrix .* needs [0-9.]+ GiB"):
+        big.dense_weights()
+    huge = kn.make_kronecker_data(4, dims=(2**17, 2**17), seed=0)  # d = 2^34
+    with pytest.raises(MemoryError, match=r"data.dense\(\): .* needs [0-9.]+ GiB"):
+        huge.dense()
+    wide = kn.TwoLayerNet((2, 2), 2**20)
+    small = kn.make_kronecker_data(2**20, dims=(2, 2), seed=0)  # P alone: 8 TiB
+    with pytest.raises(MemoryError, match=r"needs [0-9.]+ GiB"):
+        kn.Trainer(wide, small)
+    with pytest.raises(MemoryError, match=r"X: the preactivation matrix .* needs"):
+        wide.predict(small)
+    dense_big = kn.TwoLayerNet((2**12, 2**12), 2**12)
+    data = kn.make_kronecker_data(8, dims=(2**12, 2**12), seed=0)
+    with pytest.raises(MemoryError, match=r"data, net.width: the dense backend's X .* needs"):
+        kn.Trainer(dense_big, data, backend="dense")
+
+
+def test_core_refuses_impossible_sizes_without_crashing():
+    from kronnet import _core
+
+    with pytest.raises(MemoryError, match="needs"):
+        _core.initial_weights(0, 2**40, 2**40)
+    with pytest.raises(ValueError, match="width"):
+        _core.init_preacts([np.ones((2, 2)), np.ones((2, 2))], 0, 0)
+
+
+# -- divergence and stale trainers -------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["kron", "dense"])
+def test_divergence_raises_and_keeps_last_finite_state(data, backend):
+    net = kn.TwoLayerNet(data.dims, 64, seed=1)
+    tr = kn.Trainer(net, data, lr=1e200, batch_size=4, backend=backend)
+    raised = False
+    for _ in range(50):
+        before_pred, before_loss = net.predict(data), tr.full_loss()
+        try:
+            tr.step()
+        except kn.DivergenceError as err:
+            assert "last finite state" in str(err)
+            raised = True
+            break
+    assert raised, "lr = 1e200 must diverge"
+    assert np.all(np.isfinite(before_pred)) and np.isfinite(before_loss)
+    np.testing.assert_array_equal(net.predict(data), before_pred)
+    assert tr.full_loss() == before_loss
+    with pytest.raises(kn.DivergenceError):
+        tr.fit(5)
+    np.testing.assert_array_equal(net.predict(data), before_pred)
+    assert isinstance(kn.DivergenceError("x"), kn.KronnetError)
+
+
+def test_stale_trainer_is_refused(data):
+    net = kn.TwoLayerNet(data.dims, 32, seed=0)
+    first = kn.Trainer(net, data, lr=10.0, batch_size=4)
+    first.step()
+    second = kn.Trainer(net, data, lr=10.0, batch_size=4)
+    second.step()
+    with pytest.raises(kn.KronnetError, match="net: its weights were changed by another Trainer"):
+        first.step()
+    second.step()  # the current trainer goes on
+
+
+def test_nasty_inputs_do_not_crash_the_interpreter():
+    code = (
+        "import numpy as np, kronnet as kn\n"
+        "from kronnet import _core\n"
+        "for call in (\n"
+        "    lambda: _core.init_preacts([np.ones((2, 2))] * 2, 0, 2**62),\n"
+        "    lambda: _core.cross_gram([np.ones((2, 2))] * 2, [np.ones((2, 3))] * 2),\n"
+        "    lambda: _core.KronCore([np.ones((2, 2))] * 2, np.ones(3), np.ones(4), 0.0, np.ones((2, 4)), 'precomputed', 'bits'),\n"
+        "    lambda: _core.KronCore([np.ones((2, 2))] * 2, np.ones(2), np.ones(4), 0.0, np.ones((2, 4)), 'precomputed', 'scan').step(np.array([5]), 1.0),\n"
+        "    lambda: _core.KronCore([np.ones((2, 2))] * 2, np.ones(2), np.ones(4), 0.0, np.ones((2, 4)), 'x', 'scan'),\n"
+        "    lambda: _core.KronCore([np.ones((2, 2))] * 2, np.ones(2), np.ones(4), 0.0, np.ones((2, 4)), 'columns', 'tree').run(np.array([0, 1]), np.array([0, 5]), 1.0),\n"
+        "):\n"
+        "    try:\n"
+        "        call()\n"
+        "        print('no error')\n"
+        "    except Exception as e:\n"
+        "        print(type(e).__name__)\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.split()
+    assert lines == ["ValueError", "ValueError", "ValueError", "ValueError", "ValueError", "ValueError"], res.stdout
