@@ -27,6 +27,9 @@ def pin_threads_env(threads: int) -> Dict[str, str]:
     env = dict(os.environ)
     for var in THREAD_VARS:
         env[var] = str(threads)
+    # PyTorch's OpenMP workers otherwise spin on the cores after every op,
+    # stealing them from whatever is timed next (NumPy's BLAS, rayon).
+    env["OMP_WAIT_POLICY"] = "PASSIVE"
     return env
 
 
@@ -101,12 +104,12 @@ class TorchDenseSGD:
 
 
 def torch_available() -> bool:
-    """Whether PyTorch can be imported."""
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    """Whether PyTorch is installed (without importing it: loading torch's
+    OpenMP runtime into this process slows NumPy's BLAS down several-fold,
+    so PyTorch is only ever timed in a child process)."""
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None
 
 
 def batches(n: int, size: int, count: int, seed: int = 0) -> List[np.ndarray]:
@@ -222,8 +225,11 @@ def time_kron(
 
 
 def time_dense_steps(kind: str, d: int, n: int, width: int, batch_size: int, seed: int = 0) -> float:
-    """Median per-step seconds of a dense SGD step: "numpy", "torch" or the
-    in-package dense backend ("dense")."""
+    """Median per-step seconds of a dense SGD step: "numpy", the in-package
+    dense backend ("dense"), or "torch" (timed in a child process, which runs
+    this function with "torch-inprocess"; see `torch_available`)."""
+    if kind == "torch":
+        return _in_child(f"time_dense_steps('torch-inprocess', {d}, {n}, {width}, {batch_size}, {seed})")
     dims = square_dims(d)
     data = make_kronecker_data(n, dims=dims, seed=seed)
     net = TwoLayerNet(dims, width, seed=seed)
@@ -234,6 +240,17 @@ def time_dense_steps(kind: str, d: int, n: int, width: int, batch_size: int, see
         return median_time(lambda: tr.step(nb()), min_seconds=0.3, repeats=3)
     sgd = NumpyDenseSGD(net, data, lr) if kind == "numpy" else TorchDenseSGD(net, data, lr)
     return median_time(lambda: sgd.step(nb()), min_seconds=0.3, repeats=3)
+
+
+def _in_child(call: str) -> float:
+    """Evaluates `call` (an expression over this module) in a fresh Python
+    with the same environment and returns its float result."""
+    import subprocess
+    import sys
+
+    code = f"from kronnet.bench import *\nprint(repr({call}))\n"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
 
 
 def peak_memory_of_run(d: int, n: int, width: int, batch_size: int, steps: int) -> int:

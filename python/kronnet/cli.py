@@ -125,10 +125,6 @@ def bench_scaling(args: argparse.Namespace) -> int:
     exps = range(8, 21, 4) if args.quick else range(8, 21, 2)
     ds = [2**k for k in exps if 2**k <= args.max_d]
     torch_ok = bench.torch_available() and not args.no_torch
-    if torch_ok:
-        import torch
-
-        torch.set_num_threads(args.threads)
     results = []
     for d in tqdm(ds, desc="d sweep", unit="d", disable=args.no_progress):
         row = bench.time_kron(d, n, m, S, args.steps)
