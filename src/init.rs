@@ -112,30 +112,63 @@ fn contract_neuron(
 }
 
 /// Contracts a row-major tensor over `remaining` axes with point i's factor
-/// rows, last axis first, down to a scalar.
+/// rows, last axis first, down to a scalar. The first contraction reads `t`
+/// directly (for p = 2 it is the whole job: one dot product per point, called
+/// n · m times, so no copying on the way).
 fn contract_rest(
     t: ndarray::ArrayView1<'_, f64>,
     remaining: &[ArrayView2<'_, f64>],
     i: usize,
     buf: &mut Vec<f64>,
 ) -> f64 {
+    let t = t.as_slice().expect("scratch rows are contiguous");
+    let Some((last, inner)) = remaining.split_last() else {
+        return t[0];
+    };
+    let mut owned = Vec::new();
+    let last = row_slice(last, i, &mut owned);
+    if inner.is_empty() {
+        return dot(t, last);
+    }
     buf.clear();
-    buf.extend(t.iter());
-    for u in remaining.iter().rev() {
-        let ui = u.row(i);
-        let dj = ui.len();
-        let len = buf.len() / dj;
+    buf.extend(t.chunks_exact(last.len()).map(|chunk| dot(chunk, last)));
+    for u in inner.iter().rev() {
+        let mut owned = Vec::new();
+        let ui = row_slice(u, i, &mut owned);
+        let len = buf.len() / ui.len();
         for q in 0..len {
-            let chunk = &buf[q * dj..(q + 1) * dj];
-            let mut acc = 0.0;
-            for (v, x) in chunk.iter().zip(ui.iter()) {
-                acc += v * x;
-            }
-            buf[q] = acc;
+            buf[q] = dot(&buf[q * ui.len()..(q + 1) * ui.len()], ui);
         }
         buf.truncate(len);
     }
     buf[0]
+}
+
+/// Row i of `u` as a slice, copied into `owned` only if `u` is strided.
+fn row_slice<'b>(u: &'b ArrayView2<'_, f64>, i: usize, owned: &'b mut Vec<f64>) -> &'b [f64] {
+    let row = u.row(i);
+    match row.to_slice() {
+        Some(r) => r,
+        None => {
+            *owned = row.to_vec();
+            owned
+        }
+    }
+}
+
+/// Dot product with four running sums: one chain of dependent adds would
+/// cost a full add latency per element, and init makes n · m · d / d_k of them.
+#[inline]
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    let (a4, b4) = (a.chunks_exact(4), b.chunks_exact(4));
+    let tail: f64 = a4.remainder().iter().zip(b4.remainder()).map(|(x, y)| x * y).sum();
+    let mut acc = [0.0; 4];
+    for (x, y) in a4.zip(b4) {
+        for k in 0..4 {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    (acc[0] + acc[1]) + (acc[2] + acc[3]) + tail
 }
 
 /// W(0) materialized (m × d): only for small d (`dense_weights`, dense backend).
