@@ -11,7 +11,7 @@
 use crate::error::{invalid, try_array2, Result};
 use crate::factors::Factors;
 use crate::rng::initial_weights;
-use ndarray::linalg::general_mat_mul;
+use crate::matmul::matmul_into;
 use ndarray::{s, Array2, ArrayView2, ArrayViewMut2, Axis};
 use rayon::prelude::*;
 
@@ -99,10 +99,10 @@ fn contract_neuron(
         let u = outer.slice(s![start..stop, ..]);
         if plan.first {
             let wm = ArrayView2::from_shape((plan.dk, plan.rest), w).expect("d = d_k · rest");
-            general_mat_mul(1.0, &u, &wm, 0.0, &mut t);
+            matmul_into(&u, &wm, &mut t);
         } else {
             let wm = ArrayView2::from_shape((plan.rest, plan.dk), w).expect("d = rest · d_k");
-            general_mat_mul(1.0, &u, &wm.t(), 0.0, &mut t);
+            matmul_into(&u, &wm.t(), &mut t);
         }
         for (local, i) in (start..stop).enumerate() {
             out[i] = contract_rest(t.row(local), remaining, i, &mut scratch.vec);

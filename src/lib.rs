@@ -14,6 +14,7 @@ pub mod rng;
 pub mod index;
 pub mod factors;
 pub mod gram;
+pub mod matmul;
 pub mod init;
 pub mod model;
 pub mod step;
