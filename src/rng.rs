@@ -43,50 +43,23 @@ const LANES: usize = 16;
 
 /// LANES consecutive blocks (counters first, first + 1, …) of one stream,
 /// as the u64 words a stream hands out: block b gives (x0 x1) then (x2 x3).
-///
-/// One Philox block is a chain of ten dependent multiply rounds, so drawing
-/// blocks one by one is latency-bound (about 25 cycles per normal); LANES
-/// independent blocks in struct-of-arrays form keep the multipliers busy and
-/// let LLVM use vector 32 × 32 → 64 multiplies. Integer arithmetic only, so
-/// every code path gives the same bits.
-#[inline(always)]
-fn philox_lanes_body(first: u64, hi: [u32; 2], key: [u32; 2], out: &mut [u64; 2 * LANES]) {
-    let mut c0 = [0u32; LANES];
-    let mut c1 = [0u32; LANES];
-    let c2 = [hi[0]; LANES];
-    let c3 = [hi[1]; LANES];
+/// The portable path: one `philox4x32` per block.
+fn philox_lanes_scalar(first: u64, hi: [u32; 2], key: [u32; 2], out: &mut [u64; 2 * LANES]) {
     for l in 0..LANES {
         let b = first.wrapping_add(l as u64);
-        c0[l] = b as u32;
-        c1[l] = (b >> 32) as u32;
-    }
-    let (mut c2, mut c3) = (c2, c3);
-    let mut k = key;
-    for round in 0..10 {
-        if round > 0 {
-            k[0] = k[0].wrapping_add(W0);
-            k[1] = k[1].wrapping_add(W1);
-        }
-        for l in 0..LANES {
-            let p0 = (M0 as u64) * (c0[l] as u64);
-            let p1 = (M1 as u64) * (c2[l] as u64);
-            let n0 = ((p1 >> 32) as u32) ^ c1[l] ^ k[0];
-            let n2 = ((p0 >> 32) as u32) ^ c3[l] ^ k[1];
-            c1[l] = p1 as u32;
-            c3[l] = p0 as u32;
-            c0[l] = n0;
-            c2[l] = n2;
-        }
-    }
-    for l in 0..LANES {
-        out[2 * l] = ((c0[l] as u64) << 32) | c1[l] as u64;
-        out[2 * l + 1] = ((c2[l] as u64) << 32) | c3[l] as u64;
+        let x = philox4x32([b as u32, (b >> 32) as u32, hi[0], hi[1]], key);
+        out[2 * l] = ((x[0] as u64) << 32) | x[1] as u64;
+        out[2 * l + 1] = ((x[2] as u64) << 32) | x[3] as u64;
     }
 }
 
-/// `philox_lanes_body` in AVX2: four blocks per register, each 32-bit word in
-/// the low half of a 64-bit lane (what `_mm256_mul_epu32` multiplies), four
-/// independent registers per word so that the multiplies' latency overlaps.
+/// `philox_lanes_scalar` in AVX2. One Philox block is a chain of ten
+/// dependent multiply rounds: drawn one block at a time, a normal cost about
+/// 8 ns on the development machine, 3.9 ns with this path. Four blocks share
+/// a register, each 32-bit word in the low
+/// half of a 64-bit lane (what `_mm256_mul_epu32` multiplies), and four
+/// independent registers per word overlap the multiplies' latency. Integer
+/// arithmetic only: both paths give the same bits (tested).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 unsafe fn philox_lanes_avx2(first: u64, hi: [u32; 2], key: [u32; 2], out: &mut [u64; 2 * LANES]) {
@@ -143,7 +116,7 @@ fn philox_lanes(first: u64, hi: [u32; 2], key: [u32; 2], out: &mut [u64; 2 * LAN
         // SAFETY: the CPU supports AVX2, checked just above.
         return unsafe { philox_lanes_avx2(first, hi, key, out) };
     }
-    philox_lanes_body(first, hi, key, out)
+    philox_lanes_scalar(first, hi, key, out)
 }
 
 /// The random stream keyed by (seed, stream, index): block b of it is
@@ -347,9 +320,9 @@ mod tests {
         for first in [0u64, 5, u32::MAX as u64 - 3] {
             let mut out = [0u64; 2 * LANES];
             philox_lanes(first, [7, 1], key, &mut out);
-            let mut generic = [0u64; 2 * LANES];
-            philox_lanes_body(first, [7, 1], key, &mut generic);
-            assert_eq!(out, generic);
+            let mut portable = [0u64; 2 * LANES];
+            philox_lanes_scalar(first, [7, 1], key, &mut portable);
+            assert_eq!(out, portable);
             for l in 0..LANES {
                 let b = first + l as u64;
                 let x = philox4x32([b as u32, (b >> 32) as u32, 7, 1], key);
