@@ -242,23 +242,25 @@ def time_dense_steps(kind: str, d: int, n: int, width: int, batch_size: int, see
     return median_time(lambda: sgd.step(nb()), min_seconds=0.3, repeats=3)
 
 
-def _in_child(call: str) -> float:
-    """Evaluates `call` (an expression over this module) in a fresh Python
-    with the same environment and returns its float result."""
+def _child_output(code: str) -> str:
+    """Runs `code` in a fresh Python with this environment and returns the
+    last line it printed."""
     import subprocess
     import sys
 
-    code = f"from kronnet.bench import *\nprint(repr({call}))\n"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return float(out.stdout.strip().splitlines()[-1])
+    return out.stdout.strip().splitlines()[-1]
+
+
+def _in_child(call: str) -> float:
+    """Evaluates `call` (an expression over this module) in a fresh Python
+    and returns its float result."""
+    return float(_child_output(f"from kronnet.bench import *\nprint(repr({call}))\n"))
 
 
 def peak_memory_of_run(d: int, n: int, width: int, batch_size: int, steps: int) -> int:
     """Peak resident bytes of a fresh process that trains the Kronecker
     backend at dimension d (init, `steps` steps, a prediction)."""
-    import subprocess
-    import sys
-
     code = (
         "import kronnet as kn\n"
         f"data = kn.make_kronecker_data({n}, dims={square_dims(d)}, seed=0)\n"
@@ -270,5 +272,4 @@ def peak_memory_of_run(d: int, n: int, width: int, batch_size: int, steps: int) 
         # a child would report its parent's peak (here the dense baselines').
         "print([int(l.split()[1]) * 1024 for l in open('/proc/self/status') if l.startswith('VmHWM')][0])\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return int(out.stdout.strip().splitlines()[-1])
+    return int(_child_output(code))
