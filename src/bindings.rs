@@ -460,6 +460,9 @@ impl PyAsyncTree {
 
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    // The one place the version is written is Cargo.toml; maturin copies it
+    // into the wheel's metadata and this exposes it as kronnet.__version__.
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(init_preacts, m)?)?;
     m.add_function(wrap_pyfunction!(cross_gram, m)?)?;
     m.add_function(wrap_pyfunction!(initial_weights, m)?)?;

@@ -9,12 +9,11 @@ at a per-step cost independent of the input dimension d.
 """
 
 from ._core import DivergenceError, KronnetError
+from ._core import __version__
 from .data import KronData, make_kronecker_data
 from .net import TwoLayerNet, default_threshold
 from .train import History, Trainer, suggest_lr
 from .tree import AsyncTree
-
-__version__ = "0.1.0"
 
 __all__ = [
     "AsyncTree",

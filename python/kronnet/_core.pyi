@@ -8,6 +8,8 @@ import numpy.typing as npt
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
 
+__version__: str
+
 class KronnetError(Exception): ...
 class DivergenceError(KronnetError): ...
 
