@@ -5,7 +5,9 @@ use kronnet::factors::{views, Factors};
 use kronnet::index::{ActivationIndex, LinearScan};
 use kronnet::bitset::FiredBits;
 use kronnet::tree::AsyncTree;
-use kronnet::init::init_preacts;
+use kronnet::coef::Coefficients;
+use kronnet::control::Control;
+use kronnet::init::init_preacts_t;
 use kronnet::model::Model;
 use kronnet::rng::{initial_weights, output_signs};
 use kronnet::step::{GramMode, KronState};
@@ -33,7 +35,8 @@ fn main() {
     let f = Factors::new(views(&mats)).unwrap();
     let b = (0.4 * (m as f64).ln()).sqrt();
     let model = Model::new(output_signs(0, m), b).unwrap();
-    let p0 = init_preacts(&f, 0, m).unwrap();
+    let p0 = init_preacts_t(&f, 0, m, &Control::new()).unwrap();
+    let mut alpha = Coefficients::zeros(n, m).unwrap();
     let y: Vec<f64> = (0..n).map(|i| (i % 3) as f64 - 1.0).collect();
     let mut st = KronState::new(mats.clone(), y, model, p0, GramMode::Precomputed, |v| -> Box<dyn ActivationIndex> {
         match kind.as_str() {
@@ -47,7 +50,7 @@ fn main() {
     let t = Instant::now();
     for k in 0..steps {
         let batch: Vec<usize> = (0..s).map(|j| (k * 8 + j * 61) % n).collect();
-        st.step(&batch, 99.0).unwrap();
+        st.step(&mut alpha, &batch, 99.0).unwrap();
     }
     let (upd_s, upd_f) = st.update_work();
     println!(

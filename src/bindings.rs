@@ -1,90 +1,356 @@
-//! The PyO3 layer, `kronnet._core`: converts numpy arrays (borrowed views,
-//! no copies where the core only reads), releases the GIL around all heavy
-//! work, and maps core errors to Python exceptions. Argument checking with
-//! user-facing messages happens in the Python package; the core re-checks,
-//! and no Rust panic crosses into Python (`guarded`).
+//! The PyO3 layer, `kronnet._core` (docs/design.md, "Bindings").
+//!
+//! It converts arrays (borrowed views where the input is already an aligned,
+//! native, C-contiguous float64 array; a copy otherwise, so the core never
+//! reads misaligned or oddly strided memory), parses mode strings into the
+//! core's enums, releases the GIL around heavy work, lets Ctrl-C stop long
+//! work at a consistent boundary, and maps core errors to the exception
+//! classes of `kronnet.errors`. No Rust panic crosses into Python.
+//! User-facing argument checks happen in the Python package; the core
+//! re-checks everything it relies on.
 
+use crate::coef::Coefficients;
+use crate::control::Control;
+use crate::dense::DenseState;
 use crate::error::KronError;
 use crate::factors::Factors;
-use crate::bitset::FiredBits;
-use crate::index::{ActivationIndex, IndexStats, LinearScan};
-use crate::model::{Backend, Model, StepStats};
+use crate::index::{ActivationIndex, IndexKind, IndexStats};
+use crate::model::{run_steps, Backend, Model, StepStats};
+use crate::predict::{self as prediction, Block};
+use crate::step::{GramMode, KronState};
 use crate::tree::AsyncTree;
-use crate::{dense, gram, init, rng, step};
-use ndarray::{Array1, Array2, ArrayView2};
-use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArray1, PyReadonlyArray2};
-use pyo3::create_exception;
-use pyo3::exceptions::{PyException, PyMemoryError, PyValueError};
+use crate::{gram, init, rng};
+use ndarray::{Array1, Array2, ArrayView2, Ix1, Ix2};
+use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArray, PyReadonlyArray1, PyReadonlyArray2};
+use pyo3::exceptions::{PyKeyboardInterrupt, PyTypeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::mpsc::{channel, RecvTimeoutError};
+use std::time::Duration;
 
-create_exception!(kronnet, KronnetError, PyException, "Base class of kronnet's own errors.");
-create_exception!(
-    kronnet,
-    DivergenceError,
-    KronnetError,
-    "A step would make the loss or the model non-finite; the model is left at its last finite state."
-);
+// ---------------------------------------------------------------- errors
 
-fn to_py(e: KronError) -> PyErr {
-    match e {
-        KronError::Invalid { .. } => PyValueError::new_err(e.to_string()),
-        KronError::OutOfMemory { .. } => PyMemoryError::new_err(e.to_string()),
-        KronError::Diverged(_) => DivergenceError::new_err(e.to_string()),
+/// The exception of `kronnet.errors` a core error stands for, carrying its
+/// data (argument name, bytes needed) as attributes.
+fn to_py(py: Python<'_>, e: KronError) -> PyErr {
+    let made = (|| -> PyResult<Bound<'_, PyAny>> {
+        let errors = py.import("kronnet.errors")?;
+        match &e {
+            KronError::Invalid { arg, msg } => errors.getattr("ArgumentError")?.call1((arg, msg)),
+            KronError::OutOfMemory { what, bytes, .. } => errors.getattr("OutOfMemoryError")?.call1((what, *bytes)),
+            KronError::Diverged(msg) => errors.getattr("DivergenceError")?.call1((msg,)),
+            KronError::Interrupted => Ok(PyKeyboardInterrupt::new_err("interrupted").into_value(py).into_bound(py).into_any()),
+        }
+    })();
+    match made {
+        Ok(exc) => PyErr::from_value(exc),
+        Err(err) => err,
     }
 }
 
-/// Runs core work with the GIL released, turning errors and any panic into
+fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn internal_error(py: Python<'_>, msg: String) -> PyErr {
+    let made = py
+        .import("kronnet.errors")
+        .and_then(|m| m.getattr("KronnetError"))
+        .and_then(|c| c.call1((format!("internal error in kronnet's core (please report): {msg}"),)));
+    match made {
+        Ok(exc) => PyErr::from_value(exc),
+        Err(err) => err,
+    }
+}
+
+/// Runs short core work with the GIL released; errors and any panic become
 /// Python exceptions.
 fn guarded<T: Send>(py: Python<'_>, f: impl FnOnce() -> crate::Result<T> + Send) -> PyResult<T> {
-    let out = py.detach(|| catch_unwind(AssertUnwindSafe(f)));
-    match out {
-        Ok(r) => r.map_err(to_py),
-        Err(panic) => {
-            let msg = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown".into());
-            Err(KronnetError::new_err(format!("internal error in kronnet's core (please report): {msg}")))
-        }
+    match py.detach(|| catch_unwind(AssertUnwindSafe(f))) {
+        Ok(r) => r.map_err(|e| to_py(py, e)),
+        Err(panic) => Err(internal_error(py, panic_message(panic))),
     }
 }
 
-fn views<'a>(factors: &'a [PyReadonlyArray2<'_, f64>]) -> Vec<ArrayView2<'a, f64>> {
-    factors.iter().map(|f| f.as_array()).collect()
+/// How often the calling thread looks for Python signals while core work
+/// runs: a Ctrl-C is acted on within this plus the work's own granularity
+/// (one step, one neuron of init, one chunk of prediction).
+const POLL: Duration = Duration::from_millis(20);
+
+/// What long work ended with: its own result, and the exception a signal
+/// handler raised meanwhile (KeyboardInterrupt on Ctrl-C), if any.
+struct Finished<T> {
+    result: Result<crate::Result<T>, String>,
+    signal: Option<PyErr>,
 }
 
-fn batch_indices(batch: &PyReadonlyArray1<'_, i64>) -> PyResult<Vec<usize>> {
-    batch
-        .as_array()
+/// Runs `work` on a scoped thread with the GIL released while the calling
+/// thread, which Python delivers signals to, polls for them every `POLL`.
+/// A signal handler's exception asks the work to stop (`Control`); the work
+/// then returns at its next consistent boundary.
+fn interruptible<T: Send>(py: Python<'_>, work: impl FnOnce(&Control) -> crate::Result<T> + Send) -> Finished<T> {
+    let ctl = Control::new();
+    let mut signal: Option<PyErr> = None;
+    let result = py.detach(|| {
+        std::thread::scope(|scope| {
+            let (tx, rx) = channel::<()>();
+            let ctl = &ctl;
+            let handle = scope.spawn(move || {
+                let r = catch_unwind(AssertUnwindSafe(|| work(ctl)));
+                let _ = tx.send(());
+                r
+            });
+            loop {
+                match rx.recv_timeout(POLL) {
+                    Err(RecvTimeoutError::Timeout) => {
+                        if signal.is_none() {
+                            if let Err(e) = Python::attach(|py| py.check_signals()) {
+                                signal = Some(e);
+                                ctl.request_stop();
+                            }
+                        }
+                    }
+                    _ => break,
+                }
+            }
+            match handle.join() {
+                Ok(Ok(r)) => Ok(r),
+                Ok(Err(panic)) | Err(panic) => Err(panic_message(panic)),
+            }
+        })
+    });
+    Finished { result, signal }
+}
+
+/// The value of interruptible work, or the exception to raise: a signal's
+/// exception wins (the work's partial result is dropped).
+fn finish<T>(py: Python<'_>, done: Finished<T>) -> PyResult<T> {
+    if let Some(sig) = done.signal {
+        return Err(sig);
+    }
+    match done.result {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(to_py(py, e)),
+        Err(msg) => Err(internal_error(py, msg)),
+    }
+}
+
+// ---------------------------------------------------------------- arrays
+
+/// A float64 array of `D` dimensions the core can read in place: the input
+/// itself when it is aligned, native-endian and C-contiguous; otherwise a
+/// copy made by numpy (`np.require`). Only float64 is accepted here — the
+/// Python package converts other dtypes, so no cast happens silently.
+fn f64_array<'py, D: ndarray::Dimension>(
+    obj: &Bound<'py, PyAny>,
+    name: &str,
+) -> PyResult<PyReadonlyArray<'py, f64, D>> {
+    let py = obj.py();
+    let np = py.import("numpy")?;
+    let is_array = obj.is_instance(&np.getattr("ndarray")?)?;
+    let is_f64 = is_array && {
+        let dt = obj.getattr("dtype")?;
+        dt.getattr("kind")?.extract::<String>()? == "f" && dt.getattr("itemsize")?.extract::<usize>()? == 8
+    };
+    if !is_f64 {
+        return Err(PyTypeError::new_err(format!("{name}: expected a float64 numpy array")));
+    }
+    let fixed = np.call_method1("require", (obj, "float64", ("C", "A")))?;
+    fixed.extract::<PyReadonlyArray<'py, f64, D>>().map_err(|_| {
+        PyValueError::new_err(format!("{name}: expected a {}-D array", D::NDIM.unwrap_or(0)))
+    })
+}
+
+fn f64_matrices<'py>(objs: &[Bound<'py, PyAny>], name: &str) -> PyResult<Vec<PyReadonlyArray2<'py, f64>>> {
+    objs.iter().enumerate().map(|(k, o)| f64_array::<Ix2>(o, &format!("{name}[{k}]"))).collect()
+}
+
+fn views<'a>(arrays: &'a [PyReadonlyArray2<'_, f64>]) -> Vec<ArrayView2<'a, f64>> {
+    arrays.iter().map(|a| a.as_array()).collect()
+}
+
+/// 1-D int64 indices, each converted to usize (negative ones refused).
+fn indices(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Vec<usize>> {
+    let py = obj.py();
+    let np = py.import("numpy")?;
+    let arr = np.call_method1("require", (obj, "int64", ("C", "A")))?;
+    if arr.getattr("dtype")?.getattr("kind")?.extract::<String>()? != "i" {
+        return Err(PyTypeError::new_err(format!("{name}: expected integer indices")));
+    }
+    let arr: PyReadonlyArray1<'_, i64> =
+        arr.extract().map_err(|_| PyValueError::new_err(format!("{name}: expected a 1-D array of indices")))?;
+    arr.as_array()
         .iter()
-        .map(|&i| usize::try_from(i).map_err(|_| PyValueError::new_err(format!("batch: index {i} is negative"))))
+        .map(|&i| usize::try_from(i).map_err(|_| PyValueError::new_err(format!("{name}: index {i} is negative"))))
         .collect()
 }
 
-/// P(0)[i, r] = <w_r(0), x_i> for the given factors: (n, width).
+/// Parses a mode string into one of `options`, naming the argument.
+fn parse_mode<T: Copy>(value: &str, name: &str, options: &[(&str, T)]) -> PyResult<T> {
+    options.iter().find(|(k, _)| *k == value).map(|(_, v)| *v).ok_or_else(|| {
+        let names: Vec<String> = options.iter().map(|(k, _)| format!("{k:?}")).collect();
+        PyValueError::new_err(format!("{name}: must be one of {}; got {value:?}", names.join(", ")))
+    })
+}
+
+/// Which backend a trainer runs (`Trainer(backend=...)`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BackendKind {
+    Kron,
+    Dense,
+}
+
+const BACKENDS: [(&str, BackendKind); 2] = [("kron", BackendKind::Kron), ("dense", BackendKind::Dense)];
+
+// ---------------------------------------------------------- coefficients
+
+/// The learned coefficients of one training set: αᵀ (n, width). Owned by
+/// the net; trainers borrow it for each step.
+#[pyclass(name = "Coefficients", module = "kronnet._core")]
+struct PyCoefficients {
+    inner: Coefficients,
+}
+
+#[pymethods]
+impl PyCoefficients {
+    /// Zero coefficients for n points and width neurons.
+    #[new]
+    fn new(py: Python<'_>, n: usize, width: usize) -> PyResult<Self> {
+        Ok(PyCoefficients { inner: guarded(py, || Coefficients::zeros(n, width))? })
+    }
+
+    /// Coefficients from αᵀ, shape (n, width) (copied).
+    #[staticmethod]
+    fn from_alpha_t(py: Python<'_>, alpha_t: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let a = f64_array::<Ix2>(alpha_t, "alpha")?;
+        let owned = a.as_array().to_owned();
+        Ok(PyCoefficients { inner: guarded(py, || Coefficients::from_alpha_t(owned))? })
+    }
+
+    /// A copy of αᵀ, shape (n, width).
+    fn alpha_t<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray2<f64>> {
+        self.inner.alpha_t().to_owned().into_pyarray(py)
+    }
+
+    #[getter]
+    fn n(&self) -> usize {
+        self.inner.n()
+    }
+
+    #[getter]
+    fn width(&self) -> usize {
+        self.inner.width()
+    }
+
+    /// Whether training has moved any coefficient.
+    #[getter]
+    fn trained(&self) -> bool {
+        self.inner.nonzero()
+    }
+}
+
+/// The net's blocks as passed from Python: (factor arrays, coefficients).
+type PyBlocks<'py> = Vec<(Vec<Bound<'py, PyAny>>, Bound<'py, PyCoefficients>)>;
+
+/// Borrowed, converted blocks: arrays held while the core reads them.
+struct HeldBlocks<'py> {
+    factors: Vec<Vec<PyReadonlyArray2<'py, f64>>>,
+    coefs: Vec<PyRef<'py, PyCoefficients>>,
+}
+
+impl<'py> HeldBlocks<'py> {
+    fn hold(blocks: &PyBlocks<'py>) -> PyResult<Self> {
+        let mut factors = Vec::with_capacity(blocks.len());
+        let mut coefs = Vec::with_capacity(blocks.len());
+        for (j, (f, c)) in blocks.iter().enumerate() {
+            factors.push(f64_matrices(f, &format!("blocks[{j}].factors"))?);
+            coefs.push(c.try_borrow()?);
+        }
+        Ok(HeldBlocks { factors, coefs })
+    }
+
+    fn blocks(&self) -> crate::Result<Vec<Block<'_>>> {
+        self.factors
+            .iter()
+            .zip(&self.coefs)
+            .map(|(f, c)| Ok(Block { factors: Factors::new(views(f))?, coef: &c.inner }))
+            .collect()
+    }
+}
+
+// ------------------------------------------------------------- functions
+
+/// <w_r, x_j> for every point of `factors` under W(0) + the blocks: (q, width).
 #[pyfunction]
-fn init_preacts<'py>(
+fn preacts<'py>(
     py: Python<'py>,
-    factors: Vec<PyReadonlyArray2<'py, f64>>,
+    factors: Vec<Bound<'py, PyAny>>,
     seed: u64,
     width: usize,
+    blocks: PyBlocks<'py>,
 ) -> PyResult<Bound<'py, PyArray2<f64>>> {
-    let v = views(&factors);
-    let p = guarded(py, || init::init_preacts(&Factors::new(v)?, seed, width))?;
-    Ok(p.into_pyarray(py))
+    let mats = f64_matrices(&factors, "factors")?;
+    let held = HeldBlocks::hold(&blocks)?;
+    let blocks = held.blocks().map_err(|e| to_py(py, e))?;
+    let v = views(&mats);
+    let done = interruptible(py, |ctl| prediction::preacts_t(&Factors::new(v)?, seed, width, &blocks, ctl));
+    Ok(finish(py, done)?.reversed_axes().into_pyarray(py))
+}
+
+/// f(W, x_j) for every point, `chunk_rows` points at a time: (q,).
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn predict<'py>(
+    py: Python<'py>,
+    factors: Vec<Bound<'py, PyAny>>,
+    a: &Bound<'py, PyAny>,
+    threshold: f64,
+    seed: u64,
+    blocks: PyBlocks<'py>,
+    chunk_rows: usize,
+) -> PyResult<Bound<'py, PyArray1<f64>>> {
+    let mats = f64_matrices(&factors, "factors")?;
+    let a = f64_array::<Ix1>(a, "a")?.as_array().to_vec();
+    let held = HeldBlocks::hold(&blocks)?;
+    let blocks = held.blocks().map_err(|e| to_py(py, e))?;
+    let v = views(&mats);
+    let done = interruptible(py, |ctl| {
+        let model = Model::checked(a, threshold)?;
+        prediction::predict(&Factors::new(v)?, &model, seed, &blocks, chunk_rows, ctl)
+    });
+    Ok(Array1::from(finish(py, done)?).into_pyarray(py))
+}
+
+/// The trained W materialized: (width, d).
+#[pyfunction]
+fn dense_weights<'py>(
+    py: Python<'py>,
+    seed: u64,
+    width: usize,
+    dims: Vec<usize>,
+    blocks: PyBlocks<'py>,
+) -> PyResult<Bound<'py, PyArray2<f64>>> {
+    let held = HeldBlocks::hold(&blocks)?;
+    let blocks = held.blocks().map_err(|e| to_py(py, e))?;
+    let done = interruptible(py, |ctl| prediction::dense_weights(seed, width, &dims, &blocks, ctl));
+    Ok(finish(py, done)?.into_pyarray(py))
 }
 
 /// K[i, j] = <x_i, x'_j>: (n_a, n_b).
 #[pyfunction]
 fn cross_gram<'py>(
     py: Python<'py>,
-    a: Vec<PyReadonlyArray2<'py, f64>>,
-    b: Vec<PyReadonlyArray2<'py, f64>>,
+    a: Vec<Bound<'py, PyAny>>,
+    b: Vec<Bound<'py, PyAny>>,
 ) -> PyResult<Bound<'py, PyArray2<f64>>> {
-    let (va, vb) = (views(&a), views(&b));
+    let (ma, mb) = (f64_matrices(&a, "a")?, f64_matrices(&b, "b")?);
+    let (va, vb) = (views(&ma), views(&mb));
     let k = guarded(py, || gram::cross_gram(&Factors::new(va)?, &Factors::new(vb)?))?;
     Ok(k.into_pyarray(py))
 }
@@ -92,34 +358,67 @@ fn cross_gram<'py>(
 /// W(0) materialized: (width, d).
 #[pyfunction]
 fn initial_weights(py: Python<'_>, seed: u64, width: usize, d: usize) -> PyResult<Bound<'_, PyArray2<f64>>> {
-    let w = guarded(py, || init::initial_weight_matrix(seed, width, d))?;
-    Ok(w.into_pyarray(py))
+    let done = interruptible(py, |ctl| init::initial_weight_matrix(seed, width, d, ctl));
+    Ok(finish(py, done)?.into_pyarray(py))
 }
 
 /// Output signs a: (width,).
 #[pyfunction]
-fn output_signs(py: Python<'_>, seed: u64, width: usize) -> Bound<'_, PyArray1<f64>> {
-    Array1::from(rng::output_signs(seed, width)).into_pyarray(py)
+fn output_signs(py: Python<'_>, seed: u64, width: usize) -> PyResult<Bound<'_, PyArray1<f64>>> {
+    let a = guarded(py, || rng::try_output_signs(seed, width))?;
+    Ok(Array1::from(a).into_pyarray(py))
 }
 
-/// f for each row of a preactivation matrix (q, width): (q,).
+/// Bytes init needs beyond its output (per-thread weights and intermediate).
 #[pyfunction]
-fn outputs<'py>(
-    py: Python<'py>,
-    preacts: PyReadonlyArray2<'py, f64>,
-    a: PyReadonlyArray1<'py, f64>,
-    threshold: f64,
-) -> PyResult<Bound<'py, PyArray1<f64>>> {
-    let (p, a) = (preacts.as_array(), a.as_array().to_vec());
-    let f = guarded(py, || Ok(Model::new(a, threshold)?.outputs(p)))?;
-    Ok(Array1::from(f).into_pyarray(py))
+fn init_scratch_bytes(dims: Vec<usize>, n: usize, threads: usize) -> u128 {
+    init::scratch_bytes(&dims, n, threads)
 }
 
-fn make_index(kind: &str, values: ArrayView2<'_, f64>, threshold: f64) -> Box<dyn ActivationIndex> {
-    match kind {
-        "bits" => Box::new(FiredBits::new(values, threshold)),
-        "tree" => Box::new(AsyncTree::new(values)),
-        _ => Box::new(LinearScan::default()),
+/// Bytes of derived structure an index keeps for n points and width neurons.
+#[pyfunction]
+fn index_memory_bytes(index: &str, n: usize, width: usize) -> PyResult<u128> {
+    Ok(parse_mode(index, "index", &IndexKind::NAMES)?.memory_bytes(n, width))
+}
+
+/// Points per prediction chunk so that a chunk takes about `budget` bytes.
+#[pyfunction]
+fn predict_chunk_rows(width: usize, block_sizes: Vec<usize>, budget: usize) -> usize {
+    prediction::chunk_rows(width, &block_sizes, budget)
+}
+
+/// Bytes one prediction chunk of `rows` points needs.
+#[pyfunction]
+fn predict_chunk_bytes(dims: Vec<usize>, width: usize, block_sizes: Vec<usize>, rows: usize, threads: usize) -> u128 {
+    prediction::chunk_bytes(&dims, width, &block_sizes, rows, threads)
+}
+
+/// The rayon pool's thread count.
+#[pyfunction]
+fn thread_count() -> usize {
+    rayon::current_num_threads()
+}
+
+// --------------------------------------------------------------- trainer
+
+enum Engine {
+    Kron(KronState),
+    Dense(DenseState),
+}
+
+impl Engine {
+    fn backend(&mut self) -> &mut dyn Backend {
+        match self {
+            Engine::Kron(k) => k,
+            Engine::Dense(d) => d,
+        }
+    }
+
+    fn kron(&self) -> Option<&KronState> {
+        match self {
+            Engine::Kron(k) => Some(k),
+            Engine::Dense(_) => None,
+        }
     }
 }
 
@@ -135,41 +434,10 @@ fn stats_dict(s: IndexStats) -> HashMap<&'static str, u64> {
     .collect()
 }
 
-fn stats_tuple(s: StepStats) -> (f64, usize, usize) {
-    (s.loss, s.fired_union, s.fired_total)
-}
-
-/// Runs `steps` given as flat indices + offsets (batches may differ in size);
-/// returns the per-step figures of the steps done and the error that stopped
-/// the run early, if any, so the caller keeps the history of what happened.
-fn run_steps(
-    mut step: impl FnMut(&[usize]) -> crate::Result<StepStats>,
-    indices: &[usize],
-    offsets: &[usize],
-) -> (Vec<StepStats>, Option<KronError>) {
-    let mut out = Vec::with_capacity(offsets.len().saturating_sub(1));
-    for w in offsets.windows(2) {
-        match step(&indices[w[0]..w[1]]) {
-            Ok(s) => out.push(s),
-            Err(e) => return (out, Some(e)),
-        }
-    }
-    (out, None)
-}
-
 type RunResult<'py> = (Bound<'py, PyArray1<f64>>, Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<i64>>, Option<PyErr>);
 
-fn run_result(py: Python<'_>, stats: Vec<StepStats>, err: Option<KronError>) -> RunResult<'_> {
-    let loss = Array1::from_iter(stats.iter().map(|s| s.loss)).into_pyarray(py);
-    let union = Array1::from_iter(stats.iter().map(|s| s.fired_union as i64)).into_pyarray(py);
-    let total = Array1::from_iter(stats.iter().map(|s| s.fired_total as i64)).into_pyarray(py);
-    (loss, union, total, err.map(to_py))
-}
-
 fn check_offsets(indices: usize, offsets: &[usize]) -> PyResult<()> {
-    let ok = offsets.first() == Some(&0)
-        && offsets.last() == Some(&indices)
-        && offsets.windows(2).all(|w| w[0] < w[1]);
+    let ok = offsets.first() == Some(&0) && offsets.last() == Some(&indices) && offsets.windows(2).all(|w| w[0] < w[1]);
     if ok {
         Ok(())
     } else {
@@ -177,178 +445,199 @@ fn check_offsets(indices: usize, offsets: &[usize]) -> PyResult<()> {
     }
 }
 
-fn step_on<B: Backend>(py: Python<'_>, st: &mut B, batch: PyReadonlyArray1<'_, i64>, lr: f64) -> PyResult<(f64, usize, usize)> {
-    let b = batch_indices(&batch)?;
-    guarded(py, || st.step(&b, lr)).map(stats_tuple)
-}
-
-fn run_on<'py, B: Backend>(
-    py: Python<'py>,
-    st: &mut B,
-    indices: PyReadonlyArray1<'py, i64>,
-    offsets: PyReadonlyArray1<'py, i64>,
-    lr: f64,
-) -> PyResult<RunResult<'py>> {
-    let idx = batch_indices(&indices)?;
-    let off = batch_indices(&offsets)?;
-    check_offsets(idx.len(), &off)?;
-    let (stats, err) = guarded(py, || Ok(run_steps(|b| st.step(b, lr), &idx, &off)))?;
-    Ok(run_result(py, stats, err))
-}
-
-/// Kronecker-backend training state (see `step.rs`).
+/// A training run's state: the backend's (P, Gram, index; or X and W) and
+/// the net's coefficient block it accumulates into. Dropping it frees
+/// everything but the block.
 #[pyclass(module = "kronnet._core")]
-struct KronCore {
-    state: step::KronState,
+struct TrainerCore {
+    engine: Engine,
+    coef: Py<PyCoefficients>,
 }
 
 #[pymethods]
-impl KronCore {
+impl TrainerCore {
+    /// `state`, when given, continues a checkpoint: Pᵀ (width, n) and
+    /// `p_bound` for the Kronecker backend, W (width, d) for the dense one.
+    /// Otherwise the state starts from the net's current weights: W(0) (from
+    /// `seed`) plus `blocks`, which include `coef` itself when it is trained.
     #[new]
-    #[pyo3(signature = (factors, y, a, threshold, p0, gram, index))]
-    fn new(
-        py: Python<'_>,
-        factors: Vec<PyReadonlyArray2<'_, f64>>,
-        y: PyReadonlyArray1<'_, f64>,
-        a: PyReadonlyArray1<'_, f64>,
+    #[pyo3(signature = (backend, factors, y, a, threshold, seed, coef, blocks, gram, index, state=None, p_bound=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn new<'py>(
+        py: Python<'py>,
+        backend: &str,
+        factors: Vec<Bound<'py, PyAny>>,
+        y: &Bound<'py, PyAny>,
+        a: &Bound<'py, PyAny>,
         threshold: f64,
-        p0: PyReadonlyArray2<'_, f64>,
+        seed: u64,
+        coef: Bound<'py, PyCoefficients>,
+        blocks: PyBlocks<'py>,
         gram: &str,
         index: &str,
+        state: Option<&Bound<'py, PyAny>>,
+        p_bound: Option<f64>,
     ) -> PyResult<Self> {
-        let mode = match gram {
-            "precomputed" => step::GramMode::Precomputed,
-            "columns" => step::GramMode::Columns,
-            other => return Err(PyValueError::new_err(format!("gram: unknown mode {other:?}"))),
-        };
-        if !matches!(index, "scan" | "tree" | "bits") {
-            return Err(PyValueError::new_err(format!("index: unknown index {index:?}")));
+        let backend = parse_mode(backend, "backend", &BACKENDS)?;
+        let gram = parse_mode(gram, "gram", &GramMode::NAMES)?;
+        let index = parse_mode(index, "index", &IndexKind::NAMES)?;
+        let mats = f64_matrices(&factors, "factors")?;
+        let y = f64_array::<Ix1>(y, "y")?.as_array().to_vec();
+        let a = f64_array::<Ix1>(a, "a")?.as_array().to_vec();
+        let state = state.map(|s| f64_array::<Ix2>(s, "state")).transpose()?;
+        let held = HeldBlocks::hold(&blocks)?;
+        let blocks = held.blocks().map_err(|e| to_py(py, e))?;
+        let v = views(&mats);
+        let dims: Vec<usize> = v.iter().map(|u| u.ncols()).collect();
+        {
+            let c = coef.try_borrow()?;
+            let n = v.first().map_or(0, |u| u.nrows());
+            c.inner.check_shape(n, a.len()).map_err(|e| to_py(py, e))?;
         }
-        let mats: Vec<Array2<f64>> = factors.iter().map(|f| f.as_array().to_owned()).collect();
-        let (y, a, p0) = (y.as_array().to_vec(), a.as_array().to_vec(), p0.as_array().to_owned());
-        let index = index.to_string();
-        let state = guarded(py, || {
-            step::KronState::new(mats, y, Model::new(a, threshold)?, p0, mode, |v| make_index(&index, v, threshold))
-        })?;
-        Ok(KronCore { state })
+        let state_view = state.as_ref().map(|s| s.as_array());
+        let done = interruptible(py, |ctl| -> crate::Result<Engine> {
+            let f = Factors::new(v)?;
+            let model = Model::checked(a, threshold)?;
+            let width = model.width();
+            let owned: Vec<Array2<f64>> = f.mats().iter().map(|u| u.to_owned()).collect();
+            match backend {
+                BackendKind::Kron => {
+                    let p_t = match state_view {
+                        Some(s) => s.to_owned(),
+                        None => prediction::preacts_t(&f, seed, width, &blocks, ctl)?,
+                    };
+                    let b = model.b;
+                    let mut st = KronState::new(owned, y, model, p_t, gram, |vals| index.build(vals, b))?;
+                    if let Some(bound) = p_bound {
+                        st.set_p_bound(bound)?;
+                    }
+                    Ok(Engine::Kron(st))
+                }
+                BackendKind::Dense => {
+                    let w = match state_view {
+                        Some(s) => s.to_owned(),
+                        None => prediction::dense_weights(seed, width, &dims, &blocks, ctl)?,
+                    };
+                    let x = prediction::materialize(&f)?;
+                    Ok(Engine::Dense(DenseState::new(x, y, model, w)?))
+                }
+            }
+        });
+        let engine = finish(py, done)?;
+        Ok(TrainerCore { engine, coef: coef.unbind() })
     }
 
     /// One step; returns (batch loss before the update, |R|, Σ|A_i|).
-    fn step(&mut self, py: Python<'_>, batch: PyReadonlyArray1<'_, i64>, lr: f64) -> PyResult<(f64, usize, usize)> {
-        step_on(py, &mut self.state, batch, lr)
+    fn step(&mut self, py: Python<'_>, batch: &Bound<'_, PyAny>, lr: f64) -> PyResult<(f64, usize, usize)> {
+        let b = indices(batch, "batch")?;
+        let mut coef = self.coef.bind(py).try_borrow_mut()?;
+        let (engine, alpha) = (&mut self.engine, &mut coef.inner);
+        let s: StepStats = guarded(py, || engine.backend().step(alpha, &b, lr))?;
+        Ok((s.loss, s.fired_union, s.fired_total))
     }
 
-    /// Many steps without returning to Python between them.
+    /// Many steps without returning to Python between them: the batches are
+    /// `indices[offsets[t]:offsets[t + 1]]`. Returns the per-step figures of
+    /// the steps taken and the exception that stopped the run early (a
+    /// divergence, or KeyboardInterrupt between two steps), if any.
     fn run<'py>(
         &mut self,
         py: Python<'py>,
-        indices: PyReadonlyArray1<'py, i64>,
-        offsets: PyReadonlyArray1<'py, i64>,
+        indices_: &Bound<'py, PyAny>,
+        offsets: &Bound<'py, PyAny>,
         lr: f64,
     ) -> PyResult<RunResult<'py>> {
-        run_on(py, &mut self.state, indices, offsets, lr)
+        let idx = indices(indices_, "indices")?;
+        let off = indices(offsets, "offsets")?;
+        check_offsets(idx.len(), &off)?;
+        let mut coef = self.coef.bind(py).try_borrow_mut()?;
+        let (engine, alpha) = (&mut self.engine, &mut coef.inner);
+        let done = interruptible(py, |ctl| Ok(run_steps(engine.backend(), alpha, &idx, &off, lr, ctl)));
+        let (stats, err) = match done.result {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) => (Vec::new(), Some(e)),
+            Err(msg) => return Err(internal_error(py, msg)),
+        };
+        // A signal that arrived as the run finished is still raised, after
+        // the caller has recorded the steps that were taken.
+        let err = match (err, done.signal) {
+            (_, Some(sig)) => Some(sig),
+            (Some(e), None) => Some(to_py(py, e)),
+            (None, None) => None,
+        };
+        let loss = Array1::from_iter(stats.iter().map(|s| s.loss)).into_pyarray(py);
+        let union = Array1::from_iter(stats.iter().map(|s| s.fired_union as i64)).into_pyarray(py);
+        let total = Array1::from_iter(stats.iter().map(|s| s.fired_total as i64)).into_pyarray(py);
+        Ok((loss, union, total, err))
     }
 
-    fn full_loss(&self, py: Python<'_>) -> PyResult<f64> {
-        let st = &self.state;
-        guarded(py, || Ok(st.full_loss()))
+    fn full_loss(&mut self, py: Python<'_>) -> PyResult<f64> {
+        let engine = &mut self.engine;
+        guarded(py, || Ok(engine.backend().full_loss()))
     }
 
-    /// α (width, n): w_r = w_r(0) + Σ_i α[r, i] x_i.
-    fn alpha<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray2<f64>> {
-        self.state.alpha().as_standard_layout().into_owned().into_pyarray(py)
+    /// What a checkpoint needs to continue exactly: {"state": Pᵀ (width, n),
+    /// "p_bound": float} for the Kronecker backend, {"state": W (width, d)}
+    /// for the dense one. Copies.
+    fn export_state<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let out = PyDict::new(py);
+        match &self.engine {
+            Engine::Kron(k) => {
+                out.set_item("state", k.preacts_t().to_owned().into_pyarray(py))?;
+                out.set_item("p_bound", k.p_bound())?;
+            }
+            Engine::Dense(d) => out.set_item("state", d.weights().to_owned().into_pyarray(py))?,
+        }
+        Ok(out)
     }
 
-    /// P (n, width): P[i, r] = <w_r, x_i>.
-    fn preacts<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray2<f64>> {
-        self.state.preacts().as_standard_layout().into_owned().into_pyarray(py)
+    /// P (n, width): P[i, r] = <w_r, x_i> (Kronecker backend; a copy).
+    fn preacts<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray2<f64>>> {
+        match self.engine.kron() {
+            Some(k) => Ok(k.preacts().as_standard_layout().into_owned().into_pyarray(py)),
+            None => Err(PyValueError::new_err("preacts: only the Kronecker backend keeps P")),
+        }
     }
 
     #[getter]
     fn index_name(&self) -> &'static str {
-        self.state.index_name()
+        self.engine.kron().map_or("none", |k| k.index_name())
     }
 
     #[getter]
     fn index_memory_bytes(&self) -> usize {
-        self.state.index_memory_bytes()
+        self.engine.kron().map_or(0, |k| k.index_memory_bytes())
     }
 
     /// The index's work so far (see `kn.AsyncTree.stats`).
     #[getter]
     fn index_stats(&self) -> HashMap<&'static str, u64> {
-        stats_dict(self.state.index_stats())
+        stats_dict(self.engine.kron().map_or(IndexStats::default(), |k| k.index_stats()))
     }
 
     /// (seconds, nominal FLOPs 2·n·S·|R|) of the step's GEMM so far.
     #[getter]
     fn update_work(&self) -> (f64, f64) {
-        self.state.update_work()
+        self.engine.kron().map_or((0.0, 0.0), |k| k.update_work())
     }
 
     /// Seconds spent finding fire sets (index syncs and queries) so far.
     #[getter]
     fn index_seconds(&self) -> f64 {
-        self.state.index_seconds()
+        self.engine.kron().map_or(0.0, |k| k.index_seconds())
     }
 
     #[getter]
     fn gram_mode(&self) -> &'static str {
-        match self.state.gram_mode() {
-            step::GramMode::Precomputed => "precomputed",
-            step::GramMode::Columns => "columns",
+        match self.engine.kron().map(|k| k.gram_mode()) {
+            Some(GramMode::Precomputed) => "precomputed",
+            Some(GramMode::Columns) => "columns",
+            None => "none",
         }
     }
 }
 
-/// Dense-backend training state (see `dense.rs`).
-#[pyclass(module = "kronnet._core")]
-struct DenseCore {
-    state: dense::DenseState,
-}
-
-#[pymethods]
-impl DenseCore {
-    #[new]
-    fn new(
-        py: Python<'_>,
-        x: PyReadonlyArray2<'_, f64>,
-        y: PyReadonlyArray1<'_, f64>,
-        a: PyReadonlyArray1<'_, f64>,
-        threshold: f64,
-        w: PyReadonlyArray2<'_, f64>,
-    ) -> PyResult<Self> {
-        let (x, y, a, w) = (x.as_array().to_owned(), y.as_array().to_vec(), a.as_array().to_vec(), w.as_array().to_owned());
-        let state = guarded(py, || dense::DenseState::new(x, y, Model::new(a, threshold)?, w))?;
-        Ok(DenseCore { state })
-    }
-
-    /// One step; returns (batch loss before the update, |R|, Σ|A_i|).
-    fn step(&mut self, py: Python<'_>, batch: PyReadonlyArray1<'_, i64>, lr: f64) -> PyResult<(f64, usize, usize)> {
-        step_on(py, &mut self.state, batch, lr)
-    }
-
-    /// Many steps without returning to Python between them.
-    fn run<'py>(
-        &mut self,
-        py: Python<'py>,
-        indices: PyReadonlyArray1<'py, i64>,
-        offsets: PyReadonlyArray1<'py, i64>,
-        lr: f64,
-    ) -> PyResult<RunResult<'py>> {
-        run_on(py, &mut self.state, indices, offsets, lr)
-    }
-
-    fn full_loss(&self, py: Python<'_>) -> PyResult<f64> {
-        let st = &self.state;
-        guarded(py, || Ok(st.full_loss()))
-    }
-
-    /// W (width, d).
-    fn weights<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray2<f64>> {
-        self.state.weights().to_owned().into_pyarray(py)
-    }
-}
+// ------------------------------------------------------------------ tree
 
 /// The asynchronous tree over a values matrix it owns (n × m), for direct
 /// use and testing; training uses the same structure over P.
@@ -358,29 +647,31 @@ struct PyAsyncTree {
     tree: AsyncTree,
 }
 
+fn row_index(i: i64, n: usize, name: &str) -> PyResult<usize> {
+    usize::try_from(i)
+        .ok()
+        .filter(|&i| i < n)
+        .ok_or_else(|| PyValueError::new_err(format!("{name}: row {i} is out of range for {n} rows")))
+}
+
 #[pymethods]
 impl PyAsyncTree {
     #[new]
-    fn new(py: Python<'_>, values: PyReadonlyArray2<'_, f64>) -> PyResult<Self> {
-        let values = values.as_array().as_standard_layout().into_owned();
+    fn new(py: Python<'_>, values: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let values = f64_array::<Ix2>(values, "values")?.as_array().to_owned();
         let tree = guarded(py, || Ok(AsyncTree::new(values.view())))?;
         Ok(PyAsyncTree { values, tree })
     }
 
     /// values[:, cols] = new_values (n × k), then record the change; the
     /// trees resync lazily on their next query. `cols` must be distinct.
-    fn update(&mut self, py: Python<'_>, cols: PyReadonlyArray1<'_, i64>, new_values: PyReadonlyArray2<'_, f64>) -> PyResult<()> {
+    fn update(&mut self, py: Python<'_>, cols: &Bound<'_, PyAny>, new_values: &Bound<'_, PyAny>) -> PyResult<()> {
         let (n, m) = self.values.dim();
-        let cols: Vec<usize> = cols
-            .as_array()
-            .iter()
-            .map(|&c| {
-                usize::try_from(c)
-                    .ok()
-                    .filter(|&c| c < m)
-                    .ok_or_else(|| PyValueError::new_err(format!("cols: index {c} is out of range for {m} columns")))
-            })
-            .collect::<PyResult<_>>()?;
+        let cols = indices(cols, "cols")?;
+        if let Some(&bad) = cols.iter().find(|&&c| c >= m) {
+            return Err(PyValueError::new_err(format!("cols: index {bad} is out of range for {m} columns")));
+        }
+        let new_values = f64_array::<Ix2>(new_values, "new_values")?;
         let new_values = new_values.as_array();
         if new_values.dim() != (n, cols.len()) {
             return Err(PyValueError::new_err(format!(
@@ -406,19 +697,20 @@ impl PyAsyncTree {
 
     /// Sorted r with values[i, r] > tau: int64 array.
     fn query<'py>(&mut self, py: Python<'py>, i: i64, tau: f64) -> PyResult<Bound<'py, PyArray1<i64>>> {
-        let n = self.values.nrows();
-        let i = usize::try_from(i)
-            .ok()
-            .filter(|&i| i < n)
-            .ok_or_else(|| PyValueError::new_err(format!("i: row {i} is out of range for {n} rows")))?;
+        let i = row_index(i, self.values.nrows(), "i")?;
         let (values, tree) = (&self.values, &mut self.tree);
         let found = guarded(py, || Ok(tree.query(values.view(), i, tau)))?;
         Ok(Array1::from_iter(found.into_iter().map(i64::from)).into_pyarray(py))
     }
 
     /// Fire sets of several rows at once (synced and queried in parallel).
-    fn query_many<'py>(&mut self, py: Python<'py>, rows: PyReadonlyArray1<'py, i64>, tau: f64) -> PyResult<Vec<Bound<'py, PyArray1<i64>>>> {
-        let rows = batch_indices(&rows)?;
+    fn query_many<'py>(
+        &mut self,
+        py: Python<'py>,
+        rows: &Bound<'py, PyAny>,
+        tau: f64,
+    ) -> PyResult<Vec<Bound<'py, PyArray1<i64>>>> {
+        let rows = indices(rows, "rows")?;
         let n = self.values.nrows();
         if let Some(&bad) = rows.iter().find(|&&i| i >= n) {
             return Err(PyValueError::new_err(format!("rows: row {bad} is out of range for {n} rows")));
@@ -463,15 +755,19 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // The one place the version is written is Cargo.toml; maturin copies it
     // into the wheel's metadata and this exposes it as kronnet.__version__.
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
-    m.add_function(wrap_pyfunction!(init_preacts, m)?)?;
+    m.add_function(wrap_pyfunction!(preacts, m)?)?;
+    m.add_function(wrap_pyfunction!(predict, m)?)?;
+    m.add_function(wrap_pyfunction!(dense_weights, m)?)?;
     m.add_function(wrap_pyfunction!(cross_gram, m)?)?;
     m.add_function(wrap_pyfunction!(initial_weights, m)?)?;
     m.add_function(wrap_pyfunction!(output_signs, m)?)?;
-    m.add_function(wrap_pyfunction!(outputs, m)?)?;
-    m.add_class::<KronCore>()?;
-    m.add_class::<DenseCore>()?;
+    m.add_function(wrap_pyfunction!(init_scratch_bytes, m)?)?;
+    m.add_function(wrap_pyfunction!(index_memory_bytes, m)?)?;
+    m.add_function(wrap_pyfunction!(predict_chunk_rows, m)?)?;
+    m.add_function(wrap_pyfunction!(predict_chunk_bytes, m)?)?;
+    m.add_function(wrap_pyfunction!(thread_count, m)?)?;
+    m.add_class::<PyCoefficients>()?;
+    m.add_class::<TrainerCore>()?;
     m.add_class::<PyAsyncTree>()?;
-    m.add("KronnetError", m.py().get_type::<KronnetError>())?;
-    m.add("DivergenceError", m.py().get_type::<DivergenceError>())?;
     Ok(())
 }

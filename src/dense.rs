@@ -2,9 +2,10 @@
 //! and W (m × d) materialized and O(S · m · d) work per step. It is the
 //! in-package reference the Kronecker backend must reproduce, and a baseline.
 
+use crate::coef::Coefficients;
 use crate::error::{invalid, KronError, Result};
 use crate::index::scan_row;
-use crate::model::{check_batch, check_lr, half_mse, plan_update, Model, StepStats, SAFE_BOUND};
+use crate::model::{check_batch, check_lr, check_targets, half_mse, plan_update, Model, StepStats, SAFE_BOUND};
 use ndarray::linalg::general_mat_mul;
 use ndarray::{s, Array2, ArrayView2, Axis};
 use rayon::prelude::*;
@@ -44,11 +45,15 @@ impl DenseState {
         if w.dim() != (model.width(), d) {
             return invalid("weights", format!("have shape {:?}, expected ({}, {d})", w.dim(), model.width()));
         }
-        if x.iter().chain(y.iter()).chain(w.iter()).any(|v| !v.is_finite()) {
+        if x.iter().chain(w.iter()).any(|v| !v.is_finite()) {
             return invalid("data", "contains NaN or inf");
         }
+        check_targets(&y)?;
         let x_norm = x.rows().into_iter().map(|r| r.dot(&r).sqrt()).fold(0.0, f64::max);
-        Ok(DenseState { x: x.as_standard_layout().into_owned(), x_norm, y, model, w: w.as_standard_layout().into_owned() })
+        // Owned row-major inputs are kept as they are: a copy here would
+        // double the dense backend's peak memory.
+        let standard = |a: Array2<f64>| if a.is_standard_layout() { a } else { a.as_standard_layout().into_owned() };
+        Ok(DenseState { x: standard(x), x_norm, y, model, w: standard(w) })
     }
 
     pub fn weights(&self) -> ArrayView2<'_, f64> {
@@ -59,9 +64,13 @@ impl DenseState {
         half_mse(&self.model.outputs(preacts(self.x.view(), self.w.view()).view()), &self.y)
     }
 
-    pub fn step(&mut self, batch: &[usize], lr: f64) -> Result<StepStats> {
+    /// One SGD step on `batch`: W moves by −Cᵀ X_B, and the same update is
+    /// recorded in `alpha` (n × m) so that the model keeps W = W(0) + αᵀ X
+    /// after this trainer is gone. On `Diverged` neither changes.
+    pub fn step(&mut self, alpha: &mut Coefficients, batch: &[usize], lr: f64) -> Result<StepStats> {
         check_batch(batch, self.y.len())?;
         check_lr(lr)?;
+        alpha.check_shape(self.y.len(), self.model.width())?;
         let xb = self.x.select(Axis(0), batch);
         let z = preacts(xb.view(), self.w.view());
         let fire: Vec<Vec<u32>> =
@@ -100,6 +109,7 @@ impl DenseState {
                     .into(),
             ));
         }
+        alpha.apply(batch, &upd.neurons, &upd.coef)?;
         for (&r, row) in upd.neurons.iter().zip(new_rows) {
             self.w.row_mut(r as usize).assign(&ndarray::ArrayView1::from(&row));
         }
@@ -108,8 +118,8 @@ impl DenseState {
 }
 
 impl crate::model::Backend for DenseState {
-    fn step(&mut self, batch: &[usize], lr: f64) -> Result<StepStats> {
-        DenseState::step(self, batch, lr)
+    fn step(&mut self, coef: &mut Coefficients, batch: &[usize], lr: f64) -> Result<StepStats> {
+        DenseState::step(self, coef, batch, lr)
     }
 
     fn full_loss(&self) -> f64 {

@@ -16,6 +16,11 @@ pub enum KronError {
     /// A step would make the loss or the state non-finite; the state is unchanged.
     #[error("{0}")]
     Diverged(String),
+
+    /// The caller asked the work to stop (`Control::request_stop`, e.g. on
+    /// Ctrl-C); the state is at a consistent boundary (between two steps).
+    #[error("interrupted")]
+    Interrupted,
 }
 
 pub type Result<T> = std::result::Result<T, KronError>;
@@ -24,15 +29,16 @@ pub fn invalid<T>(arg: &str, msg: impl Into<String>) -> Result<T> {
     Err(KronError::Invalid { arg: arg.to_string(), msg: msg.into() })
 }
 
+/// The error for `bytes` that cannot be allocated for `what`.
+pub fn out_of_memory(what: &str, bytes: u128) -> KronError {
+    KronError::OutOfMemory { what: what.to_string(), bytes, gib: bytes as f64 / (1u128 << 30) as f64 }
+}
+
 /// Allocates a zeroed `Vec<f64>` of `len` elements, turning an impossible size
 /// into an error instead of an abort so that it reaches Python as MemoryError.
 pub fn try_zeros(len: usize, what: &str) -> Result<Vec<f64>> {
     let bytes = (len as u128) * 8;
-    let oom = || KronError::OutOfMemory {
-        what: what.to_string(),
-        bytes,
-        gib: bytes as f64 / (1u128 << 30) as f64,
-    };
+    let oom = || out_of_memory(what, bytes);
     if bytes > isize::MAX as u128 {
         return Err(oom());
     }
@@ -44,11 +50,7 @@ pub fn try_zeros(len: usize, what: &str) -> Result<Vec<f64>> {
 
 /// `a * b` in element counts, as an error instead of an overflow.
 pub fn checked_len(a: usize, b: usize, what: &str) -> Result<usize> {
-    a.checked_mul(b).ok_or_else(|| KronError::OutOfMemory {
-        what: what.to_string(),
-        bytes: (a as u128) * (b as u128) * 8,
-        gib: (a as f64) * (b as f64) * 8.0 / (1u64 << 30) as f64,
-    })
+    a.checked_mul(b).ok_or_else(|| out_of_memory(what, (a as u128) * (b as u128) * 8))
 }
 
 /// A zeroed `rows × cols` matrix, refused with `OutOfMemory` (naming `what`)

@@ -3,6 +3,7 @@
 //! `np.kron`: coordinate (a_1, …, a_p) of x_i sits at a_1 d_2…d_p + … + a_p.
 
 use crate::error::{invalid, Result};
+use crate::model::VALUE_BOUND;
 use ndarray::{Array2, ArrayView2};
 
 /// Borrowed factors of one data set, checked for consistent shapes.
@@ -26,6 +27,18 @@ impl<'a> Factors<'a> {
             }
             if u.iter().any(|v| !v.is_finite()) {
                 return invalid("factors", format!("factor {k} contains NaN or inf"));
+            }
+        }
+        // ‖x_i‖ = Π_k ‖u_i^(k)‖, summed as logs so that the check itself
+        // cannot overflow; beyond the bound the Gram could.
+        let limit = VALUE_BOUND.ln();
+        for i in 0..n {
+            let log_norm: f64 = mats.iter().map(|u| 0.5 * u.row(i).iter().map(|v| v * v).sum::<f64>().ln()).sum();
+            if !(log_norm <= limit) {
+                return invalid(
+                    "factors",
+                    format!("point {i} has norm e^{log_norm:.1}; kronnet needs ||x_i|| <= {VALUE_BOUND:e} (normalize the data)"),
+                );
             }
         }
         Ok(Factors { mats })

@@ -8,10 +8,11 @@
 //! remaining factors are then contracted point by point. Memory per worker is
 //! O(d + block · d/d_k), never O(m · d).
 
-use crate::error::{invalid, try_array2, Result};
+use crate::control::Control;
+use crate::error::{invalid, try_array2, try_zeros, Result};
 use crate::factors::Factors;
-use crate::rng::initial_weights;
 use crate::matmul::matmul_into;
+use crate::rng::initial_weights;
 use ndarray::{s, Array2, ArrayView2, ArrayViewMut2, Axis};
 use rayon::prelude::*;
 
@@ -20,11 +21,10 @@ const NEURON_BLOCK: usize = 8;
 /// Bound on the per-worker intermediate (points × remaining dims), in f64s.
 const MAX_INTERMEDIATE: usize = 1 << 20;
 
-/// P(0) for the points in `f`: an n × m matrix, P[i, r] = <w_r(0), x_i>.
-pub fn init_preacts(f: &Factors<'_>, seed: u64, width: usize) -> Result<Array2<f64>> {
-    let d = match f.d() {
-        Some(d) => d,
-        None => return invalid("dims", "the product of the dimensions overflows"),
+/// Checks width and d = Π d_k before any allocation.
+fn check_shape(f: &Factors<'_>, width: usize) -> Result<usize> {
+    let Some(d) = f.d() else {
+        return invalid("dims", "the product of the dimensions overflows");
     };
     if width == 0 {
         return invalid("width", "must be positive");
@@ -32,21 +32,45 @@ pub fn init_preacts(f: &Factors<'_>, seed: u64, width: usize) -> Result<Array2<f
     if width > u32::MAX as usize {
         return invalid("width", "must be below 2^32");
     }
+    Ok(d)
+}
+
+/// Bytes init needs beyond its output: per worker thread, one neuron's
+/// weights (d) and the GEMM's intermediate (points × d / d_k, capped).
+pub fn scratch_bytes(dims: &[usize], n: usize, threads: usize) -> u128 {
+    let d: u128 = dims.iter().map(|&k| k as u128).product();
+    let Some(d_usize) = usize::try_from(d).ok() else {
+        return u128::MAX;
+    };
+    let plan = Plan::new(dims, d_usize);
+    let per_worker = d + (plan.rows.min(n.max(1)) * plan.rest) as u128 + plan.rest as u128;
+    8 * per_worker * threads.max(1) as u128
+}
+
+/// P(0)ᵀ for the points in `f`: an m × n matrix, P(0)ᵀ[r, i] = <w_r(0), x_i>.
+/// Each neuron's row is contiguous, so each task regenerates its neurons'
+/// weights and writes their rows. Checks `ctl` between neurons.
+pub fn init_preacts_t(f: &Factors<'_>, seed: u64, width: usize, ctl: &Control) -> Result<Array2<f64>> {
+    let d = check_shape(f, width)?;
     let n = f.n();
-    let mut p = try_array2(n, width, "preactivation matrix P (n × width)")?;
+    let mut p_t = try_array2(width, n, "preactivation matrix P (n × width)")?;
+    if n == 0 {
+        return Ok(p_t);
+    }
     let plan = Plan::new(&f.dims(), d);
-    p.axis_chunks_iter_mut(Axis(1), NEURON_BLOCK)
-        .into_par_iter()
-        .enumerate()
-        .for_each(|(blk, mut cols)| {
-            let mut w = vec![0.0; d];
-            let mut scratch = Scratch::new(&plan, n);
-            for c in 0..cols.ncols() {
-                initial_weights(seed, blk * NEURON_BLOCK + c, &mut w);
-                contract_neuron(f, &plan, &w, &mut scratch, cols.column_mut(c));
-            }
-        });
-    Ok(p)
+    p_t.axis_chunks_iter_mut(Axis(0), NEURON_BLOCK).into_par_iter().enumerate().try_for_each(|(blk, mut rows)| {
+        ctl.check()?;
+        let mut w = try_zeros(d, "one neuron's initial weights (d values per thread)")?;
+        let mut scratch = Scratch::new(&plan, n)?;
+        for c in 0..rows.nrows() {
+            ctl.check()?;
+            initial_weights(seed, blk * NEURON_BLOCK + c, &mut w);
+            contract_neuron(f, &plan, &w, &mut scratch, rows.row_mut(c));
+            ctl.advance(1);
+        }
+        Ok(())
+    })?;
+    Ok(p_t)
 }
 
 /// Which outer factor the GEMM contracts, and the shape that remains.
@@ -75,8 +99,12 @@ struct Scratch {
 }
 
 impl Scratch {
-    fn new(plan: &Plan, n: usize) -> Scratch {
-        Scratch { t: Array2::zeros((plan.rows.min(n), plan.rest)), vec: Vec::with_capacity(plan.rest) }
+    fn new(plan: &Plan, n: usize) -> Result<Scratch> {
+        let what = "init's intermediate (points × d / d_k per thread)";
+        let t = try_array2(plan.rows.min(n), plan.rest, what)?;
+        let mut vec = Vec::new();
+        vec.try_reserve_exact(plan.rest).map_err(|_| crate::error::out_of_memory(what, 8 * plan.rest as u128))?;
+        Ok(Scratch { t, vec })
     }
 }
 
@@ -172,12 +200,14 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
 }
 
 /// W(0) materialized (m × d): only for small d (`dense_weights`, dense backend).
-pub fn initial_weight_matrix(seed: u64, width: usize, d: usize) -> Result<Array2<f64>> {
+pub fn initial_weight_matrix(seed: u64, width: usize, d: usize, ctl: &Control) -> Result<Array2<f64>> {
     let mut w = try_array2(width, d, "weight matrix (width × d)")?;
-    w.axis_iter_mut(Axis(0)).into_par_iter().enumerate().for_each(|(r, mut row)| {
+    w.axis_iter_mut(Axis(0)).into_par_iter().enumerate().try_for_each(|(r, mut row)| {
+        ctl.check()?;
         let slice = row.as_slice_mut().expect("fresh array is standard layout");
         initial_weights(seed, r, slice);
-    });
+        Ok(())
+    })?;
     Ok(w)
 }
 
@@ -196,8 +226,9 @@ mod tests {
         let mats: Vec<_> = dims.iter().enumerate().map(|(k, &dk)| pseudo(n, dk, 100 + k as u64)).collect();
         let f = Factors::new(views(&mats)).unwrap();
         let d = f.d().unwrap();
-        let p = init_preacts(&f, 5, m).unwrap();
-        let w = initial_weight_matrix(5, m, d).unwrap();
+        let ctl = Control::new();
+        let p = init_preacts_t(&f, 5, m, &ctl).unwrap().reversed_axes();
+        let w = initial_weight_matrix(5, m, d, &ctl).unwrap();
         let mut x = Vec::new();
         for i in 0..n {
             f.dense_row(i, &mut x);
@@ -207,6 +238,15 @@ mod tests {
                 assert!((p[[i, r]] - brute).abs() <= 1e-12 * scale, "dims {dims:?} i {i} r {r}");
             }
         }
+    }
+
+    #[test]
+    fn a_stop_request_interrupts_init() {
+        let mats = vec![pseudo(4, 3, 1), pseudo(4, 2, 2)];
+        let f = Factors::new(views(&mats)).unwrap();
+        let ctl = Control::new();
+        ctl.request_stop();
+        assert_eq!(init_preacts_t(&f, 1, 64, &ctl).unwrap_err(), crate::error::KronError::Interrupted);
     }
 
     #[test]

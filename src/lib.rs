@@ -4,12 +4,15 @@
 //!
 //! Data flows one way: factors ([`factors`]) → Gram and initial inner products
 //! ([`gram`], [`init`]) → steps ([`step`], with an [`index`] to find fired
-//! neurons: a scan, the asynchronous [`tree`], or the crossing [`bitset`]) → predictions (regenerated init
-//! of the new points plus α times their cross-Gram with the training points).
+//! neurons: a scan, the asynchronous [`tree`], or the crossing [`bitset`]) → predictions ([`predict`]:
+//! regenerated init of the new points plus α times their cross-Gram with the training points).
+//! The learned coefficients α ([`coef`]) belong to the model and are lent to
+//! each step; [`control`] lets a caller stop long work at a step boundary.
 //! [`dense`] is the textbook reference trainer of the same model; [`model`]
 //! holds the arithmetic both backends share.
 
 pub mod error;
+pub mod control;
 pub mod rng;
 pub mod index;
 pub mod factors;
@@ -17,6 +20,8 @@ pub mod gram;
 pub mod matmul;
 pub mod init;
 pub mod model;
+pub mod coef;
+pub mod predict;
 pub mod step;
 pub mod dense;
 pub mod tree;

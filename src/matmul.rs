@@ -10,6 +10,15 @@ use ndarray::{ArrayView2, ArrayViewMut2};
 /// t = a · b for views of any strides (t must not overlap a or b, which the
 /// borrow rules already guarantee).
 pub fn matmul_into(a: &ArrayView2<'_, f64>, b: &ArrayView2<'_, f64>, t: &mut ArrayViewMut2<'_, f64>) {
+    gemm_views(a, b, t, false)
+}
+
+/// t += a · b, same conditions as `matmul_into`.
+pub fn matmul_acc(a: &ArrayView2<'_, f64>, b: &ArrayView2<'_, f64>, t: &mut ArrayViewMut2<'_, f64>) {
+    gemm_views(a, b, t, true)
+}
+
+fn gemm_views(a: &ArrayView2<'_, f64>, b: &ArrayView2<'_, f64>, t: &mut ArrayViewMut2<'_, f64>, accumulate: bool) {
     let ((m, k), (k2, n)) = (a.dim(), b.dim());
     assert_eq!(k, k2, "inner dimensions");
     assert_eq!(t.dim(), (m, n), "output shape");
@@ -17,7 +26,9 @@ pub fn matmul_into(a: &ArrayView2<'_, f64>, b: &ArrayView2<'_, f64>, t: &mut Arr
         return;
     }
     if k == 0 {
-        t.fill(0.0);
+        if !accumulate {
+            t.fill(0.0);
+        }
         return;
     }
     let (ars, acs) = (a.strides()[0], a.strides()[1]);
@@ -25,8 +36,8 @@ pub fn matmul_into(a: &ArrayView2<'_, f64>, b: &ArrayView2<'_, f64>, t: &mut Arr
     let (trs, tcs) = (t.strides()[0], t.strides()[1]);
     // SAFETY: each pointer is the first element of a live view whose extent
     // (dims with strides) is exactly what is passed; t is borrowed mutably,
-    // so it aliases neither input. read_dst = false: t is overwritten
-    // (t = 0 · t + 1 · a b), never read.
+    // so it aliases neither input. t = alpha · t + 1 · a b, and t is read
+    // only when accumulating (read_dst).
     unsafe {
         gemm::gemm(
             m,
@@ -35,14 +46,14 @@ pub fn matmul_into(a: &ArrayView2<'_, f64>, b: &ArrayView2<'_, f64>, t: &mut Arr
             t.as_mut_ptr(),
             tcs,
             trs,
-            false,
+            accumulate,
             a.as_ptr(),
             acs,
             ars,
             b.as_ptr(),
             bcs,
             brs,
-            0.0,
+            if accumulate { 1.0 } else { 0.0 },
             1.0,
             false,
             false,
@@ -67,10 +78,14 @@ mod tests {
             let bt = b.t(); // column-major k × n
             let mut t = Array2::from_elem((m, n), f64::NAN);
             matmul_into(&a, &bt, &mut t.view_mut());
+            let mut acc = Array2::from_shape_fn((m, n), |(i, j)| (i + 2 * j) as f64);
+            matmul_acc(&a, &bt, &mut acc.view_mut());
             for i in 0..m {
                 for j in 0..n {
                     let want: f64 = (0..k).map(|q| a[[i, q]] * bt[[q, j]]).sum();
                     assert!((t[[i, j]] - want).abs() <= 1e-12 * want.abs().max(1.0), "({i},{j})");
+                    let want = want + (i + 2 * j) as f64;
+                    assert!((acc[[i, j]] - want).abs() <= 1e-12 * want.abs().max(1.0), "acc ({i},{j})");
                 }
             }
         }

@@ -2,6 +2,8 @@
 //! backends: f(x) = (1/√m) Σ_r a_r σ_b(<w_r, x>), σ_b(z) = max(z − b, 0), and
 //! the SGD coefficients of one batch (DESIGN.md §2–3).
 
+use crate::coef::Coefficients;
+use crate::control::Control;
 use crate::error::{invalid, KronError, Result};
 use ndarray::{Array2, ArrayView2, Axis};
 use rayon::prelude::*;
@@ -11,6 +13,20 @@ use rayon::prelude::*;
 /// f² < 1e300), so both backends refuse a step that could get there and the
 /// model always has a finite loss.
 pub const SAFE_BOUND: f64 = 1e140;
+
+/// Largest |target|, |threshold| and ‖x‖ the model accepts. Larger values
+/// leave SGD no room below `SAFE_BOUND` (the first steps would already be
+/// refused as divergent) or overflow the Gram, so they are refused up front
+/// with a message instead of failing every step.
+pub const VALUE_BOUND: f64 = 1e100;
+
+/// Checks targets: finite and |y| ≤ `VALUE_BOUND`.
+pub fn check_targets(y: &[f64]) -> Result<()> {
+    if let Some((i, v)) = y.iter().enumerate().find(|(_, v)| !(v.abs() <= VALUE_BOUND)) {
+        return invalid("y", format!("target {i} is {v}; targets must be finite with |y| <= {VALUE_BOUND:e}"));
+    }
+    Ok(())
+}
 
 /// Output signs a (±1, never trained) and threshold b.
 #[derive(Clone, Debug)]
@@ -52,6 +68,15 @@ impl Model {
         acc * self.scale()
     }
 
+    /// Output signs and threshold after checks on everything a caller can
+    /// pass in: |b| ≤ `VALUE_BOUND`, so that σ_b(z) and the loss stay finite.
+    pub fn checked(a: Vec<f64>, b: f64) -> Result<Model> {
+        if !(b.abs() <= VALUE_BOUND) {
+            return invalid("threshold", format!("must be finite with |threshold| <= {VALUE_BOUND:e}, got {b}"));
+        }
+        Model::new(a, b)
+    }
+
     /// f from one point's full preactivation row (m values).
     pub fn output(&self, row: &[f64]) -> f64 {
         let mut acc = 0.0;
@@ -81,8 +106,8 @@ impl Model {
     }
 
     /// `outputs` from Pᵀ (m × points, rows contiguous), blocks of points in
-    /// parallel.
-    fn outputs_neuron_major(&self, pt: ArrayView2<'_, f64>) -> Vec<f64> {
+    /// parallel; the additions run in ascending r, as in `output`.
+    pub fn outputs_neuron_major(&self, pt: ArrayView2<'_, f64>) -> Vec<f64> {
         const POINTS: usize = 256;
         let q = pt.ncols();
         let mut out = vec![0.0; q];
@@ -158,12 +183,39 @@ pub fn plan_update(
     Ok(Update { loss, neurons, coef, fired_total })
 }
 
-/// What both backends offer a training loop.
+/// What both backends offer a training loop. The coefficient block the
+/// steps accumulate into belongs to the model and is lent for each call.
 pub trait Backend: Send {
     /// One SGD step on `batch`; L_B before the update.
-    fn step(&mut self, batch: &[usize], lr: f64) -> Result<StepStats>;
+    fn step(&mut self, coef: &mut Coefficients, batch: &[usize], lr: f64) -> Result<StepStats>;
     /// (1/2n) Σ (f(x_i) − y_i)² over the training set.
     fn full_loss(&self) -> f64;
+}
+
+/// Runs the batches `indices[offsets[t]..offsets[t + 1]]` in order, checking
+/// `ctl` before each step. Returns the figures of the steps taken and the
+/// error that stopped the run early, if any (`Interrupted` on a stop
+/// request): the state is always at the boundary after the last step taken.
+pub fn run_steps(
+    backend: &mut dyn Backend,
+    coef: &mut Coefficients,
+    indices: &[usize],
+    offsets: &[usize],
+    lr: f64,
+    ctl: &Control,
+) -> (Vec<StepStats>, Option<KronError>) {
+    let mut out = Vec::with_capacity(offsets.len().saturating_sub(1));
+    for w in offsets.windows(2) {
+        if let Err(e) = ctl.check() {
+            return (out, Some(e));
+        }
+        match backend.step(coef, &indices[w[0]..w[1]], lr) {
+            Ok(s) => out.push(s),
+            Err(e) => return (out, Some(e)),
+        }
+        ctl.advance(1);
+    }
+    (out, None)
 }
 
 /// Per-step figures returned to the caller.

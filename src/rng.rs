@@ -294,6 +294,19 @@ pub fn output_signs(seed: u64, width: usize) -> Vec<f64> {
     (0..width).map(|r| KeyedStream::new(seed, Stream::Signs, r as u32).sign()).collect()
 }
 
+/// `output_signs`, with an impossible width refused (MemoryError in Python)
+/// instead of aborting on allocation.
+pub fn try_output_signs(seed: u64, width: usize) -> crate::Result<Vec<f64>> {
+    if width > u32::MAX as usize {
+        return crate::error::invalid("width", "must be below 2^32");
+    }
+    let mut a = crate::error::try_zeros(width, "output weights a (width values)")?;
+    for (r, v) in a.iter_mut().enumerate() {
+        *v = KeyedStream::new(seed, Stream::Signs, r as u32).sign();
+    }
+    Ok(a)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

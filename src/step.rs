@@ -1,25 +1,33 @@
 //! The Kronecker backend's training state and SGD step (DESIGN.md §3).
 //!
-//! The state is P (n × m, P[i, r] = <w_r, x_i>) and α (m × n, w_r = w_r(0) +
-//! Σ_i α[r, i] x_i); no d-dimensional array exists. A step on batch B finds
+//! The trainer's state is P (n × m, P[i, r] = <w_r, x_i>), the Gram and the
+//! index; the coefficients α (m × n, w_r = w_r(0) + Σ_i α[r, i] x_i,
+//! `coef.rs`) belong to the model and are lent to each step. No
+//! d-dimensional array exists. A step on batch B finds
 //! the fired neurons through an `ActivationIndex`, then moves P by the rank-S
 //! product K[:, B] · C, the only O(n · S · |R|) work, with no d in it.
 
-use crate::error::{invalid, try_array2, KronError, Result};
+use crate::coef::Coefficients;
+use crate::error::{invalid, KronError, Result};
 use crate::factors::{views, Factors};
 use crate::gram::{gram, gram_rows};
 use crate::index::{ActivationIndex, IndexStats};
-use crate::model::{check_batch, check_lr, half_mse, plan_update, Model, StepStats, SAFE_BOUND};
+use crate::model::{check_batch, check_lr, check_targets, half_mse, plan_update, Model, StepStats, SAFE_BOUND};
 use ndarray::{Array2, ArrayView1, ArrayView2, Axis};
 use rayon::prelude::*;
 
-/// How the step obtains K[:, B].
+/// How the step obtains K[:, B] (`Trainer(gram=...)`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GramMode {
     /// K (n × n) computed once; a step gathers S columns.
     Precomputed,
     /// K[:, B] recomputed from the factors each step (n · S · Σ d_k).
     Columns,
+}
+
+impl GramMode {
+    pub const NAMES: [(&'static str, GramMode); 2] =
+        [("precomputed", GramMode::Precomputed), ("columns", GramMode::Columns)];
 }
 
 pub struct KronState {
@@ -30,9 +38,6 @@ pub struct KronState {
     /// fired neurons r ∈ R, so each is one contiguous n-vector updated by S
     /// axpys. Point-major P would touch every cache line of P for |R| ≳ m/8.
     p_t: Array2<f64>,
-    /// αᵀ (n × m): a step writes α[R, B_s] for each batch point, i.e. sorted
-    /// positions of one row of αᵀ.
-    alpha_t: Array2<f64>,
     gram: Option<Array2<f64>>,
     index: Box<dyn ActivationIndex>,
     /// An upper bound on max |P[i, r]|. While bound + the step's largest
@@ -52,14 +57,15 @@ fn max_abs<'a>(values: impl IntoIterator<Item = &'a f64>) -> f64 {
 }
 
 impl KronState {
-    /// `p0` are the current preactivations of the training points (n × m,
-    /// any layout), e.g. `init::init_preacts`; `make_index` builds the
+    /// `p_t` are the current preactivations of the training points,
+    /// transposed (m × n, any layout; taken over without a copy when
+    /// row-major), e.g. from `predict::preacts_t`; `make_index` builds the
     /// activation index over P (an n × m view of the neuron-major storage).
     pub fn new(
         factors: Vec<Array2<f64>>,
         y: Vec<f64>,
         model: Model,
-        p0: Array2<f64>,
+        p_t: Array2<f64>,
         mode: GramMode,
         make_index: impl FnOnce(ArrayView2<'_, f64>) -> Box<dyn ActivationIndex>,
     ) -> Result<KronState> {
@@ -71,23 +77,18 @@ impl KronState {
         if y.len() != n {
             return invalid("y", format!("has {} targets for {n} points", y.len()));
         }
-        if y.iter().any(|v| !v.is_finite()) {
-            return invalid("y", "contains NaN or inf");
+        check_targets(&y)?;
+        if p_t.dim() != (model.width(), n) {
+            return invalid("preacts", format!("have shape {:?}, expected ({}, {n})", p_t.dim(), model.width()));
         }
-        if p0.dim() != (n, model.width()) {
-            return invalid("p0", format!("has shape {:?}, expected ({n}, {})", p0.dim(), model.width()));
-        }
-        if p0.iter().any(|v| !v.is_finite()) {
-            return invalid("p0", "contains NaN or inf");
+        if p_t.iter().any(|v| !(v.abs() < SAFE_BOUND)) {
+            return invalid("preacts", format!("must be finite with |P| < {SAFE_BOUND:e}"));
         }
         let gram = match mode {
             GramMode::Precomputed => Some(gram(&f)?),
             GramMode::Columns => None,
         };
-        let alpha_t = try_array2(n, model.width(), "coefficient matrix alpha (width × n)")?;
-        let mut p_t = try_array2(model.width(), n, "preactivation matrix P (n × width)")?;
-        p_t.assign(&p0.t());
-        drop(p0);
+        let p_t = p_t.as_standard_layout().into_owned();
         let index = make_index(p_t.t());
         let p_bound = max_abs(p_t.iter());
         Ok(KronState {
@@ -95,7 +96,6 @@ impl KronState {
             y,
             model,
             p_t,
-            alpha_t,
             gram,
             index,
             p_bound,
@@ -114,9 +114,30 @@ impl KronState {
         self.p_t.t()
     }
 
-    /// α (m × n): w_r = w_r(0) + Σ_i α[r, i] x_i (a transposed view).
-    pub fn alpha(&self) -> ArrayView2<'_, f64> {
-        self.alpha_t.t()
+    /// Pᵀ (m × n), the storage itself (row-major).
+    pub fn preacts_t(&self) -> ArrayView2<'_, f64> {
+        self.p_t.view()
+    }
+
+    /// The running bound on max |P| the overflow guard uses. Part of the
+    /// state: a restored trainer that starts from the same bound refuses
+    /// exactly the steps the uninterrupted one would.
+    pub fn p_bound(&self) -> f64 {
+        self.p_bound
+    }
+
+    /// Restores the running bound (from a checkpoint); never below max |P|.
+    pub fn set_p_bound(&mut self, bound: f64) -> Result<()> {
+        let exact = max_abs(self.p_t.iter());
+        if !(bound >= exact && bound < SAFE_BOUND) {
+            return invalid("p_bound", format!("must lie in [max |P| = {exact:e}, {SAFE_BOUND:e}), got {bound}"));
+        }
+        self.p_bound = bound;
+        Ok(())
+    }
+
+    pub fn model(&self) -> &Model {
+        &self.model
     }
 
     pub fn index_name(&self) -> &'static str {
@@ -159,11 +180,13 @@ impl KronState {
         half_mse(&self.model.outputs(self.preacts()), &self.y)
     }
 
-    /// One SGD step on `batch` (indices may repeat). Returns L_B before the
-    /// update. On `Diverged` the state is exactly as before the call.
-    pub fn step(&mut self, batch: &[usize], lr: f64) -> Result<StepStats> {
+    /// One SGD step on `batch` (indices may repeat), accumulating into
+    /// `coef` (n × m). Returns L_B before the update. On `Diverged` the
+    /// state and `coef` are exactly as before the call.
+    pub fn step(&mut self, coef: &mut Coefficients, batch: &[usize], lr: f64) -> Result<StepStats> {
         check_batch(batch, self.n())?;
         check_lr(lr)?;
+        coef.check_shape(self.n(), self.model.width())?;
         let started = std::time::Instant::now();
         let fire = self.index.fire_sets(self.p_t.t(), batch, self.model.b);
         self.index_seconds += started.elapsed().as_secs_f64();
@@ -185,7 +208,7 @@ impl KronState {
             None => gram_rows(&Factors::new(views(&self.factors))?, batch)?,
         };
         self.check_growth(&kb_t, &upd.coef)?;
-        self.apply_alpha(batch, &upd.neurons, &upd.coef)?;
+        coef.apply(batch, &upd.neurons, &upd.coef)?;
         let started = std::time::Instant::now();
         let masks = self.update_preacts(&kb_t, &upd.neurons, &upd.coef, self.index.crossing_threshold());
         self.update_seconds += started.elapsed().as_secs_f64();
@@ -265,39 +288,11 @@ impl KronState {
             .for_each(|(j, (row, mask))| update_row(row, kb, coef.column(j), track, mask));
         masks
     }
-
-    /// α[R_j, B_s] −= C[s, j], in batch order so repeated indices accumulate;
-    /// undone exactly (old values restored) if anything turns non-finite.
-    fn apply_alpha(&mut self, batch: &[usize], neurons: &[u32], coef: &Array2<f64>) -> Result<()> {
-        let mut undo = Vec::with_capacity(neurons.len());
-        let mut finite = true;
-        for (s, &i) in batch.iter().enumerate() {
-            for (j, &r) in neurons.iter().enumerate() {
-                let c = coef[[s, j]];
-                if c != 0.0 {
-                    let slot = &mut self.alpha_t[[i, r as usize]];
-                    undo.push((i, r as usize, *slot));
-                    *slot -= c;
-                    finite &= slot.is_finite();
-                }
-            }
-        }
-        if finite {
-            return Ok(());
-        }
-        for (i, r, old) in undo.into_iter().rev() {
-            self.alpha_t[[i, r]] = old;
-        }
-        Err(KronError::Diverged(
-            "the step would make the weights non-finite; the model is left at its last finite state (lower lr)"
-                .into(),
-        ))
-    }
 }
 
 impl crate::model::Backend for KronState {
-    fn step(&mut self, batch: &[usize], lr: f64) -> Result<StepStats> {
-        KronState::step(self, batch, lr)
+    fn step(&mut self, coef: &mut Coefficients, batch: &[usize], lr: f64) -> Result<StepStats> {
+        KronState::step(self, coef, batch, lr)
     }
 
     fn full_loss(&self) -> f64 {
@@ -391,7 +386,8 @@ mod tests {
     use super::*;
     use crate::dense::DenseState;
     use crate::index::LinearScan;
-    use crate::init::{init_preacts, initial_weight_matrix};
+    use crate::control::Control;
+    use crate::init::{init_preacts_t, initial_weight_matrix};
     use crate::rng::{initial_weights, output_signs};
 
     fn unit_rows(n: usize, d: usize, salt: u64) -> Array2<f64> {
@@ -428,22 +424,28 @@ mod tests {
         let b = (0.4 * (m as f64).ln()).sqrt();
         let model = Model::new(output_signs(3, m), b).unwrap();
         let seed = 3;
-        let p0 = init_preacts(&f, seed, m).unwrap();
+        let p0 = init_preacts_t(&f, seed, m, &Control::new()).unwrap();
         let mut kron = KronState::new(mats.clone(), y.clone(), model.clone(), p0, mode, |_| Box::new(LinearScan::default())).unwrap();
+        let mut alpha = Coefficients::zeros(n, m).unwrap();
+        let mut dense_alpha = Coefficients::zeros(n, m).unwrap();
         let x = materialize(&f);
-        let w0 = initial_weight_matrix(seed, m, x.ncols()).unwrap();
+        let w0 = initial_weight_matrix(seed, m, x.ncols(), &Control::new()).unwrap();
         let mut dense = DenseState::new(x.clone(), y, model, w0.clone()).unwrap();
         let lr = 4.0;
         let mut moved = 0;
         for batch in batches(n, 150, 4) {
-            let a = kron.step(&batch, lr).unwrap();
-            let b = dense.step(&batch, lr).unwrap();
+            let a = kron.step(&mut alpha, &batch, lr).unwrap();
+            let b = dense.step(&mut dense_alpha, &batch, lr).unwrap();
             assert!((a.loss - b.loss).abs() <= 1e-10 * b.loss.abs().max(1e-300), "{} vs {}", a.loss, b.loss);
             assert_eq!(a.fired_union, b.fired_union);
             moved += a.fired_union;
         }
         assert!(moved > 0, "no neuron ever fired: the test would prove nothing");
-        let w_kron = &w0 + &kron.alpha().dot(&x);
+        let w_kron = &w0 + &alpha.alpha_t().t().dot(&x);
+        // The dense backend records the same coefficients as it goes.
+        let w_dense_alpha = &w0 + &dense_alpha.alpha_t().t().dot(&x);
+        let err = (&w_dense_alpha - &dense.weights()).iter().fold(0.0f64, |a, v| a.max(v.abs()));
+        assert!(err <= 1e-10, "dense coefficients differ by {err}");
         let err = (&w_kron - &dense.weights()).iter().fold(0.0f64, |a, v| a.max(v.abs()));
         assert!(err <= 1e-10, "weights differ by {err}");
         assert!((kron.full_loss() - dense.full_loss()).abs() <= 1e-10 * dense.full_loss());
@@ -470,13 +472,14 @@ mod tests {
                 let f = Factors::new(views(&mats)).unwrap();
                 let m = 700;
                 let model = Model::new(output_signs(1, m), (0.4 * (m as f64).ln()).sqrt()).unwrap();
-                let p0 = init_preacts(&f, 1, m).unwrap();
+                let p0 = init_preacts_t(&f, 1, m, &Control::new()).unwrap();
                 let y = vec![0.5; n];
                 let mut st =
                     KronState::new(mats.clone(), y, model, p0, GramMode::Precomputed, |_| Box::new(LinearScan::default())).unwrap();
+                let mut alpha = Coefficients::zeros(n, m).unwrap();
                 let losses: Vec<u64> =
-                    batches(n, 40, 8).iter().map(|b| st.step(b, 20.0).unwrap().loss.to_bits()).collect();
-                (losses, st.preacts().to_owned(), st.alpha().to_owned())
+                    batches(n, 40, 8).iter().map(|b| st.step(&mut alpha, b, 20.0).unwrap().loss.to_bits()).collect();
+                (losses, st.preacts().to_owned(), alpha.alpha_t().to_owned())
             })
         };
         let (l1, p1, a1) = run(1);
@@ -498,7 +501,7 @@ mod tests {
         let y: Vec<f64> = (0..n).map(|i| (i % 5) as f64 / 2.0 - 1.0).collect();
         let run = |kind: &str| {
             let model = Model::new(output_signs(4, m), b).unwrap();
-            let p0 = init_preacts(&f, 4, m).unwrap();
+            let p0 = init_preacts_t(&f, 4, m, &Control::new()).unwrap();
             let mut st = KronState::new(mats.clone(), y.clone(), model, p0, GramMode::Precomputed, |v| -> Box<dyn ActivationIndex> {
                 match kind {
                     "tree" => Box::new(AsyncTree::new(v)),
@@ -507,8 +510,12 @@ mod tests {
                 }
             })
             .unwrap();
-            let stats: Vec<(u64, usize, usize)> =
-                batches(n, 200, 6).iter().map(|bt| st.step(bt, 60.0).unwrap()).map(|s| (s.loss.to_bits(), s.fired_union, s.fired_total)).collect();
+            let mut alpha = Coefficients::zeros(n, m).unwrap();
+            let stats: Vec<(u64, usize, usize)> = batches(n, 200, 6)
+                .iter()
+                .map(|bt| st.step(&mut alpha, bt, 60.0).unwrap())
+                .map(|s| (s.loss.to_bits(), s.fired_union, s.fired_total))
+                .collect();
             let all: Vec<usize> = (0..n).collect();
             (stats, st.fire_sets(&all).unwrap(), st.preacts().to_owned())
         };
@@ -531,25 +538,26 @@ mod tests {
         let f = Factors::new(views(&mats)).unwrap();
         let m = 30;
         let model = Model::new(output_signs(1, m), 0.0).unwrap();
-        let p0 = init_preacts(&f, 1, m).unwrap();
+        let p0 = init_preacts_t(&f, 1, m, &Control::new()).unwrap();
         let mut st = KronState::new(mats.clone(), vec![1.0; n], model, p0, GramMode::Precomputed, |_| Box::new(LinearScan::default()))
             .unwrap();
-        st.step(&[0, 1], 1.0).unwrap();
+        let mut alpha = Coefficients::zeros(n, m).unwrap();
+        st.step(&mut alpha, &[0, 1], 1.0).unwrap();
         let mut failed = false;
         for _ in 0..50 {
-            if let Err(e) = st.step(&[2, 3], 1e300) {
+            if let Err(e) = st.step(&mut alpha, &[2, 3], 1e300) {
                 assert!(matches!(e, KronError::Diverged(_)));
                 failed = true;
                 break;
             }
         }
         assert!(failed, "a step with lr = 1e300 should diverge");
-        let (p2, a2) = (st.preacts().to_owned(), st.alpha().to_owned());
+        let (p2, a2) = (st.preacts().to_owned(), alpha.alpha_t().to_owned());
         assert!(p2.iter().chain(a2.iter()).all(|v| v.is_finite()));
         // One more failing step changes nothing at all.
-        assert!(st.step(&[2, 3], 1e300).is_err());
+        assert!(st.step(&mut alpha, &[2, 3], 1e300).is_err());
         assert_eq!(st.preacts(), p2.view());
-        assert_eq!(st.alpha(), a2.view());
+        assert_eq!(alpha.alpha_t(), a2.view());
     }
 
     #[test]
@@ -557,11 +565,14 @@ mod tests {
         let mats = vec![unit_rows(4, 2, 1), unit_rows(4, 2, 2)];
         let f = Factors::new(views(&mats)).unwrap();
         let model = Model::new(output_signs(1, 5), 0.5).unwrap();
-        let p0 = init_preacts(&f, 1, 5).unwrap();
+        let p0 = init_preacts_t(&f, 1, 5, &Control::new()).unwrap();
         let mut st = KronState::new(mats.clone(), vec![0.0; 4], model, p0, GramMode::Columns, |_| Box::new(LinearScan::default())).unwrap();
-        assert!(st.step(&[], 1.0).is_err());
-        assert!(st.step(&[4], 1.0).is_err());
-        assert!(st.step(&[0], f64::NAN).is_err());
-        assert!(st.step(&[0], -1.0).is_err());
+        let mut alpha = Coefficients::zeros(4, 5).unwrap();
+        assert!(st.step(&mut alpha, &[], 1.0).is_err());
+        assert!(st.step(&mut alpha, &[4], 1.0).is_err());
+        assert!(st.step(&mut alpha, &[0], f64::NAN).is_err());
+        assert!(st.step(&mut alpha, &[0], -1.0).is_err());
+        let mut wrong = Coefficients::zeros(3, 5).unwrap();
+        assert!(st.step(&mut wrong, &[0], 1.0).is_err());
     }
 }

@@ -62,6 +62,11 @@ impl Shape {
     }
 }
 
+/// Internal nodes of one point's tree over m leaves.
+pub fn nodes_per_row(m: usize) -> usize {
+    Shape::new(m).per_row
+}
+
 pub struct AsyncTree {
     n: usize,
     shape: Shape,

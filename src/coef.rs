@@ -1,0 +1,108 @@
+//! The learned part of the weights over one training set: coefficients α
+//! (m × n) with w_r = w_r(0) + Σ_s Σ_i α_s[r, i] x_{s,i} (DESIGN.md §3;
+//! docs/design.md "State"). Every SGD update lies in the span of the batch
+//! inputs, so a step only adds to α[R, B].
+//!
+//! A block belongs to the model, not to a trainer: trainers on the same
+//! points accumulate into one block, and dropping a trainer (its P, Gram
+//! and index) leaves the block. Stored as αᵀ (n × m): a step writes α[R, B_s]
+//! at sorted positions of one row of αᵀ, and prediction multiplies by αᵀ.
+
+use crate::error::{invalid, try_array2, KronError, Result};
+use ndarray::{Array2, ArrayView2};
+
+#[derive(Clone, Debug)]
+pub struct Coefficients {
+    alpha_t: Array2<f64>,
+}
+
+impl Coefficients {
+    /// Zero coefficients for `n` points and `width` neurons.
+    pub fn zeros(n: usize, width: usize) -> Result<Coefficients> {
+        Ok(Coefficients { alpha_t: try_array2(n, width, "coefficient matrix alpha (width × n)")? })
+    }
+
+    /// Coefficients from αᵀ (n × m), e.g. read from a saved model.
+    pub fn from_alpha_t(alpha_t: Array2<f64>) -> Result<Coefficients> {
+        if alpha_t.iter().any(|v| !v.is_finite()) {
+            return invalid("alpha", "contains NaN or inf");
+        }
+        Ok(Coefficients { alpha_t: alpha_t.as_standard_layout().into_owned() })
+    }
+
+    /// Number of training points n.
+    pub fn n(&self) -> usize {
+        self.alpha_t.nrows()
+    }
+
+    pub fn width(&self) -> usize {
+        self.alpha_t.ncols()
+    }
+
+    /// αᵀ (n × m), row-major.
+    pub fn alpha_t(&self) -> ArrayView2<'_, f64> {
+        self.alpha_t.view()
+    }
+
+    /// Whether training has moved any coefficient.
+    pub fn nonzero(&self) -> bool {
+        self.alpha_t.iter().any(|&v| v != 0.0)
+    }
+
+    /// α[R_j, B_s] −= C[s, j] for every nonzero C, in batch order so that
+    /// repeated indices accumulate. Undone exactly (old values restored) if
+    /// any value turns non-finite, so the block is then as before the call.
+    pub fn apply(&mut self, batch: &[usize], neurons: &[u32], coef: &Array2<f64>) -> Result<()> {
+        let mut undo = Vec::with_capacity(neurons.len());
+        let mut finite = true;
+        for (s, &i) in batch.iter().enumerate() {
+            for (j, &r) in neurons.iter().enumerate() {
+                let c = coef[[s, j]];
+                if c != 0.0 {
+                    let slot = &mut self.alpha_t[[i, r as usize]];
+                    undo.push((i, r as usize, *slot));
+                    *slot -= c;
+                    finite &= slot.is_finite();
+                }
+            }
+        }
+        if finite {
+            return Ok(());
+        }
+        for (i, r, old) in undo.into_iter().rev() {
+            self.alpha_t[[i, r]] = old;
+        }
+        Err(KronError::Diverged(
+            "the step would make the weights non-finite; the model is left at its last finite state (lower lr)".into(),
+        ))
+    }
+
+    /// Checks that this block fits a data set of `n` points and `width` neurons.
+    pub fn check_shape(&self, n: usize, width: usize) -> Result<()> {
+        if self.alpha_t.dim() != (n, width) {
+            return invalid(
+                "coefficients",
+                format!("have shape (n={}, width={}), expected (n={n}, width={width})", self.n(), self.width()),
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_batch_indices_accumulate_and_overflow_is_undone() {
+        let mut c = Coefficients::zeros(3, 4).unwrap();
+        let coef = ndarray::array![[1.0, 0.0], [2.0, 3.0]];
+        c.apply(&[1, 1], &[0, 2], &coef).unwrap();
+        assert_eq!(c.alpha_t()[[1, 0]], -3.0);
+        assert_eq!(c.alpha_t()[[1, 2]], -3.0);
+        let before = c.clone();
+        let huge = ndarray::array![[f64::MAX, 0.0], [f64::MAX, 0.0]];
+        assert!(matches!(c.apply(&[0, 0], &[0, 2], &huge), Err(KronError::Diverged(_))));
+        assert_eq!(c.alpha_t(), before.alpha_t());
+    }
+}

@@ -1,0 +1,184 @@
+//! Preactivations and outputs of any points under the trained weights
+//! W = W(0) + Σ_s α_sᵀ X_s (DESIGN.md §3, "Prediction"; docs/design.md):
+//! <w_r, x'> = <w_r(0), x'> + Σ_s Σ_i α_s[r, i] <x_{s,i}, x'>, the first term
+//! by regenerating W(0) (`init.rs`), the second by per-factor cross-Grams
+//! (`gram.rs`). No m × d array exists; `predict` works through the points in
+//! chunks so that its memory is bounded whatever their number.
+
+use crate::coef::Coefficients;
+use crate::control::Control;
+use crate::error::{invalid, try_array2, Result};
+use crate::factors::Factors;
+use crate::gram::cross_gram;
+use crate::init::{init_preacts_t, initial_weight_matrix, scratch_bytes};
+use crate::matmul::matmul_acc;
+use crate::model::Model;
+use ndarray::{s, Array2, ArrayView2, Axis};
+use rayon::prelude::*;
+
+/// Neurons per task of the α · K product: fixed, so results do not depend on
+/// the thread count.
+const NEURON_BLOCK: usize = 64;
+
+/// One training set's part of the weights: its points and their α.
+pub struct Block<'a> {
+    pub factors: Factors<'a>,
+    pub coef: &'a Coefficients,
+}
+
+fn check_blocks(query: &Factors<'_>, width: usize, blocks: &[Block<'_>]) -> Result<()> {
+    for (j, b) in blocks.iter().enumerate() {
+        if b.factors.dims() != query.dims() {
+            return invalid("blocks", format!("block {j} has dims {:?}, the points have {:?}", b.factors.dims(), query.dims()));
+        }
+        b.coef.check_shape(b.factors.n(), width)?;
+    }
+    Ok(())
+}
+
+/// Pᵀ (m × q) of the points in `query`: P[j, r] = <w_r, x'_j>.
+pub fn preacts_t(query: &Factors<'_>, seed: u64, width: usize, blocks: &[Block<'_>], ctl: &Control) -> Result<Array2<f64>> {
+    check_blocks(query, width, blocks)?;
+    let mut p_t = init_preacts_t(query, seed, width, ctl)?;
+    for b in blocks {
+        ctl.check()?;
+        add_trained(&mut p_t, query, b)?;
+    }
+    Ok(p_t)
+}
+
+/// Pᵀ += α_sᵀ-part: Pᵀ[r, j] += Σ_i αᵀ[i, r] K[j, i], K = cross-Gram (q × n_s),
+/// in fixed blocks of neurons.
+fn add_trained(p_t: &mut Array2<f64>, query: &Factors<'_>, b: &Block<'_>) -> Result<()> {
+    if query.n() == 0 || !b.coef.nonzero() {
+        return Ok(());
+    }
+    let k = cross_gram(query, &b.factors)?;
+    let alpha_t = b.coef.alpha_t();
+    p_t.axis_chunks_iter_mut(Axis(0), NEURON_BLOCK).into_par_iter().enumerate().for_each(|(blk, mut rows)| {
+        let start = blk * NEURON_BLOCK;
+        let a = alpha_t.slice(s![.., start..start + rows.nrows()]);
+        matmul_acc(&a.t(), &k.t(), &mut rows.view_mut());
+    });
+    Ok(())
+}
+
+/// Bytes one chunk of `rows` points needs: Pᵀ (m × rows), each block's
+/// cross-Gram (rows × n_s) one at a time, init's per-thread scratch.
+pub fn chunk_bytes(dims: &[usize], width: usize, block_sizes: &[usize], rows: usize, threads: usize) -> u128 {
+    let biggest = block_sizes.iter().copied().max().unwrap_or(0) as u128;
+    8 * rows as u128 * (width as u128 + biggest) + scratch_bytes(dims, rows, threads)
+}
+
+/// Points per chunk so that a chunk's arrays take about `budget` bytes (at
+/// least one point).
+pub fn chunk_rows(width: usize, block_sizes: &[usize], budget: usize) -> usize {
+    let per_row = 8 * (width + block_sizes.iter().copied().max().unwrap_or(0));
+    (budget / per_row.max(1)).max(1)
+}
+
+/// f(W, x'_j) for every point of `query`, `rows` points at a time (q,).
+/// Checks `ctl` between chunks and inside init.
+pub fn predict(
+    query: &Factors<'_>,
+    model: &Model,
+    seed: u64,
+    blocks: &[Block<'_>],
+    rows: usize,
+    ctl: &Control,
+) -> Result<Vec<f64>> {
+    check_blocks(query, model.width(), blocks)?;
+    let q = query.n();
+    let mut out = Vec::new();
+    out.try_reserve_exact(q).map_err(|_| crate::error::out_of_memory("predictions", 8 * q as u128))?;
+    let mut start = 0;
+    while start < q {
+        ctl.check()?;
+        let stop = (start + rows.max(1)).min(q);
+        let chunk: Vec<ArrayView2<'_, f64>> = query.mats().iter().map(|u| u.slice(s![start..stop, ..])).collect();
+        let p_t = preacts_t(&Factors::new(chunk)?, seed, model.width(), blocks, ctl)?;
+        out.extend(model.outputs_neuron_major(p_t.view()));
+        start = stop;
+    }
+    Ok(out)
+}
+
+/// The trained W (m × d), materialized: only for small d.
+pub fn dense_weights(seed: u64, width: usize, dims: &[usize], blocks: &[Block<'_>], ctl: &Control) -> Result<Array2<f64>> {
+    let d = dims.iter().try_fold(1usize, |acc, &k| acc.checked_mul(k));
+    let Some(d) = d else {
+        return invalid("dims", "the product of the dimensions overflows");
+    };
+    let mut w = initial_weight_matrix(seed, width, d, ctl)?;
+    for (j, b) in blocks.iter().enumerate() {
+        ctl.check()?;
+        if b.factors.dims() != dims {
+            return invalid("blocks", format!("block {j} has dims {:?}, the net has {dims:?}", b.factors.dims()));
+        }
+        b.coef.check_shape(b.factors.n(), width)?;
+        let x = materialize(&b.factors)?;
+        // W[R, :] += α[R, :] X in fixed neuron blocks.
+        let alpha_t = b.coef.alpha_t();
+        w.axis_chunks_iter_mut(Axis(0), NEURON_BLOCK).into_par_iter().enumerate().for_each(|(blk, mut rows)| {
+            let start = blk * NEURON_BLOCK;
+            let a = alpha_t.slice(s![.., start..start + rows.nrows()]);
+            matmul_acc(&a.t(), &x.view(), &mut rows.view_mut());
+        });
+    }
+    Ok(w)
+}
+
+/// X (n × d) with rows x_i = u_i^(1) ⊗ … ⊗ u_i^(p).
+pub fn materialize(f: &Factors<'_>) -> Result<Array2<f64>> {
+    let Some(d) = f.d() else {
+        return invalid("dims", "the product of the dimensions overflows");
+    };
+    let mut x = try_array2(f.n(), d, "the dense data matrix (n × d)")?;
+    x.axis_iter_mut(Axis(0)).into_par_iter().enumerate().for_each_init(Vec::new, |row, (i, mut out)| {
+        f.dense_row(i, row);
+        out.assign(&ndarray::ArrayView1::from(&row[..]));
+    });
+    Ok(x)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::factors::views;
+    use crate::model::Model;
+    use crate::rng::output_signs;
+
+    fn pseudo(n: usize, d: usize, salt: u64) -> Array2<f64> {
+        let mut z = vec![0.0; n * d];
+        crate::rng::initial_weights(salt, 2, &mut z);
+        Array2::from_shape_vec((n, d), z).unwrap()
+    }
+
+    /// Against W = W(0) + αᵀ X materialized, for any chunking.
+    #[test]
+    fn predictions_equal_the_materialized_weights_for_any_chunk_size() {
+        let (m, n, q) = (37, 9, 11);
+        let train = vec![pseudo(n, 3, 1), pseudo(n, 4, 2)];
+        let query = vec![pseudo(q, 3, 3), pseudo(q, 4, 4)];
+        let (ft, fq) = (Factors::new(views(&train)).unwrap(), Factors::new(views(&query)).unwrap());
+        let alpha_t = pseudo(n, m, 5);
+        let coef = Coefficients::from_alpha_t(alpha_t).unwrap();
+        let blocks = [Block { factors: ft.clone(), coef: &coef }];
+        let ctl = Control::new();
+        let w = dense_weights(7, m, &[3, 4], &blocks, &ctl).unwrap();
+        let xq = materialize(&fq).unwrap();
+        let want = xq.dot(&w.t()); // q × m
+        let got = preacts_t(&fq, 7, m, &blocks, &ctl).unwrap();
+        let err = (&got.t() - &want).iter().fold(0.0f64, |a, v| a.max(v.abs()));
+        assert!(err < 1e-12, "{err}");
+        let model = Model::new(output_signs(7, m), 0.3).unwrap();
+        let whole = model.outputs(want.view());
+        for rows in [1, 4, 11, 100] {
+            let f = predict(&fq, &model, 7, &blocks, rows, &ctl).unwrap();
+            let err = f.iter().zip(&whole).fold(0.0f64, |a, (x, y)| a.max((x - y).abs()));
+            assert!(err < 1e-12, "rows {rows}: {err}");
+        }
+        let empty = vec![pseudo(0, 3, 1), pseudo(0, 4, 1)];
+        assert!(predict(&Factors::new(views(&empty)).unwrap(), &model, 7, &blocks, 4, &ctl).unwrap().is_empty());
+    }
+}
