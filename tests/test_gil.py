@@ -4,7 +4,7 @@ import threading
 import time
 
 import kronnet as kn
-from kronnet import _core
+
 
 
 def python_progress_during(work):
@@ -12,10 +12,16 @@ def python_progress_during(work):
     done = threading.Event()
     started = threading.Event()
 
+    errors = []
+
     def target():
         started.set()
-        work()
-        done.set()
+        try:
+            work()
+        except BaseException as exc:  # reported below, not lost in the thread
+            errors.append(exc)
+        finally:
+            done.set()
 
     t = threading.Thread(target=target)
     t.start()
@@ -25,12 +31,15 @@ def python_progress_during(work):
         count += 1
     elapsed = time.perf_counter() - t0
     t.join()
+    if errors:
+        raise errors[0]
     return count, elapsed
 
 
 def test_init_releases_gil():
     data = kn.make_kronecker_data(256, dims=(96, 96), seed=0)
-    count, elapsed = python_progress_during(lambda: _core.init_preacts(data.factors, 0, 2048))
+    net = kn.TwoLayerNet(data.dims, 2048, seed=0)
+    count, elapsed = python_progress_during(lambda: net.preactivations(data))
     assert elapsed > 0.05, "the workload is too small to tell"
     # Holding the GIL, the loop could run only in the switch intervals
     # before the call; released, it spins freely the whole time.

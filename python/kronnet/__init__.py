@@ -6,24 +6,42 @@ at a per-step cost independent of the input dimension d.
     net = kn.TwoLayerNet(dims=data.dims, width=2048, seed=0)
     tr = kn.Trainer(net, data, lr=kn.suggest_lr(net, 8), batch_size=8)
     history = tr.fit(2000, progress=True)
+    net.save("model.kronnet")            # later: kn.load("model.kronnet")
 """
 
-from ._core import DivergenceError, KronnetError
 from ._core import __version__
 from .data import KronData, make_kronecker_data
-from .net import TwoLayerNet, default_threshold
+from .errors import (
+    ArgumentError,
+    ArgumentTypeError,
+    DivergenceError,
+    FileFormatError,
+    KronnetError,
+    OutOfMemoryError,
+    StaleTrainerError,
+)
+from .net import CoefficientBlock, TwoLayerNet, default_threshold
+from .storage import load
 from .train import History, Trainer, suggest_lr
 from .tree import AsyncTree
 
 __all__ = [
+    "ArgumentError",
+    "ArgumentTypeError",
     "AsyncTree",
+    "CoefficientBlock",
     "DivergenceError",
+    "FileFormatError",
     "History",
     "KronData",
     "KronnetError",
+    "OutOfMemoryError",
+    "StaleTrainerError",
     "Trainer",
     "TwoLayerNet",
+    "__version__",
     "default_threshold",
+    "load",
     "make_kronecker_data",
     "suggest_lr",
 ]

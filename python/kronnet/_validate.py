@@ -1,8 +1,12 @@
 """Argument checks shared by the public entry points.
 
-Every message starts with the argument's name, so a user sees at once which
-argument is wrong and why. Sizes are checked against available memory before
-anything is allocated.
+Every message starts with the argument's name, and every exception carries
+it (``exc.arg``), so a user sees at once which argument is wrong and why.
+Arrays handed on to the Rust core are always owned, aligned, native-endian,
+C-contiguous float64 (or int64) arrays, whatever the caller passed: a
+structured-array field, a negative stride, Fortran order, big-endian data
+and read-only memory all give the same result as a plain contiguous copy.
+Sizes are checked against available memory before anything is allocated.
 """
 
 from __future__ import annotations
@@ -13,82 +17,150 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .errors import ArgumentError, ArgumentTypeError, OutOfMemoryError
+
 GIB = float(1 << 30)
+
+#: Largest |target|, |threshold| and ||x_i|| accepted (the core's VALUE_BOUND,
+#: src/model.rs): beyond it SGD has no room before the overflow guard.
+VALUE_BOUND = 1e100
 
 
 def positive_int(value: Any, name: str) -> int:
     """`value` as a Python int > 0 (bools and floats are refused)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name}: expected a positive integer, got {type(value).__name__} {value!r}")
+        raise ArgumentTypeError(name, f"expected a positive integer, got {type(value).__name__} {value!r}")
     if value <= 0:
-        raise ValueError(f"{name}: must be positive, got {value}")
+        raise ArgumentError(name, f"must be positive, got {value}")
+    return int(value)
+
+
+def nonnegative_int(value: Any, name: str) -> int:
+    """`value` as a Python int >= 0 (bools, floats and strings are refused)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ArgumentTypeError(name, f"expected a non-negative integer, got {type(value).__name__} {value!r}")
+    if value < 0:
+        raise ArgumentError(name, f"must be >= 0, got {value}")
     return int(value)
 
 
 def seed_int(value: Any, name: str = "seed") -> int:
     """A seed: an int in [0, 2**64)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name}: expected a non-negative integer, got {type(value).__name__} {value!r}")
+        raise ArgumentTypeError(name, f"expected a non-negative integer, got {type(value).__name__} {value!r}")
     if not 0 <= value < 2**64:
-        raise ValueError(f"{name}: must be in [0, 2**64), got {value}")
+        raise ArgumentError(name, f"must be in [0, 2**64), got {value}")
     return int(value)
 
 
-def finite_float(value: Any, name: str, positive: bool = False) -> float:
-    """`value` as a finite float (optionally > 0)."""
+def finite_float(value: Any, name: str, positive: bool = False, bound: float = float("inf")) -> float:
+    """`value` as a finite float (optionally > 0, optionally |value| <= bound)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name}: expected a real number, got {type(value).__name__} {value!r}")
+        raise ArgumentTypeError(name, f"expected a real number, got {type(value).__name__} {value!r}")
     v = float(value)
     if not np.isfinite(v):
-        raise ValueError(f"{name}: must be finite, got {v}")
+        raise ArgumentError(name, f"must be finite, got {v}")
     if positive and v <= 0:
-        raise ValueError(f"{name}: must be positive, got {v}")
+        raise ArgumentError(name, f"must be positive, got {v}")
+    if abs(v) > bound:
+        raise ArgumentError(name, f"must satisfy |{name}| <= {bound:g}, got {v}")
     return v
+
+
+def dims_tuple(dims: Any, name: str = "dims") -> tuple:
+    """(d_1, ..., d_p): p >= 2 positive ints."""
+    if isinstance(dims, (str, bytes)) or not isinstance(dims, (list, tuple)):
+        raise ArgumentTypeError(name, f"expected a tuple of positive integers, got {type(dims).__name__}")
+    out = tuple(positive_int(dk, f"{name}[{k}]") for k, dk in enumerate(dims))
+    if len(out) < 2:
+        raise ArgumentError(name, f"need at least 2 Kronecker factors, got {len(out)}")
+    return out
 
 
 def choice(value: Any, name: str, options: Sequence[str]) -> str:
     """One of `options`."""
     if not isinstance(value, str) or value not in options:
-        raise ValueError(f"{name}: must be one of {', '.join(map(repr, options))}; got {value!r}")
+        raise ArgumentError(name, f"must be one of {', '.join(map(repr, options))}; got {value!r}")
     return value
 
 
-def float_array(value: Any, name: str, ndim: int) -> np.ndarray:
-    """A finite, non-empty float64 array with `ndim` dimensions (a copy only
-    when the input is not already float64)."""
+def _numeric(value: Any, name: str) -> np.ndarray:
     if isinstance(value, (str, bytes)) or value is None:
-        raise TypeError(f"{name}: expected a numeric array, got {type(value).__name__}")
-    arr = np.asarray(value)
-    if arr.dtype == object or arr.dtype.kind not in "fiu":
-        raise TypeError(f"{name}: expected real numbers, got an array of dtype {arr.dtype}")
-    arr = arr.astype(np.float64, copy=False)
-    if arr.ndim != ndim:
-        raise ValueError(f"{name}: expected a {ndim}-D array, got shape {arr.shape}")
-    if arr.size == 0:
-        raise ValueError(f"{name}: is empty (shape {arr.shape})")
-    if not np.isfinite(arr).all():
-        bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
-        raise ValueError(f"{name}: contains {bad} NaN or infinite value(s)")
+        raise ArgumentTypeError(name, f"expected a numeric array, got {type(value).__name__}")
+    try:
+        arr = np.asarray(value)
+    except (ValueError, TypeError) as exc:
+        raise ArgumentTypeError(name, f"cannot be read as a numeric array ({exc})") from None
+    if arr.dtype.names is not None or arr.dtype == object or arr.dtype.kind not in "fiub":
+        raise ArgumentTypeError(name, f"expected real numbers, got an array of dtype {arr.dtype}")
+    if arr.dtype.kind == "b":
+        raise ArgumentTypeError(name, "expected real numbers, got booleans")
     return arr
 
 
+def float_array(value: Any, name: str, ndim: int, copy: bool = True, allow_empty: bool = False) -> np.ndarray:
+    """A finite float64 array with `ndim` dimensions, owned and laid out for
+    the core (aligned, native-endian, C-contiguous).
+
+    With ``copy=True`` (the default) the result never shares memory with
+    `value`, so later changes to the caller's array cannot reach it. With
+    ``copy=False`` an input that already has that layout is used as is (the
+    caller hands it over); anything else is still copied.
+    """
+    arr = _numeric(value, name)
+    if arr.ndim != ndim:
+        raise ArgumentError(name, f"expected a {ndim}-D array, got shape {arr.shape}")
+    if arr.size == 0 and not allow_empty:
+        raise ArgumentError(name, f"is empty (shape {arr.shape})")
+    if copy:
+        out = np.array(arr, dtype=np.float64, order="C", copy=True)
+    else:
+        out = np.require(arr, dtype=np.float64, requirements=["C", "A", "W", "O"])
+    if not np.isfinite(out).all():
+        bad = int(np.size(out) - np.count_nonzero(np.isfinite(out)))
+        raise ArgumentError(name, f"contains {bad} NaN or infinite value(s)")
+    return out
+
+
 def index_array(value: Any, name: str, n: int) -> np.ndarray:
-    """A non-empty 1-D int64 array of indices in [0, n)."""
-    arr = np.asarray(value)
+    """A non-empty 1-D int64 array of indices in [0, n) (a fresh copy)."""
+    if isinstance(value, (str, bytes)) or value is None:
+        raise ArgumentTypeError(name, f"expected integer indices, got {type(value).__name__}")
+    try:
+        arr = np.asarray(value)
+    except (ValueError, TypeError) as exc:
+        raise ArgumentTypeError(name, f"cannot be read as an index array ({exc})") from None
     if arr.ndim == 0:
         arr = arr.reshape(1)
-    if arr.dtype == object or arr.dtype.kind not in "iu":
-        if arr.dtype.kind == "b" or arr.size:
-            raise TypeError(f"{name}: expected integer indices, got dtype {arr.dtype}")
+    if arr.dtype.names is not None or arr.dtype == object or arr.dtype.kind not in "iu":
+        if arr.dtype.kind == "b" or arr.size or arr.dtype.names is not None:
+            raise ArgumentTypeError(name, f"expected integer indices, got dtype {arr.dtype}")
     if arr.ndim != 1:
-        raise ValueError(f"{name}: expected a 1-D array of indices, got shape {arr.shape}")
+        raise ArgumentError(name, f"expected a 1-D array of indices, got shape {arr.shape}")
     if arr.size == 0:
-        raise ValueError(f"{name}: is empty")
+        raise ArgumentError(name, "is empty")
     lo, hi = int(arr.min()), int(arr.max())
     if lo < 0 or hi >= n:
         bad = lo if lo < 0 else hi
-        raise ValueError(f"{name}: index {bad} is out of range for {n} training points")
-    return np.ascontiguousarray(arr, dtype=np.int64)
+        raise ArgumentError(name, f"index {bad} is out of range for {n} training points")
+    return np.array(arr, dtype=np.int64, order="C", copy=True)
+
+
+def targets(value: Any, name: str, n: int, copy: bool = True) -> np.ndarray:
+    """Targets (n,), finite."""
+    y = float_array(value, name, 1, copy=copy, allow_empty=n == 0)
+    if y.shape[0] != n:
+        raise ArgumentError(name, f"has {y.shape[0]} targets for {n} points")
+    return y
+
+
+def trainable_targets(y: np.ndarray, name: str = "y") -> None:
+    """Refuses targets no SGD run can fit without overflow (|y| > VALUE_BOUND)."""
+    if y.size and float(np.max(np.abs(y))) > VALUE_BOUND:
+        i = int(np.argmax(np.abs(y)))
+        raise ArgumentError(
+            name, f"target {i} is {y[i]:g}; training needs |y| <= {VALUE_BOUND:g} (rescale the targets)"
+        )
 
 
 def available_bytes() -> int:
@@ -110,7 +182,4 @@ def ensure_fits(nbytes: float, what: str, name: str) -> None:
     """Refuse, before allocating, a size that cannot fit in memory."""
     avail = available_bytes()
     if nbytes > avail:
-        raise MemoryError(
-            f"{name}: {what} needs {nbytes / GIB:.2f} GiB ({int(nbytes)} bytes), "
-            f"but only {avail / GIB:.2f} GiB is available"
-        )
+        raise OutOfMemoryError(what, int(nbytes), available=avail, arg=name)

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from . import _validate as v
+from .errors import ArgumentError, ArgumentTypeError
+
+
+def _frozen(arr: np.ndarray) -> np.ndarray:
+    """A read-only view of an array this object owns; the flag is set on the
+    view, never on an array the caller holds."""
+    view = arr.view()
+    view.flags.writeable = False
+    return view
 
 
 class KronData:
@@ -15,45 +25,67 @@ class KronData:
 
     Parameters
     ----------
-    factors : sequence of p >= 2 arrays, factor k of shape (n, d_k)
+    factors : sequence of p >= 2 array_like, factor k of shape (n, d_k)
         Row i of factor k is u_i^(k); x_i = np.kron(u_i^(1), ..., u_i^(p)).
         Any real dtype and memory layout is accepted and stored as float64.
-    y : array of shape (n,), optional
+    y : array_like of shape (n,), optional
         Targets. Required for training, not for prediction.
+    copy : bool, default True
+        The data object owns its arrays: by default they are copied, so
+        changing the caller's arrays later changes nothing here. With
+        ``copy=False`` arrays that are already float64, aligned and
+        C-contiguous are taken over without a copy: the caller hands them
+        over and must not change them afterwards.
+
+    Notes
+    -----
+    ``n = 0`` points is allowed (prediction on nothing returns nothing);
+    training needs at least one. Every point needs ``||x_i|| <= 1e100``.
+
+    Examples
+    --------
+    >>> import numpy as np, kronnet as kn
+    >>> u = np.array([[1.0, 0.0], [0.6, 0.8]])
+    >>> v = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    >>> data = kn.KronData([u, v], y=[1.0, -1.0])
+    >>> data.n, data.dims, data.d
+    (2, (2, 3), 6)
+    >>> data.dense()[1]
+    array([0.6, 0. , 0. , 0.8, 0. , 0. ])
     """
 
-    def __init__(self, factors: Sequence[Any], y: Optional[Any] = None) -> None:
+    def __init__(self, factors: Sequence[Any], y: Optional[Any] = None, copy: bool = True) -> None:
         if isinstance(factors, np.ndarray) or not isinstance(factors, (list, tuple)):
-            raise TypeError(
-                "factors: expected a list of 2-D arrays (one per Kronecker factor), "
-                f"got {type(factors).__name__}"
+            raise ArgumentTypeError(
+                "factors",
+                f"expected a list of 2-D arrays (one per Kronecker factor), got {type(factors).__name__}",
             )
         if len(factors) < 2:
-            raise ValueError(f"factors: need at least 2 Kronecker factors, got {len(factors)}")
-        mats = [v.float_array(f, f"factors[{k}]", 2) for k, f in enumerate(factors)]
+            raise ArgumentError("factors", f"need at least 2 Kronecker factors, got {len(factors)}")
+        if not isinstance(copy, bool):
+            raise ArgumentTypeError("copy", f"expected a bool, got {type(copy).__name__}")
+        mats = [v.float_array(f, f"factors[{k}]", 2, copy=copy, allow_empty=True) for k, f in enumerate(factors)]
         n = mats[0].shape[0]
         for k, u in enumerate(mats):
+            if u.shape[1] == 0:
+                raise ArgumentError(f"factors[{k}]", f"is empty (shape {u.shape}): every factor needs d_k >= 1")
             if u.shape[0] != n:
-                raise ValueError(f"factors[{k}]: has {u.shape[0]} rows, factors[0] has {n}")
-        for u in mats:
-            u.setflags(write=False)
-        self._factors = mats
+                raise ArgumentError(f"factors[{k}]", f"has {u.shape[0]} rows, factors[0] has {n}")
+        _check_norms(mats)
+        self._factors = [_frozen(u) for u in mats]
         self._y: Optional[np.ndarray] = None
         if y is not None:
-            yy = v.float_array(y, "y", 1)
-            if yy.shape[0] != n:
-                raise ValueError(f"y: has {yy.shape[0]} targets for {n} points")
-            yy.setflags(write=False)
-            self._y = yy
+            self._y = _frozen(v.targets(y, "y", n, copy=copy))
+        self._fingerprint: Optional[str] = None
 
     @property
-    def factors(self) -> list:
+    def factors(self) -> List[np.ndarray]:
         """The p factor arrays, factor k of shape (n, d_k), float64, read-only."""
         return list(self._factors)
 
     @property
     def y(self) -> Optional[np.ndarray]:
-        """Targets, shape (n,), or None."""
+        """Targets, shape (n,), read-only, or None."""
         return self._y
 
     @property
@@ -62,7 +94,7 @@ class KronData:
         return int(self._factors[0].shape[0])
 
     @property
-    def dims(self) -> tuple:
+    def dims(self) -> Tuple[int, ...]:
         """(d_1, ..., d_p)."""
         return tuple(int(u.shape[1]) for u in self._factors)
 
@@ -75,6 +107,23 @@ class KronData:
     def p(self) -> int:
         """Number of Kronecker factors."""
         return len(self._factors)
+
+    @property
+    def fingerprint(self) -> str:
+        """A digest of the points (dims and factor values, not the targets).
+
+        Two data sets with the same fingerprint hold the same points, so a
+        net keeps one coefficient block for them however many trainers, or
+        saved and reloaded copies, train on them.
+        """
+        if self._fingerprint is None:
+            h = hashlib.blake2b(digest_size=20)
+            h.update(repr(self.dims).encode())
+            h.update(str(self.n).encode())
+            for u in self._factors:
+                h.update(memoryview(u).cast("B"))
+            self._fingerprint = h.hexdigest()
+        return self._fingerprint
 
     def norms(self) -> np.ndarray:
         """||x_i|| = prod_k ||u_i^(k)||, shape (n,)."""
@@ -90,14 +139,14 @@ class KronData:
             nrm = np.linalg.norm(u, axis=1, keepdims=True)
             if np.any(nrm == 0):
                 bad = int(np.flatnonzero(nrm[:, 0] == 0)[0])
-                raise ValueError(f"factors[{k}]: row {bad} is zero and cannot be normalized")
+                raise ArgumentError(f"factors[{k}]", f"row {bad} is zero and cannot be normalized")
             mats.append(u / nrm)
-        return KronData(mats, self._y)
+        return KronData(mats, self._y, copy=False)
 
     def take(self, indices: Any) -> "KronData":
         """The points at `indices` (1-D ints), with their targets."""
         idx = v.index_array(indices, "indices", self.n)
-        return KronData([u[idx] for u in self._factors], None if self._y is None else self._y[idx])
+        return KronData([u[idx] for u in self._factors], None if self._y is None else self._y[idx], copy=False)
 
     def dense(self) -> np.ndarray:
         """The materialized rows x_i, shape (n, d). Only for small d."""
@@ -110,9 +159,30 @@ class KronData:
     def __len__(self) -> int:
         return self.n
 
+    def __getstate__(self) -> Dict[str, Any]:
+        return {"factors": [np.array(u) for u in self._factors], "y": None if self._y is None else np.array(self._y)}
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        self.__init__(state["factors"], state["y"], copy=False)  # type: ignore[misc]
+
     def __repr__(self) -> str:
         labelled = "with targets" if self._y is not None else "no targets"
         return f"KronData(n={self.n}, dims={self.dims}, d={self.d}, {labelled})"
+
+
+def _check_norms(mats: List[np.ndarray]) -> None:
+    """||x_i|| <= VALUE_BOUND for every point, checked in logs so the check
+    cannot overflow."""
+    if mats[0].shape[0] == 0:
+        return
+    with np.errstate(divide="ignore", over="ignore"):
+        log_norm = sum(0.5 * np.log(np.einsum("ij,ij->i", u, u)) for u in mats)
+    bad = np.flatnonzero(~(log_norm <= math.log(v.VALUE_BOUND)))
+    if bad.size:
+        i = int(bad[0])
+        raise ArgumentError(
+            "factors", f"point {i} has norm e^{float(log_norm[i]):.1f}; kronnet needs ||x_i|| <= 1e100 (normalize the data)"
+        )
 
 
 FactorsLike = Union[KronData, Sequence[Any]]
@@ -125,9 +195,9 @@ def as_kron_data(x: FactorsLike, name: str = "X") -> KronData:
     if isinstance(x, (list, tuple)):
         try:
             return KronData(list(x))
-        except (TypeError, ValueError) as exc:
-            raise type(exc)(f"{name}: {exc}") from None
-    raise TypeError(f"{name}: expected a KronData or a list of factor arrays, got {type(x).__name__}")
+        except (ArgumentError, ArgumentTypeError) as exc:
+            raise type(exc)(name, f"{exc.arg}: {exc.reason}") from None
+    raise ArgumentTypeError(name, f"expected a KronData or a list of factor arrays, got {type(x).__name__}")
 
 
 def _unit_rows(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
@@ -164,17 +234,13 @@ def make_kronecker_data(
     KronData with factors of shapes (n, d_k) and y of shape (n,).
     """
     n = v.positive_int(n, "n")
-    if isinstance(dims, (str, bytes)) or not isinstance(dims, (list, tuple)):
-        raise TypeError(f"dims: expected a tuple of positive integers, got {type(dims).__name__}")
-    dims = tuple(v.positive_int(dk, f"dims[{k}]") for k, dk in enumerate(dims))
-    if len(dims) < 2:
-        raise ValueError(f"dims: need at least 2 Kronecker factors, got {len(dims)}")
+    dims = v.dims_tuple(dims)
     seed = v.seed_int(seed)
     labels = v.choice(labels, "labels", ("teacher", "sign"))
     teacher_width = v.positive_int(teacher_width, "teacher_width")
     noise = v.finite_float(noise, "noise")
     if noise < 0:
-        raise ValueError(f"noise: must be >= 0, got {noise}")
+        raise ArgumentError("noise", f"must be >= 0, got {noise}")
     v.ensure_fits(8.0 * n * sum(dims) * 2, "the factor matrices", "n, dims")
     rng = np.random.default_rng(seed)
     factors = [_unit_rows(rng, n, dk) for dk in dims]
@@ -195,4 +261,4 @@ def make_kronecker_data(
             y = y / sd
     if noise > 0:
         y = y + noise * rng.standard_normal(n)
-    return KronData(factors, y)
+    return KronData(factors, y, copy=False)

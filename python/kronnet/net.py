@@ -1,9 +1,10 @@
-"""The two-layer model f(W, x) = (1/sqrt(m)) sum_r a_r max(<w_r, x> - b, 0)."""
+"""The two-layer model f(W, x) = (1/sqrt(m)) sum_r a_r max(<w_r, x> - b, 0),
+and the weights it owns (docs/design.md, "State")."""
 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -11,20 +12,67 @@ from . import _core
 from . import _validate as v
 from .data import FactorsLike, KronData, as_kron_data
 
+#: Memory one chunk of `predict` may use (P of the chunk's points and their
+#: cross-Gram with the largest training set): prediction on any number of
+#: points stays within about this much beyond its inputs and outputs.
+PREDICT_CHUNK_BYTES = 64 << 20
+
 
 def default_threshold(width: int) -> float:
-    """b = sqrt(0.4 ln m): each unit-norm input then fires about m^(4/5)
-    neurons at initialization (DESIGN.md §2)."""
-    return math.sqrt(0.4 * math.log(width))
+    """The default threshold b = sqrt(0.4 ln m).
+
+    Each unit-norm input then fires about m^(4/5) neurons at initialization
+    (DESIGN.md §2): a few percent for widths in the thousands.
+
+    Parameters
+    ----------
+    width : int
+        m, the number of hidden neurons.
+
+    Returns
+    -------
+    float
+        b.
+
+    Examples
+    --------
+    >>> import kronnet as kn
+    >>> round(kn.default_threshold(2048), 4)
+    1.7463
+    """
+    return math.sqrt(0.4 * math.log(v.positive_int(width, "width")))
 
 
-class _Segment:
-    """Trained displacement sum_i alpha[r, i] x_i over one training set; alpha
-    is read live from the trainer that owns it."""
+class CoefficientBlock:
+    """The learned weights over one training set: W gains alpha @ data.dense().
 
-    def __init__(self, data: KronData, alpha: Callable[[], np.ndarray]) -> None:
-        self.data = data
-        self.alpha = alpha
+    Attributes
+    ----------
+    data : KronData
+        The training points x_i (n of them).
+    alpha : ndarray of shape (m, n)
+        The coefficients (read-only copy): w_r = w_r(0) + sum over blocks of
+        sum_i alpha[r, i] x_i.
+    """
+
+    def __init__(self, data: KronData, coef: Any) -> None:
+        self._data = data
+        self._coef = coef
+
+    @property
+    def data(self) -> KronData:
+        """The training points of this block."""
+        return self._data
+
+    @property
+    def alpha(self) -> np.ndarray:
+        """alpha, shape (m, n), a read-only copy."""
+        a = self._coef.alpha_t().T
+        a.flags.writeable = False
+        return a
+
+    def __repr__(self) -> str:
+        return f"CoefficientBlock(n={self._data.n}, width={self._coef.width})"
 
 
 class TwoLayerNet:
@@ -32,40 +80,58 @@ class TwoLayerNet:
 
     Parameters
     ----------
-    dims : (d_1, ..., d_p), p >= 2; inputs live in R^d, d = prod d_k.
-    width : m, the number of hidden neurons.
-    threshold : b in sigma_b(z) = max(z - b, 0); default sqrt(0.4 ln m).
-    seed : keys the counter-based stream: a_r and w_r(0) ~ N(0, I_d) are pure
+    dims : tuple of int
+        (d_1, ..., d_p), p >= 2; inputs live in R^d, d = prod d_k.
+    width : int
+        m, the number of hidden neurons.
+    threshold : float, optional
+        b in sigma_b(z) = max(z - b, 0); default sqrt(0.4 ln m).
+    seed : int, default 0
+        Keys the counter-based stream: a_r and w_r(0) ~ N(0, I_d) are pure
         functions of (seed, r).
 
-    The weights are W = W(0) + sum over training sets of alpha X, kept
-    implicitly: nothing of size m × d is stored unless `dense_weights()` is
-    called. A `Trainer` trains the net in place.
+    Notes
+    -----
+    The net owns its weights: W = W(0) + sum over training sets s of
+    alpha_s^T X_s, kept implicitly (``coefficients``); nothing of size m × d
+    is stored unless :meth:`dense_weights` is called. Trainers train the net
+    in place; trainers on the same points share one coefficient block, and a
+    discarded trainer leaves nothing behind but that block.
+
+    Examples
+    --------
+    >>> import kronnet as kn
+    >>> data = kn.make_kronecker_data(64, dims=(8, 8), seed=0)
+    >>> net = kn.TwoLayerNet(data.dims, width=256, seed=0)
+    >>> tr = kn.Trainer(net, data, lr=kn.suggest_lr(net, 8))
+    >>> _ = tr.fit(200)
+    >>> net.predict(data).shape
+    (64,)
+    >>> len(net.coefficients), net.coefficients[0].alpha.shape
+    (1, (256, 64))
     """
 
     def __init__(self, dims: Sequence[int], width: int, threshold: Optional[float] = None, seed: int = 0) -> None:
-        if isinstance(dims, (str, bytes)) or not isinstance(dims, (list, tuple)):
-            raise TypeError(f"dims: expected a tuple of positive integers, got {type(dims).__name__}")
-        self._dims = tuple(v.positive_int(dk, f"dims[{k}]") for k, dk in enumerate(dims))
-        if len(self._dims) < 2:
-            raise ValueError(f"dims: need at least 2 Kronecker factors, got {len(self._dims)}")
+        self._dims = v.dims_tuple(dims)
         self._width = v.positive_int(width, "width")
         if self._width >= 2**32:
-            raise ValueError(f"width: must be below 2**32, got {self._width}")
-        self._threshold = default_threshold(self._width) if threshold is None else v.finite_float(threshold, "threshold")
+            raise v.ArgumentError("width", f"must be below 2**32, got {self._width}")
+        v.ensure_fits(8.0 * self._width, "the output weights a (width values)", "width")
+        if threshold is None:
+            self._threshold = default_threshold(self._width)
+        else:
+            self._threshold = v.finite_float(threshold, "threshold", bound=v.VALUE_BOUND)
         self._seed = v.seed_int(seed)
         a = _core.output_signs(self._seed, self._width)
-        a.setflags(write=False)
+        a.flags.writeable = False
         self._a = a
-        # Dense weights replacing W(0) after dense-backend training.
-        self._base: Optional[Callable[[], np.ndarray]] = None
-        self._segments: List[_Segment] = []
+        self._blocks: List[CoefficientBlock] = []
         # Bumped by every change of the weights, so a trainer can tell when
         # another trainer has moved the net under it.
         self._version = 0
 
     @property
-    def dims(self) -> tuple:
+    def dims(self) -> Tuple[int, ...]:
         """(d_1, ..., d_p)."""
         return self._dims
 
@@ -94,52 +160,185 @@ class TwoLayerNet:
         """Output weights, shape (m,), entries ±1, read-only."""
         return self._a
 
+    @property
+    def coefficients(self) -> Tuple[CoefficientBlock, ...]:
+        """The learned state, one block per training set.
+
+        W = W(0) + sum over blocks of ``block.alpha @ block.data.dense()``;
+        read it without materializing W. Empty for an untrained net.
+        """
+        return tuple(self._blocks)
+
+    # -- the block a trainer accumulates into ---------------------------------
+
+    def _block_for(self, data: KronData) -> Any:
+        """The coefficients of `data`'s points, created (zero) if new."""
+        for blk in self._blocks:
+            if blk.data.n == data.n and blk.data.fingerprint == data.fingerprint:
+                return blk._coef
+        v.ensure_fits(8.0 * data.n * self._width, "the coefficient block alpha (width × n)", "data")
+        coef = _core.Coefficients(data.n, self._width)
+        self._blocks.append(CoefficientBlock(data, coef))
+        return coef
+
+    def _core_blocks(self) -> List[Tuple[List[np.ndarray], Any]]:
+        return [(blk.data.factors, blk._coef) for blk in self._blocks if blk._coef.trained]
+
+    # -- weights and predictions ----------------------------------------------
+
     def initial_weights(self) -> np.ndarray:
-        """W(0), shape (m, d), regenerated from the seed. Only for small d."""
+        """W(0), regenerated from the seed. Only for small d.
+
+        Returns
+        -------
+        ndarray of shape (m, d)
+        """
         v.ensure_fits(8.0 * self._width * self.d, "the weight matrix (width × d)", "initial_weights()")
         return _core.initial_weights(self._seed, self._width, self.d)
 
     def dense_weights(self) -> np.ndarray:
-        """The current W, shape (m, d), materialized. Only for small d."""
-        extra = sum(8.0 * s.data.n * (self.d + self._width) for s in self._segments)
-        v.ensure_fits(8.0 * self._width * self.d + extra, "the weight matrix (width × d)", "dense_weights()")
-        w = np.array(self._base(), copy=True) if self._base is not None else self.initial_weights()
-        for seg in self._segments:
-            w += seg.alpha() @ seg.data.dense()
-        return w
+        """The current W, materialized. Only for small d.
+
+        Returns
+        -------
+        ndarray of shape (m, d)
+            W(0) + sum over blocks of alpha @ X.
+        """
+        largest = max((blk.data.n for blk in self._blocks), default=0)
+        need = 8.0 * self.d * (self._width + largest)
+        v.ensure_fits(need, "the weight matrix (width × d) and one block's X (n × d)", "dense_weights()")
+        return _core.dense_weights(self._seed, self._width, list(self._dims), self._core_blocks())
 
     def _kron_data(self, X: FactorsLike, name: str) -> KronData:
         data = as_kron_data(X, name)
         if data.dims != self._dims:
-            raise ValueError(f"{name}: has factor dimensions {data.dims}, the net expects {self._dims}")
+            raise v.ArgumentError(name, f"has factor dimensions {data.dims}, the net expects {self._dims}")
         return data
 
-    def preactivations(self, X: FactorsLike) -> np.ndarray:
-        """<w_r, x_j> for every point j of X and neuron r: shape (q, m).
+    def _scratch_bytes(self, n: int) -> float:
+        return float(_core.init_scratch_bytes(list(self._dims), n, _core.thread_count()))
 
-        X is a KronData or a list of factor arrays (q, d_k). Costs
-        O(q m d) for the regenerated W(0) part and O(q n m) per training set.
+    def preactivations(self, X: FactorsLike) -> np.ndarray:
+        """<w_r, x_j> for every point j of X and neuron r.
+
+        Parameters
+        ----------
+        X : KronData or list of array_like of shapes (q, d_k)
+
+        Returns
+        -------
+        ndarray of shape (q, m)
+            Costs O(q m d) for the regenerated W(0) part and O(q n m) per
+            training set.
         """
         data = self._kron_data(X, "X")
-        v.ensure_fits(8.0 * data.n * self._width * 2, "the preactivation matrix (points × width)", "X")
-        if self._base is not None:
-            q = data.dense() @ self._base().T
-        else:
-            q = _core.init_preacts(data.factors, self._seed, self._width)
-        for seg in self._segments:
-            q += _core.cross_gram(data.factors, seg.data.factors) @ seg.alpha().T
-        return q
+        largest = max((blk.data.n for blk in self._blocks), default=0)
+        need = 8.0 * data.n * (self._width + largest) + self._scratch_bytes(data.n)
+        v.ensure_fits(need, "the preactivation matrix (points × width)", "X")
+        return _core.preacts(data.factors, self._seed, self._width, self._core_blocks())
 
     def predict(self, X: FactorsLike) -> np.ndarray:
-        """f(W, x_j) for every point of X (a KronData or a list of factor
-        arrays of shapes (q, d_k)): shape (q,)."""
-        return _core.outputs(self.preactivations(X), self._a, self._threshold)
+        """f(W, x_j) for every point of X.
+
+        The points are processed in chunks (``PREDICT_CHUNK_BYTES`` each), so
+        memory stays bounded whatever their number. Ctrl-C stops it within a
+        fraction of a second.
+
+        Parameters
+        ----------
+        X : KronData or list of array_like of shapes (q, d_k)
+
+        Returns
+        -------
+        ndarray of shape (q,)
+            Empty when q = 0.
+
+        Raises
+        ------
+        ArgumentError
+            X has the wrong dims, NaN/inf, or points beyond ||x|| <= 1e100.
+        OutOfMemoryError
+            A chunk (at least one point) would not fit in memory.
+        """
+        data = self._kron_data(X, "X")
+        if data.n == 0:
+            return np.empty(0)
+        sizes = [blk.data.n for blk in self._blocks if blk._coef.trained]
+        rows = min(data.n, _core.predict_chunk_rows(self._width, sizes, PREDICT_CHUNK_BYTES))
+        need = _core.predict_chunk_bytes(list(self._dims), self._width, sizes, rows, _core.thread_count())
+        v.ensure_fits(8.0 * data.n + float(need), "one chunk of prediction", "X")
+        out = _core.predict(data.factors, self._a, self._threshold, self._seed, self._core_blocks(), rows)
+        if not np.isfinite(out).all():
+            raise v.ArgumentError("X", "the predictions overflow float64 (the points or weights are too large)")
+        return out
 
     def __call__(self, X: FactorsLike) -> np.ndarray:
+        """Same as :meth:`predict`."""
         return self.predict(X)
+
+    # -- persistence ------------------------------------------------------------
+
+    def save(self, path: Any) -> None:
+        """Writes the net to one file (format: docs/format.md).
+
+        The file holds everything needed to predict: dims, width, threshold,
+        seed and every coefficient block with its training points. The write
+        is atomic: a crash leaves any previous file at `path` intact.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+
+        Examples
+        --------
+        >>> import os, tempfile, kronnet as kn
+        >>> net = kn.TwoLayerNet((4, 4), width=32)
+        >>> path = os.path.join(tempfile.mkdtemp(), "net.kronnet")
+        >>> net.save(path)
+        >>> kn.load(path).width
+        32
+        """
+        from . import storage
+
+        storage.save_net(self, path)
+
+    def _state(self) -> Dict[str, Any]:
+        """Plain values and arrays describing the net (for pickle and files)."""
+        return {
+            "dims": list(self._dims),
+            "width": self._width,
+            "threshold": self._threshold,
+            "seed": self._seed,
+            "blocks": [
+                {"factors": blk.data.factors, "y": blk.data.y, "alpha_t": blk._coef.alpha_t()} for blk in self._blocks
+            ],
+        }
+
+    @classmethod
+    def _from_state(cls, state: Dict[str, Any]) -> "TwoLayerNet":
+        net = cls(state["dims"], state["width"], threshold=state["threshold"], seed=state["seed"])
+        for j, blk in enumerate(state["blocks"]):
+            data = KronData(list(blk["factors"]), blk["y"], copy=False)
+            if data.dims != net.dims:
+                raise v.ArgumentError(f"blocks[{j}]", f"has dims {data.dims}, the net has {net.dims}")
+            alpha_t = v.float_array(blk["alpha_t"], f"blocks[{j}].alpha", 2, allow_empty=True)
+            if alpha_t.shape != (data.n, net.width):
+                raise v.ArgumentError(
+                    f"blocks[{j}].alpha", f"has shape {alpha_t.shape[::-1]}, expected ({net.width}, {data.n})"
+                )
+            net._blocks.append(CoefficientBlock(data, _core.Coefficients.from_alpha_t(alpha_t)))
+        return net
+
+    def __reduce__(self) -> Tuple[Any, ...]:
+        return (_net_from_state, (self._state(),))
 
     def __repr__(self) -> str:
         return (
             f"TwoLayerNet(dims={self._dims}, width={self._width}, "
             f"threshold={self._threshold:.6g}, seed={self._seed})"
         )
+
+
+def _net_from_state(state: Dict[str, Any]) -> TwoLayerNet:
+    """Unpickles a TwoLayerNet (module-level so pickle can find it)."""
+    return TwoLayerNet._from_state(state)

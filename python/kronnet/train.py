@@ -5,14 +5,15 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from . import _core
 from . import _validate as v
 from .data import KronData
-from .net import TwoLayerNet, _Segment
+from .errors import ArgumentError, ArgumentTypeError, DivergenceError, KronnetError, StaleTrainerError
+from .net import TwoLayerNet
 
 BACKENDS = ("kron", "dense")
 INDEXES = ("auto", "scan", "tree", "bits")
@@ -21,9 +22,6 @@ GRAM_MODES = ("auto", "precomputed", "columns")
 #: Default cap on the precomputed n × n Gram matrix; larger data sets compute
 #: the S needed columns per step from the factors instead.
 GRAM_BUDGET_BYTES = 1 << 30
-
-KronnetError = _core.KronnetError
-DivergenceError = _core.DivergenceError
 
 
 def suggest_lr(net: TwoLayerNet, batch_size: int = 8) -> float:
@@ -73,6 +71,20 @@ class History:
         """(steps,) mean |A_i| per batch point."""
         return self.fired_total / np.maximum(self.batch_sizes, 1)
 
+    @classmethod
+    def _join(cls, parts: List[Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]], checkpoints: List[Tuple[int, float]], seconds: float) -> "History":
+        def cat(k: int, dtype: Any) -> np.ndarray:
+            return np.concatenate([p[k] for p in parts]).astype(dtype) if parts else np.empty(0, dtype=dtype)
+
+        return cls(
+            loss=cat(0, np.float64),
+            fired_union=cat(1, np.int64),
+            fired_total=cat(2, np.int64),
+            batch_sizes=cat(3, np.int64),
+            full_loss=list(checkpoints),
+            seconds=seconds,
+        )
+
     def __repr__(self) -> str:
         if self.full_loss:
             return (
@@ -82,28 +94,90 @@ class History:
         return f"History(steps={self.steps}, seconds={self.seconds:.3g})"
 
 
+class _Sampler:
+    """Batches without replacement within an epoch: a seeded reshuffle at each
+    epoch start; the last batch of an epoch is smaller when S does not
+    divide n. Its state (generator state, order, position) is part of a
+    checkpoint, so a restored trainer draws exactly the batches the
+    uninterrupted one would have."""
+
+    def __init__(self, n: int, batch_size: int, seed: int) -> None:
+        self.n = n
+        self.batch_size = batch_size
+        self.rng = np.random.default_rng(seed)
+        self.order = np.empty(0, dtype=np.int64)
+        self.pos = 0
+
+    def draw(self) -> np.ndarray:
+        if self.pos >= self.order.shape[0]:
+            # A new array (never mutated in place), so a saved state may
+            # keep a reference to the old one instead of a copy.
+            self.order = self.rng.permutation(self.n).astype(np.int64)
+            self.pos = 0
+        batch = self.order[self.pos : self.pos + self.batch_size]
+        self.pos += batch.shape[0]
+        return batch
+
+    def state(self) -> Dict[str, Any]:
+        return {"rng": self.rng.bit_generator.state, "order": self.order, "pos": self.pos}
+
+    def set_state(self, state: Dict[str, Any], advance: int = 0) -> None:
+        """Back to `state`, then `advance` batches further."""
+        self.rng.bit_generator.state = state["rng"]
+        self.order = state["order"]
+        self.pos = state["pos"]
+        for _ in range(advance):
+            self.draw()
+
+
 class Trainer:
     """Trains `net` in place on `data` by minibatch SGD.
 
     Parameters
     ----------
-    net : TwoLayerNet whose dims equal data.dims.
-    data : KronData with targets y (n,).
-    lr : learning rate; see `suggest_lr` for the scale this model needs
+    net : TwoLayerNet
+        The net to train; its dims must equal ``data.dims``.
+    data : KronData
+        Training points with targets y (n,).
+    lr : float, default 0.5
+        Learning rate; see :func:`suggest_lr` for the scale this model needs
         (for m = 2048 and S = 8 it is about 100, far above the usual 0.1).
-    batch_size : S. Batches are drawn without replacement within an epoch
-        (a seeded reshuffle each epoch); the last batch of an epoch is
-        smaller when S does not divide n.
-    index : activated-neuron finder for the Kronecker backend: "scan" (read
+    batch_size : int, default 8
+        S. Batches are drawn without replacement within an epoch (a seeded
+        reshuffle each epoch); the last batch of an epoch is smaller when S
+        does not divide n.
+    index : {"auto", "scan", "tree", "bits"}, default "auto"
+        Activated-neuron finder for the Kronecker backend: "scan" (read
         P[i, :]), "tree" (the asynchronous tree), "bits" (fired bits kept
-        exact by the step's threshold crossings) or "auto". All return the
-        same fire sets; only speed differs.
-    backend : "kron" (per-step cost independent of d) or "dense" (textbook,
+        exact by the step's threshold crossings) or "auto" (docs/indexes.md).
+        All return the same fire sets; only speed differs.
+    backend : {"kron", "dense"}, default "kron"
+        "kron" (per-step cost independent of d) or "dense" (textbook,
         materialized X and W; the reference and a baseline, small d only).
-    seed : seeds the batch order.
-    gram : "precomputed" (n × n Gram once), "columns" (K[:, B] from the
-        factors each step), or "auto" (precomputed when it fits
-        `gram_budget_bytes`).
+    seed : int, default 0
+        Seeds the batch order.
+    gram : {"auto", "precomputed", "columns"}, default "auto"
+        "precomputed" (n × n Gram once), "columns" (K[:, B] from the factors
+        each step), or "auto" (precomputed when it fits `gram_budget_bytes`).
+    gram_budget_bytes : int
+        Cap on the precomputed Gram for ``gram="auto"``.
+
+    Notes
+    -----
+    The trainer holds P (n × m), the Gram and the index (or X and W for the
+    dense backend); the net holds the coefficients, in one block per set of
+    training points. Dropping a trainer frees its state; the net keeps what
+    it learned. :meth:`estimate_memory` tells the peak before building one.
+
+    Examples
+    --------
+    >>> import kronnet as kn
+    >>> data = kn.make_kronecker_data(128, dims=(8, 8), seed=0)
+    >>> net = kn.TwoLayerNet(data.dims, width=512, seed=0)
+    >>> tr = kn.Trainer(net, data, lr=kn.suggest_lr(net, 8), batch_size=8)
+    >>> hist = tr.fit(500)
+    >>> hist.full_loss[-1][1] < hist.full_loss[0][1] / 10
+    True
     """
 
     def __init__(
@@ -118,51 +192,140 @@ class Trainer:
         gram: str = "auto",
         gram_budget_bytes: int = GRAM_BUDGET_BYTES,
     ) -> None:
-        if not isinstance(net, TwoLayerNet):
-            raise TypeError(f"net: expected a TwoLayerNet, got {type(net).__name__}")
-        if not isinstance(data, KronData):
-            raise TypeError(f"data: expected a KronData, got {type(data).__name__}")
-        if data.y is None:
-            raise ValueError("data: has no targets y; training needs KronData(factors, y)")
-        if data.dims != net.dims:
-            raise ValueError(f"data: has factor dimensions {data.dims}, the net expects {net.dims}")
-        self._lr = v.finite_float(lr, "lr", positive=True)
-        self._batch_size = v.positive_int(batch_size, "batch_size")
-        if self._batch_size > data.n:
-            raise ValueError(f"batch_size: {self._batch_size} exceeds the {data.n} training points")
-        self._backend = v.choice(backend, "backend", BACKENDS)
-        index = v.choice(index, "index", INDEXES)
-        gram = v.choice(gram, "gram", GRAM_MODES)
-        gram_budget_bytes = v.positive_int(gram_budget_bytes, "gram_budget_bytes")
-        self._rng = np.random.default_rng(v.seed_int(seed))
+        self._setup(net, data, lr, batch_size, index, backend, seed, gram, gram_budget_bytes, None)
+
+    def _setup(
+        self,
+        net: TwoLayerNet,
+        data: KronData,
+        lr: float,
+        batch_size: int,
+        index: str,
+        backend: str,
+        seed: int,
+        gram: str,
+        gram_budget_bytes: int,
+        resume: Optional[Dict[str, Any]],
+    ) -> None:
+        plan = _plan(net, data, lr, batch_size, index, backend, seed, gram, gram_budget_bytes)
+        self._lr = plan["lr"]
+        self._batch_size = plan["batch_size"]
+        self._backend = plan["backend"]
+        self._index = plan["index"]
+        self._gram = plan["gram"]
+        self._seed = plan["seed"]
+        self._gram_budget_bytes = plan["gram_budget_bytes"]
         self._net = net
         self._data = data
-        self._order = np.empty(0, dtype=np.int64)
-        self._pos = 0
+        self._sampler = _Sampler(data.n, self._batch_size, self._seed)
         self._steps = 0
-        n, m = data.n, net.width
-        if self._backend == "kron":
-            self._index = _resolve_index(index, n, m, net.threshold)
-            if gram == "auto":
-                gram = "precomputed" if 8.0 * n * n <= gram_budget_bytes else "columns"
-            gram_bytes = 8.0 * n * n if gram == "precomputed" else 0.0
-            # P, alpha, a transient copy of P, and the index's nodes.
-            v.ensure_fits(8.0 * n * m * 3.5 + gram_bytes, "the training state (n × width arrays)", "data, net.width")
-            p0 = net.preactivations(data)
-            self._core = _core.KronCore(data.factors, data.y, net.a, net.threshold, p0, gram, self._index)
-            del p0
-            net._segments.append(_Segment(data, self._core.alpha))
-        else:
-            self._index = "none"
-            d = data.d
-            v.ensure_fits(8.0 * (n + 2 * m) * d, "the dense backend's X (n × d) and W (width × d)", "data, net.width")
-            w = net.dense_weights()
-            self._core = _core.DenseCore(data.dense(), data.y, net.a, net.threshold, w)
-            del w
-            net._segments = []
-            net._base = self._core.weights
+        v.ensure_fits(plan["estimate"], plan["what"], "data, net.width")
+        coef = net._block_for(data)
+        state, p_bound = (None, None) if resume is None else (resume["state"], resume.get("p_bound"))
+        self._core = _core.TrainerCore(
+            self._backend,
+            data.factors,
+            data.y,
+            net.a,
+            net.threshold,
+            net.seed,
+            coef,
+            net._core_blocks(),
+            self._gram if self._gram != "none" else "precomputed",
+            self._index if self._index != "none" else "scan",
+            state,
+            p_bound,
+        )
+        if resume is not None:
+            self._sampler.set_state(resume["sampler"])
+            self._steps = resume["steps_done"]
         net._version += 1
         self._version = net._version
+
+    @staticmethod
+    def estimate_memory(
+        net: TwoLayerNet,
+        data: KronData,
+        backend: str = "kron",
+        index: str = "auto",
+        gram: str = "auto",
+        gram_budget_bytes: int = GRAM_BUDGET_BYTES,
+    ) -> int:
+        """Peak bytes a Trainer on (net, data) allocates, before building it.
+
+        Kronecker backend: P (8 n m), the coefficient block when the net has
+        none for these points yet (8 n m), the Gram (8 n^2 when
+        precomputed), the index (``bits``: n m / 4 bytes; ``tree``: about
+        8 n m / 7), a copy of the factors, and the largest transient (init's
+        per-thread buffers, a trained block's cross-Gram). Dense backend:
+        X (8 n d), W (8 m d), the block, one trained block's X and the
+        (n, m) preactivations of a full loss. Checked against measured peaks
+        in tests/test_memory.py.
+
+        Returns
+        -------
+        int
+            Bytes.
+        """
+        plan = _plan(net, data, 1.0, 1, index, backend, 0, gram, gram_budget_bytes)
+        return int(plan["estimate"])
+
+    @classmethod
+    def restore(cls, path: Any) -> "Trainer":
+        """A trainer continued from a file written by :meth:`checkpoint`.
+
+        Its net (``restored.net``) and data (``restored.data``) are loaded
+        from the file too. Continuing it gives bitwise the same losses and
+        weights as the run that was checkpointed would have.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+
+        Returns
+        -------
+        Trainer
+
+        Raises
+        ------
+        FileFormatError
+            The file is truncated, corrupted, not a checkpoint, or of an
+            unsupported format version.
+        """
+        from . import checkpoint
+
+        return checkpoint.restore(cls, path)
+
+    def checkpoint(self, path: Any) -> None:
+        """Writes everything needed to continue training exactly to one file.
+
+        That is the net (all its coefficient blocks), the training data, lr,
+        batch size, index, backend, Gram mode, the batch sampler's position
+        and generator state, the step count, and the training state (P for
+        the Kronecker backend, W for the dense one). The write is atomic
+        (temporary file, fsync, rename). Format: docs/format.md.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+
+        Examples
+        --------
+        >>> import os, tempfile, kronnet as kn
+        >>> data = kn.make_kronecker_data(64, dims=(4, 8), seed=1)
+        >>> net = kn.TwoLayerNet(data.dims, width=128)
+        >>> tr = kn.Trainer(net, data, lr=kn.suggest_lr(net, 8))
+        >>> _ = tr.fit(100)
+        >>> path = os.path.join(tempfile.mkdtemp(), "run.ckpt")
+        >>> tr.checkpoint(path)
+        >>> again = kn.Trainer.restore(path)
+        >>> bool((again.fit(50).loss == tr.fit(50).loss).all())
+        True
+        """
+        from . import checkpoint
+
+        self._check_current()
+        checkpoint.write(self, path)
 
     # -- properties ---------------------------------------------------------
 
@@ -202,6 +365,17 @@ class Trainer:
         return self._index
 
     @property
+    def gram(self) -> str:
+        """How steps get Gram columns ("precomputed", "columns"; "none" for
+        the dense backend)."""
+        return self._gram
+
+    @property
+    def seed(self) -> int:
+        """The seed of the batch order."""
+        return self._seed
+
+    @property
     def steps_done(self) -> int:
         """Steps taken so far."""
         return self._steps
@@ -211,18 +385,13 @@ class Trainer:
     def next_batch(self) -> np.ndarray:
         """The next sampled batch, shape (<= S,): without replacement within
         an epoch, reshuffled (seeded) at each epoch start."""
-        if self._pos >= self._order.shape[0]:
-            self._order = self._rng.permutation(self._data.n).astype(np.int64)
-            self._pos = 0
-        batch = self._order[self._pos : self._pos + self._batch_size]
-        self._pos += batch.shape[0]
-        return batch
+        return self._sampler.draw()
 
     # -- training -----------------------------------------------------------
 
     def _check_current(self) -> None:
         if self._net._version != self._version:
-            raise KronnetError(
+            raise StaleTrainerError(
                 "net: its weights were changed by another Trainer since this one last ran; "
                 "create a new Trainer to continue training from the current weights"
             )
@@ -234,16 +403,37 @@ class Trainer:
             self._version = self._net._version
 
     def step(self, batch: Optional[Any] = None) -> float:
-        """One SGD step on `batch` (1-D int indices, repeats allowed and
-        accumulated) or, if None, on the next sampled batch.
+        """One SGD step.
 
-        Returns the batch loss L_B before the update. Raises DivergenceError
-        (the model left at its last finite state) if the loss or the update
-        would be non-finite.
+        Parameters
+        ----------
+        batch : array_like of int, optional
+            1-D indices into the training data (repeats allowed; they
+            accumulate). None draws the next sampled batch.
+
+        Returns
+        -------
+        float
+            The batch loss L_B before the update.
+
+        Raises
+        ------
+        DivergenceError
+            The loss or the update would be non-finite; the model is left at
+            its last finite state and a sampled batch is not consumed.
         """
         self._check_current()
-        b = self.next_batch() if batch is None else v.index_array(batch, "batch", self._data.n)
-        loss, _, _ = self._core.step(b, self._lr)
+        if batch is None:
+            before = self._sampler.state()
+            b = self._sampler.draw()
+        else:
+            before, b = None, v.index_array(batch, "batch", self._data.n)
+        try:
+            loss, _, _ = self._core.step(b, self._lr)
+        except BaseException:
+            if before is not None:
+                self._sampler.set_state(before)
+            raise
         self._committed(1)
         return float(loss)
 
@@ -252,23 +442,36 @@ class Trainer:
 
         Parameters
         ----------
-        steps : number of steps.
-        progress : show a tqdm progress bar with the running batch loss.
-        eval_every : also record the full training loss every this many
-            steps (0: only before the first and after the last step).
+        steps : int
+            Number of steps.
+        progress : bool, default False
+            Show a tqdm progress bar with the running batch loss.
+        eval_every : int, default 0
+            Also record the full training loss every this many steps (0: only
+            before the first and after the last step).
 
         Returns
         -------
-        History with per-step losses and fired-neuron counts. If a step
-        diverges, DivergenceError is raised; the steps before it stay applied.
+        History
+            Per-step losses and fired-neuron counts.
+
+        Raises
+        ------
+        DivergenceError
+            A step would be non-finite. The steps before it stay applied, the
+            sampler is left at the failing step, and ``exc.history`` holds
+            the History of the steps taken.
+        KeyboardInterrupt
+            On Ctrl-C, within a fraction of a second, between two steps; the
+            trainer stays consistent and usable, and ``exc.history`` holds
+            the steps taken.
         """
         steps = v.positive_int(steps, "steps")
-        eval_every = int(eval_every)
-        if eval_every < 0:
-            raise ValueError(f"eval_every: must be >= 0, got {eval_every}")
+        eval_every = v.nonnegative_int(eval_every, "eval_every")
+        progress = _flag(progress, "progress")
         self._check_current()
         start = time.perf_counter()
-        losses, unions, totals, sizes = [], [], [], []
+        parts: List[Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
         checkpoints = [(self._steps, self.full_loss())]
         # Steps run in Rust in chunks: no Python between steps, the GIL
         # released, and still a live progress bar and checkpoints.
@@ -280,22 +483,15 @@ class Trainer:
                 k = min(chunk, steps - done)
                 if eval_every:
                     k = min(k, eval_every - done % eval_every)
-                batches = [self.next_batch() for _ in range(k)]
-                offsets = np.zeros(k + 1, dtype=np.int64)
-                np.cumsum([b.shape[0] for b in batches], out=offsets[1:])
-                loss, union, total, err = self._core.run(np.concatenate(batches), offsets, self._lr)
-                ran = loss.shape[0]
-                losses.append(loss)
-                unions.append(union)
-                totals.append(total)
-                sizes.append(np.diff(offsets)[:ran])
-                self._committed(ran)
+                ran, err = self._run_chunk(k, parts)
                 done += ran
                 if bar is not None:
                     bar.update(ran)
                     if ran:
-                        bar.set_postfix(batch_loss=f"{float(loss[-1]):.3e}")
+                        bar.set_postfix(batch_loss=f"{float(parts[-1][0][-1]):.3e}")
                 if err is not None:
+                    checkpoints.append((self._steps, self.full_loss()))
+                    err.history = History._join(parts, checkpoints, time.perf_counter() - start)
                     raise err
                 if eval_every and (done % eval_every == 0) and done < steps:
                     checkpoints.append((self._steps, self.full_loss()))
@@ -303,14 +499,25 @@ class Trainer:
             if bar is not None:
                 bar.close()
         checkpoints.append((self._steps, self.full_loss()))
-        return History(
-            loss=np.concatenate(losses),
-            fired_union=np.concatenate(unions),
-            fired_total=np.concatenate(totals),
-            batch_sizes=np.concatenate(sizes).astype(np.int64),
-            full_loss=checkpoints,
-            seconds=time.perf_counter() - start,
-        )
+        return History._join(parts, checkpoints, time.perf_counter() - start)
+
+    def _run_chunk(self, k: int, parts: List[Any]) -> Tuple[int, Optional[BaseException]]:
+        """Draws k batches and runs them in Rust. On an early stop the sampler
+        is put back to the first step not taken, so a retry draws it again."""
+        before = self._sampler.state()
+        ran, err = 0, None
+        try:
+            batches = [self._sampler.draw() for _ in range(k)]
+            offsets = np.zeros(k + 1, dtype=np.int64)
+            np.cumsum([b.shape[0] for b in batches], out=offsets[1:])
+            loss, union, total, err = self._core.run(np.concatenate(batches), offsets, self._lr)
+            ran = int(loss.shape[0])
+            parts.append((loss, union, total, np.diff(offsets)[:ran]))
+        finally:
+            if ran < k:
+                self._sampler.set_state(before, advance=ran)
+            self._committed(ran)
+        return ran, err
 
     def index_stats(self) -> dict:
         """Work of the activation index so far: seconds spent finding fire
@@ -332,6 +539,80 @@ class Trainer:
             f"Trainer(backend={self._backend!r}, index={self._index!r}, lr={self._lr:g}, "
             f"batch_size={self._batch_size}, n={self._data.n}, width={self._net.width}, steps_done={self._steps})"
         )
+
+
+def _flag(value: Any, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise ArgumentTypeError(name, f"expected True or False, got {type(value).__name__} {value!r}")
+    return bool(value)
+
+
+def _plan(
+    net: Any,
+    data: Any,
+    lr: Any,
+    batch_size: Any,
+    index: Any,
+    backend: Any,
+    seed: Any,
+    gram: Any,
+    gram_budget_bytes: Any,
+) -> Dict[str, Any]:
+    """Validates a trainer's arguments and works out its index, Gram mode
+    and peak memory."""
+    if not isinstance(net, TwoLayerNet):
+        raise ArgumentTypeError("net", f"expected a TwoLayerNet, got {type(net).__name__}")
+    if not isinstance(data, KronData):
+        raise ArgumentTypeError("data", f"expected a KronData, got {type(data).__name__}")
+    if data.y is None:
+        raise ArgumentError("data", "has no targets y; training needs KronData(factors, y)")
+    if data.n == 0:
+        raise ArgumentError("data", "has no points")
+    if data.dims != net.dims:
+        raise ArgumentError("data", f"has factor dimensions {data.dims}, the net expects {net.dims}")
+    v.trainable_targets(data.y, "data.y")
+    out: Dict[str, Any] = {
+        "lr": v.finite_float(lr, "lr", positive=True),
+        "batch_size": v.positive_int(batch_size, "batch_size"),
+        "backend": v.choice(backend, "backend", BACKENDS),
+        "seed": v.seed_int(seed),
+        "gram_budget_bytes": v.positive_int(gram_budget_bytes, "gram_budget_bytes"),
+    }
+    index = v.choice(index, "index", INDEXES)
+    gram = v.choice(gram, "gram", GRAM_MODES)
+    if out["batch_size"] > data.n:
+        raise ArgumentError("batch_size", f"{out['batch_size']} exceeds the {data.n} training points")
+    n, m = data.n, net.width
+    threads = _core.thread_count()
+    has_block = any(b.data.n == n and b.data.fingerprint == data.fingerprint for b in net.coefficients)
+    block = 0.0 if has_block else 8.0 * n * m
+    trained = [b.data.n for b in net.coefficients if b._coef.trained]
+    if out["backend"] == "kron":
+        out["index"] = _resolve_index(index, n, m, net.threshold)
+        if gram == "auto":
+            gram = "precomputed" if 8.0 * n * n <= out["gram_budget_bytes"] else "columns"
+        out["gram"] = gram
+        transient = max(
+            float(_core.init_scratch_bytes(list(net.dims), n, threads)),
+            8.0 * n * max(trained, default=0),
+            8.0 * 64 * n * threads if gram == "precomputed" else 0.0,
+        )
+        out["estimate"] = (
+            8.0 * n * m
+            + block
+            + (8.0 * n * n if gram == "precomputed" else 0.0)
+            + float(_core.index_memory_bytes(out["index"], n, m))
+            + 8.0 * n * (sum(data.dims) + 1)
+            + transient
+        )
+        out["what"] = "the training state (P, coefficients, Gram, index)"
+    else:
+        out["index"] = "none"
+        out["gram"] = "none"
+        d = data.d
+        out["estimate"] = 8.0 * d * (n + m + max(trained, default=0)) + block + 8.0 * n * m
+        out["what"] = "the dense backend's X (n × d) and W (width × d)"
+    return out
 
 
 #: "auto" uses the crossing bits while n · q <= this, where q = P(N(0,1) > b)

@@ -1,0 +1,126 @@
+"""Training checkpoints: a trainer written to one file and continued from it
+bitwise exactly (docs/format.md, kind "checkpoint").
+
+A checkpoint is a saved net (every coefficient block with its points) plus
+what the trainer alone knows: its data's targets (in the net's block), lr,
+batch size, index, backend, Gram mode, the sampler's generator state, epoch
+order and position, the step count, and the training state itself — P for
+the Kronecker backend (recomputing it from the coefficients would round
+differently), W for the dense one.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict
+
+import numpy as np
+
+from . import storage
+from .errors import FileFormatError
+
+
+def write(trainer: Any, path: Any) -> None:
+    """Writes `trainer` (see `Trainer.checkpoint`)."""
+    net = trainer.net
+    state = net._state()
+    fp = trainer.data.fingerprint
+    block = next(j for j, b in enumerate(net.coefficients) if b.data.n == trainer.data.n and b.data.fingerprint == fp)
+    arrays = storage.net_arrays(state)
+    # The trainer's own targets, which may differ from those stored with the
+    # block when another data set with the same points made it.
+    arrays["trainer/y"] = trainer.data.y
+    core_state = trainer._core.export_state()
+    arrays["trainer/state"] = core_state["state"]
+    sampler = trainer._sampler.state()
+    arrays["trainer/order"] = sampler["order"]
+    rng = sampler["rng"]
+    meta: Dict[str, Any] = {
+        "net": storage.net_meta(state),
+        "trainer": {
+            "block": block,
+            "backend": trainer.backend,
+            "index": trainer.index,
+            "gram": trainer.gram,
+            "lr": trainer.lr,
+            "batch_size": trainer.batch_size,
+            "seed": trainer.seed,
+            "gram_budget_bytes": trainer._gram_budget_bytes,
+            "steps_done": trainer.steps_done,
+            "sampler_pos": int(sampler["pos"]),
+            "sampler_rng": rng,
+        },
+    }
+    if "p_bound" in core_state:
+        meta["trainer"]["p_bound"] = float(core_state["p_bound"])
+    storage.write(path, "checkpoint", meta, arrays)
+
+
+def restore(cls: Any, path: Any) -> Any:
+    """A Trainer continued from the checkpoint at `path`."""
+    from .data import KronData
+    from .net import TwoLayerNet
+
+    with storage.Reader(path) as r:
+        if r.field(r.meta, "kind", str) != "checkpoint":
+            raise r.fail(f"holds a {r.meta['kind']!r}, not a training checkpoint (use kronnet.load for nets)")
+        net_state = storage.read_net_state(r)
+        t = r.field(r.meta, "trainer", dict)
+        block = r.field(t, "block", int, "trainer")
+        if not 0 <= block < len(net_state["blocks"]):
+            raise r.fail(f"trainer: block {block} does not exist")
+        backend = r.field(t, "backend", str, "trainer")
+        y = r.array("trainer/y", np.float64, 1)
+        core_state = r.array("trainer/state", np.float64, 2)
+        order = r.array("trainer/order", np.int64, 1)
+        resume = {
+            "state": core_state,
+            "p_bound": float(r.field(t, "p_bound", (int, float), "trainer")) if backend == "kron" else None,
+            "steps_done": r.field(t, "steps_done", int, "trainer"),
+            "sampler": {
+                "rng": r.field(t, "sampler_rng", dict, "trainer"),
+                "order": order,
+                "pos": r.field(t, "sampler_pos", int, "trainer"),
+            },
+        }
+        args = {
+            "lr": r.field(t, "lr", (int, float), "trainer"),
+            "batch_size": r.field(t, "batch_size", int, "trainer"),
+            "index": r.field(t, "index", str, "trainer"),
+            "backend": backend,
+            "seed": r.field(t, "seed", int, "trainer"),
+            "gram": r.field(t, "gram", str, "trainer"),
+            "gram_budget_bytes": r.field(t, "gram_budget_bytes", int, "trainer"),
+        }
+
+        def make() -> Any:
+            net = TwoLayerNet._from_state(net_state)
+            points = net_state["blocks"][block]
+            data = KronData(list(points["factors"]), y, copy=False)
+            _check_resume(r, resume, data.n, net.width, data.d, backend)
+            if args["index"] == "none":
+                args["index"] = "auto"
+            if args["gram"] == "none":
+                args["gram"] = "auto"
+            tr = cls.__new__(cls)
+            tr._setup(net, data, resume=resume, **args)
+            return tr
+
+        return storage.build(r, make)
+
+
+def _check_resume(r: Any, resume: Dict[str, Any], n: int, width: int, d: int, backend: str) -> None:
+    """Shapes and ranges of the trainer's own state, before any allocation."""
+    expected = (width, n) if backend == "kron" else (width, d)
+    if resume["state"].shape != expected:
+        raise r.fail(f"trainer/state has shape {resume['state'].shape}, expected {expected}")
+    order, pos = resume["sampler"]["order"], resume["sampler"]["pos"]
+    if order.size and not np.array_equal(np.sort(order), np.arange(n)):
+        raise r.fail("trainer/order is not a permutation of the training points")
+    if not 0 <= pos <= order.size:
+        raise r.fail(f"trainer: sampler position {pos} is outside the epoch of {order.size} points")
+    if resume["steps_done"] < 0:
+        raise r.fail("trainer: steps_done is negative")
+    try:
+        np.random.default_rng().bit_generator.state = resume["sampler"]["rng"]
+    except (TypeError, ValueError, KeyError) as exc:
+        raise FileFormatError(r.path, f"trainer: the sampler's generator state is invalid ({exc})") from None

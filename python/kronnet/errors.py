@@ -1,0 +1,163 @@
+"""The exceptions kronnet raises.
+
+Each derives from the standard exception a Python user already catches for
+that kind of fault (``ValueError``, ``TypeError``, ``MemoryError``,
+``FloatingPointError``) and from :class:`KronnetError`, and carries the facts
+of the fault as attributes, so that code can react to them without parsing
+messages. The Rust core raises the same classes (``src/bindings.rs``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Tuple
+
+
+class KronnetError(Exception):
+    """Base class of every exception kronnet defines.
+
+    Examples
+    --------
+    >>> import kronnet as kn
+    >>> issubclass(kn.DivergenceError, kn.KronnetError)
+    True
+    """
+
+
+class ArgumentError(KronnetError, ValueError):
+    """An argument has a bad value (shape, size, range, NaN...).
+
+    Parameters
+    ----------
+    arg : str
+        The argument's name, as the caller spelled it (``"factors[1]"``,
+        ``"batch"``...). Also the start of the message.
+    reason : str
+        What is wrong with it.
+
+    Examples
+    --------
+    >>> import kronnet as kn
+    >>> try:
+    ...     kn.TwoLayerNet((4, 4), width=0)
+    ... except ValueError as exc:
+    ...     print(exc.arg, "|", exc)
+    width | width: must be positive, got 0
+    """
+
+    def __init__(self, arg: str, reason: str) -> None:
+        super().__init__(f"{arg}: {reason}")
+        self.arg = arg
+        self.reason = reason
+
+    def __reduce__(self) -> Tuple[Any, ...]:
+        return (type(self), (self.arg, self.reason))
+
+
+class ArgumentTypeError(KronnetError, TypeError):
+    """An argument has the wrong type (a float where an int is needed, a
+    string where an array is needed...).
+
+    Parameters
+    ----------
+    arg : str
+        The argument's name.
+    reason : str
+        What was expected and what was given.
+    """
+
+    def __init__(self, arg: str, reason: str) -> None:
+        super().__init__(f"{arg}: {reason}")
+        self.arg = arg
+        self.reason = reason
+
+    def __reduce__(self) -> Tuple[Any, ...]:
+        return (type(self), (self.arg, self.reason))
+
+
+class OutOfMemoryError(KronnetError, MemoryError):
+    """An array would not fit in memory; raised before allocating it.
+
+    Parameters
+    ----------
+    what : str
+        What would be allocated.
+    nbytes : int
+        Bytes it needs.
+    available : int, optional
+        Bytes the machine had available when it was checked.
+    arg : str, optional
+        The argument whose size asked for it.
+    """
+
+    def __init__(self, what: str, nbytes: int, available: Optional[int] = None, arg: Optional[str] = None) -> None:
+        gib = float(nbytes) / 2**30
+        msg = f"{what} needs {int(nbytes)} bytes ({gib:.2f} GiB)"
+        if available is not None:
+            msg += f", but only {available / 2**30:.2f} GiB is available"
+        else:
+            msg += ", which cannot be allocated"
+        super().__init__(f"{arg}: {msg}" if arg else msg)
+        self.what = what
+        self.nbytes = int(nbytes)
+        self.available = available
+        self.arg = arg
+
+    def __reduce__(self) -> Tuple[Any, ...]:
+        return (type(self), (self.what, self.nbytes, self.available, self.arg))
+
+
+class DivergenceError(KronnetError, FloatingPointError):
+    """A step would make the loss or the weights non-finite (or push them past
+    the bound that keeps them finite). The model is left at its last finite
+    state, at the step boundary before the failing step.
+
+    Attributes
+    ----------
+    history : History or None
+        Set by :meth:`Trainer.fit`: the record of the steps that completed
+        in that call before the failing one.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.history: Any = None
+
+    def __reduce__(self) -> Tuple[Any, ...]:
+        return (type(self), (str(self),))
+
+
+class FileFormatError(KronnetError, ValueError):
+    """A file is not a readable kronnet file: truncated, corrupted, of another
+    kind, or of an unsupported format version.
+
+    Parameters
+    ----------
+    path : str
+        The file.
+    problem : str
+        What is wrong with it.
+    """
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+        self.problem = problem
+
+    def __reduce__(self) -> Tuple[Any, ...]:
+        return (type(self), (self.path, self.problem))
+
+
+class StaleTrainerError(KronnetError):
+    """The net was changed by another trainer since this trainer last ran, so
+    this trainer's state no longer matches the net's weights."""
+
+
+__all__ = [
+    "ArgumentError",
+    "ArgumentTypeError",
+    "DivergenceError",
+    "FileFormatError",
+    "KronnetError",
+    "OutOfMemoryError",
+    "StaleTrainerError",
+]

@@ -1,0 +1,258 @@
+"""kronnet's file format: saved nets and training checkpoints (docs/format.md).
+
+A file is a NumPy ``.npz`` archive (a zip of ``.npy`` arrays, each with a
+CRC-32) holding one JSON document, ``kronnet.json``, stored as UTF-8 bytes,
+and plain float64/int64 arrays. It is read with ``allow_pickle=False``, so a
+file can never execute code or build arbitrary objects, and any language
+with a zip and an ``.npy`` reader can read it. Writes are atomic: the file is
+written under a temporary name in the same directory, flushed to disk
+(fsync), then renamed over the target, so a crash leaves any previous file
+intact. Every read is checked, and whatever is wrong with a file —
+truncated, corrupted, another kind of file, an unknown format version,
+inconsistent shapes — raises :class:`~kronnet.errors.FileFormatError`
+naming the file and the problem.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+from . import _core
+from .errors import ArgumentError, ArgumentTypeError, FileFormatError, KronnetError
+
+#: The format name in ``kronnet.json``.
+FORMAT = "kronnet"
+#: The format version this kronnet writes and reads.
+VERSION = 1
+META = "kronnet.json"
+
+
+def _meta_array(meta: Dict[str, Any]) -> np.ndarray:
+    return np.frombuffer(json.dumps(meta, allow_nan=False).encode("utf-8"), dtype=np.uint8)
+
+
+def net_arrays(state: Dict[str, Any]) -> Dict[str, np.ndarray]:
+    """The arrays of a net's state, by member name."""
+    arrays: Dict[str, np.ndarray] = {}
+    for j, blk in enumerate(state["blocks"]):
+        for k, u in enumerate(blk["factors"]):
+            arrays[f"block{j}/factor{k}"] = u
+        if blk["y"] is not None:
+            arrays[f"block{j}/y"] = blk["y"]
+        # alpha (m, n) written from alpha^T (n, m) without a copy: the .npy
+        # header records Fortran order.
+        arrays[f"block{j}/alpha"] = blk["alpha_t"].T
+    return arrays
+
+
+def net_meta(state: Dict[str, Any]) -> Dict[str, Any]:
+    """The JSON description of a net's state."""
+    return {
+        "dims": list(state["dims"]),
+        "width": int(state["width"]),
+        "threshold": float(state["threshold"]),
+        "seed": int(state["seed"]),
+        "blocks": len(state["blocks"]),
+    }
+
+
+def write(path: Any, kind: str, meta: Dict[str, Any], arrays: Dict[str, np.ndarray]) -> None:
+    """Writes one file atomically: temporary file, fsync, rename."""
+    path = os.fspath(path)
+    if not isinstance(path, str):
+        raise ArgumentTypeError("path", f"expected a str or os.PathLike path, got {type(path).__name__}")
+    doc = {"format": FORMAT, "version": VERSION, "kind": kind, "kronnet_version": _core.__version__, **meta}
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".kronnet-", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **{META: _meta_array(doc)}, **arrays)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    # The rename itself is durable only once the directory is synced.
+    try:
+        dfd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dfd)
+    except OSError:
+        pass
+    finally:
+        os.close(dfd)
+
+
+class Reader:
+    """A kronnet file opened for checked reads of its members."""
+
+    def __init__(self, path: Any) -> None:
+        self.path = os.fspath(path)
+        try:
+            archive = np.load(self.path, allow_pickle=False)
+        except (FileNotFoundError, IsADirectoryError, PermissionError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is a format error
+            raise FileFormatError(self.path, f"is not a kronnet file ({type(exc).__name__}: {exc})") from None
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise FileFormatError(self.path, "is a single .npy array, not a kronnet file")
+        self._archive = archive
+        self.names = set(archive.files)
+        if META not in self.names:
+            self.close()
+            raise FileFormatError(self.path, f"is a zip archive without {META}: not a kronnet file")
+        raw = self.array(META, np.uint8, 1)
+        try:
+            doc = json.loads(raw.tobytes().decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            self.close()
+            raise FileFormatError(self.path, f"{META} is not valid JSON ({exc})") from None
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+            self.close()
+            raise FileFormatError(self.path, f"{META} does not describe a kronnet file")
+        version = doc.get("version")
+        if version != VERSION:
+            self.close()
+            raise FileFormatError(
+                self.path,
+                f"has format version {version!r}; this kronnet ({_core.__version__}) reads version {VERSION}",
+            )
+        self.meta = doc
+
+    def close(self) -> None:
+        self._archive.close()
+
+    def __enter__(self) -> "Reader":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def fail(self, problem: str) -> FileFormatError:
+        return FileFormatError(self.path, problem)
+
+    def field(self, doc: Dict[str, Any], key: str, kind: Any, where: str = META) -> Any:
+        """doc[key], checked to be of type `kind`."""
+        if key not in doc:
+            raise self.fail(f"{where} has no {key!r}")
+        value = doc[key]
+        ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
+        if not ok:
+            raise self.fail(f"{where}: {key!r} has the wrong type ({type(value).__name__})")
+        return value
+
+    def array(self, name: str, dtype: Any, ndim: int, optional: bool = False) -> Optional[np.ndarray]:
+        """Member `name`, checked for dtype and rank; CRC errors and
+        truncation surface here."""
+        if name not in self.names:
+            if optional:
+                return None
+            raise self.fail(f"member {name!r} is missing")
+        try:
+            arr = self._archive[name]
+        except Exception as exc:  # noqa: BLE001 - corruption shows up as many exception types
+            raise self.fail(f"member {name!r} cannot be read ({type(exc).__name__}: {exc})") from None
+        if not isinstance(arr, np.ndarray) or arr.dtype != np.dtype(dtype) or arr.ndim != ndim:
+            got = f"{getattr(arr, 'dtype', type(arr).__name__)} with {getattr(arr, 'ndim', '?')} dims"
+            raise self.fail(f"member {name!r} should be a {ndim}-D {np.dtype(dtype)} array, got {got}")
+        return arr
+
+
+def read_net_state(r: Reader) -> Dict[str, Any]:
+    """The net's state from an open file (the inverse of `net_arrays` and
+    `net_meta`); shapes and values are checked when the net is built."""
+    m = r.field(r.meta, "net", dict)
+    dims = r.field(m, "dims", list, "net")
+    if not dims or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in dims):
+        raise r.fail(f"net: 'dims' must be a list of positive integers, got {dims!r}")
+    n_blocks = r.field(m, "blocks", int, "net")
+    if n_blocks < 0:
+        raise r.fail("net: 'blocks' must be >= 0")
+    blocks: List[Dict[str, Any]] = []
+    for j in range(n_blocks):
+        factors = []
+        for k in range(len(dims)):
+            u = r.array(f"block{j}/factor{k}", np.float64, 2)
+            assert u is not None
+            factors.append(u)
+        y = r.array(f"block{j}/y", np.float64, 1, optional=True)
+        alpha = r.array(f"block{j}/alpha", np.float64, 2)
+        assert alpha is not None
+        blocks.append({"factors": factors, "y": y, "alpha_t": alpha.T})
+    return {
+        "dims": dims,
+        "width": r.field(m, "width", int, "net"),
+        "threshold": r.field(m, "threshold", (int, float), "net"),
+        "seed": r.field(m, "seed", int, "net"),
+        "blocks": blocks,
+    }
+
+
+def build(r: Reader, make: Any) -> Any:
+    """Runs a constructor on file contents, turning any refusal into a
+    FileFormatError that names the file."""
+    try:
+        return make()
+    except (ArgumentError, ArgumentTypeError, KronnetError, ValueError, TypeError) as exc:
+        if isinstance(exc, FileFormatError):
+            raise
+        raise r.fail(f"inconsistent contents: {exc}") from None
+
+
+def save_net(net: Any, path: Any) -> None:
+    """Writes `net` (kind "net")."""
+    state = net._state()
+    write(path, "net", {"net": net_meta(state)}, net_arrays(state))
+
+
+def load(path: Any) -> Any:
+    """Loads a net saved by :meth:`TwoLayerNet.save` (or the net inside a
+    checkpoint written by :meth:`Trainer.checkpoint`).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+
+    Returns
+    -------
+    TwoLayerNet
+        A net that predicts bitwise identically to the one saved.
+
+    Raises
+    ------
+    FileFormatError
+        The file is truncated, corrupted, not a kronnet file, or of an
+        unsupported format version.
+    FileNotFoundError
+        There is no file at `path`.
+
+    Examples
+    --------
+    >>> import os, tempfile, kronnet as kn
+    >>> data = kn.make_kronecker_data(32, dims=(4, 4), seed=0)
+    >>> net = kn.TwoLayerNet(data.dims, width=64)
+    >>> _ = kn.Trainer(net, data, lr=kn.suggest_lr(net, 8)).fit(50)
+    >>> path = os.path.join(tempfile.mkdtemp(), "net.kronnet")
+    >>> net.save(path)
+    >>> bool((kn.load(path).predict(data) == net.predict(data)).all())
+    True
+    """
+    from .net import TwoLayerNet
+
+    with Reader(path) as r:
+        kind = r.field(r.meta, "kind", str)
+        if kind not in ("net", "checkpoint"):
+            raise r.fail(f"holds a {kind!r}, not a net or checkpoint")
+        state = read_net_state(r)
+        return build(r, lambda: TwoLayerNet._from_state(state))
