@@ -448,7 +448,7 @@ fn check_offsets(indices: usize, offsets: &[usize]) -> PyResult<()> {
 /// A training run's state: the backend's (P, Gram, index; or X and W) and
 /// the net's coefficient block it accumulates into. Dropping it frees
 /// everything but the block.
-#[pyclass(module = "kronnet._core")]
+#[pyclass(module = "kronnet._core", weakref)]
 struct TrainerCore {
     engine: Engine,
     coef: Py<PyCoefficients>,

@@ -88,7 +88,10 @@ impl KronState {
             GramMode::Precomputed => Some(gram(&f)?),
             GramMode::Columns => None,
         };
-        let p_t = p_t.as_standard_layout().into_owned();
+        // Taken over as is when row-major: `as_standard_layout().into_owned()`
+        // would copy even then, and a second P is the largest thing a trainer
+        // could allocate.
+        let p_t = if p_t.is_standard_layout() { p_t } else { p_t.as_standard_layout().into_owned() };
         let index = make_index(p_t.t());
         let p_bound = max_abs(p_t.iter());
         Ok(KronState {

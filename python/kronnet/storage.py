@@ -108,6 +108,17 @@ class Reader:
         if not isinstance(archive, np.lib.npyio.NpzFile):
             raise FileFormatError(self.path, "is a single .npy array, not a kronnet file")
         self._archive = archive
+        # Reading a member does not always verify its CRC-32 (numpy stops at
+        # the array's last byte), so every member is checked up front: a
+        # flipped byte anywhere must not load as a silently different number.
+        try:
+            damaged = archive.zip.testzip()
+        except Exception as exc:  # noqa: BLE001 - a damaged zip raises many types
+            self.close()
+            raise FileFormatError(self.path, f"is damaged ({type(exc).__name__}: {exc})") from None
+        if damaged is not None:
+            self.close()
+            raise FileFormatError(self.path, f"member {damaged!r} is corrupted (CRC-32 mismatch)")
         self.names = set(archive.files)
         if META not in self.names:
             self.close()
