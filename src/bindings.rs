@@ -90,28 +90,32 @@ struct Finished<T> {
     signal: Option<PyErr>,
 }
 
-/// Runs `work` on a scoped thread with the GIL released while the calling
-/// thread, which Python delivers signals to, polls for them every `POLL`.
-/// A signal handler's exception asks the work to stop (`Control`); the work
-/// then returns at its next consistent boundary.
+/// Runs `work` as a task of the rayon pool with the GIL released while the
+/// calling thread, which Python delivers signals to, polls for them every
+/// `POLL`. A signal handler's exception asks the work to stop (`Control`);
+/// the work then returns at its next consistent boundary. The pool's own
+/// long-lived threads run it (not a fresh thread per call), so the
+/// allocator's per-thread arenas stay few and memory does not fragment
+/// across calls.
 fn interruptible<T: Send>(py: Python<'_>, work: impl FnOnce(&Control) -> crate::Result<T> + Send) -> Finished<T> {
     let ctl = Control::new();
     let mut signal: Option<PyErr> = None;
-    let result = py.detach(|| {
-        std::thread::scope(|scope| {
-            let (tx, rx) = channel::<()>();
-            let ctl = &ctl;
-            let handle = scope.spawn(move || {
+    let mut slot: Option<Result<crate::Result<T>, String>> = None;
+    py.detach(|| {
+        let (tx, rx) = channel::<()>();
+        let (ctl, slot, signal) = (&ctl, &mut slot, &mut signal);
+        rayon::in_place_scope(|scope| {
+            scope.spawn(move |_| {
                 let r = catch_unwind(AssertUnwindSafe(|| work(ctl)));
+                *slot = Some(r.map_err(panic_message));
                 let _ = tx.send(());
-                r
             });
             loop {
                 match rx.recv_timeout(POLL) {
                     Err(RecvTimeoutError::Timeout) => {
                         if signal.is_none() {
                             if let Err(e) = Python::attach(|py| py.check_signals()) {
-                                signal = Some(e);
+                                *signal = Some(e);
                                 ctl.request_stop();
                             }
                         }
@@ -119,12 +123,9 @@ fn interruptible<T: Send>(py: Python<'_>, work: impl FnOnce(&Control) -> crate::
                     _ => break,
                 }
             }
-            match handle.join() {
-                Ok(Ok(r)) => Ok(r),
-                Ok(Err(panic)) | Err(panic) => Err(panic_message(panic)),
-            }
-        })
+        });
     });
+    let result = slot.unwrap_or_else(|| Err("the work did not report a result".into()));
     Finished { result, signal }
 }
 

@@ -3,6 +3,7 @@ coefficient block, a dropped trainer frees its P, Gram and index, and the
 learned state is readable without materializing W (docs/design.md)."""
 
 import gc
+import os
 import subprocess
 import sys
 import weakref
@@ -93,7 +94,8 @@ print(" ".join(map(str, out)), len(net.coefficients))
 
 
 def test_building_and_dropping_trainers_leaves_memory_flat():
-    res = subprocess.run([sys.executable, "-c", CHURN], capture_output=True, text=True, timeout=300, check=True)
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(1 << 20))  # see kronnet/cli.py, bench churn
+    res = subprocess.run([sys.executable, "-c", CHURN], capture_output=True, text=True, timeout=300, check=True, env=env)
     *sizes, blocks = map(int, res.stdout.split())
     assert blocks == 1
     # n m = 4M: P alone is 32 MiB; four live trainers used to make the

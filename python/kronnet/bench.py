@@ -273,3 +273,59 @@ def peak_memory_of_run(d: int, n: int, width: int, batch_size: int, steps: int) 
         "print([int(l.split()[1]) * 1024 for l in open('/proc/self/status') if l.startswith('VmHWM')][0])\n"
     )
     return int(_child_output(code))
+
+
+def trainer_churn(n: int, width: int, dims: tuple, trainers: int, steps: int, probe_points: int) -> List[Dict[str, float]]:
+    """Builds and drops `trainers` trainers on one net, one after another,
+    on the same data; after each, the process's resident memory (glibc
+    trimmed, so freed blocks do not count) and the median time of
+    `net.predict` on `probe_points` fresh points. Flat figures show that a
+    dropped trainer leaves nothing behind but the net's one coefficient block.
+    """
+    import ctypes
+    import gc
+
+    try:
+        trim: Optional[Callable[[int], int]] = ctypes.CDLL("libc.so.6").malloc_trim
+    except OSError:
+        trim = None
+
+    def rss() -> int:
+        gc.collect()
+        if trim is not None:
+            trim(0)
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        return 0
+
+    data = make_kronecker_data(n, dims=dims, seed=0)
+    probe = make_kronecker_data(probe_points, dims=dims, seed=1)
+    net = TwoLayerNet(dims, width, seed=0)
+    rows = []
+    for k in range(1, trainers + 1):
+        tr = Trainer(net, data, lr=suggest_lr(net, 8))
+        tr.fit(steps)
+        del tr
+        rows.append(
+            {
+                "trainers": k,
+                "rss_bytes": rss(),
+                "predict_seconds": median_time(lambda: net.predict(probe), min_seconds=0.3),
+                "blocks": len(net.coefficients),
+            }
+        )
+    return rows
+
+
+def churn_table(rows: List[Dict[str, float]]) -> str:
+    """The churn measurement as a Markdown table, relative to k = 1."""
+    first = rows[0]
+    lines = ["| trainers built and dropped | RSS MiB | vs k=1 | predict ms | vs k=1 | blocks |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(
+            f"| {r['trainers']} | {r['rss_bytes'] / 2**20:.1f} | {r['rss_bytes'] / first['rss_bytes']:.3f} | "
+            f"{r['predict_seconds'] * 1e3:.2f} | {r['predict_seconds'] / first['predict_seconds']:.3f} | {r['blocks']} |"
+        )
+    return "\n".join(lines)

@@ -81,6 +81,12 @@ def _pinned(args: argparse.Namespace, argv: List[str]) -> Optional[int]:
         return None
     env = pin_threads_env(args.threads)
     env["KRONNET_BENCH_THREADS"] = str(args.threads)
+    if getattr(args, "sweep", None) == "churn":
+        # glibc raises its mmap threshold to the size of the last freed
+        # block, after which freed arrays stay in the heap and RSS shows the
+        # allocator's caching, not the program's live memory. A fixed
+        # threshold returns every freed array to the system at once.
+        env["MALLOC_MMAP_THRESHOLD_"] = str(1 << 20)
     return subprocess.call([sys.executable, "-m", "kronnet", *argv], env=env)
 
 
@@ -321,7 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=demo)
 
     b = sub.add_parser("bench", help="measure: per-step time vs d against dense baselines, or the activation indexes")
-    b.add_argument("sweep", nargs="?", choices=["scaling", "index"], default="scaling")
+    b.add_argument("sweep", nargs="?", choices=["scaling", "index", "churn"], default="scaling")
     b.add_argument("--n", type=int, default=512, help="training points (default 512)")
     b.add_argument("--width", type=int, default=2048, help="hidden neurons m for the scaling sweep (default 2048)")
     b.add_argument("--batch-size", type=int, default=8, help="S (default 8)")
@@ -338,8 +344,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def bench_churn(args: argparse.Namespace) -> int:
+    from . import bench
+
+    n, m = max(args.n, 1024), max(args.width, 4096)
+    print(f"trainers built, trained 50 steps and dropped on one net: n={n}, m={m}, dims=(16, 16), predict on 1000 points")
+    print(bench.churn_table(bench.trainer_churn(n, m, (16, 16), 6, 50, 1000)))
+    return 0
+
+
 def bench_command(args: argparse.Namespace) -> int:
-    return bench_index(args) if args.sweep == "index" else bench_scaling(args)
+    return {"index": bench_index, "churn": bench_churn}.get(args.sweep, bench_scaling)(args)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
