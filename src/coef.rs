@@ -1,6 +1,6 @@
 //! The learned part of the weights over one training set: coefficients α
-//! (m × n) with w_r = w_r(0) + Σ_s Σ_i α_s[r, i] x_{s,i} (DESIGN.md §3;
-//! docs/design.md "State"). Every SGD update lies in the span of the batch
+//! (m × n) with w_r = w_r(0) + Σ_s Σ_i α_s[r, i] x_{s,i} (docs/design.md,
+//! "The state, and who owns it"). Every SGD update lies in the span of the batch
 //! inputs, so a step only adds to α[R, B].
 //!
 //! A block belongs to the model, not to a trainer: trainers on the same

@@ -1,6 +1,6 @@
 //! The two-layer model's fixed parts and the arithmetic shared by both
 //! backends: f(x) = (1/√m) Σ_r a_r σ_b(<w_r, x>), σ_b(z) = max(z − b, 0), and
-//! the SGD coefficients of one batch (DESIGN.md §2–3).
+//! the SGD coefficients of one batch (docs/design.md, "The model", "The algorithm").
 
 use crate::coef::Coefficients;
 use crate::control::Control;

@@ -1,5 +1,5 @@
 //! Preactivations and outputs of any points under the trained weights
-//! W = W(0) + Σ_s α_sᵀ X_s (DESIGN.md §3, "Prediction"; docs/design.md):
+//! W = W(0) + Σ_s α_sᵀ X_s (docs/design.md, "The algorithm"):
 //! <w_r, x'> = <w_r(0), x'> + Σ_s Σ_i α_s[r, i] <x_{s,i}, x'>, the first term
 //! by regenerating W(0) (`init.rs`), the second by per-factor cross-Grams
 //! (`gram.rs`). No m × d array exists; `predict` works through the points in

@@ -1,4 +1,4 @@
-//! The Kronecker backend's training state and SGD step (DESIGN.md §3).
+//! The Kronecker backend's training state and SGD step (docs/design.md, "The algorithm").
 //!
 //! The trainer's state is P (n × m, P[i, r] = <w_r, x_i>), the Gram and the
 //! index; the coefficients α (m × n, w_r = w_r(0) + Σ_i α[r, i] x_i,

@@ -1,4 +1,4 @@
-//! The asynchronous tree (DESIGN.md §4): the activated-neuron index the
+//! The asynchronous tree (docs/design.md, "The asynchronous tree"): the activated-neuron index the
 //! algorithm is named for.
 //!
 //! One max-tree per training point i over its m preactivations P[i, ·]. Each

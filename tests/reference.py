@@ -1,5 +1,5 @@
 """An independent dense NumPy implementation of the model and its SGD step
-(DESIGN.md §2), written from the formulas, sharing no code with kronnet."""
+(docs/design.md, "The model"), written from the formulas, sharing no code with kronnet."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The Kronecker backend, the dense backend and an independent NumPy
 reference are the same algorithm: every step's loss, the trained weights and
-predictions on unseen points agree to 1e-9 relative (DESIGN.md §3)."""
+predictions on unseen points agree to 1e-9 relative (docs/design.md, "The algorithm")."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,4 @@
-"""Results are bitwise identical with 1 and 2 rayon threads (DESIGN.md §6)."""
+"""Results are bitwise identical with 1 and 2 rayon threads (README.md, "Performance")."""
 
 import hashlib
 import os

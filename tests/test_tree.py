@@ -1,5 +1,5 @@
 """kn.AsyncTree against brute force (numpy), under random interleavings of
-updates and queries (DESIGN.md §4)."""
+updates and queries (docs/design.md, "The asynchronous tree")."""
 
 import numpy as np
 import pytest

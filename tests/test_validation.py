@@ -1,4 +1,4 @@
-"""DESIGN.md §7: every public entry point validates its arguments; each bad
+"""docs/design.md, "Faults": every public entry point validates its arguments; each bad
 input gets a Python exception whose message names the argument, before any
 large allocation; nothing crashes the interpreter."""
 

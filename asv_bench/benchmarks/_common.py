@@ -19,7 +19,7 @@ import numpy as np  # noqa: E402
 import kronnet as kn  # noqa: E402
 from kronnet import bench  # noqa: E402
 
-# DESIGN.md §6 reference shape.
+# The reference shape of README.md, "Performance".
 N, WIDTH, BATCH = 512, 2048, 8
 
 

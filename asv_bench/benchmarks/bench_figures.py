@@ -1,4 +1,4 @@
-"""DESIGN.md §6 figures as tracked ratios, each measured side by side in
+"""The performance figures (README.md, "Performance") as tracked ratios, each measured side by side in
 one process (ratios are steadier than absolute times on a shared machine)."""
 
 from ._common import BATCH, N, WIDTH, bench, kn

@@ -1,5 +1,5 @@
 """The two-layer model f(W, x) = (1/sqrt(m)) sum_r a_r max(<w_r, x> - b, 0),
-and the weights it owns (docs/design.md, "State")."""
+and the weights it owns (docs/design.md, "The state, and who owns it")."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def default_threshold(width: int) -> float:
     """The default threshold b = sqrt(0.4 ln m).
 
     Each unit-norm input then fires about m^(4/5) neurons at initialization
-    (DESIGN.md §2): a few percent for widths in the thousands.
+    (docs/design.md, "The model"): a few percent for widths in the thousands.
 
     Parameters
     ----------

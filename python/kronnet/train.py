@@ -1,4 +1,4 @@
-"""SGD training of a TwoLayerNet on KronData (DESIGN.md §3)."""
+"""SGD training of a TwoLayerNet on KronData (docs/design.md, "The algorithm")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The asynchronous tree (DESIGN.md §4) as a standalone structure."""
+"""The asynchronous tree (docs/design.md, "The asynchronous tree") as a standalone structure."""
 
 from __future__ import annotations
 
