@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Literal, Optional, Tuple
 
 import numpy as np
 
@@ -18,6 +18,10 @@ from .net import TwoLayerNet
 BACKENDS = ("kron", "dense")
 INDEXES = ("auto", "scan", "tree", "bits")
 GRAM_MODES = ("auto", "precomputed", "columns")
+
+Backend = Literal["kron", "dense"]
+IndexKind = Literal["auto", "scan", "tree", "bits"]
+GramMode = Literal["auto", "precomputed", "columns"]
 
 #: Added to every memory estimate: what the process's RSS grows by beyond
 #: the arrays themselves (glibc keeps freed blocks in per-thread arenas, and
@@ -192,10 +196,10 @@ class Trainer:
         data: KronData,
         lr: float = 0.5,
         batch_size: int = 8,
-        index: str = "auto",
-        backend: str = "kron",
+        index: IndexKind = "auto",
+        backend: Backend = "kron",
         seed: int = 0,
-        gram: str = "auto",
+        gram: GramMode = "auto",
         gram_budget_bytes: int = GRAM_BUDGET_BYTES,
     ) -> None:
         self._setup(net, data, lr, batch_size, index, backend, seed, gram, gram_budget_bytes, None)
@@ -252,9 +256,9 @@ class Trainer:
     def estimate_memory(
         net: TwoLayerNet,
         data: KronData,
-        backend: str = "kron",
-        index: str = "auto",
-        gram: str = "auto",
+        backend: Backend = "kron",
+        index: IndexKind = "auto",
+        gram: GramMode = "auto",
         gram_budget_bytes: int = GRAM_BUDGET_BYTES,
     ) -> int:
         """Peak bytes a Trainer on (net, data) allocates, before building it.
