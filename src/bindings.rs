@@ -41,7 +41,9 @@ fn to_py(py: Python<'_>, e: KronError) -> PyErr {
             KronError::Invalid { arg, msg } => errors.getattr("ArgumentError")?.call1((arg, msg)),
             KronError::OutOfMemory { what, bytes, .. } => errors.getattr("OutOfMemoryError")?.call1((what, *bytes)),
             KronError::Diverged(msg) => errors.getattr("DivergenceError")?.call1((msg,)),
-            KronError::Interrupted => Ok(PyKeyboardInterrupt::new_err("interrupted").into_value(py).into_bound(py).into_any()),
+            KronError::Interrupted => {
+                Ok(PyKeyboardInterrupt::new_err("interrupted").into_value(py).into_bound(py).into_any())
+            }
         }
     })();
     match made {
@@ -110,17 +112,13 @@ fn interruptible<T: Send>(py: Python<'_>, work: impl FnOnce(&Control) -> crate::
                 *slot = Some(r.map_err(panic_message));
                 let _ = tx.send(());
             });
-            loop {
-                match rx.recv_timeout(POLL) {
-                    Err(RecvTimeoutError::Timeout) => {
-                        if signal.is_none() {
-                            if let Err(e) = Python::attach(|py| py.check_signals()) {
-                                *signal = Some(e);
-                                ctl.request_stop();
-                            }
-                        }
+            // Until the task reports (or its sender is dropped by a panic).
+            while let Err(RecvTimeoutError::Timeout) = rx.recv_timeout(POLL) {
+                if signal.is_none() {
+                    if let Err(e) = Python::attach(|py| py.check_signals()) {
+                        *signal = Some(e);
+                        ctl.request_stop();
                     }
-                    _ => break,
                 }
             }
         });
@@ -163,9 +161,9 @@ fn f64_array<'py, D: ndarray::Dimension>(
         return Err(PyTypeError::new_err(format!("{name}: expected a float64 numpy array")));
     }
     let fixed = np.call_method1("require", (obj, "float64", ("C", "A")))?;
-    fixed.extract::<PyReadonlyArray<'py, f64, D>>().map_err(|_| {
-        PyValueError::new_err(format!("{name}: expected a {}-D array", D::NDIM.unwrap_or(0)))
-    })
+    fixed
+        .extract::<PyReadonlyArray<'py, f64, D>>()
+        .map_err(|_| PyValueError::new_err(format!("{name}: expected a {}-D array", D::NDIM.unwrap_or(0))))
 }
 
 fn f64_matrices<'py>(objs: &[Bound<'py, PyAny>], name: &str) -> PyResult<Vec<PyReadonlyArray2<'py, f64>>> {

@@ -20,23 +20,20 @@ pub fn cross_gram(a: &Factors<'_>, b: &Factors<'_>) -> Result<Array2<f64>> {
     }
     let (n, nb) = (a.n(), b.n());
     let mut out = try_array2(n, nb, "cross-Gram matrix")?;
-    out.axis_chunks_iter_mut(Axis(0), ROW_BLOCK)
-        .into_par_iter()
-        .enumerate()
-        .for_each(|(blk, mut rows)| {
-            let start = blk * ROW_BLOCK;
-            let stop = start + rows.nrows();
-            let mut g = Array2::<f64>::zeros(rows.raw_dim());
-            for (k, (ua, ub)) in a.mats().iter().zip(b.mats()).enumerate() {
-                let ua = ua.slice(s![start..stop, ..]);
-                if k == 0 {
-                    general_mat_mul(1.0, &ua, &ub.t(), 0.0, &mut rows);
-                } else {
-                    general_mat_mul(1.0, &ua, &ub.t(), 0.0, &mut g);
-                    rows.zip_mut_with(&g, |r, v| *r *= v);
-                }
+    out.axis_chunks_iter_mut(Axis(0), ROW_BLOCK).into_par_iter().enumerate().for_each(|(blk, mut rows)| {
+        let start = blk * ROW_BLOCK;
+        let stop = start + rows.nrows();
+        let mut g = Array2::<f64>::zeros(rows.raw_dim());
+        for (k, (ua, ub)) in a.mats().iter().zip(b.mats()).enumerate() {
+            let ua = ua.slice(s![start..stop, ..]);
+            if k == 0 {
+                general_mat_mul(1.0, &ua, &ub.t(), 0.0, &mut rows);
+            } else {
+                general_mat_mul(1.0, &ua, &ub.t(), 0.0, &mut g);
+                rows.zip_mut_with(&g, |r, v| *r *= v);
             }
-        });
+        }
+    });
     Ok(out)
 }
 

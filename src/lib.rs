@@ -11,21 +11,21 @@
 //! [`dense`] is the textbook reference trainer of the same model; [`model`]
 //! holds the arithmetic both backends share.
 
-pub mod error;
+pub mod bitset;
+pub mod coef;
 pub mod control;
-pub mod rng;
-pub mod index;
+pub mod dense;
+pub mod error;
 pub mod factors;
 pub mod gram;
-pub mod matmul;
+pub mod index;
 pub mod init;
+pub mod matmul;
 pub mod model;
-pub mod coef;
 pub mod predict;
+pub mod rng;
 pub mod step;
-pub mod dense;
 pub mod tree;
-pub mod bitset;
 
 #[cfg(feature = "python")]
 mod bindings;

@@ -29,7 +29,10 @@ pub struct Block<'a> {
 fn check_blocks(query: &Factors<'_>, width: usize, blocks: &[Block<'_>]) -> Result<()> {
     for (j, b) in blocks.iter().enumerate() {
         if b.factors.dims() != query.dims() {
-            return invalid("blocks", format!("block {j} has dims {:?}, the points have {:?}", b.factors.dims(), query.dims()));
+            return invalid(
+                "blocks",
+                format!("block {j} has dims {:?}, the points have {:?}", b.factors.dims(), query.dims()),
+            );
         }
         b.coef.check_shape(b.factors.n(), width)?;
     }
@@ -37,7 +40,13 @@ fn check_blocks(query: &Factors<'_>, width: usize, blocks: &[Block<'_>]) -> Resu
 }
 
 /// Pᵀ (m × q) of the points in `query`: P[j, r] = <w_r, x'_j>.
-pub fn preacts_t(query: &Factors<'_>, seed: u64, width: usize, blocks: &[Block<'_>], ctl: &Control) -> Result<Array2<f64>> {
+pub fn preacts_t(
+    query: &Factors<'_>,
+    seed: u64,
+    width: usize,
+    blocks: &[Block<'_>],
+    ctl: &Control,
+) -> Result<Array2<f64>> {
     check_blocks(query, width, blocks)?;
     let mut p_t = init_preacts_t(query, seed, width, ctl)?;
     for b in blocks {
@@ -104,7 +113,13 @@ pub fn predict(
 }
 
 /// The trained W (m × d), materialized: only for small d.
-pub fn dense_weights(seed: u64, width: usize, dims: &[usize], blocks: &[Block<'_>], ctl: &Control) -> Result<Array2<f64>> {
+pub fn dense_weights(
+    seed: u64,
+    width: usize,
+    dims: &[usize],
+    blocks: &[Block<'_>],
+    ctl: &Control,
+) -> Result<Array2<f64>> {
     let d = dims.iter().try_fold(1usize, |acc, &k| acc.checked_mul(k));
     let Some(d) = d else {
         return invalid("dims", "the product of the dimensions overflows");

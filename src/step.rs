@@ -194,11 +194,8 @@ impl KronState {
         let fire = self.index.fire_sets(self.p_t.t(), batch, self.model.b);
         self.index_seconds += started.elapsed().as_secs_f64();
         let targets: Vec<f64> = batch.iter().map(|&i| self.y[i]).collect();
-        let fired_values: Vec<Vec<f64>> = fire
-            .iter()
-            .zip(batch)
-            .map(|(a, &i)| a.iter().map(|&r| self.p_t[[r as usize, i]]).collect())
-            .collect();
+        let fired_values: Vec<Vec<f64>> =
+            fire.iter().zip(batch).map(|(a, &i)| a.iter().map(|&r| self.p_t[[r as usize, i]]).collect()).collect();
         let upd = plan_update(&self.model, &fire, &fired_values, &targets, lr)?;
         let stats = StepStats { loss: upd.loss, fired_union: upd.neurons.len(), fired_total: upd.fired_total };
         if upd.neurons.is_empty() {
@@ -321,7 +318,13 @@ fn update_row(row: &mut [f64], kb: &[f64], coefs: ArrayView1<'_, f64>, track: Op
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn update_row_avx2(row: &mut [f64], kb: &[f64], coefs: ArrayView1<'_, f64>, track: Option<f64>, mask: &mut [u64]) {
+unsafe fn update_row_avx2(
+    row: &mut [f64],
+    kb: &[f64],
+    coefs: ArrayView1<'_, f64>,
+    track: Option<f64>,
+    mask: &mut [u64],
+) {
     // SAFETY (for the closure): this function only runs where AVX2 exists.
     update_row_generic(row, kb, coefs, track, mask, |chunk, tau| unsafe { above_mask_avx2(chunk, tau) })
 }
@@ -387,9 +390,9 @@ fn update_row_generic(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::control::Control;
     use crate::dense::DenseState;
     use crate::index::LinearScan;
-    use crate::control::Control;
     use crate::init::{init_preacts_t, initial_weight_matrix};
     use crate::rng::{initial_weights, output_signs};
 
@@ -428,7 +431,9 @@ mod tests {
         let model = Model::new(output_signs(3, m), b).unwrap();
         let seed = 3;
         let p0 = init_preacts_t(&f, seed, m, &Control::new()).unwrap();
-        let mut kron = KronState::new(mats.clone(), y.clone(), model.clone(), p0, mode, |_| Box::new(LinearScan::default())).unwrap();
+        let mut kron =
+            KronState::new(mats.clone(), y.clone(), model.clone(), p0, mode, |_| Box::new(LinearScan::default()))
+                .unwrap();
         let mut alpha = Coefficients::zeros(n, m).unwrap();
         let mut dense_alpha = Coefficients::zeros(n, m).unwrap();
         let x = materialize(&f);
@@ -477,8 +482,10 @@ mod tests {
                 let model = Model::new(output_signs(1, m), (0.4 * (m as f64).ln()).sqrt()).unwrap();
                 let p0 = init_preacts_t(&f, 1, m, &Control::new()).unwrap();
                 let y = vec![0.5; n];
-                let mut st =
-                    KronState::new(mats.clone(), y, model, p0, GramMode::Precomputed, |_| Box::new(LinearScan::default())).unwrap();
+                let mut st = KronState::new(mats.clone(), y, model, p0, GramMode::Precomputed, |_| {
+                    Box::new(LinearScan::default())
+                })
+                .unwrap();
                 let mut alpha = Coefficients::zeros(n, m).unwrap();
                 let losses: Vec<u64> =
                     batches(n, 40, 8).iter().map(|b| st.step(&mut alpha, b, 20.0).unwrap().loss.to_bits()).collect();
@@ -505,13 +512,20 @@ mod tests {
         let run = |kind: &str| {
             let model = Model::new(output_signs(4, m), b).unwrap();
             let p0 = init_preacts_t(&f, 4, m, &Control::new()).unwrap();
-            let mut st = KronState::new(mats.clone(), y.clone(), model, p0, GramMode::Precomputed, |v| -> Box<dyn ActivationIndex> {
-                match kind {
-                    "tree" => Box::new(AsyncTree::new(v)),
-                    "bits" => Box::new(FiredBits::new(v, b)),
-                    _ => Box::new(LinearScan::default()),
-                }
-            })
+            let mut st = KronState::new(
+                mats.clone(),
+                y.clone(),
+                model,
+                p0,
+                GramMode::Precomputed,
+                |v| -> Box<dyn ActivationIndex> {
+                    match kind {
+                        "tree" => Box::new(AsyncTree::new(v)),
+                        "bits" => Box::new(FiredBits::new(v, b)),
+                        _ => Box::new(LinearScan::default()),
+                    }
+                },
+            )
             .unwrap();
             let mut alpha = Coefficients::zeros(n, m).unwrap();
             let stats: Vec<(u64, usize, usize)> = batches(n, 200, 6)
@@ -542,8 +556,10 @@ mod tests {
         let m = 30;
         let model = Model::new(output_signs(1, m), 0.0).unwrap();
         let p0 = init_preacts_t(&f, 1, m, &Control::new()).unwrap();
-        let mut st = KronState::new(mats.clone(), vec![1.0; n], model, p0, GramMode::Precomputed, |_| Box::new(LinearScan::default()))
-            .unwrap();
+        let mut st = KronState::new(mats.clone(), vec![1.0; n], model, p0, GramMode::Precomputed, |_| {
+            Box::new(LinearScan::default())
+        })
+        .unwrap();
         let mut alpha = Coefficients::zeros(n, m).unwrap();
         st.step(&mut alpha, &[0, 1], 1.0).unwrap();
         let mut failed = false;
@@ -569,7 +585,10 @@ mod tests {
         let f = Factors::new(views(&mats)).unwrap();
         let model = Model::new(output_signs(1, 5), 0.5).unwrap();
         let p0 = init_preacts_t(&f, 1, 5, &Control::new()).unwrap();
-        let mut st = KronState::new(mats.clone(), vec![0.0; 4], model, p0, GramMode::Columns, |_| Box::new(LinearScan::default())).unwrap();
+        let mut st = KronState::new(mats.clone(), vec![0.0; 4], model, p0, GramMode::Columns, |_| {
+            Box::new(LinearScan::default())
+        })
+        .unwrap();
         let mut alpha = Coefficients::zeros(4, 5).unwrap();
         assert!(st.step(&mut alpha, &[], 1.0).is_err());
         assert!(st.step(&mut alpha, &[4], 1.0).is_err());

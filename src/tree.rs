@@ -94,8 +94,8 @@ fn node_max(block: &[f64], child_off: usize, child_count: usize, j: usize) -> f6
 
 /// Rebuilds one point's tree from its leaves.
 fn rebuild(shape: &Shape, block: &mut [f64], row: &ArrayView1<'_, f64>, st: &mut IndexStats) {
-    for j in 0..shape.sizes[0] {
-        block[j] = leaf_max(row, j, shape.m);
+    for (j, node) in block[..shape.sizes[0]].iter_mut().enumerate() {
+        *node = leaf_max(row, j, shape.m);
     }
     for lvl in 1..shape.sizes.len() {
         let (child_off, child_count) = (shape.offsets[lvl - 1], shape.sizes[lvl - 1]);
@@ -330,12 +330,13 @@ mod tests {
     fn case() -> impl Strategy<Value = (usize, usize, Vec<f64>, Vec<Op>)> {
         (1usize..6, prop_oneof![Just(1usize), Just(8), Just(9), 1usize..300]).prop_flat_map(|(n, m)| {
             let op = prop_oneof![
-                (prop::collection::vec(0..m, 0..m.min(40) + 1), prop::collection::vec(value(), n * 40))
-                    .prop_map(|(mut cols, vals)| {
+                (prop::collection::vec(0..m, 0..m.min(40) + 1), prop::collection::vec(value(), n * 40)).prop_map(
+                    |(mut cols, vals)| {
                         cols.sort_unstable();
                         cols.dedup();
                         Op::Update(cols, vals)
-                    }),
+                    }
+                ),
                 (prop::collection::vec(0..n, 1..5), threshold()).prop_map(|(rows, t)| Op::Query(rows, t)),
             ];
             (Just(n), Just(m), prop::collection::vec(value(), n * m), prop::collection::vec(op, 1..60))
@@ -424,7 +425,10 @@ mod tests {
         assert!(want[0].len() > 100 && want[0][0] >= 1600);
         assert_eq!(tree.fire_sets(values.view(), &[2], 11.5), want);
         assert_eq!(tree.stats().full_rebuilds, 1);
-        assert_eq!(tree.query(values.view(), 2, 11.0), LinearScan::default().fire_sets(values.view(), &[2], 11.0).remove(0));
+        assert_eq!(
+            tree.query(values.view(), 2, 11.0),
+            LinearScan::default().fire_sets(values.view(), &[2], 11.0).remove(0)
+        );
     }
 
     #[test]
