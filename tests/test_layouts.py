@@ -9,10 +9,9 @@ read misaligned by Rust (predict differed by 2e307)" and "KronData read the
 caller's arrays live". Also: the caller's arrays are never modified, their
 flags never changed, and changing them afterwards changes nothing."""
 
+import kronnet as kn
 import numpy as np
 import pytest
-
-import kronnet as kn
 
 DIMS = (3, 5)
 N = 10
@@ -297,14 +296,22 @@ def test_layout_with_copy_false_gives_bitwise_same_results(layout, expected_floa
 
 @pytest.mark.parametrize("layout", ["structured", "negative_all", "misaligned", "big_endian", "strided_cols"])
 @pytest.mark.parametrize(
-    "backend,index,gram", [("kron", "scan", "columns"), ("kron", "tree", "precomputed"), ("kron", "bits", "columns"), ("dense", "auto", "auto")]
+    "backend,index,gram",
+    [
+        ("kron", "scan", "columns"),
+        ("kron", "tree", "precomputed"),
+        ("kron", "bits", "columns"),
+        ("dense", "auto", "auto"),
+    ],
 )
 def test_layouts_under_every_backend_and_index(layout, backend, index, gram):
     factors, y = base_arrays()
     probe = probe_arrays()
     expected, _ = run(factors, y, probe, backend=backend, index=index, gram=gram)
     make = LAYOUTS[layout]
-    actual, _ = run([make(u) for u in factors], make(y), [make(u) for u in probe], backend=backend, index=index, gram=gram)
+    actual, _ = run(
+        [make(u) for u in factors], make(y), [make(u) for u in probe], backend=backend, index=index, gram=gram
+    )
     assert_same(actual, expected)
 
 
