@@ -5,10 +5,9 @@ import json
 import subprocess
 import sys
 
+import kronnet as kn
 import numpy as np
 import pytest
-
-import kronnet as kn
 from kronnet import bench
 from reference import ReferenceSGD, kron_rows
 
@@ -42,7 +41,9 @@ def run_cli(tmp_path, *args):
 
 
 def test_bench_scaling_cli_writes_results(tmp_path):
-    out = run_cli(tmp_path, "scaling", "--quick", "--max-d", "4096", "--n", "64", "--width", "256", "--steps", "8", "--no-torch")
+    out = run_cli(
+        tmp_path, "scaling", "--quick", "--max-d", "4096", "--n", "64", "--width", "256", "--steps", "8", "--no-torch"
+    )
     assert "| d | kron step |" in out
     payload = json.loads((tmp_path / "bench_scaling.json").read_text())
     assert payload["meta"]["threads"] == 1

@@ -4,7 +4,21 @@ import re
 import subprocess
 import sys
 
-ARGS = ["demo", "--n", "64", "--dims", "8", "8", "--width", "256", "--steps", "400", "--compare-steps", "2", "--no-progress"]
+ARGS = [
+    "demo",
+    "--n",
+    "64",
+    "--dims",
+    "8",
+    "8",
+    "--width",
+    "256",
+    "--steps",
+    "400",
+    "--compare-steps",
+    "2",
+    "--no-progress",
+]
 
 
 def check_demo_output(out):

@@ -1,11 +1,10 @@
 """The data layer against independent references (np.kron row by row)."""
 
+import kronnet as kn
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import kronnet as kn
 from reference import kron_rows
 
 

@@ -2,10 +2,9 @@
 reference are the same algorithm: every step's loss, the trained weights and
 predictions on unseen points agree to 1e-9 relative (docs/design.md, "The algorithm")."""
 
+import kronnet as kn
 import numpy as np
 import pytest
-
-import kronnet as kn
 from reference import ReferenceSGD, forward, kron_rows
 
 RTOL = 1e-9

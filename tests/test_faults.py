@@ -3,10 +3,9 @@ DivergenceError is a FloatingPointError carrying the partial History, the
 sampler rewinds to the first step not taken, argument errors carry the
 argument's name, and inputs that could only fail later are refused up front."""
 
+import kronnet as kn
 import numpy as np
 import pytest
-
-import kronnet as kn
 
 
 @pytest.fixture
@@ -67,8 +66,13 @@ def test_divergence_in_step_does_not_consume_the_batch(data):
 
 @pytest.mark.parametrize(
     "value,exc",
-    [("2", kn.ArgumentTypeError), (1.7, kn.ArgumentTypeError), (True, kn.ArgumentTypeError),
-     (None, kn.ArgumentTypeError), (-1, kn.ArgumentError)],
+    [
+        ("2", kn.ArgumentTypeError),
+        (1.7, kn.ArgumentTypeError),
+        (True, kn.ArgumentTypeError),
+        (None, kn.ArgumentTypeError),
+        (-1, kn.ArgumentError),
+    ],
 )
 def test_fit_validates_eval_every(data, value, exc):
     net = kn.TwoLayerNet(data.dims, 32)

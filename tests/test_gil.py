@@ -6,7 +6,6 @@ import time
 import kronnet as kn
 
 
-
 def python_progress_during(work):
     """Iterations a pure-Python loop makes while `work` runs in a thread."""
     done = threading.Event()

@@ -8,10 +8,9 @@ import subprocess
 import sys
 import weakref
 
+import kronnet as kn
 import numpy as np
 import pytest
-
-import kronnet as kn
 from reference import kron_rows
 
 
@@ -95,7 +94,9 @@ print(" ".join(map(str, out)), len(net.coefficients))
 
 def test_building_and_dropping_trainers_leaves_memory_flat():
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(1 << 20))  # see kronnet/cli.py, bench churn
-    res = subprocess.run([sys.executable, "-c", CHURN], capture_output=True, text=True, timeout=300, check=True, env=env)
+    res = subprocess.run(
+        [sys.executable, "-c", CHURN], capture_output=True, text=True, timeout=300, check=True, env=env
+    )
     *sizes, blocks = map(int, res.stdout.split())
     assert blocks == 1
     # n m = 4M: P alone is 32 MiB; four live trainers used to make the

@@ -10,10 +10,9 @@ import subprocess
 import sys
 import zipfile
 
+import kronnet as kn
 import numpy as np
 import pytest
-
-import kronnet as kn
 
 DIMS = (6, 5)
 

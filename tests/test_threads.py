@@ -1,6 +1,5 @@
 """Results are bitwise identical with 1 and 2 rayon threads (README.md, "Performance")."""
 
-import hashlib
 import os
 import subprocess
 import sys

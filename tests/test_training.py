@@ -1,10 +1,9 @@
 """Training behaviour: the loss falls, batches are epochs without
 replacement, histories expose the sparsity, the net is trained in place."""
 
+import kronnet as kn
 import numpy as np
 import pytest
-
-import kronnet as kn
 
 
 def test_full_loss_falls_100x_with_suggested_lr():

@@ -1,12 +1,11 @@
 """kn.AsyncTree against brute force (numpy), under random interleavings of
 updates and queries (docs/design.md, "The asynchronous tree")."""
 
+import kronnet as kn
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import kronnet as kn
 
 # A small value set makes ties (and ties exactly at tau) frequent.
 VALUES = st.one_of(st.sampled_from([-1.0, -0.5, 0.0, 0.5, 1.0]), st.floats(-4, 4, allow_nan=False))
@@ -26,7 +25,9 @@ def scenarios(draw):
     for _ in range(draw(st.integers(1, 40))):
         if draw(st.booleans()):
             cols = draw(st.lists(st.integers(0, m - 1), min_size=0, max_size=min(m, 30), unique=True))
-            vals = np.array(draw(st.lists(VALUES, min_size=n * len(cols), max_size=n * len(cols)))).reshape(n, len(cols))
+            vals = np.array(draw(st.lists(VALUES, min_size=n * len(cols), max_size=n * len(cols)))).reshape(
+                n, len(cols)
+            )
             ops.append(("update", cols, vals))
         else:
             ops.append(("query", draw(st.integers(0, n - 1)), draw(TAUS)))

@@ -5,10 +5,9 @@ large allocation; nothing crashes the interpreter."""
 import subprocess
 import sys
 
+import kronnet as kn
 import numpy as np
 import pytest
-
-import kronnet as kn
 
 
 @pytest.fixture

@@ -14,9 +14,8 @@ for _var in ("RAYON_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MK
 
 import math  # noqa: E402
 
-import numpy as np  # noqa: E402
-
 import kronnet as kn  # noqa: E402
+import numpy as np  # noqa: E402
 from kronnet import bench  # noqa: E402
 
 # The reference shape of README.md, "Performance".

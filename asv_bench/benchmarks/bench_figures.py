@@ -1,7 +1,7 @@
 """The performance figures (README.md, "Performance") as tracked ratios, each measured side by side in
 one process (ratios are steadier than absolute times on a shared machine)."""
 
-from ._common import BATCH, N, WIDTH, bench, kn
+from ._common import BATCH, WIDTH, N, bench, kn
 
 
 class Figures:
@@ -60,5 +60,3 @@ class PeakMemory:
         tr = kn.Trainer(net, self.data, lr=kn.suggest_lr(net, BATCH), batch_size=BATCH)
         tr.fit(64)
         net.predict(self.data.take(list(range(8))))
-
-

@@ -1,6 +1,6 @@
 """Init (P(0) by regenerated GEMMs) and prediction on new points."""
 
-from ._common import N, WIDTH, bench, kn, trainer
+from ._common import WIDTH, N, bench, kn, trainer
 
 
 class Init:

@@ -275,7 +275,9 @@ def peak_memory_of_run(d: int, n: int, width: int, batch_size: int, steps: int) 
     return int(_child_output(code))
 
 
-def trainer_churn(n: int, width: int, dims: tuple, trainers: int, steps: int, probe_points: int) -> List[Dict[str, float]]:
+def trainer_churn(
+    n: int, width: int, dims: tuple, trainers: int, steps: int, probe_points: int
+) -> List[Dict[str, float]]:
     """Builds and drops `trainers` trainers on one net, one after another,
     on the same data; after each, the process's resident memory (glibc
     trimmed, so freed blocks do not count) and the median time of
@@ -322,7 +324,10 @@ def trainer_churn(n: int, width: int, dims: tuple, trainers: int, steps: int, pr
 def churn_table(rows: List[Dict[str, float]]) -> str:
     """The churn measurement as a Markdown table, relative to k = 1."""
     first = rows[0]
-    lines = ["| trainers built and dropped | RSS MiB | vs k=1 | predict ms | vs k=1 | blocks |", "|---|---|---|---|---|---|"]
+    lines = [
+        "| trainers built and dropped | RSS MiB | vs k=1 | predict ms | vs k=1 | blocks |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
         lines.append(
             f"| {r['trainers']} | {r['rss_bytes'] / 2**20:.1f} | {r['rss_bytes'] / first['rss_bytes']:.3f} | "

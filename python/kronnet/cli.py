@@ -171,7 +171,7 @@ def bench_scaling(args: argparse.Namespace) -> int:
     for r in results:
         k = r["step_seconds"]
 
-        def cell(key: str) -> str:
+        def cell(key: str, r: dict = r, k: float = k) -> str:
             return f"{r[key] * 1e3:.1f} ({r[key] / k:.0f}x)" if key in r else "-"
 
         rows.append(
@@ -348,7 +348,9 @@ def bench_churn(args: argparse.Namespace) -> int:
     from . import bench
 
     n, m = max(args.n, 1024), max(args.width, 4096)
-    print(f"trainers built, trained 50 steps and dropped on one net: n={n}, m={m}, dims=(16, 16), predict on 1000 points")
+    print(
+        f"trainers built, trained 50 steps and dropped on one net: n={n}, m={m}, dims=(16, 16), predict on 1000 points"
+    )
     print(bench.churn_table(bench.trainer_churn(n, m, (16, 16), 6, 50, 1000)))
     return 0
 

@@ -132,7 +132,7 @@ class KronData:
             out *= np.linalg.norm(u, axis=1)
         return out
 
-    def normalized(self) -> "KronData":
+    def normalized(self) -> KronData:
         """A copy with every factor row scaled to unit norm (so ||x_i|| = 1)."""
         mats = []
         for k, u in enumerate(self._factors):
@@ -143,7 +143,7 @@ class KronData:
             mats.append(u / nrm)
         return KronData(mats, self._y, copy=False)
 
-    def take(self, indices: Any) -> "KronData":
+    def take(self, indices: Any) -> KronData:
         """The points at `indices` (1-D ints), with their targets."""
         idx = v.index_array(indices, "indices", self.n)
         return KronData([u[idx] for u in self._factors], None if self._y is None else self._y[idx], copy=False)
@@ -181,7 +181,8 @@ def _check_norms(mats: List[np.ndarray]) -> None:
     if bad.size:
         i = int(bad[0])
         raise ArgumentError(
-            "factors", f"point {i} has norm e^{float(log_norm[i]):.1f}; kronnet needs ||x_i|| <= 1e100 (normalize the data)"
+            "factors",
+            f"point {i} has norm e^{float(log_norm[i]):.1f}; kronnet needs ||x_i|| <= 1e100 (normalize the data)",
         )
 
 

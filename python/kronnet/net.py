@@ -315,7 +315,7 @@ class TwoLayerNet:
         }
 
     @classmethod
-    def _from_state(cls, state: Dict[str, Any]) -> "TwoLayerNet":
+    def _from_state(cls, state: Dict[str, Any]) -> TwoLayerNet:
         net = cls(state["dims"], state["width"], threshold=state["threshold"], seed=state["seed"])
         for j, blk in enumerate(state["blocks"]):
             data = KronData(list(blk["factors"]), blk["y"], copy=False)
@@ -334,8 +334,7 @@ class TwoLayerNet:
 
     def __repr__(self) -> str:
         return (
-            f"TwoLayerNet(dims={self._dims}, width={self._width}, "
-            f"threshold={self._threshold:.6g}, seed={self._seed})"
+            f"TwoLayerNet(dims={self._dims}, width={self._width}, threshold={self._threshold:.6g}, seed={self._seed})"
         )
 
 

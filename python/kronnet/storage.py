@@ -144,7 +144,7 @@ class Reader:
     def close(self) -> None:
         self._archive.close()
 
-    def __enter__(self) -> "Reader":
+    def __enter__(self) -> Reader:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -12,7 +12,7 @@ import numpy as np
 from . import _core
 from . import _validate as v
 from .data import KronData
-from .errors import ArgumentError, ArgumentTypeError, DivergenceError, KronnetError, StaleTrainerError
+from .errors import ArgumentError, ArgumentTypeError, StaleTrainerError
 from .net import TwoLayerNet
 
 BACKENDS = ("kron", "dense")
@@ -82,7 +82,12 @@ class History:
         return self.fired_total / np.maximum(self.batch_sizes, 1)
 
     @classmethod
-    def _join(cls, parts: List[Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]], checkpoints: List[Tuple[int, float]], seconds: float) -> "History":
+    def _join(
+        cls,
+        parts: List[Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
+        checkpoints: List[Tuple[int, float]],
+        seconds: float,
+    ) -> History:
         def cat(k: int, dtype: Any) -> np.ndarray:
             return np.concatenate([p[k] for p in parts]).astype(dtype) if parts else np.empty(0, dtype=dtype)
 
@@ -282,7 +287,7 @@ class Trainer:
         return int(plan["estimate"])
 
     @classmethod
-    def restore(cls, path: Any) -> "Trainer":
+    def restore(cls, path: Any) -> Trainer:
         """A trainer continued from a file written by :meth:`checkpoint`.
 
         Its net (``restored.net``) and data (``restored.data``) are loaded
@@ -366,7 +371,7 @@ class Trainer:
 
     @property
     def backend(self) -> str:
-        """"kron" or "dense"."""
+        """ "kron" or "dense"."""
         return self._backend
 
     @property
