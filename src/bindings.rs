@@ -451,6 +451,9 @@ fn check_offsets(indices: usize, offsets: &[usize]) -> PyResult<()> {
 struct TrainerCore {
     engine: Engine,
     coef: Py<PyCoefficients>,
+    /// Steps applied so far: the caller reads it after a run to know how
+    /// many steps took effect even if an exception cut the call short.
+    steps_taken: u64,
 }
 
 #[pymethods]
@@ -523,7 +526,7 @@ impl TrainerCore {
             }
         });
         let engine = finish(py, done)?;
-        Ok(TrainerCore { engine, coef: coef.unbind() })
+        Ok(TrainerCore { engine, coef: coef.unbind(), steps_taken: 0 })
     }
 
     /// One step; returns (batch loss before the update, |R|, Σ|A_i|).
@@ -532,6 +535,7 @@ impl TrainerCore {
         let mut coef = self.coef.bind(py).try_borrow_mut()?;
         let (engine, alpha) = (&mut self.engine, &mut coef.inner);
         let s: StepStats = guarded(py, || engine.backend().step(alpha, &b, lr))?;
+        self.steps_taken += 1;
         Ok((s.loss, s.fired_union, s.fired_total))
     }
 
@@ -557,6 +561,7 @@ impl TrainerCore {
             Ok(Err(e)) => (Vec::new(), Some(e)),
             Err(msg) => return Err(internal_error(py, msg)),
         };
+        self.steps_taken += stats.len() as u64;
         // A signal that arrived as the run finished is still raised, after
         // the caller has recorded the steps that were taken.
         let err = match (err, done.signal) {
@@ -568,6 +573,12 @@ impl TrainerCore {
         let union = Array1::from_iter(stats.iter().map(|s| s.fired_union as i64)).into_pyarray(py);
         let total = Array1::from_iter(stats.iter().map(|s| s.fired_total as i64)).into_pyarray(py);
         Ok((loss, union, total, err))
+    }
+
+    /// Steps applied by this core so far.
+    #[getter]
+    fn steps_taken(&self) -> u64 {
+        self.steps_taken
     }
 
     fn full_loss(&mut self, py: Python<'_>) -> PyResult<f64> {

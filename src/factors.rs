@@ -30,10 +30,19 @@ impl<'a> Factors<'a> {
             }
         }
         // ‖x_i‖ = Π_k ‖u_i^(k)‖, summed as logs so that the check itself
-        // cannot overflow; beyond the bound the Gram could.
-        let limit = VALUE_BOUND.ln();
+        // cannot overflow; beyond the bound the Gram could. Each factor's
+        // own inner products must stay finite too (the Python data layer
+        // rebalances factor norms well inside this, `data.py`).
+        let (limit, factor_limit) = (VALUE_BOUND.ln(), FACTOR_BOUND.ln());
         for i in 0..n {
-            let log_norm: f64 = mats.iter().map(|u| 0.5 * u.row(i).iter().map(|v| v * v).sum::<f64>().ln()).sum();
+            let mut log_norm = 0.0;
+            for (k, u) in mats.iter().enumerate() {
+                let l = log_norm_of(u.row(i));
+                if !(l <= factor_limit) {
+                    return invalid("factors", format!("row {i} of factor {k} has norm e^{l:.1} > {FACTOR_BOUND:e}"));
+                }
+                log_norm += l;
+            }
             if !(log_norm <= limit) {
                 return invalid(
                     "factors",
@@ -79,6 +88,20 @@ impl<'a> Factors<'a> {
             }
         }
     }
+}
+
+/// Largest norm of one factor row: the products of two such stay finite.
+pub const FACTOR_BOUND: f64 = 1e150;
+
+/// ln ‖row‖, scaled by the largest |entry| first so that squaring neither
+/// overflows nor underflows (−inf for a zero row).
+fn log_norm_of(row: ndarray::ArrayView1<'_, f64>) -> f64 {
+    let peak = row.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    if peak == 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    let ss: f64 = row.iter().map(|v| (v / peak) * (v / peak)).sum();
+    peak.ln() + 0.5 * ss.ln()
 }
 
 /// Views of owned factor matrices.

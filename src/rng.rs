@@ -295,10 +295,10 @@ pub fn try_output_signs(seed: u64, width: usize) -> crate::Result<Vec<f64>> {
     if width > u32::MAX as usize {
         return crate::error::invalid("width", "must be below 2^32");
     }
+    use rayon::prelude::*;
     let mut a = crate::error::try_zeros(width, "output weights a (width values)")?;
-    for (r, v) in a.iter_mut().enumerate() {
-        *v = KeyedStream::new(seed, Stream::Signs, r as u32).sign();
-    }
+    // One stream per neuron, so the split over threads changes no value.
+    a.par_iter_mut().enumerate().for_each(|(r, v)| *v = KeyedStream::new(seed, Stream::Signs, r as u32).sign());
     Ok(a)
 }
 

@@ -13,11 +13,31 @@ from __future__ import annotations
 
 import numbers
 import os
-from typing import Any, Sequence
+from typing import Any, Sequence, Tuple
 
 import numpy as np
 
 from .errors import ArgumentError, ArgumentTypeError, OutOfMemoryError
+
+__all__ = [
+    "VALUE_BOUND",
+    "ArgumentError",
+    "ArgumentTypeError",
+    "available_bytes",
+    "choice",
+    "dims_tuple",
+    "ensure_fits",
+    "finite_float",
+    "float_array",
+    "flag",
+    "index_array",
+    "row_log_norms",
+    "nonnegative_int",
+    "positive_int",
+    "seed_int",
+    "targets",
+    "trainable_targets",
+]
 
 GIB = float(1 << 30)
 
@@ -48,16 +68,22 @@ def seed_int(value: Any, name: str = "seed") -> int:
     """A seed: an int in [0, 2**64)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise ArgumentTypeError(name, f"expected a non-negative integer, got {type(value).__name__} {value!r}")
-    if not 0 <= value < 2**64:
-        raise ArgumentError(name, f"must be in [0, 2**64), got {value}")
-    return int(value)
+    seed = int(value)
+    if not 0 <= seed < 2**64:
+        raise ArgumentError(name, f"must be in [0, 2**64), got {seed}")
+    return seed
 
 
 def finite_float(value: Any, name: str, positive: bool = False, bound: float = float("inf")) -> float:
     """`value` as a finite float (optionally > 0, optionally |value| <= bound)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise ArgumentTypeError(name, f"expected a real number, got {type(value).__name__} {value!r}")
-    v = float(value)
+    try:
+        v = float(value)
+    except OverflowError:
+        raise ArgumentError(
+            name, f"must be finite, got a number beyond float64's range ({str(value)[:20]}...)"
+        ) from None
     if not np.isfinite(v):
         raise ArgumentError(name, f"must be finite, got {v}")
     if positive and v <= 0:
@@ -67,7 +93,7 @@ def finite_float(value: Any, name: str, positive: bool = False, bound: float = f
     return v
 
 
-def dims_tuple(dims: Any, name: str = "dims") -> tuple:
+def dims_tuple(dims: Any, name: str = "dims") -> Tuple[int, ...]:
     """(d_1, ..., d_p): p >= 2 positive ints."""
     if isinstance(dims, (str, bytes)) or not isinstance(dims, (list, tuple)):
         raise ArgumentTypeError(name, f"expected a tuple of positive integers, got {type(dims).__name__}")
@@ -122,8 +148,28 @@ def float_array(value: Any, name: str, ndim: int, copy: bool = True, allow_empty
     return out
 
 
-def index_array(value: Any, name: str, n: int) -> np.ndarray:
-    """A non-empty 1-D int64 array of indices in [0, n) (a fresh copy)."""
+def flag(value: Any, name: str) -> bool:
+    """`value` as a bool (Python or NumPy bool only)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ArgumentTypeError(name, f"expected True or False, got {type(value).__name__} {value!r}")
+    return bool(value)
+
+
+def row_log_norms(u: np.ndarray) -> np.ndarray:
+    """ln ||u_i|| for every row of `u`, without overflow or underflow: each
+    row is scaled by its largest |entry| before squaring (-inf for a zero
+    row)."""
+    peak = np.max(np.abs(u), axis=1) if u.shape[1] else np.zeros(u.shape[0])
+    safe = np.where(peak > 0, peak, 1.0)
+    scaled = u / safe[:, None]
+    with np.errstate(divide="ignore"):
+        out: np.ndarray = np.log(peak) + 0.5 * np.log(np.einsum("ij,ij->i", scaled, scaled))
+    return np.where(peak > 0, out, -np.inf)
+
+
+def index_array(value: Any, name: str, n: int, what: str = "training points", allow_empty: bool = False) -> np.ndarray:
+    """A 1-D int64 array of indices in [0, n) (a fresh copy), non-empty
+    unless `allow_empty`; `what` names what is indexed, for messages."""
     if isinstance(value, (str, bytes)) or value is None:
         raise ArgumentTypeError(name, f"expected integer indices, got {type(value).__name__}")
     try:
@@ -138,11 +184,13 @@ def index_array(value: Any, name: str, n: int) -> np.ndarray:
     if arr.ndim != 1:
         raise ArgumentError(name, f"expected a 1-D array of indices, got shape {arr.shape}")
     if arr.size == 0:
+        if allow_empty:
+            return np.empty(0, dtype=np.int64)
         raise ArgumentError(name, "is empty")
     lo, hi = int(arr.min()), int(arr.max())
     if lo < 0 or hi >= n:
         bad = lo if lo < 0 else hi
-        raise ArgumentError(name, f"index {bad} is out of range for {n} training points")
+        raise ArgumentError(name, f"index {bad} is out of range for {n} {what}")
     return np.array(arr, dtype=np.int64, order="C", copy=True)
 
 

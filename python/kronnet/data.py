@@ -15,7 +15,7 @@ from .errors import ArgumentError, ArgumentTypeError
 def _frozen(arr: np.ndarray) -> np.ndarray:
     """A read-only view of an array this object owns; the flag is set on the
     view, never on an array the caller holds."""
-    view = arr.view()
+    view: np.ndarray = arr.view()
     view.flags.writeable = False
     return view
 
@@ -62,8 +62,7 @@ class KronData:
             )
         if len(factors) < 2:
             raise ArgumentError("factors", f"need at least 2 Kronecker factors, got {len(factors)}")
-        if not isinstance(copy, bool):
-            raise ArgumentTypeError("copy", f"expected a bool, got {type(copy).__name__}")
+        copy = v.flag(copy, "copy")
         mats = [v.float_array(f, f"factors[{k}]", 2, copy=copy, allow_empty=True) for k, f in enumerate(factors)]
         n = mats[0].shape[0]
         for k, u in enumerate(mats):
@@ -71,7 +70,7 @@ class KronData:
                 raise ArgumentError(f"factors[{k}]", f"is empty (shape {u.shape}): every factor needs d_k >= 1")
             if u.shape[0] != n:
                 raise ArgumentError(f"factors[{k}]", f"has {u.shape[0]} rows, factors[0] has {n}")
-        _check_norms(mats)
+        _balance(mats, copy)
         self._factors = [_frozen(u) for u in mats]
         self._y: Optional[np.ndarray] = None
         if y is not None:
@@ -121,7 +120,7 @@ class KronData:
             h.update(repr(self.dims).encode())
             h.update(str(self.n).encode())
             for u in self._factors:
-                h.update(memoryview(u).cast("B"))
+                h.update(u.tobytes())
             self._fingerprint = h.hexdigest()
         return self._fingerprint
 
@@ -136,11 +135,15 @@ class KronData:
         """A copy with every factor row scaled to unit norm (so ||x_i|| = 1)."""
         mats = []
         for k, u in enumerate(self._factors):
-            nrm = np.linalg.norm(u, axis=1, keepdims=True)
-            if np.any(nrm == 0):
-                bad = int(np.flatnonzero(nrm[:, 0] == 0)[0])
+            log_norm = v.row_log_norms(u)
+            if np.any(np.isneginf(log_norm)):
+                bad = int(np.flatnonzero(np.isneginf(log_norm))[0])
                 raise ArgumentError(f"factors[{k}]", f"row {bad} is zero and cannot be normalized")
-            mats.append(u / nrm)
+            # Scaled by the largest entry first, so tiny or huge rows neither
+            # underflow nor overflow on the way to unit norm.
+            peak = np.max(np.abs(u), axis=1, keepdims=True)
+            scaled = u / peak
+            mats.append(scaled / np.linalg.norm(scaled, axis=1, keepdims=True))
         return KronData(mats, self._y, copy=False)
 
     def take(self, indices: Any) -> KronData:
@@ -153,7 +156,7 @@ class KronData:
         v.ensure_fits(8.0 * self.n * self.d, "the dense data matrix (n × d)", "data.dense()")
         x = self._factors[0]
         for u in self._factors[1:]:
-            x = (x[:, :, None] * u[:, None, :]).reshape(self.n, -1)
+            x = (x[:, :, None] * u[:, None, :]).reshape(self.n, x.shape[1] * u.shape[1])
         return np.array(x, dtype=np.float64, copy=True)
 
     def __len__(self) -> int:
@@ -170,13 +173,27 @@ class KronData:
         return f"KronData(n={self.n}, dims={self.dims}, d={self.d}, {labelled})"
 
 
-def _check_norms(mats: List[np.ndarray]) -> None:
-    """||x_i|| <= VALUE_BOUND for every point, checked in logs so the check
-    cannot overflow."""
+#: Factor rows whose norm lies outside [1/FACTOR_SPREAD, FACTOR_SPREAD] are
+#: rebalanced (below).
+FACTOR_SPREAD = 1e50
+
+
+def _balance(mats: List[np.ndarray], copied: bool) -> None:
+    """Checks ||x_i|| <= VALUE_BOUND (in logs, so the check cannot overflow)
+    and rebalances points whose factors have extreme norms, in place.
+
+    x_i = u^(1) ⊗ ... ⊗ u^(p) is unchanged when u^(k) is scaled by c_k with
+    prod c_k = 1, but the core's per-factor Grams <u^(k), u'^(k)> and their
+    running product overflow (or underflow into 0 · inf) when one factor is
+    ~1e200 and another ~1e-200 even though ||x_i|| = 1. Such a point's factor
+    rows are scaled to the same norm ||x_i||^(1/p); x_i changes only by
+    rounding (about 1e-16 relative). Points whose factor norms all lie
+    within 1e±50 (all real data) are left bit for bit as given.
+    """
     if mats[0].shape[0] == 0:
         return
-    with np.errstate(divide="ignore", over="ignore"):
-        log_norm = sum(0.5 * np.log(np.einsum("ij,ij->i", u, u)) for u in mats)
+    logs = np.array([v.row_log_norms(u) for u in mats])  # (p, n)
+    log_norm = np.sum(logs, axis=0)
     bad = np.flatnonzero(~(log_norm <= math.log(v.VALUE_BOUND)))
     if bad.size:
         i = int(bad[0])
@@ -184,6 +201,23 @@ def _check_norms(mats: List[np.ndarray]) -> None:
             "factors",
             f"point {i} has norm e^{float(log_norm[i]):.1f}; kronnet needs ||x_i|| <= 1e100 (normalize the data)",
         )
+    # A point with a zero factor row is x_i = 0 whatever the others are; its
+    # nonzero rows are brought to unit norm (x_i stays exactly 0).
+    nonzero = np.isfinite(log_norm)
+    extreme = np.any(np.abs(logs) > math.log(FACTOR_SPREAD), axis=0) & np.any(np.isfinite(logs), axis=0)
+    if not extreme.any():
+        return
+    rows = np.flatnonzero(extreme)
+    target = np.where(nonzero[rows], log_norm[rows] / len(mats), 0.0)
+    for k, u in enumerate(mats):
+        if not copied:
+            # Never rescale memory the caller handed over.
+            mats[k] = u = np.array(u, copy=True)
+        peak = np.max(np.abs(u[rows]), axis=1, keepdims=True)
+        zero = peak[:, 0] == 0
+        unit = u[rows] / np.where(zero, 1.0, peak[:, 0])[:, None]
+        unit /= np.where(zero, 1.0, np.linalg.norm(unit, axis=1))[:, None]
+        u[rows] = unit * np.exp(target)[:, None]
 
 
 FactorsLike = Union[KronData, Sequence[Any]]
@@ -203,7 +237,8 @@ def as_kron_data(x: FactorsLike, name: str = "X") -> KronData:
 
 def _unit_rows(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
     u = rng.standard_normal((n, d))
-    return u / np.linalg.norm(u, axis=1, keepdims=True)
+    out: np.ndarray = u / np.linalg.norm(u, axis=1, keepdims=True)
+    return out
 
 
 def make_kronecker_data(
@@ -239,6 +274,9 @@ def make_kronecker_data(
     seed = v.seed_int(seed)
     labels = v.choice(labels, "labels", ("teacher", "sign"))
     teacher_width = v.positive_int(teacher_width, "teacher_width")
+    v.ensure_fits(
+        8.0 * teacher_width * (n + sum(dims)) * 2, "the teacher's weights and preactivations", "teacher_width"
+    )
     noise = v.finite_float(noise, "noise")
     if noise < 0:
         raise ArgumentError("noise", f"must be >= 0, got {noise}")

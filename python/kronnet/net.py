@@ -11,6 +11,7 @@ import numpy as np
 from . import _core
 from . import _validate as v
 from .data import FactorsLike, KronData, as_kron_data
+from .errors import ArgumentError
 
 #: Memory one chunk of `predict` may use (P of the chunk's points and their
 #: cross-Gram with the largest training set): prediction on any number of
@@ -67,7 +68,7 @@ class CoefficientBlock:
     @property
     def alpha(self) -> np.ndarray:
         """alpha, shape (m, n), a read-only copy."""
-        a = self._coef.alpha_t().T
+        a: np.ndarray = self._coef.alpha_t().T
         a.flags.writeable = False
         return a
 
@@ -115,7 +116,7 @@ class TwoLayerNet:
         self._dims = v.dims_tuple(dims)
         self._width = v.positive_int(width, "width")
         if self._width >= 2**32:
-            raise v.ArgumentError("width", f"must be below 2**32, got {self._width}")
+            raise ArgumentError("width", f"must be below 2**32, got {self._width}")
         v.ensure_fits(8.0 * self._width, "the output weights a (width values)", "width")
         if threshold is None:
             self._threshold = default_threshold(self._width)
@@ -212,7 +213,7 @@ class TwoLayerNet:
     def _kron_data(self, X: FactorsLike, name: str) -> KronData:
         data = as_kron_data(X, name)
         if data.dims != self._dims:
-            raise v.ArgumentError(name, f"has factor dimensions {data.dims}, the net expects {self._dims}")
+            raise ArgumentError(name, f"has factor dimensions {data.dims}, the net expects {self._dims}")
         return data
 
     def _scratch_bytes(self, n: int) -> float:
@@ -269,7 +270,7 @@ class TwoLayerNet:
         v.ensure_fits(8.0 * data.n + float(need), "one chunk of prediction", "X")
         out = _core.predict(data.factors, self._a, self._threshold, self._seed, self._core_blocks(), rows)
         if not np.isfinite(out).all():
-            raise v.ArgumentError("X", "the predictions overflow float64 (the points or weights are too large)")
+            raise ArgumentError("X", "the predictions overflow float64 (the points or weights are too large)")
         return out
 
     def __call__(self, X: FactorsLike) -> np.ndarray:
@@ -320,10 +321,10 @@ class TwoLayerNet:
         for j, blk in enumerate(state["blocks"]):
             data = KronData(list(blk["factors"]), blk["y"], copy=False)
             if data.dims != net.dims:
-                raise v.ArgumentError(f"blocks[{j}]", f"has dims {data.dims}, the net has {net.dims}")
+                raise ArgumentError(f"blocks[{j}]", f"has dims {data.dims}, the net has {net.dims}")
             alpha_t = v.float_array(blk["alpha_t"], f"blocks[{j}].alpha", 2, allow_empty=True)
             if alpha_t.shape != (data.n, net.width):
-                raise v.ArgumentError(
+                raise ArgumentError(
                     f"blocks[{j}].alpha", f"has shape {alpha_t.shape[::-1]}, expected ({net.width}, {data.n})"
                 )
             net._blocks.append(CoefficientBlock(data, _core.Coefficients.from_alpha_t(alpha_t)))

@@ -71,7 +71,8 @@ def write(path: Any, kind: str, meta: Dict[str, Any], arrays: Dict[str, np.ndarr
     fd, tmp = tempfile.mkstemp(prefix=".kronnet-", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **{META: _meta_array(doc)}, **arrays)
+            members: Dict[str, np.ndarray] = {META: _meta_array(doc), **arrays}
+            np.savez(fh, **members)  # type: ignore[arg-type]  # numpy's stub types **kwds too narrowly
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -112,7 +113,7 @@ class Reader:
         # the array's last byte), so every member is checked up front: a
         # flipped byte anywhere must not load as a silently different number.
         try:
-            damaged = archive.zip.testzip()
+            damaged = archive.zip.testzip() if archive.zip is not None else None
         except Exception as exc:  # noqa: BLE001 - a damaged zip raises many types
             self.close()
             raise FileFormatError(self.path, f"is damaged ({type(exc).__name__}: {exc})") from None
@@ -124,6 +125,7 @@ class Reader:
             self.close()
             raise FileFormatError(self.path, f"is a zip archive without {META}: not a kronnet file")
         raw = self.array(META, np.uint8, 1)
+        assert raw is not None
         try:
             doc = json.loads(raw.tobytes().decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:

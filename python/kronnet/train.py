@@ -12,7 +12,7 @@ import numpy as np
 from . import _core
 from . import _validate as v
 from .data import KronData
-from .errors import ArgumentError, ArgumentTypeError, StaleTrainerError
+from .errors import ArgumentError, ArgumentTypeError, DivergenceError, StaleTrainerError
 from .net import TwoLayerNet
 
 BACKENDS = ("kron", "dense")
@@ -79,7 +79,8 @@ class History:
     @property
     def fired_per_point(self) -> np.ndarray:
         """(steps,) mean |A_i| per batch point."""
-        return self.fired_total / np.maximum(self.batch_sizes, 1)
+        out: np.ndarray = self.fired_total / np.maximum(self.batch_sizes, 1)
+        return out
 
     @classmethod
     def _join(
@@ -223,22 +224,23 @@ class Trainer:
         resume: Optional[Dict[str, Any]],
     ) -> None:
         plan = _plan(net, data, lr, batch_size, index, backend, seed, gram, gram_budget_bytes)
-        self._lr = plan["lr"]
-        self._batch_size = plan["batch_size"]
-        self._backend = plan["backend"]
-        self._index = plan["index"]
-        self._gram = plan["gram"]
-        self._seed = plan["seed"]
-        self._gram_budget_bytes = plan["gram_budget_bytes"]
+        self._lr = plan.lr
+        self._batch_size = plan.batch_size
+        self._backend = plan.backend
+        self._index = plan.index
+        self._gram = plan.gram
+        self._seed = plan.seed
+        self._gram_budget_bytes = plan.gram_budget_bytes
         self._net = net
         self._data = data
         self._sampler = _Sampler(data.n, self._batch_size, self._seed)
         self._steps = 0
-        v.ensure_fits(plan["estimate"], plan["what"], "data, net.width")
+        v.ensure_fits(plan.estimate, plan.what, "data, net.width")
+        assert data.y is not None  # checked by _plan
         coef = net._block_for(data)
         state, p_bound = (None, None) if resume is None else (resume["state"], resume.get("p_bound"))
         self._core = _core.TrainerCore(
-            self._backend,
+            self._backend,  # type: ignore[arg-type]  # validated by _plan
             data.factors,
             data.y,
             net.a,
@@ -246,8 +248,8 @@ class Trainer:
             net.seed,
             coef,
             net._core_blocks(),
-            self._gram if self._gram != "none" else "precomputed",
-            self._index if self._index != "none" else "scan",
+            self._gram if self._gram != "none" else "precomputed",  # type: ignore[arg-type]
+            self._index if self._index != "none" else "scan",  # type: ignore[arg-type]
             state,
             p_bound,
         )
@@ -283,8 +285,7 @@ class Trainer:
         int
             Bytes.
         """
-        plan = _plan(net, data, 1.0, 1, index, backend, 0, gram, gram_budget_bytes)
-        return int(plan["estimate"])
+        return int(_plan(net, data, 1.0, 1, index, backend, 0, gram, gram_budget_bytes).estimate)
 
     @classmethod
     def restore(cls, path: Any) -> Trainer:
@@ -310,7 +311,8 @@ class Trainer:
         """
         from . import checkpoint
 
-        return checkpoint.restore(cls, path)
+        restored: Trainer = checkpoint.restore(cls, path)
+        return restored
 
     def checkpoint(self, path: Any) -> None:
         """Writes everything needed to continue training exactly to one file.
@@ -484,7 +486,7 @@ class Trainer:
         """
         steps = v.positive_int(steps, "steps")
         eval_every = v.nonnegative_int(eval_every, "eval_every")
-        progress = _flag(progress, "progress")
+        progress = v.flag(progress, "progress")
         self._check_current()
         start = time.perf_counter()
         parts: List[Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
@@ -506,11 +508,16 @@ class Trainer:
                     if ran:
                         bar.set_postfix(batch_loss=f"{float(parts[-1][0][-1]):.3e}")
                 if err is not None:
-                    checkpoints.append((self._steps, self.full_loss()))
-                    err.history = History._join(parts, checkpoints, time.perf_counter() - start)
                     raise err
                 if eval_every and (done % eval_every == 0) and done < steps:
                     checkpoints.append((self._steps, self.full_loss()))
+        except (DivergenceError, KeyboardInterrupt) as exc:
+            # Wherever it landed (in Rust between two steps, or in Python
+            # between two chunks), the trainer is at a step boundary: report
+            # the steps this call took with the exception.
+            checkpoints.append((self._steps, self.full_loss()))
+            exc.history = History._join(parts, checkpoints, time.perf_counter() - start)  # type: ignore[union-attr]
+            raise
         finally:
             if bar is not None:
                 bar.close()
@@ -520,28 +527,30 @@ class Trainer:
     def _run_chunk(self, k: int, parts: List[Any]) -> Tuple[int, Optional[BaseException]]:
         """Draws k batches and runs them in Rust. On an early stop the sampler
         is put back to the first step not taken, so a retry draws it again."""
-        before = self._sampler.state()
-        ran, err = 0, None
+        before, taken = self._sampler.state(), self._core.steps_taken
+        err = None
         try:
             batches = [self._sampler.draw() for _ in range(k)]
             offsets = np.zeros(k + 1, dtype=np.int64)
             np.cumsum([b.shape[0] for b in batches], out=offsets[1:])
             loss, union, total, err = self._core.run(np.concatenate(batches), offsets, self._lr)
-            ran = int(loss.shape[0])
-            parts.append((loss, union, total, np.diff(offsets)[:ran]))
+            parts.append((loss, union, total, np.diff(offsets)[: loss.shape[0]]))
         finally:
+            # Counted by the core, so the count is right even when Ctrl-C
+            # lands in Python right after the run returned.
+            ran = self._core.steps_taken - taken
             if ran < k:
                 self._sampler.set_state(before, advance=ran)
             self._committed(ran)
         return ran, err
 
-    def index_stats(self) -> dict:
+    def index_stats(self) -> Dict[str, float]:
         """Work of the activation index so far: seconds spent finding fire
         sets, and counters (queries, rows_synced, full_rebuilds,
         nodes_recomputed, values_read, memory_bytes)."""
         if self._backend != "kron":
             return {}
-        out = dict(self._core.index_stats)
+        out: Dict[str, float] = dict(self._core.index_stats)
         out["seconds"] = float(self._core.index_seconds)
         out["memory_bytes"] = int(self._core.index_memory_bytes)
         return out
@@ -557,10 +566,19 @@ class Trainer:
         )
 
 
-def _flag(value: Any, name: str) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise ArgumentTypeError(name, f"expected True or False, got {type(value).__name__} {value!r}")
-    return bool(value)
+@dataclass(frozen=True)
+class _Plan:
+    """A trainer's validated arguments, resolved modes and peak memory."""
+
+    lr: float
+    batch_size: int
+    backend: str
+    index: str
+    gram: str
+    seed: int
+    gram_budget_bytes: int
+    estimate: float
+    what: str
 
 
 def _plan(
@@ -573,7 +591,7 @@ def _plan(
     seed: Any,
     gram: Any,
     gram_budget_bytes: Any,
-) -> Dict[str, Any]:
+) -> _Plan:
     """Validates a trainer's arguments and works out its index, Gram mode
     and peak memory."""
     if not isinstance(net, TwoLayerNet):
@@ -587,44 +605,37 @@ def _plan(
     if data.dims != net.dims:
         raise ArgumentError("data", f"has factor dimensions {data.dims}, the net expects {net.dims}")
     v.trainable_targets(data.y, "data.y")
-    out: Dict[str, Any] = {
-        "lr": v.finite_float(lr, "lr", positive=True),
-        "batch_size": v.positive_int(batch_size, "batch_size"),
-        "backend": v.choice(backend, "backend", BACKENDS),
-        "seed": v.seed_int(seed),
-        "gram_budget_bytes": v.positive_int(gram_budget_bytes, "gram_budget_bytes"),
-    }
+    lr = v.finite_float(lr, "lr", positive=True)
+    batch_size = v.positive_int(batch_size, "batch_size")
+    backend = v.choice(backend, "backend", BACKENDS)
+    seed = v.seed_int(seed)
+    gram_budget_bytes = v.positive_int(gram_budget_bytes, "gram_budget_bytes")
     index = v.choice(index, "index", INDEXES)
     gram = v.choice(gram, "gram", GRAM_MODES)
-    if out["batch_size"] > data.n:
-        raise ArgumentError("batch_size", f"{out['batch_size']} exceeds the {data.n} training points")
+    if batch_size > data.n:
+        raise ArgumentError("batch_size", f"{batch_size} exceeds the {data.n} training points")
     n, m = data.n, net.width
     threads = _core.thread_count()
     has_block = any(b.data.n == n and b.data.fingerprint == data.fingerprint for b in net.coefficients)
     block = 0.0 if has_block else 8.0 * n * m
     trained = [b.data.n for b in net.coefficients if b._coef.trained]
-    if out["backend"] == "kron":
-        out["index"] = _resolve_index(index, n, m, net.threshold)
+    if backend == "kron":
+        index = _resolve_index(index, n, m, net.threshold)
         if gram == "auto":
-            gram = "precomputed" if 8.0 * n * n <= out["gram_budget_bytes"] else "columns"
-        out["gram"] = gram
+            gram = "precomputed" if 8.0 * n * n <= gram_budget_bytes else "columns"
         # Two phases follow each other: init (its per-thread buffers, or one
         # trained block's cross-Gram, n × n_s), then the Gram and the index,
         # which stay. P, the block and the factors' copy span both.
         init_phase = max(float(_core.init_scratch_bytes(list(net.dims), n, threads)), 8.0 * n * max(trained, default=0))
         gram_bytes = 8.0 * n * n + 8.0 * 64 * n * threads if gram == "precomputed" else 0.0
-        state_phase = gram_bytes + float(_core.index_memory_bytes(out["index"], n, m))
-        out["estimate"] = (
-            8.0 * n * m + block + 8.0 * n * (sum(data.dims) + 1) + max(init_phase, state_phase) + ALLOCATOR_SLACK_BYTES
-        )
-        out["what"] = "the training state (P, coefficients, Gram, index)"
+        state_phase = gram_bytes + float(_core.index_memory_bytes(index, n, m))
+        estimate = 8.0 * n * m + block + 8.0 * n * (sum(data.dims) + 1) + max(init_phase, state_phase)
+        what = "the training state (P, coefficients, Gram, index)"
     else:
-        out["index"] = "none"
-        out["gram"] = "none"
-        d = data.d
-        out["estimate"] = 8.0 * d * (n + m + max(trained, default=0)) + block + 8.0 * n * m + ALLOCATOR_SLACK_BYTES
-        out["what"] = "the dense backend's X (n × d) and W (width × d)"
-    return out
+        index, gram = "none", "none"
+        estimate = 8.0 * data.d * (n + m + max(trained, default=0)) + block + 8.0 * n * m
+        what = "the dense backend's X (n × d) and W (width × d)"
+    return _Plan(lr, batch_size, backend, index, gram, seed, gram_budget_bytes, estimate + ALLOCATOR_SLACK_BYTES, what)
 
 
 #: "auto" uses the crossing bits while n · q <= this, where q = P(N(0,1) > b)

@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import numbers
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple, cast
 
 import numpy as np
 
 from . import _core
 from . import _validate as v
+from .errors import ArgumentError, ArgumentTypeError
 
 
 def _threshold(tau: Any) -> float:
     if isinstance(tau, bool) or not isinstance(tau, numbers.Real):
-        raise TypeError(f"tau: expected a real number, got {type(tau).__name__} {tau!r}")
-    t = float(tau)
+        raise ArgumentTypeError("tau", f"expected a real number, got {type(tau).__name__} {tau!r}")
+    try:
+        t = float(tau)
+    except OverflowError:  # an int beyond float64: above or below every value
+        t = float("inf") if cast(Any, tau) > 0 else float("-inf")
     if np.isnan(t):
-        raise ValueError("tau: must not be NaN (±inf is allowed)")
+        raise ArgumentError("tau", "must not be NaN (±inf is allowed)")
     return t
 
 
@@ -40,9 +44,10 @@ class AsyncTree:
         self._tree = _core.AsyncTree(vals)
 
     @property
-    def shape(self) -> tuple:
+    def shape(self) -> Tuple[int, int]:
         """(n, m)."""
-        return tuple(self._tree.shape)
+        n, m = self._tree.shape
+        return (int(n), int(m))
 
     @property
     def values(self) -> np.ndarray:
@@ -72,42 +77,27 @@ class AsyncTree:
         new_values : (n, k) finite floats.
         """
         n, m = self.shape
-        c = np.asarray(cols)
-        if c.ndim == 0:
-            c = c.reshape(1)
-        if c.dtype == object or c.dtype.kind not in "iu":
-            if c.size or c.dtype.kind == "b":
-                raise TypeError(f"cols: expected integer column indices, got dtype {c.dtype}")
-        if c.ndim != 1:
-            raise ValueError(f"cols: expected a 1-D array, got shape {c.shape}")
-        c = c.astype(np.int64)
-        if c.size == 0:
-            nv = np.asarray(new_values, dtype=np.float64)
-            if nv.size:
-                raise ValueError(f"new_values: has shape {nv.shape}, expected ({n}, 0)")
-            return
-        if c.min() < 0 or c.max() >= m:
-            bad = int(c.min()) if c.min() < 0 else int(c.max())
-            raise ValueError(f"cols: index {bad} is out of range for {m} columns")
+        c = v.index_array(cols, "cols", m, what="columns", allow_empty=True)
         if np.unique(c).size != c.size:
-            raise ValueError("cols: indices must be distinct")
-        nv = v.float_array(new_values, "new_values", 2)
+            raise ArgumentError("cols", "indices must be distinct")
+        nv = v.float_array(new_values, "new_values", 2, allow_empty=True)
         if nv.shape != (n, c.size):
-            raise ValueError(f"new_values: has shape {nv.shape}, expected ({n}, {c.size})")
-        self._tree.update(c, nv)
+            raise ArgumentError("new_values", f"has shape {nv.shape}, expected ({n}, {c.size})")
+        if c.size:
+            self._tree.update(c, nv)
 
     def query(self, i: int, tau: float) -> np.ndarray:
         """Sorted int64 array of every r with values[i, r] > tau (strict)."""
         n = self.shape[0]
         if isinstance(i, bool) or not isinstance(i, numbers.Integral):
-            raise TypeError(f"i: expected an integer row index, got {type(i).__name__} {i!r}")
+            raise ArgumentTypeError("i", f"expected an integer row index, got {type(i).__name__} {i!r}")
         if not 0 <= i < n:
-            raise ValueError(f"i: row {i} is out of range for {n} rows")
+            raise ArgumentError("i", f"row {i} is out of range for {n} rows")
         return self._tree.query(int(i), _threshold(tau))
 
     def query_many(self, rows: Any, tau: float) -> List[np.ndarray]:
         """`query` for several rows (repeats allowed), synced in parallel."""
-        idx = v.index_array(rows, "rows", self.shape[0])
+        idx = v.index_array(rows, "rows", self.shape[0], what="rows")
         return list(self._tree.query_many(idx, _threshold(tau)))
 
     def __repr__(self) -> str:
