@@ -314,7 +314,7 @@ def trainer_churn(
             {
                 "trainers": k,
                 "rss_bytes": rss(),
-                "predict_seconds": median_time(lambda: net.predict(probe), min_seconds=0.3),
+                "predict_seconds": median_time(lambda: net.predict(probe), min_seconds=1.0, repeats=7),
                 "blocks": len(net.coefficients),
             }
         )
