@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -50,7 +50,7 @@ def median_time(fn: Callable[[], Any], min_seconds: float = 0.2, repeats: int = 
     return float(np.median(rounds))
 
 
-def square_dims(d: int) -> tuple:
+def square_dims(d: int) -> Tuple[int, int]:
     """(d1, d2) with d1 * d2 = d and d1 = d2 (or d2 = 2 d1): for d = 2^k."""
     k = int(round(math.log2(d)))
     if 2**k != d:
@@ -144,7 +144,7 @@ def time_index(
     width: int,
     threshold: Optional[float],
     batch_size: int = 8,
-    dims: tuple = (16, 16),
+    dims: Tuple[int, ...] = (16, 16),
     epochs: float = 2.0,
     seed: int = 0,
 ) -> Dict[str, Any]:
@@ -153,7 +153,7 @@ def time_index(
     their steady lag), then `epochs` epochs (at least 128 steps) timed."""
     data = make_kronecker_data(n, dims=dims, seed=seed)
     net = TwoLayerNet(dims, width, threshold=threshold, seed=seed)
-    tr = Trainer(net, data, lr=suggest_lr(net, batch_size), batch_size=batch_size, index=index, seed=seed)
+    tr = Trainer(net, data, lr=suggest_lr(net, batch_size), batch_size=batch_size, index=index, seed=seed)  # type: ignore[arg-type]
     per_epoch = math.ceil(n / batch_size)
     tr.fit(min(per_epoch, 256))
     before = tr.index_stats()
@@ -177,7 +177,9 @@ def time_index(
     }
 
 
-def numpy_gemm_seconds(shape_a: tuple, shape_b: tuple, seed: int = 0, min_seconds: float = 0.2) -> float:
+def numpy_gemm_seconds(
+    shape_a: Tuple[int, int], shape_b: Tuple[int, int], seed: int = 0, min_seconds: float = 0.2
+) -> float:
     """Median seconds of NumPy's A @ B for random float64 A, B."""
     rng = np.random.default_rng(seed)
     a, b = rng.standard_normal(shape_a), rng.standard_normal(shape_b)
@@ -193,7 +195,7 @@ def time_kron(
     data = make_kronecker_data(n, dims=dims, seed=seed)
     net = TwoLayerNet(dims, width, seed=seed)
     start = time.perf_counter()
-    tr = Trainer(net, data, lr=suggest_lr(net, batch_size), batch_size=batch_size, index=index, seed=seed)
+    tr = Trainer(net, data, lr=suggest_lr(net, batch_size), batch_size=batch_size, index=index, seed=seed)  # type: ignore[arg-type]
     init = time.perf_counter() - start
     tr.fit(min(steps, math.ceil(n / batch_size)))  # warm-up
     # Five rounds, medians: one noisy stretch on a shared machine moves
@@ -276,7 +278,7 @@ def peak_memory_of_run(d: int, n: int, width: int, batch_size: int, steps: int) 
 
 
 def trainer_churn(
-    n: int, width: int, dims: tuple, trainers: int, steps: int, probe_points: int
+    n: int, width: int, dims: Tuple[int, ...], trainers: int, steps: int, probe_points: int
 ) -> List[Dict[str, float]]:
     """Builds and drops `trainers` trainers on one net, one after another,
     on the same data; after each, the process's resident memory (glibc

@@ -1,0 +1,271 @@
+"""The sweeps behind `kronnet bench`: each runs its measurements
+(`bench.py`), writes the raw figures as JSON, prints a Markdown table and,
+for the scaling sweep, plots per-step time against d."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+from . import bench
+
+
+def pinned(args: argparse.Namespace, argv: List[str]) -> Optional[int]:
+    """Re-runs this command in a child whose environment pins rayon, BLAS and
+    OpenMP to `--threads` (they read it once, at start-up); returns its exit
+    code, or None when already pinned."""
+    import os
+    import subprocess
+    import sys
+
+    if os.environ.get("KRONNET_BENCH_THREADS") == str(args.threads):
+        return None
+    env = bench.pin_threads_env(args.threads)
+    env["KRONNET_BENCH_THREADS"] = str(args.threads)
+    if getattr(args, "sweep", None) == "churn":
+        # glibc raises its mmap threshold to the size of the last freed
+        # block, after which freed arrays stay in the heap and RSS shows the
+        # allocator's caching, not the program's live memory. A fixed
+        # threshold returns every freed array to the system at once.
+        env["MALLOC_MMAP_THRESHOLD_"] = str(1 << 20)
+    return subprocess.call([sys.executable, "-m", "kronnet", *argv], env=env)
+
+
+def table(headers: List[str], rows: List[List[str]]) -> str:
+    """A Markdown table."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def save_json(path: str, payload: Dict[str, Any]) -> None:
+    """Writes `payload` as indented JSON, creating the folder."""
+    import json
+    import os
+
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w") as fh:
+        json.dump(payload, fh, indent=2)
+    print(f"wrote {path}")
+
+
+def meta(args: argparse.Namespace) -> Dict[str, Any]:
+    """When, with what and on how many threads the figures were measured."""
+    import datetime
+    import platform
+
+    from . import __version__
+
+    return {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "kronnet": __version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "threads": args.threads,
+    }
+
+
+def scaling(args: argparse.Namespace) -> int:
+    """Per-step time, init and the step's GEMM against d, beside the dense
+    baselines (README "Performance")."""
+    from tqdm.auto import tqdm
+
+    n, m, S = args.n, args.width, args.batch_size
+    exps = range(8, 21, 4) if args.quick else range(8, 21, 2)
+    ds = [2**k for k in exps if 2**k <= args.max_d]
+    torch_ok = bench.torch_available() and not args.no_torch
+    results = []
+    for d in tqdm(ds, desc="d sweep", unit="d", disable=args.no_progress):
+        row = bench.time_kron(d, n, m, S, args.steps)
+        if d <= args.dense_max_d:
+            row["numpy_step_seconds"] = bench.time_dense_steps("numpy", d, n, m, S)
+            row["dense_step_seconds"] = bench.time_dense_steps("dense", d, n, m, S)
+            if torch_ok:
+                row["torch_step_seconds"] = bench.time_dense_steps("torch", d, n, m, S)
+        # The same-shape BLAS references: the step's GEMM and init's X W(0)^T.
+        fired = max(1, int(round(row["fired_union"])))
+        gemm = bench.numpy_gemm_seconds((n, S), (S, fired))
+        row["numpy_step_gemm_gflops"] = 2.0 * n * S * fired / gemm / 1e9
+        if d <= args.dense_max_d:
+            row["numpy_init_gemm_seconds"] = bench.numpy_gemm_seconds((n, d), (d, m), min_seconds=0.0)
+        results.append(row)
+    # The step's GEMM alone, with the scan index: the scan reads P before the
+    # update, so the update's own cache misses are not counted; with "bits"
+    # nothing touches P first and the update absorbs them (see README).
+    gemm_scan = bench.time_kron(ds[0], n, m, S, args.steps, index="scan")
+    r_scan = max(1, int(round(gemm_scan["fired_union"])))
+    gemm_numpy = 2.0 * n * S * r_scan / bench.numpy_gemm_seconds((n, S), (S, r_scan)) / 1e9
+    gemm_ratio = gemm_scan["gemm_gflops"] / gemm_numpy
+    peak = None
+    if not args.quick and args.max_d >= 2**20:
+        peak = bench.peak_memory_of_run(2**20, n, m, S, args.steps)
+    payload = {
+        "meta": meta(args),
+        "n": n,
+        "width": m,
+        "batch_size": S,
+        "results": results,
+        "step_gemm_scan": {"gflops": gemm_scan["gemm_gflops"], "numpy_gflops": gemm_numpy, "ratio": gemm_ratio},
+        "peak_rss_bytes_d2e20": peak,
+    }
+    save_json(f"{args.out}/bench_scaling.json", payload)
+    print(f"\nper-step time (ms), n={n}, m={m}, S={S}, {args.threads} thread(s):")
+    rows = []
+    for res in results:
+        k = res["step_seconds"]
+
+        def cell(key: str, r: Dict[str, Any] = res, k: float = k) -> str:
+            return f"{r[key] * 1e3:.1f} ({r[key] / k:.0f}x)" if key in r else "-"
+
+        r = res
+
+        rows.append(
+            [
+                f"2^{int(math.log2(r['d']))}",
+                f"{k * 1e3:.3f}",
+                cell("dense_step_seconds"),
+                cell("numpy_step_seconds"),
+                cell("torch_step_seconds"),
+                f"{r['gemm_gflops'] / r['numpy_step_gemm_gflops']:.0%}",
+                f"{r['init_seconds']:.2f}",
+                f"{r['init_seconds'] / r['numpy_init_gemm_seconds']:.2f}x" if "numpy_init_gemm_seconds" in r else "-",
+            ]
+        )
+    print(
+        table(
+            [
+                "d",
+                "kron step",
+                "dense backend (ratio)",
+                "NumPy dense (ratio)",
+                "PyTorch dense (ratio)",
+                "step GEMM incl. misses vs NumPy",
+                "init s",
+                "init / NumPy X W0^T",
+            ],
+            rows,
+        )
+    )
+    first, last = results[0], results[-1]
+    print(
+        f"\nstep time at d=2^{int(math.log2(last['d']))} / d=2^{int(math.log2(first['d']))}: "
+        f"{last['step_seconds'] / first['step_seconds']:.2f}x"
+    )
+    print(
+        f"step GEMM alone (index=scan, d={ds[0]}): {gemm_scan['gemm_gflops']:.1f} GFLOP/s nominal, "
+        f"NumPy matmul on ({n}x{S})@({S}x{r_scan}): {gemm_numpy:.1f} GFLOP/s: {gemm_ratio:.0%}"
+    )
+    if peak is not None:
+        print(f"peak memory of a d=2^20 run (init, {args.steps} steps, predict): {peak / 2**30:.2f} GiB")
+    plot_scaling(results, f"{args.out}/bench_scaling.png")
+    return 0
+
+
+def plot_scaling(results: List[Dict[str, Any]], path: str) -> None:
+    """Per-step time against d, one line per implementation (needs matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed (pip install 'kronnet[plot]'): no plot")
+        return
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for key, label in [
+        ("step_seconds", "kronnet (Kronecker)"),
+        ("dense_step_seconds", "kronnet dense backend"),
+        ("numpy_step_seconds", "NumPy dense"),
+        ("torch_step_seconds", "PyTorch dense (CPU)"),
+    ]:
+        pts = [(r["d"], r[key]) for r in results if key in r]
+        if pts:
+            ax.plot(*zip(*pts), marker="o", label=label)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("input dimension d")
+    ax.set_ylabel("seconds per SGD step")
+    ax.set_title("Per-step time vs d")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"wrote {path}")
+
+
+def index(args: argparse.Namespace) -> int:
+    """The activation indexes against n, m and the firing fraction
+    (docs/indexes.md)."""
+    from tqdm.auto import tqdm
+
+    ms = [2**k for k in (range(10, 19, 4) if args.quick else range(10, 19, 2)) if 2**k <= args.max_width]
+    fractions = [None, 0.01, 0.001]
+    configs = [(n, m, q) for n in (args.n, 32) for m in ms for q in fractions]
+    if not args.quick:
+        # Large n, where the bits' O(n |R|) maintenance meets the scan's O(m S).
+        configs += [(n, m, None) for n in (2048, 8192) for m in (2**11, 2**14)]
+    results = []
+    for n, m, q in tqdm(configs, desc="index sweep", unit="shape", disable=args.no_progress):
+        b = None if q is None else bench.threshold_for_fraction(q)
+        epochs = 16.0 if n < 256 else 2.0 if n <= 512 else 0.25
+        for index in ("scan", "tree", "bits"):
+            r = bench.time_index(index, n, m, b, batch_size=args.batch_size, epochs=epochs)
+            r["fraction"] = q
+            results.append(r)
+    save_json(f"{args.out}/bench_index.json", {"meta": meta(args), "results": results})
+    rows = []
+    for i in range(0, len(results), 3):
+        scan, tree, bits = results[i : i + 3]
+        best = min((scan, tree, bits), key=lambda r: r["step_seconds"])
+        from .train import _resolve_index
+
+        auto = _resolve_index("auto", scan["n"], scan["width"], scan["threshold"])
+        rows.append(
+            [
+                str(scan["n"]),
+                f"2^{int(math.log2(scan['width']))}",
+                f"{scan['threshold']:.2f}",
+                f"{tree['fired_per_point']:.0f}",
+                f"{tree['fired_union']:.0f}",
+                *(f"{r['step_seconds'] * 1e3:.2f} / {r['index_seconds'] * 1e3:.2f}" for r in (scan, tree, bits)),
+                f"{tree['per_step']['nodes_recomputed']:.0f}",
+                f"{tree['per_step']['full_rebuilds']:.1f}",
+                best["index"],
+                auto + ("" if auto == best["index"] else " (!)"),
+            ]
+        )
+    print(f"\nper-step time / time in the index (ms), S={args.batch_size}, {args.threads} thread(s):")
+    print(
+        table(
+            [
+                "n",
+                "m",
+                "b",
+                "fired/point",
+                "|R|",
+                "scan",
+                "tree",
+                "bits",
+                "tree nodes/step",
+                "tree rebuilds/step",
+                "fastest",
+                "auto",
+            ],
+            rows,
+        )
+    )
+    return 0
+
+
+def churn(args: argparse.Namespace) -> int:
+    """Memory and predict time after trainers are built and dropped on one net."""
+    n, m = max(args.n, 1024), max(args.width, 4096)
+    print(
+        f"trainers built, trained 50 steps and dropped on one net: n={n}, m={m}, dims=(16, 16), predict on 1000 points"
+    )
+    print(bench.churn_table(bench.trainer_churn(n, m, (16, 16), 6, 50, 1000)))
+    return 0
