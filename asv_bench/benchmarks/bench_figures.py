@@ -1,13 +1,12 @@
 """The performance figures (README.md, "Performance") as tracked ratios, each measured side by side in
 one process (ratios are steadier than absolute times on a shared machine)."""
 
-from ._common import BATCH, WIDTH, N, bench, kn
+from ._common import BATCH, WIDTH, Benchmark, N, bench, kn
 
 
-class Figures:
+class Figures(Benchmark):
     timeout = 1800
     repeat = 1
-    number = 1
 
     def track_speedup_vs_numpy_dense_d16(self):
         """NumPy dense step time / Kronecker step time at d = 2^16 (>= 300)."""
@@ -47,7 +46,7 @@ class Figures:
     track_init_over_numpy_gemm_d16.unit = "ratio"
 
 
-class PeakMemory:
+class PeakMemory(Benchmark):
     timeout = 1800
 
     def setup(self):

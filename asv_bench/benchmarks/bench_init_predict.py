@@ -1,14 +1,11 @@
 """Init (P(0) by regenerated GEMMs) and prediction on new points."""
 
-from ._common import WIDTH, N, bench, kn, trainer
+from ._common import WIDTH, Benchmark, N, bench, kn, trainer
 
 
-class Init:
+class Init(Benchmark):
     params = ([2**8, 2**12, 2**16],)
     param_names = ["d"]
-    timeout = 900
-    number = 1
-    repeat = (1, 3, 120.0)
 
     def setup(self, d):
         dims = bench.square_dims(d)
@@ -19,12 +16,9 @@ class Init:
         self.net.preactivations(self.data)
 
 
-class Predict:
+class Predict(Benchmark):
     params = ([2**8, 2**16],)
     param_names = ["d"]
-    timeout = 900
-    number = 1
-    repeat = (1, 3, 120.0)
 
     def setup(self, d):
         self.tr = trainer(d=d)

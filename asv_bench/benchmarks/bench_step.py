@@ -1,18 +1,16 @@
 """Per-step time of the Kronecker backend against d, m, n, S, per index."""
 
-from ._common import trainer
+from ._common import Benchmark, trainer
 
 INDEXES = ["scan", "tree", "bits"]
 
 
-class StepVsD:
+class StepVsD(Benchmark):
     """d from 2^8 to 2^20 at n = 512, m = 2048, S = 8: flat if d-independent."""
 
     params = ([2**8, 2**12, 2**16, 2**20],)
     param_names = ["d"]
-    timeout = 900
     number = 20
-    repeat = (1, 3, 120.0)
 
     def setup(self, d):
         self.tr = trainer(d=d)
@@ -21,10 +19,9 @@ class StepVsD:
         self.tr.step()
 
 
-class _StepSweep:
+class _StepSweep(Benchmark):
     """One shape parameter (named by param_names[0]) against the index."""
 
-    timeout = 900
     number = 10
     repeat = (1, 3, 60.0)
 
@@ -50,13 +47,12 @@ class StepVsBatch(_StepSweep):
     param_names = ["batch_size", "index"]
 
 
-class IndexMaintenance:
+class IndexMaintenance(Benchmark):
     """Seconds per step spent in the index (syncs + queries) at the
     reference shape."""
 
     params = (INDEXES,)
     param_names = ["index"]
-    timeout = 600
     unit = "seconds"
 
     def setup(self, index):

@@ -8,29 +8,21 @@ far steadier than absolute times on a shared machine.
 from __future__ import annotations
 
 import math
-import os
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from ._threads import pinned_env
 from .data import KronData, make_kronecker_data
 from .net import TwoLayerNet
 from .train import Trainer, suggest_lr
 
-THREAD_VARS = ("RAYON_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-
 
 def pin_threads_env(threads: int) -> Dict[str, str]:
-    """Environment pinning rayon, OpenMP/OpenBLAS/MKL (and so NumPy and
-    PyTorch) to `threads`; they read it once, at start-up."""
-    env = dict(os.environ)
-    for var in THREAD_VARS:
-        env[var] = str(threads)
-    # PyTorch's OpenMP workers otherwise spin on the cores after every op,
-    # stealing them from whatever is timed next (NumPy's BLAS, rayon).
-    env["OMP_WAIT_POLICY"] = "PASSIVE"
-    return env
+    """This process's environment with rayon, OpenMP/OpenBLAS/MKL (and so
+    NumPy and PyTorch) pinned to `threads` (`_threads.py`)."""
+    return pinned_env(threads)
 
 
 def median_time(fn: Callable[[], Any], min_seconds: float = 0.2, repeats: int = 5, max_calls: int = 10_000) -> float:
