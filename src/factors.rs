@@ -53,6 +53,19 @@ impl<'a> Factors<'a> {
         Ok(Factors { mats })
     }
 
+    /// Factors already checked by `new` (the same arrays, or rows of them):
+    /// skips the O(n Σ d_k) scan, which a step in `GramMode::Columns` would
+    /// otherwise repeat every time.
+    pub(crate) fn assume_checked(mats: Vec<ArrayView2<'a, f64>>) -> Self {
+        debug_assert!(!mats.is_empty() && mats.iter().all(|u| u.nrows() == mats[0].nrows()));
+        Factors { mats }
+    }
+
+    /// Rows [start, stop) of every factor, without copying or re-checking.
+    pub fn rows(&self, start: usize, stop: usize) -> Factors<'_> {
+        Factors { mats: self.mats.iter().map(|u| u.slice(ndarray::s![start..stop, ..])).collect() }
+    }
+
     pub fn n(&self) -> usize {
         self.mats[0].nrows()
     }

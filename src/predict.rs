@@ -13,7 +13,7 @@ use crate::gram::cross_gram;
 use crate::init::{init_preacts_t, initial_weight_matrix, scratch_bytes};
 use crate::matmul::matmul_acc;
 use crate::model::Model;
-use ndarray::{s, Array2, ArrayView2, Axis};
+use ndarray::{s, Array2, Axis};
 use rayon::prelude::*;
 
 /// Neurons per task of the α · K product: fixed, so results do not depend on
@@ -104,8 +104,7 @@ pub fn predict(
     while start < q {
         ctl.check()?;
         let stop = (start + rows.max(1)).min(q);
-        let chunk: Vec<ArrayView2<'_, f64>> = query.mats().iter().map(|u| u.slice(s![start..stop, ..])).collect();
-        let p_t = preacts_t(&Factors::new(chunk)?, seed, model.width(), blocks, ctl)?;
+        let p_t = preacts_t(&query.rows(start, stop), seed, model.width(), blocks, ctl)?;
         out.extend(model.outputs_neuron_major(p_t.view()));
         start = stop;
     }

@@ -205,7 +205,7 @@ impl KronState {
         // step's axpy operands.
         let kb_t = match &self.gram {
             Some(k) => k.select(Axis(0), batch),
-            None => gram_rows(&Factors::new(views(&self.factors))?, batch)?,
+            None => gram_rows(&Factors::assume_checked(views(&self.factors)), batch)?,
         };
         self.check_growth(&kb_t, &upd.coef)?;
         coef.apply(batch, &upd.neurons, &upd.coef)?;
