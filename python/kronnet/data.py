@@ -79,7 +79,14 @@ class KronData:
 
     @property
     def factors(self) -> List[np.ndarray]:
-        """The p factor arrays, factor k of shape (n, d_k), float64, read-only."""
+        """The p factor arrays, factor k of shape (n, d_k), float64, read-only.
+
+        Examples
+        --------
+        >>> import kronnet as kn
+        >>> [u.shape for u in kn.make_kronecker_data(5, dims=(2, 3)).factors]
+        [(5, 2), (5, 3)]
+        """
         return list(self._factors)
 
     @property
@@ -114,6 +121,14 @@ class KronData:
         Two data sets with the same fingerprint hold the same points, so a
         net keeps one coefficient block for them however many trainers, or
         saved and reloaded copies, train on them.
+
+        Examples
+        --------
+        >>> import kronnet as kn
+        >>> a = kn.make_kronecker_data(8, dims=(2, 2), seed=0)
+        >>> b = kn.KronData(a.factors, y=-a.y)  # same points, other targets
+        >>> a.fingerprint == b.fingerprint
+        True
         """
         if self._fingerprint is None:
             h = hashlib.blake2b(digest_size=20)
@@ -125,14 +140,54 @@ class KronData:
         return self._fingerprint
 
     def norms(self) -> np.ndarray:
-        """||x_i|| = prod_k ||u_i^(k)||, shape (n,)."""
+        """The norms of the points, ||x_i|| = prod_k ||u_i^(k)||.
+
+        Computed from the factors, without materializing x_i.
+
+        Returns
+        -------
+        ndarray of shape (n,)
+            ||x_i|| for every point i.
+
+        Examples
+        --------
+        >>> import numpy as np, kronnet as kn
+        >>> u = np.array([[3.0, 4.0], [0.6, 0.8]])
+        >>> v = np.array([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+        >>> kn.KronData([u, v]).norms()
+        array([10.,  1.])
+        """
         out = np.ones(self.n)
         for u in self._factors:
             out *= np.linalg.norm(u, axis=1)
         return out
 
     def normalized(self) -> KronData:
-        """A copy with every factor row scaled to unit norm (so ||x_i|| = 1)."""
+        """A copy with every factor row scaled to unit norm (so ||x_i|| = 1).
+
+        kronnet's model and :func:`~kronnet.suggest_lr` assume unit-norm
+        inputs; call this on your own data before training. The targets are
+        kept.
+
+        Returns
+        -------
+        KronData
+            Same n, dims and targets; factor k of shape (n, d_k) with unit
+            rows.
+
+        Raises
+        ------
+        ArgumentError
+            A factor row is zero (that point cannot be normalized).
+
+        Examples
+        --------
+        >>> import numpy as np, kronnet as kn
+        >>> u = np.array([[3.0, 4.0], [0.6, 0.8]])
+        >>> v = np.array([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+        >>> kn.KronData([u, v], y=[1.0, 2.0]).normalized().norms()
+        array([1., 1.])
+        """
         mats = []
         for k, u in enumerate(self._factors):
             log_norm = v.row_log_norms(u)
@@ -147,12 +202,59 @@ class KronData:
         return KronData(mats, self._y, copy=False)
 
     def take(self, indices: Any) -> KronData:
-        """The points at `indices` (1-D ints), with their targets."""
+        """The points at `indices`, with their targets.
+
+        Parameters
+        ----------
+        indices : array_like of int, shape (k,)
+            Indices in [0, n); repeats and any order are allowed.
+
+        Returns
+        -------
+        KronData
+            k points: factor j of shape (k, d_j), y of shape (k,) (or None).
+
+        Raises
+        ------
+        ArgumentError
+            An index is out of range, or `indices` is not 1-D.
+
+        Examples
+        --------
+        >>> import kronnet as kn
+        >>> data = kn.make_kronecker_data(10, dims=(2, 3), seed=0)
+        >>> part = data.take([4, 0, 4])
+        >>> part
+        KronData(n=3, dims=(2, 3), d=6, with targets)
+        >>> bool((part.y == data.y[[4, 0, 4]]).all())
+        True
+        """
         idx = v.index_array(indices, "indices", self.n)
         return KronData([u[idx] for u in self._factors], None if self._y is None else self._y[idx], copy=False)
 
     def dense(self) -> np.ndarray:
-        """The materialized rows x_i, shape (n, d). Only for small d."""
+        """The materialized rows x_i = u_i^(1) ⊗ ... ⊗ u_i^(p). Only for small d.
+
+        Returns
+        -------
+        ndarray of shape (n, d)
+            Row i is ``np.kron(u_i^(1), ..., u_i^(p))``.
+
+        Raises
+        ------
+        OutOfMemoryError
+            The n × d matrix would not fit in memory.
+
+        Examples
+        --------
+        >>> import numpy as np, kronnet as kn
+        >>> data = kn.make_kronecker_data(3, dims=(2, 3), seed=0)
+        >>> x = data.dense()
+        >>> x.shape
+        (3, 6)
+        >>> bool(np.allclose(x[0], np.kron(data.factors[0][0], data.factors[1][0])))
+        True
+        """
         v.ensure_fits(8.0 * self.n * self.d, "the dense data matrix (n × d)", "data.dense()")
         x = self._factors[0]
         for u in self._factors[1:]:
@@ -255,19 +357,47 @@ def make_kronecker_data(
 
     Parameters
     ----------
-    n : number of points.
-    dims : (d_1, ..., d_p), p >= 2.
-    seed : seeds factors and targets (numpy's PCG64).
-    labels : "teacher" — y from a random two-layer ReLU teacher whose neurons
-        are rank-one Kronecker vectors t_j = g_j1 ⊗ ... ⊗ g_jp (so it can be
-        evaluated at any d), standardized to mean 0, standard deviation 1;
-        "sign" — independent uniform ±1 labels.
-    teacher_width : number of teacher neurons.
-    noise : standard deviation of Gaussian noise added to the targets.
+    n : int
+        Number of points, n >= 1.
+    dims : tuple of int, default (16, 16)
+        (d_1, ..., d_p), p >= 2; the input dimension is d = prod d_k.
+    seed : int, default 0
+        Seeds factors and targets (NumPy's PCG64).
+    labels : {"teacher", "sign"}, default "teacher"
+        "teacher": y from a random two-layer ReLU teacher whose neurons are
+        rank-one Kronecker vectors t_j = g_j1 ⊗ ... ⊗ g_jp (so it can be
+        evaluated at any d), standardized to mean 0, standard deviation 1.
+        "sign": independent uniform ±1 labels.
+    teacher_width : int, default 16
+        Number of teacher neurons.
+    noise : float, default 0.0
+        Standard deviation of Gaussian noise added to the targets (>= 0).
 
     Returns
     -------
-    KronData with factors of shapes (n, d_k) and y of shape (n,).
+    KronData
+        n points with factors of shapes (n, d_k) and targets y of shape (n,).
+
+    Raises
+    ------
+    ArgumentError
+        A size is not positive, p < 2, `labels` is unknown or `noise` < 0.
+    OutOfMemoryError
+        The factors or the teacher would not fit in memory.
+
+    Examples
+    --------
+    >>> import numpy as np, kronnet as kn
+    >>> data = kn.make_kronecker_data(100, dims=(4, 8), seed=0)
+    >>> data
+    KronData(n=100, dims=(4, 8), d=32, with targets)
+    >>> bool(np.allclose(data.norms(), 1.0))
+    True
+    >>> round(float(data.y.mean()), 6), round(float(data.y.std()), 6)
+    (0.0, 1.0)
+    >>> signs = kn.make_kronecker_data(20, dims=(2, 2), labels="sign")
+    >>> sorted(set(signs.y.tolist()))
+    [-1.0, 1.0]
     """
     n = v.positive_int(n, "n")
     dims = v.dims_tuple(dims)

@@ -15,6 +15,14 @@ from typing import Any, Optional, Tuple
 class KronnetError(Exception):
     """Base class of every exception kronnet defines.
 
+    Catch it to handle any fault kronnet reports; each subclass also derives
+    from the matching standard exception.
+
+    Parameters
+    ----------
+    *args : object
+        As for :class:`Exception`; the subclasses take their own arguments.
+
     Examples
     --------
     >>> import kronnet as kn
@@ -63,6 +71,15 @@ class ArgumentTypeError(KronnetError, TypeError):
         The argument's name.
     reason : str
         What was expected and what was given.
+
+    Examples
+    --------
+    >>> import kronnet as kn
+    >>> try:
+    ...     kn.TwoLayerNet((4, 4), width=2.5)
+    ... except TypeError as exc:
+    ...     print(exc.arg, "|", exc)
+    width | width: expected a positive integer, got float 2.5
     """
 
     def __init__(self, arg: str, reason: str) -> None:
@@ -87,6 +104,16 @@ class OutOfMemoryError(KronnetError, MemoryError):
         Bytes the machine had available when it was checked.
     arg : str, optional
         The argument whose size asked for it.
+
+    Examples
+    --------
+    >>> import kronnet as kn
+    >>> net = kn.TwoLayerNet((2**20, 2**20), width=256)  # d = 2^40: fine, W is never stored
+    >>> try:
+    ...     net.initial_weights()  # but materializing W(0) is not
+    ... except MemoryError as exc:
+    ...     print(exc.arg, exc.nbytes)
+    initial_weights() 2251799813685248
     """
 
     def __init__(self, what: str, nbytes: int, available: Optional[int] = None, arg: Optional[str] = None) -> None:
@@ -107,15 +134,34 @@ class OutOfMemoryError(KronnetError, MemoryError):
 
 
 class DivergenceError(KronnetError, FloatingPointError):
-    """A step would make the loss or the weights non-finite (or push them past
-    the bound that keeps them finite). The model is left at its last finite
-    state, at the step boundary before the failing step.
+    """A step would make the loss or the weights non-finite.
+
+    Raised too when a step would push them past the bound that keeps them
+    finite. The model is left at its last finite state, at the step
+    boundary before the failing step; a smaller learning rate is the usual
+    remedy.
+
+    Parameters
+    ----------
+    message : str
+        What would have overflowed.
 
     Attributes
     ----------
     history : History or None
         Set by :meth:`Trainer.fit`: the record of the steps that completed
         in that call before the failing one.
+
+    Examples
+    --------
+    >>> import kronnet as kn
+    >>> data = kn.make_kronecker_data(32, dims=(4, 4), seed=0)
+    >>> tr = kn.Trainer(kn.TwoLayerNet(data.dims, width=64), data, lr=1e200)
+    >>> try:
+    ...     tr.fit(10)
+    ... except FloatingPointError as exc:
+    ...     print(type(exc).__name__, exc.history.steps, tr.steps_done)
+    DivergenceError 0 0
     """
 
     def __init__(self, message: str) -> None:
@@ -127,8 +173,10 @@ class DivergenceError(KronnetError, FloatingPointError):
 
 
 class FileFormatError(KronnetError, ValueError):
-    """A file is not a readable kronnet file: truncated, corrupted, of another
-    kind, or of an unsupported format version.
+    """A file is not a readable kronnet file.
+
+    It is truncated, corrupted, of another kind, or of an unsupported format
+    version (docs/format.md).
 
     Parameters
     ----------
@@ -136,6 +184,18 @@ class FileFormatError(KronnetError, ValueError):
         The file.
     problem : str
         What is wrong with it.
+
+    Examples
+    --------
+    >>> import os, tempfile, kronnet as kn
+    >>> path = os.path.join(tempfile.mkdtemp(), "notes.txt")
+    >>> with open(path, "w") as fh:
+    ...     _ = fh.write("not a model")
+    >>> try:
+    ...     kn.load(path)
+    ... except ValueError as exc:
+    ...     print(type(exc).__name__, exc.path == path, exc.problem)
+    FileFormatError True is not a kronnet file (...)
     """
 
     def __init__(self, path: str, problem: str) -> None:
@@ -148,8 +208,31 @@ class FileFormatError(KronnetError, ValueError):
 
 
 class StaleTrainerError(KronnetError):
-    """The net was changed by another trainer since this trainer last ran, so
-    this trainer's state no longer matches the net's weights."""
+    """The net was changed by another trainer since this trainer last ran.
+
+    This trainer's state no longer matches the net's weights, so it refuses
+    to step; create a new :class:`Trainer` to continue from the current
+    weights.
+
+    Parameters
+    ----------
+    message : str
+        The explanation.
+
+    Examples
+    --------
+    >>> import kronnet as kn
+    >>> data = kn.make_kronecker_data(32, dims=(4, 4), seed=0)
+    >>> net = kn.TwoLayerNet(data.dims, width=64)
+    >>> first = kn.Trainer(net, data, lr=20.0)
+    >>> second = kn.Trainer(net, data, lr=20.0)
+    >>> _ = second.step()
+    >>> try:
+    ...     first.step()
+    ... except kn.StaleTrainerError:
+    ...     print("stale")
+    stale
+    """
 
 
 __all__ = [

@@ -33,19 +33,36 @@ def default_threshold(width: int) -> float:
     Returns
     -------
     float
-        b.
+        b = sqrt(0.4 ln m).
+
+    Raises
+    ------
+    ArgumentError
+        `width` is not positive.
 
     Examples
     --------
     >>> import kronnet as kn
     >>> round(kn.default_threshold(2048), 4)
-    1.7463
+    1.7464
     """
     return math.sqrt(0.4 * math.log(v.positive_int(width, "width")))
 
 
 class CoefficientBlock:
     """The learned weights over one training set: W gains alpha @ data.dense().
+
+    A net holds one block per set of training points
+    (:attr:`TwoLayerNet.coefficients`); trainers create and update them.
+    There is no need to build one directly.
+
+    Parameters
+    ----------
+    data : KronData
+        The training points x_i (n of them).
+    coef : kronnet._core.Coefficients
+        The core's coefficient storage (alpha^T, n × m), shared with the
+        trainers on these points.
 
     Attributes
     ----------
@@ -54,6 +71,19 @@ class CoefficientBlock:
     alpha : ndarray of shape (m, n)
         The coefficients (read-only copy): w_r = w_r(0) + sum over blocks of
         sum_i alpha[r, i] x_i.
+
+    Examples
+    --------
+    >>> import numpy as np, kronnet as kn
+    >>> data = kn.make_kronecker_data(16, dims=(4, 4), seed=0)
+    >>> net = kn.TwoLayerNet(data.dims, width=64, seed=0)
+    >>> _ = kn.Trainer(net, data, lr=kn.suggest_lr(net, 8)).fit(20)
+    >>> (block,) = net.coefficients
+    >>> block
+    CoefficientBlock(n=16, width=64)
+    >>> W = net.initial_weights() + block.alpha @ block.data.dense()
+    >>> bool(np.allclose(W, net.dense_weights()))
+    True
     """
 
     def __init__(self, data: KronData, coef: Any) -> None:
@@ -62,7 +92,7 @@ class CoefficientBlock:
 
     @property
     def data(self) -> KronData:
-        """The training points of this block."""
+        """The training points of this block (a :class:`KronData`)."""
         return self._data
 
     @property
@@ -133,12 +163,12 @@ class TwoLayerNet:
 
     @property
     def dims(self) -> Tuple[int, ...]:
-        """(d_1, ..., d_p)."""
+        """The factor dimensions (d_1, ..., d_p)."""
         return self._dims
 
     @property
     def d(self) -> int:
-        """Input dimension prod d_k."""
+        """The input dimension d = prod d_k."""
         return math.prod(self._dims)
 
     @property
@@ -148,7 +178,7 @@ class TwoLayerNet:
 
     @property
     def threshold(self) -> float:
-        """b."""
+        """The threshold b of the activation max(z - b, 0)."""
         return self._threshold
 
     @property
@@ -190,9 +220,28 @@ class TwoLayerNet:
     def initial_weights(self) -> np.ndarray:
         """W(0), regenerated from the seed. Only for small d.
 
+        Row r is w_r(0) ~ N(0, I_d), a pure function of (seed, r); the net
+        itself never stores it.
+
         Returns
         -------
         ndarray of shape (m, d)
+            The initial hidden weights.
+
+        Raises
+        ------
+        OutOfMemoryError
+            The m × d matrix would not fit in memory.
+
+        Examples
+        --------
+        >>> import numpy as np, kronnet as kn
+        >>> net = kn.TwoLayerNet((4, 4), width=32, seed=7)
+        >>> W0 = net.initial_weights()
+        >>> W0.shape
+        (32, 16)
+        >>> bool((W0 == kn.TwoLayerNet((4, 4), width=32, seed=7).initial_weights()).all())
+        True
         """
         v.ensure_fits(8.0 * self._width * self.d, "the weight matrix (width × d)", "initial_weights()")
         return _core.initial_weights(self._seed, self._width, self.d)
@@ -204,6 +253,26 @@ class TwoLayerNet:
         -------
         ndarray of shape (m, d)
             W(0) + sum over blocks of alpha @ X.
+
+        Raises
+        ------
+        OutOfMemoryError
+            The m × d matrix (and one block's n × d points) would not fit in
+            memory.
+
+        Examples
+        --------
+        >>> import numpy as np, kronnet as kn
+        >>> data = kn.make_kronecker_data(16, dims=(4, 4), seed=0)
+        >>> net = kn.TwoLayerNet(data.dims, width=64)
+        >>> bool((net.dense_weights() == net.initial_weights()).all())  # untrained
+        True
+        >>> _ = kn.Trainer(net, data, lr=kn.suggest_lr(net, 8)).fit(20)
+        >>> W = net.dense_weights()
+        >>> W.shape
+        (64, 16)
+        >>> bool(np.allclose(data.dense() @ W.T, net.preactivations(data)))
+        True
         """
         largest = max((blk.data.n for blk in self._blocks), default=0)
         need = 8.0 * self.d * (self._width + largest)
@@ -225,12 +294,32 @@ class TwoLayerNet:
         Parameters
         ----------
         X : KronData or list of array_like of shapes (q, d_k)
+            The points, as a KronData or as its factor matrices; the dims
+            must equal the net's.
 
         Returns
         -------
         ndarray of shape (q, m)
-            Costs O(q m d) for the regenerated W(0) part and O(q n m) per
-            training set.
+            Entry [j, r] is <w_r, x_j>. Costs O(q m d) for the regenerated
+            W(0) part and O(q n m) per training set.
+
+        Raises
+        ------
+        ArgumentError
+            X has the wrong dims, NaN/inf, or points beyond ||x|| <= 1e100.
+        OutOfMemoryError
+            The q × m result would not fit in memory.
+
+        Examples
+        --------
+        >>> import numpy as np, kronnet as kn
+        >>> data = kn.make_kronecker_data(16, dims=(4, 4), seed=0)
+        >>> net = kn.TwoLayerNet(data.dims, width=64)
+        >>> P = net.preactivations(data)
+        >>> P.shape
+        (16, 64)
+        >>> bool(np.allclose(P, data.dense() @ net.initial_weights().T))
+        True
         """
         data = self._kron_data(X, "X")
         largest = max((blk.data.n for blk in self._blocks), default=0)
@@ -248,11 +337,14 @@ class TwoLayerNet:
         Parameters
         ----------
         X : KronData or list of array_like of shapes (q, d_k)
+            The points, as a KronData or as its factor matrices; the dims
+            must equal the net's. Targets, if any, are ignored.
 
         Returns
         -------
         ndarray of shape (q,)
-            Empty when q = 0.
+            f(W, x_j) = (1/sqrt m) sum_r a_r max(<w_r, x_j> - b, 0). Empty
+            when q = 0.
 
         Raises
         ------
@@ -260,6 +352,21 @@ class TwoLayerNet:
             X has the wrong dims, NaN/inf, or points beyond ||x|| <= 1e100.
         OutOfMemoryError
             A chunk (at least one point) would not fit in memory.
+
+        Examples
+        --------
+        >>> import numpy as np, kronnet as kn
+        >>> data = kn.make_kronecker_data(16, dims=(4, 4), seed=0)
+        >>> net = kn.TwoLayerNet(data.dims, width=64)
+        >>> y_hat = net.predict(data)
+        >>> y_hat.shape
+        (16,)
+        >>> P = net.preactivations(data)
+        >>> f = np.maximum(P - net.threshold, 0.0) @ net.a / np.sqrt(net.width)
+        >>> bool(np.allclose(y_hat, f))
+        True
+        >>> net.predict(data.factors).shape  # the factor matrices work too
+        (16,)
         """
         data = self._kron_data(X, "X")
         if data.n == 0:
@@ -289,6 +396,8 @@ class TwoLayerNet:
         Parameters
         ----------
         path : str or os.PathLike
+            The file to write (replaced if it exists). Any name works;
+            ``.kronnet`` is a convention.
 
         Examples
         --------

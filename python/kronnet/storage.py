@@ -236,6 +236,8 @@ def load(path: Any) -> Any:
     Parameters
     ----------
     path : str or os.PathLike
+        A file written by :meth:`TwoLayerNet.save` or
+        :meth:`Trainer.checkpoint`.
 
     Returns
     -------

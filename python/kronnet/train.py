@@ -42,6 +42,33 @@ def suggest_lr(net: TwoLayerNet, batch_size: int = 8) -> float:
     neurons a unit-norm input fires (the diagonal of the model's tangent
     kernel). lr = S / (2 q) halves a point's residual each time it is
     sampled, and stays well inside the stable range lr < 2 S / q.
+
+    Parameters
+    ----------
+    net : TwoLayerNet
+        The net to train; only its threshold b and width m are used.
+    batch_size : int, default 8
+        S, the batch size the trainer will use.
+
+    Returns
+    -------
+    float
+        S / (2 q), with q = P(N(0, 1) > b) floored at 1/m. Far above the
+        usual 0.1: about 99 for m = 2048 and S = 8.
+
+    Raises
+    ------
+    ArgumentError
+        `batch_size` is not positive.
+
+    Examples
+    --------
+    >>> import kronnet as kn
+    >>> net = kn.TwoLayerNet((4, 4), width=2048)
+    >>> round(kn.suggest_lr(net, 8), 1)
+    99.1
+    >>> round(kn.suggest_lr(net, 16) / kn.suggest_lr(net, 8), 6)  # linear in S
+    2.0
     """
     batch_size = v.positive_int(batch_size, "batch_size")
     q = 0.5 * math.erfc(net.threshold / math.sqrt(2.0))
@@ -50,18 +77,40 @@ def suggest_lr(net: TwoLayerNet, batch_size: int = 8) -> float:
 
 @dataclass
 class History:
-    """Per-step record of `Trainer.fit`.
+    """Per-step record of :meth:`Trainer.fit`.
 
-    Attributes
+    :meth:`Trainer.fit` returns one (and attaches one to the exception when
+    it stops early); there is no need to build one directly. Every
+    parameter is kept as the attribute of the same name.
+
+    Parameters
     ----------
-    loss : (steps,) batch loss L_B before each update.
-    fired_union : (steps,) |R|, distinct neurons fired by the batch (those
-        that moved): the o(m) sparsity the algorithm exploits.
-    fired_total : (steps,) sum over the batch of |A_i|.
-    batch_sizes : (steps,) |B| of each step.
-    full_loss : list of (step, full training loss) checkpoints, including
-        before the first and after the last step.
-    seconds : wall time of the fit.
+    loss : ndarray of shape (steps,)
+        Batch loss L_B before each update, float64.
+    fired_union : ndarray of shape (steps,)
+        |R|, the distinct neurons fired by each batch (those that moved):
+        the o(m) sparsity the algorithm exploits, int64.
+    fired_total : ndarray of shape (steps,)
+        Sum over the batch of |A_i|, int64.
+    batch_sizes : ndarray of shape (steps,)
+        |B| of each step, int64.
+    full_loss : list of (int, float), optional
+        (step, full training loss) checkpoints, including before the first
+        and after the last step; steps count from the trainer's start.
+    seconds : float, default 0.0
+        Wall time of the fit.
+
+    Examples
+    --------
+    >>> import kronnet as kn
+    >>> data = kn.make_kronecker_data(32, dims=(4, 4), seed=0)
+    >>> net = kn.TwoLayerNet(data.dims, width=64)
+    >>> tr = kn.Trainer(net, data, lr=kn.suggest_lr(net, 8), batch_size=8)
+    >>> hist = tr.fit(10, eval_every=5)
+    >>> hist.steps, hist.loss.shape, hist.batch_sizes.tolist()
+    (10, (10,), [8, 8, 8, 8, 8, 8, 8, 8, 8, 8])
+    >>> [step for step, _ in hist.full_loss]
+    [0, 5, 10]
     """
 
     loss: np.ndarray
@@ -73,12 +122,12 @@ class History:
 
     @property
     def steps(self) -> int:
-        """Number of steps recorded."""
+        """The number of steps recorded."""
         return int(self.loss.shape[0])
 
     @property
     def fired_per_point(self) -> np.ndarray:
-        """(steps,) mean |A_i| per batch point."""
+        """The mean |A_i| per batch point of each step, shape (steps,)."""
         out: np.ndarray = self.fired_total / np.maximum(self.batch_sizes, 1)
         return out
 
@@ -175,8 +224,20 @@ class Trainer:
     gram : {"auto", "precomputed", "columns"}, default "auto"
         "precomputed" (n × n Gram once), "columns" (K[:, B] from the factors
         each step), or "auto" (precomputed when it fits `gram_budget_bytes`).
-    gram_budget_bytes : int
-        Cap on the precomputed Gram for ``gram="auto"``.
+    gram_budget_bytes : int, default 2**30
+        Cap on the precomputed Gram for ``gram="auto"`` (1 GiB).
+
+    Raises
+    ------
+    ArgumentError
+        An argument has a bad value: `data` has no targets, other dims than
+        the net, non-finite targets, or fewer than `batch_size` points; a
+        size or `lr` is not positive; an unknown mode name.
+    ArgumentTypeError
+        `net` is not a TwoLayerNet, `data` not a KronData, or a number has
+        the wrong type.
+    OutOfMemoryError
+        The training state (:meth:`estimate_memory`) would not fit in memory.
 
     Notes
     -----
@@ -280,10 +341,39 @@ class Trainer:
         ``ALLOCATOR_SLACK_BYTES`` for what the allocator and threads keep.
         Checked against measured peaks in tests/test_memory.py.
 
+        Parameters
+        ----------
+        net : TwoLayerNet
+            The net the trainer would train.
+        data : KronData
+            The training data (with targets).
+        backend : {"kron", "dense"}, default "kron"
+            As for :class:`Trainer`.
+        index : {"auto", "scan", "tree", "bits"}, default "auto"
+            As for :class:`Trainer`.
+        gram : {"auto", "precomputed", "columns"}, default "auto"
+            As for :class:`Trainer`.
+        gram_budget_bytes : int, default 2**30
+            As for :class:`Trainer`.
+
         Returns
         -------
         int
             Bytes.
+
+        Raises
+        ------
+        ArgumentError
+            The arguments are invalid, as :class:`Trainer` would find them.
+
+        Examples
+        --------
+        >>> import kronnet as kn
+        >>> data = kn.make_kronecker_data(32, dims=(4, 4), seed=0)
+        >>> net = kn.TwoLayerNet(data.dims, width=64)
+        >>> need = kn.Trainer.estimate_memory(net, data)
+        >>> need > 8 * 32 * 64  # at least P, n × m float64
+        True
         """
         return int(_plan(net, data, 1.0, 1, index, backend, 0, gram, gram_budget_bytes).estimate)
 
@@ -298,16 +388,34 @@ class Trainer:
         Parameters
         ----------
         path : str or os.PathLike
+            A file written by :meth:`checkpoint`.
 
         Returns
         -------
         Trainer
+            A new trainer, with a new net and data loaded from the file.
 
         Raises
         ------
         FileFormatError
             The file is truncated, corrupted, not a checkpoint, or of an
             unsupported format version.
+        FileNotFoundError
+            There is no file at `path`.
+
+        Examples
+        --------
+        >>> import os, tempfile, kronnet as kn
+        >>> data = kn.make_kronecker_data(32, dims=(4, 4), seed=0)
+        >>> tr = kn.Trainer(kn.TwoLayerNet(data.dims, width=64), data, lr=20.0)
+        >>> _ = tr.fit(10)
+        >>> path = os.path.join(tempfile.mkdtemp(), "run.ckpt")
+        >>> tr.checkpoint(path)
+        >>> again = kn.Trainer.restore(path)
+        >>> again.steps_done, again.lr, again.net.width
+        (10, 20.0, 64)
+        >>> again.full_loss() == tr.full_loss()
+        True
         """
         from . import checkpoint
 
@@ -326,6 +434,12 @@ class Trainer:
         Parameters
         ----------
         path : str or os.PathLike
+            The file to write (replaced if it exists).
+
+        Raises
+        ------
+        StaleTrainerError
+            Another trainer changed the net since this one last ran.
 
         Examples
         --------
@@ -349,17 +463,17 @@ class Trainer:
 
     @property
     def net(self) -> TwoLayerNet:
-        """The net being trained (in place)."""
+        """The net being trained (in place), a :class:`TwoLayerNet`."""
         return self._net
 
     @property
     def data(self) -> KronData:
-        """The training data."""
+        """The training data, a :class:`KronData`."""
         return self._data
 
     @property
     def lr(self) -> float:
-        """Learning rate."""
+        """The learning rate; may be set between steps (a positive float)."""
         return self._lr
 
     @lr.setter
@@ -368,12 +482,12 @@ class Trainer:
 
     @property
     def batch_size(self) -> int:
-        """S."""
+        """S, the batch size."""
         return self._batch_size
 
     @property
     def backend(self) -> str:
-        """ "kron" or "dense"."""
+        """The backend: "kron" or "dense"."""
         return self._backend
 
     @property
@@ -401,8 +515,29 @@ class Trainer:
     # -- batches ------------------------------------------------------------
 
     def next_batch(self) -> np.ndarray:
-        """The next sampled batch, shape (<= S,): without replacement within
-        an epoch, reshuffled (seeded) at each epoch start."""
+        """Draws the next sampled batch, consuming it.
+
+        Batches are drawn without replacement within an epoch, reshuffled
+        (seeded) at each epoch start; the last batch of an epoch is smaller
+        when S does not divide n. :meth:`step` and :meth:`fit` draw from the
+        same sampler, so a batch drawn here is not drawn by them.
+
+        Returns
+        -------
+        ndarray of shape (k,), k <= S
+            int64 indices into the training data.
+
+        Examples
+        --------
+        >>> import kronnet as kn
+        >>> data = kn.make_kronecker_data(10, dims=(2, 2), seed=0)
+        >>> tr = kn.Trainer(kn.TwoLayerNet(data.dims, width=32), data, lr=5.0, batch_size=4)
+        >>> epoch = [tr.next_batch() for _ in range(3)]
+        >>> [len(b) for b in epoch]
+        [4, 4, 2]
+        >>> sorted(int(i) for b in epoch for i in b) == list(range(10))
+        True
+        """
         return self._sampler.draw()
 
     # -- training -----------------------------------------------------------
@@ -436,9 +571,24 @@ class Trainer:
 
         Raises
         ------
+        ArgumentError
+            An index of `batch` is out of range, or `batch` is empty.
         DivergenceError
             The loss or the update would be non-finite; the model is left at
             its last finite state and a sampled batch is not consumed.
+        StaleTrainerError
+            Another trainer changed the net since this one last ran.
+
+        Examples
+        --------
+        >>> import kronnet as kn
+        >>> data = kn.make_kronecker_data(32, dims=(4, 4), seed=0)
+        >>> net = kn.TwoLayerNet(data.dims, width=64)
+        >>> tr = kn.Trainer(net, data, lr=kn.suggest_lr(net, 8))
+        >>> loss = tr.step()  # the next sampled batch
+        >>> loss = tr.step([0, 1, 1])  # explicit indices; point 1 counts twice
+        >>> tr.steps_done
+        2
         """
         self._check_current()
         if batch is None:
@@ -483,6 +633,20 @@ class Trainer:
             On Ctrl-C, within a fraction of a second, between two steps; the
             trainer stays consistent and usable, and ``exc.history`` holds
             the steps taken.
+        StaleTrainerError
+            Another trainer changed the net since this one last ran.
+
+        Examples
+        --------
+        >>> import kronnet as kn
+        >>> data = kn.make_kronecker_data(64, dims=(4, 4), seed=0)
+        >>> net = kn.TwoLayerNet(data.dims, width=128)
+        >>> tr = kn.Trainer(net, data, lr=kn.suggest_lr(net, 8))
+        >>> hist = tr.fit(100)
+        >>> hist.steps, tr.steps_done
+        (100, 100)
+        >>> hist.full_loss[-1][1] < hist.full_loss[0][1]
+        True
         """
         steps = v.positive_int(steps, "steps")
         eval_every = v.nonnegative_int(eval_every, "eval_every")
@@ -545,9 +709,26 @@ class Trainer:
         return ran, err
 
     def index_stats(self) -> Dict[str, float]:
-        """Work of the activation index so far: seconds spent finding fire
-        sets, and counters (queries, rows_synced, full_rebuilds,
-        nodes_recomputed, values_read, memory_bytes)."""
+        """The work of the activation index so far.
+
+        Returns
+        -------
+        dict of str to float
+            ``seconds`` spent finding fire sets, ``memory_bytes`` of the
+            index, and the index's counters (``queries``, ``values_read``;
+            the tree adds ``rows_synced``, ``full_rebuilds`` and
+            ``nodes_recomputed``). Empty for the dense backend.
+
+        Examples
+        --------
+        >>> import kronnet as kn
+        >>> data = kn.make_kronecker_data(32, dims=(4, 4), seed=0)
+        >>> tr = kn.Trainer(kn.TwoLayerNet(data.dims, width=64), data, lr=20.0, index="tree")
+        >>> _ = tr.fit(10)
+        >>> stats = tr.index_stats()
+        >>> stats["queries"] >= 80, stats["memory_bytes"] > 0
+        (True, True)
+        """
         if self._backend != "kron":
             return {}
         out: Dict[str, float] = dict(self._core.index_stats)
@@ -556,7 +737,23 @@ class Trainer:
         return out
 
     def full_loss(self) -> float:
-        """(1/2n) sum_i (f(x_i) - y_i)^2 over all training points."""
+        """The full training loss (1/2n) sum_i (f(x_i) - y_i)^2.
+
+        Returns
+        -------
+        float
+            The loss over all n training points at the current weights.
+
+        Examples
+        --------
+        >>> import numpy as np, kronnet as kn
+        >>> data = kn.make_kronecker_data(32, dims=(4, 4), seed=0)
+        >>> net = kn.TwoLayerNet(data.dims, width=64)
+        >>> tr = kn.Trainer(net, data, lr=kn.suggest_lr(net, 8))
+        >>> loss = tr.full_loss()
+        >>> bool(np.isclose(loss, 0.5 * np.mean((net.predict(data) - data.y) ** 2)))
+        True
+        """
         return float(self._core.full_loss())
 
     def __repr__(self) -> str:

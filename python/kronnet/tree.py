@@ -25,18 +25,41 @@ def _threshold(tau: Any) -> float:
 
 
 class AsyncTree:
-    """One max-tree per row of `values` over its m entries, answering
-    "which r have values[i, r] > tau" by descending only into subtrees whose
-    maximum exceeds tau. Updates are recorded, and each row's tree is
-    brought up to date lazily, on its next query, coalescing every change
-    since its last one.
+    """The asynchronous tree: which entries of a row exceed a threshold.
+
+    One max-tree per row of `values` over its m entries, answering "which r
+    have values[i, r] > tau" by descending only into subtrees whose maximum
+    exceeds tau. Updates are recorded, and each row's tree is brought up to
+    date lazily, on its next query, coalescing every change since its last
+    one. This is the structure behind ``Trainer(index="tree")``, exposed on
+    its own (docs/design.md, "The asynchronous tree").
 
     Parameters
     ----------
-    values : array of shape (n, m), finite floats (copied).
+    values : array_like of shape (n, m)
+        Finite floats (copied), n >= 1 rows and m >= 1 columns.
 
-    Memory: about m/7 float64 internal nodes per row (fan-out 8), i.e. 14% of
-    the values, plus a change log of O(m) entries.
+    Raises
+    ------
+    ArgumentError
+        `values` is not 2-D, is empty, or holds NaN or inf.
+
+    Notes
+    -----
+    Memory: about m/7 float64 internal nodes per row (fan-out 8), i.e. 14%
+    of the values, plus a change log of O(m) entries.
+
+    Examples
+    --------
+    >>> import numpy as np, kronnet as kn
+    >>> tree = kn.AsyncTree(np.array([[0.5, 2.0, -1.0, 3.0], [1.0, 0.0, 0.0, 0.2]]))
+    >>> tree
+    AsyncTree(n=2, m=4, fanout=8)
+    >>> tree.query(0, 1.0)
+    array([1, 3])
+    >>> tree.update([1, 2], [[0.0, 5.0], [7.0, 0.0]])  # columns 1 and 2 of every row
+    >>> tree.query(0, 1.0)
+    array([2, 3])
     """
 
     def __init__(self, values: Any) -> None:
@@ -45,18 +68,25 @@ class AsyncTree:
 
     @property
     def shape(self) -> Tuple[int, int]:
-        """(n, m)."""
+        """The shape (n, m) of the values.
+
+        Examples
+        --------
+        >>> import numpy as np, kronnet as kn
+        >>> kn.AsyncTree(np.zeros((3, 5))).shape
+        (3, 5)
+        """
         n, m = self._tree.shape
         return (int(n), int(m))
 
     @property
     def values(self) -> np.ndarray:
-        """A copy of the current values, shape (n, m)."""
+        """A copy of the current values, shape (n, m), updates included."""
         return self._tree.values
 
     @property
     def fanout(self) -> int:
-        """Children per internal node."""
+        """The number of children per internal node (8)."""
         return int(self._tree.fanout)
 
     @property
@@ -66,15 +96,39 @@ class AsyncTree:
 
     @property
     def stats(self) -> Dict[str, int]:
-        """Maintenance work so far: rows_synced, full_rebuilds,
-        nodes_recomputed, leaves_read."""
+        """The maintenance and query work so far, as counters.
+
+        ``rows_synced``, ``full_rebuilds``, ``nodes_recomputed``,
+        ``values_read`` and ``queries``.
+        """
         return dict(self._tree.stats)
 
     def update(self, cols: Any, new_values: Any) -> None:
-        """Set values[:, cols] = new_values.
+        """Sets ``values[:, cols] = new_values``.
 
-        cols : (k,) distinct column indices in [0, m).
-        new_values : (n, k) finite floats.
+        The change is logged; each row's tree catches up on its next query.
+
+        Parameters
+        ----------
+        cols : array_like of int, shape (k,)
+            Distinct column indices in [0, m); k = 0 changes nothing.
+        new_values : array_like of shape (n, k)
+            Finite floats: column j of it replaces column ``cols[j]``.
+
+        Raises
+        ------
+        ArgumentError
+            A column is out of range or repeated, `new_values` has the wrong
+            shape, or holds NaN or inf.
+
+        Examples
+        --------
+        >>> import numpy as np, kronnet as kn
+        >>> tree = kn.AsyncTree(np.zeros((2, 4)))
+        >>> tree.update([3], [[1.0], [2.0]])
+        >>> tree.values
+        array([[0., 0., 0., 1.],
+               [0., 0., 0., 2.]])
         """
         n, m = self.shape
         c = v.index_array(cols, "cols", m, what="columns", allow_empty=True)
@@ -87,7 +141,36 @@ class AsyncTree:
             self._tree.update(c, nv)
 
     def query(self, i: int, tau: float) -> np.ndarray:
-        """Sorted int64 array of every r with values[i, r] > tau (strict)."""
+        """Every column r with ``values[i, r] > tau`` (strict).
+
+        Parameters
+        ----------
+        i : int
+            The row, in [0, n).
+        tau : float
+            The threshold; ±inf is allowed, NaN is not.
+
+        Returns
+        -------
+        ndarray of shape (k,)
+            The columns, sorted, int64.
+
+        Raises
+        ------
+        ArgumentError
+            `i` is out of range, or `tau` is NaN.
+        ArgumentTypeError
+            `i` is not an integer, or `tau` is not a real number.
+
+        Examples
+        --------
+        >>> import numpy as np, kronnet as kn
+        >>> tree = kn.AsyncTree(np.array([[0.5, 2.0, -1.0, 3.0]]))
+        >>> tree.query(0, 0.5)  # strict: 0.5 itself is not above 0.5
+        array([1, 3])
+        >>> tree.query(0, float("-inf"))
+        array([0, 1, 2, 3])
+        """
         n = self.shape[0]
         if isinstance(i, bool) or not isinstance(i, numbers.Integral):
             raise ArgumentTypeError("i", f"expected an integer row index, got {type(i).__name__} {i!r}")
@@ -96,7 +179,34 @@ class AsyncTree:
         return self._tree.query(int(i), _threshold(tau))
 
     def query_many(self, rows: Any, tau: float) -> List[np.ndarray]:
-        """`query` for several rows (repeats allowed), synced in parallel."""
+        """:meth:`query` for several rows, synced in parallel.
+
+        Parameters
+        ----------
+        rows : array_like of int, shape (k,)
+            Rows in [0, n); repeats are allowed.
+        tau : float
+            The threshold; ±inf is allowed, NaN is not.
+
+        Returns
+        -------
+        list of ndarray
+            k sorted int64 arrays, the answer for ``rows[j]`` at position j.
+
+        Raises
+        ------
+        ArgumentError
+            A row is out of range, or `tau` is NaN.
+        ArgumentTypeError
+            `tau` is not a real number.
+
+        Examples
+        --------
+        >>> import numpy as np, kronnet as kn
+        >>> tree = kn.AsyncTree(np.array([[0.5, 2.0, -1.0, 3.0], [1.0, 0.0, 0.0, 0.2]]))
+        >>> tree.query_many([1, 0, 1], 0.1)
+        [array([0, 3]), array([0, 1, 3]), array([0, 3])]
+        """
         idx = v.index_array(rows, "rows", self.shape[0], what="rows")
         return list(self._tree.query_many(idx, _threshold(tau)))
 
