@@ -37,6 +37,15 @@ class KronData:
         C-contiguous are taken over without a copy: the caller hands them
         over and must not change them afterwards.
 
+    Raises
+    ------
+    ArgumentError
+        Fewer than 2 factors, an empty factor, factors with different
+        numbers of rows, NaN/inf, a point with ||x_i|| > 1e100, or targets
+        of the wrong shape.
+    ArgumentTypeError
+        `factors` is not a list or tuple of arrays.
+
     Notes
     -----
     ``n = 0`` points is allowed (prediction on nothing returns nothing);

@@ -18,11 +18,6 @@ class KronnetError(Exception):
     Catch it to handle any fault kronnet reports; each subclass also derives
     from the matching standard exception.
 
-    Parameters
-    ----------
-    *args : object
-        As for :class:`Exception`; the subclasses take their own arguments.
-
     Examples
     --------
     >>> import kronnet as kn
@@ -188,7 +183,8 @@ class FileFormatError(KronnetError, ValueError):
     Examples
     --------
     >>> import os, tempfile, kronnet as kn
-    >>> path = os.path.join(tempfile.mkdtemp(), "notes.txt")
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> path = os.path.join(tmp.name, "notes.txt")
     >>> with open(path, "w") as fh:
     ...     _ = fh.write("not a model")
     >>> try:
@@ -196,6 +192,7 @@ class FileFormatError(KronnetError, ValueError):
     ... except ValueError as exc:
     ...     print(type(exc).__name__, exc.path == path, exc.problem)
     FileFormatError True is not a kronnet file (...)
+    >>> tmp.cleanup()
     """
 
     def __init__(self, path: str, problem: str) -> None:
@@ -213,11 +210,6 @@ class StaleTrainerError(KronnetError):
     This trainer's state no longer matches the net's weights, so it refuses
     to step; create a new :class:`Trainer` to continue from the current
     weights.
-
-    Parameters
-    ----------
-    message : str
-        The explanation.
 
     Examples
     --------

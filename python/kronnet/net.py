@@ -121,6 +121,14 @@ class TwoLayerNet:
         Keys the counter-based stream: a_r and w_r(0) ~ N(0, I_d) are pure
         functions of (seed, r).
 
+    Raises
+    ------
+    ArgumentError
+        p < 2, a size is not positive, `width` >= 2**32, or `threshold` is
+        not finite.
+    ArgumentTypeError
+        A size or the seed is not an integer.
+
     Notes
     -----
     The net owns its weights: W = W(0) + sum over training sets s of
@@ -403,10 +411,12 @@ class TwoLayerNet:
         --------
         >>> import os, tempfile, kronnet as kn
         >>> net = kn.TwoLayerNet((4, 4), width=32)
-        >>> path = os.path.join(tempfile.mkdtemp(), "net.kronnet")
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> path = os.path.join(tmp.name, "net.kronnet")
         >>> net.save(path)
         >>> kn.load(path).width
         32
+        >>> tmp.cleanup()
         """
         from . import storage
 

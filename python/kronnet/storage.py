@@ -258,10 +258,12 @@ def load(path: Any) -> Any:
     >>> data = kn.make_kronecker_data(32, dims=(4, 4), seed=0)
     >>> net = kn.TwoLayerNet(data.dims, width=64)
     >>> _ = kn.Trainer(net, data, lr=kn.suggest_lr(net, 8)).fit(50)
-    >>> path = os.path.join(tempfile.mkdtemp(), "net.kronnet")
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> path = os.path.join(tmp.name, "net.kronnet")
     >>> net.save(path)
     >>> bool((kn.load(path).predict(data) == net.predict(data)).all())
     True
+    >>> tmp.cleanup()
     """
     from .net import TwoLayerNet
 

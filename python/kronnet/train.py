@@ -88,12 +88,12 @@ class History:
     loss : ndarray of shape (steps,)
         Batch loss L_B before each update, float64.
     fired_union : ndarray of shape (steps,)
-        |R|, the distinct neurons fired by each batch (those that moved):
+        ``|R|``, the distinct neurons fired by each batch (those that moved):
         the o(m) sparsity the algorithm exploits, int64.
     fired_total : ndarray of shape (steps,)
-        Sum over the batch of |A_i|, int64.
+        Sum over the batch of ``|A_i|``, int64.
     batch_sizes : ndarray of shape (steps,)
-        |B| of each step, int64.
+        ``|B|``, the size of each step's batch, int64.
     full_loss : list of (int, float), optional
         (step, full training loss) checkpoints, including before the first
         and after the last step; steps count from the trainer's start.
@@ -127,7 +127,7 @@ class History:
 
     @property
     def fired_per_point(self) -> np.ndarray:
-        """The mean |A_i| per batch point of each step, shape (steps,)."""
+        """The mean ``|A_i|`` per batch point of each step, shape (steps,)."""
         out: np.ndarray = self.fired_total / np.maximum(self.batch_sizes, 1)
         return out
 
@@ -409,13 +409,15 @@ class Trainer:
         >>> data = kn.make_kronecker_data(32, dims=(4, 4), seed=0)
         >>> tr = kn.Trainer(kn.TwoLayerNet(data.dims, width=64), data, lr=20.0)
         >>> _ = tr.fit(10)
-        >>> path = os.path.join(tempfile.mkdtemp(), "run.ckpt")
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> path = os.path.join(tmp.name, "run.ckpt")
         >>> tr.checkpoint(path)
         >>> again = kn.Trainer.restore(path)
         >>> again.steps_done, again.lr, again.net.width
         (10, 20.0, 64)
         >>> again.full_loss() == tr.full_loss()
         True
+        >>> tmp.cleanup()
         """
         from . import checkpoint
 
@@ -448,11 +450,13 @@ class Trainer:
         >>> net = kn.TwoLayerNet(data.dims, width=128)
         >>> tr = kn.Trainer(net, data, lr=kn.suggest_lr(net, 8))
         >>> _ = tr.fit(100)
-        >>> path = os.path.join(tempfile.mkdtemp(), "run.ckpt")
+        >>> tmp = tempfile.TemporaryDirectory()
+        >>> path = os.path.join(tmp.name, "run.ckpt")
         >>> tr.checkpoint(path)
         >>> again = kn.Trainer.restore(path)
         >>> bool((again.fit(50).loss == tr.fit(50).loss).all())
         True
+        >>> tmp.cleanup()
         """
         from . import checkpoint
 
