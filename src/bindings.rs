@@ -434,6 +434,14 @@ fn stats_dict(s: IndexStats) -> HashMap<&'static str, u64> {
 }
 
 type RunResult<'py> = (Bound<'py, PyArray1<f64>>, Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<i64>>, Option<PyErr>);
+type StatsArrays<'py> = (Bound<'py, PyArray1<f64>>, Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<i64>>);
+
+fn stats_arrays<'py>(py: Python<'py>, stats: &[StepStats]) -> StatsArrays<'py> {
+    let loss = Array1::from_iter(stats.iter().map(|s| s.loss)).into_pyarray(py);
+    let union = Array1::from_iter(stats.iter().map(|s| s.fired_union as i64)).into_pyarray(py);
+    let total = Array1::from_iter(stats.iter().map(|s| s.fired_total as i64)).into_pyarray(py);
+    (loss, union, total)
+}
 
 fn check_offsets(indices: usize, offsets: &[usize]) -> PyResult<()> {
     let ok = offsets.first() == Some(&0) && offsets.last() == Some(&indices) && offsets.windows(2).all(|w| w[0] < w[1]);
@@ -454,6 +462,8 @@ struct TrainerCore {
     /// Steps applied so far: the caller reads it after a run to know how
     /// many steps took effect even if an exception cut the call short.
     steps_taken: u64,
+    /// The figures of the last `run`, kept for the same reason.
+    last_run: Vec<StepStats>,
 }
 
 #[pymethods]
@@ -526,7 +536,7 @@ impl TrainerCore {
             }
         });
         let engine = finish(py, done)?;
-        Ok(TrainerCore { engine, coef: coef.unbind(), steps_taken: 0 })
+        Ok(TrainerCore { engine, coef: coef.unbind(), steps_taken: 0, last_run: Vec::new() })
     }
 
     /// One step; returns (batch loss before the update, |R|, Σ|A_i|).
@@ -562,6 +572,8 @@ impl TrainerCore {
             Err(msg) => return Err(internal_error(py, msg)),
         };
         self.steps_taken += stats.len() as u64;
+        self.last_run = stats;
+        let stats = &self.last_run;
         // A signal that arrived as the run finished is still raised, after
         // the caller has recorded the steps that were taken.
         let err = match (err, done.signal) {
@@ -569,9 +581,7 @@ impl TrainerCore {
             (Some(e), None) => Some(to_py(py, e)),
             (None, None) => None,
         };
-        let loss = Array1::from_iter(stats.iter().map(|s| s.loss)).into_pyarray(py);
-        let union = Array1::from_iter(stats.iter().map(|s| s.fired_union as i64)).into_pyarray(py);
-        let total = Array1::from_iter(stats.iter().map(|s| s.fired_total as i64)).into_pyarray(py);
+        let (loss, union, total) = stats_arrays(py, stats);
         Ok((loss, union, total, err))
     }
 
@@ -579,6 +589,12 @@ impl TrainerCore {
     #[getter]
     fn steps_taken(&self) -> u64 {
         self.steps_taken
+    }
+
+    /// (losses, |R|, Σ|A_i|) of the steps the last `run` took: what `run`
+    /// returned, for a caller that was interrupted before reading it.
+    fn last_run<'py>(&self, py: Python<'py>) -> StatsArrays<'py> {
+        stats_arrays(py, &self.last_run)
     }
 
     fn full_loss(&mut self, py: Python<'_>) -> PyResult<f64> {

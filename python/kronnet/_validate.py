@@ -110,13 +110,18 @@ def choice(value: Any, name: str, options: Sequence[str]) -> str:
     return value
 
 
-def _numeric(value: Any, name: str) -> np.ndarray:
+def _as_array(value: Any, name: str, what: str) -> np.ndarray:
+    """np.asarray(value), refusing strings, None and ragged input by name."""
     if isinstance(value, (str, bytes)) or value is None:
-        raise ArgumentTypeError(name, f"expected a numeric array, got {type(value).__name__}")
+        raise ArgumentTypeError(name, f"expected {what}, got {type(value).__name__}")
     try:
-        arr = np.asarray(value)
+        return np.asarray(value)
     except (ValueError, TypeError) as exc:
-        raise ArgumentTypeError(name, f"cannot be read as a numeric array ({exc})") from None
+        raise ArgumentTypeError(name, f"cannot be read as {what} ({exc})") from None
+
+
+def _numeric(value: Any, name: str) -> np.ndarray:
+    arr = _as_array(value, name, "a numeric array")
     if arr.dtype.names is not None or arr.dtype == object or arr.dtype.kind not in "fiub":
         raise ArgumentTypeError(name, f"expected real numbers, got an array of dtype {arr.dtype}")
     if arr.dtype.kind == "b":
@@ -170,12 +175,7 @@ def row_log_norms(u: np.ndarray) -> np.ndarray:
 def index_array(value: Any, name: str, n: int, what: str = "training points", allow_empty: bool = False) -> np.ndarray:
     """A 1-D int64 array of indices in [0, n) (a fresh copy), non-empty
     unless `allow_empty`; `what` names what is indexed, for messages."""
-    if isinstance(value, (str, bytes)) or value is None:
-        raise ArgumentTypeError(name, f"expected integer indices, got {type(value).__name__}")
-    try:
-        arr = np.asarray(value)
-    except (ValueError, TypeError) as exc:
-        raise ArgumentTypeError(name, f"cannot be read as an index array ({exc})") from None
+    arr = _as_array(value, name, "integer indices")
     if arr.ndim == 0:
         arr = arr.reshape(1)
     if arr.dtype.names is not None or arr.dtype == object or arr.dtype.kind not in "iu":

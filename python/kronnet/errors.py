@@ -26,7 +26,20 @@ class KronnetError(Exception):
     """
 
 
-class ArgumentError(KronnetError, ValueError):
+class _NamedArgument(KronnetError):
+    """What the argument errors share: the argument's name first in the
+    message, and `arg` / `reason` attributes that survive pickling."""
+
+    def __init__(self, arg: str, reason: str) -> None:
+        super().__init__(f"{arg}: {reason}")
+        self.arg = arg
+        self.reason = reason
+
+    def __reduce__(self) -> Tuple[Any, ...]:
+        return (type(self), (self.arg, self.reason))
+
+
+class ArgumentError(_NamedArgument, ValueError):
     """An argument has a bad value (shape, size, range, NaN...).
 
     Parameters
@@ -47,16 +60,8 @@ class ArgumentError(KronnetError, ValueError):
     width | width: must be positive, got 0
     """
 
-    def __init__(self, arg: str, reason: str) -> None:
-        super().__init__(f"{arg}: {reason}")
-        self.arg = arg
-        self.reason = reason
 
-    def __reduce__(self) -> Tuple[Any, ...]:
-        return (type(self), (self.arg, self.reason))
-
-
-class ArgumentTypeError(KronnetError, TypeError):
+class ArgumentTypeError(_NamedArgument, TypeError):
     """An argument has the wrong type (a float where an int is needed, a
     string where an array is needed...).
 
@@ -76,14 +81,6 @@ class ArgumentTypeError(KronnetError, TypeError):
     ...     print(exc.arg, "|", exc)
     width | width: expected a positive integer, got float 2.5
     """
-
-    def __init__(self, arg: str, reason: str) -> None:
-        super().__init__(f"{arg}: {reason}")
-        self.arg = arg
-        self.reason = reason
-
-    def __reduce__(self) -> Tuple[Any, ...]:
-        return (type(self), (self.arg, self.reason))
 
 
 class OutOfMemoryError(KronnetError, MemoryError):

@@ -696,17 +696,20 @@ class Trainer:
         """Draws k batches and runs them in Rust. On an early stop the sampler
         is put back to the first step not taken, so a retry draws it again."""
         before, taken = self._sampler.state(), self._core.steps_taken
-        err = None
+        err, recorded = None, len(parts)
+        offsets = np.zeros(k + 1, dtype=np.int64)
         try:
             batches = [self._sampler.draw() for _ in range(k)]
-            offsets = np.zeros(k + 1, dtype=np.int64)
             np.cumsum([b.shape[0] for b in batches], out=offsets[1:])
             loss, union, total, err = self._core.run(np.concatenate(batches), offsets, self._lr)
             parts.append((loss, union, total, np.diff(offsets)[: loss.shape[0]]))
         finally:
-            # Counted by the core, so the count is right even when Ctrl-C
-            # lands in Python right after the run returned.
+            # Counted and kept by the core, so the count and the history are
+            # right even when Ctrl-C lands in Python just after the run.
             ran = self._core.steps_taken - taken
+            if ran and len(parts) == recorded:
+                loss, union, total = self._core.last_run()
+                parts.append((loss, union, total, np.diff(offsets)[:ran]))
             if ran < k:
                 self._sampler.set_state(before, advance=ran)
             self._committed(ran)
