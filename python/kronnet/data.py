@@ -359,10 +359,15 @@ def make_kronecker_data(
     labels: str = "teacher",
     teacher_width: int = 16,
     noise: float = 0.0,
+    latent_dim: Optional[int] = None,
 ) -> KronData:
     """Random unit-norm Kronecker data with seeded targets.
 
-    Each factor row is uniform on its unit sphere, so ||x_i|| = 1.
+    By default each factor row is uniform on its unit sphere, so
+    ||x_i|| = 1, and nothing can be learned that generalizes to new points.
+    With `latent_dim` the points lie near a low-dimensional manifold and the
+    targets are a fixed function of where on it: a held-out set drawn with
+    another seed comes from the same distribution and target function.
 
     Parameters
     ----------
@@ -381,6 +386,22 @@ def make_kronecker_data(
         Number of teacher neurons.
     noise : float, default 0.0
         Standard deviation of Gaussian noise added to the targets (>= 0).
+    latent_dim : int, optional
+        k. When given, point i comes from a latent z_i ~ N(0, I_k): factor
+        row j is u_i^(j) = normalize(M_j z_i + eps_j g), with M_j a fixed
+        random d_j × k map, g ~ N(0, I) and eps_j = 0.05 / sqrt(d_j) (about
+        5% noise per factor). The maps, and the teacher below, depend only
+        on (k, dims, teacher_width), never on `seed`, so data sets drawn with
+        different seeds share them; `seed` draws the z_i, g and the label
+        noise. "teacher" labels are then the even part of a fixed random
+        two-layer ReLU teacher on the latent direction z_i / ||z_i||
+        (``y = sum_r c_r |<t_r, z_i / ||z_i||>|``; the points determine
+        z_i only up to scale, and up to sign when p is even), standardized
+        by its mean and standard deviation over a fixed reference sample of
+        16384 latent points (so y has mean about 0 and sd about 1 on any
+        sample, the same function on every one). "sign" labels are that
+        target's sign. None (the default) gives the uniform data above, bit
+        for bit as before.
 
     Returns
     -------
@@ -390,7 +411,10 @@ def make_kronecker_data(
     Raises
     ------
     ArgumentError
-        A size is not positive, p < 2, `labels` is unknown or `noise` < 0.
+        A size or `latent_dim` is not positive, p < 2, `labels` is unknown
+        or `noise` < 0.
+    ArgumentTypeError
+        A size, `seed` or `latent_dim` is not an integer.
     OutOfMemoryError
         The factors or the teacher would not fit in memory.
 
@@ -407,6 +431,18 @@ def make_kronecker_data(
     >>> signs = kn.make_kronecker_data(20, dims=(2, 2), labels="sign")
     >>> sorted(set(signs.y.tolist()))
     [-1.0, 1.0]
+
+    Structured data, with a held-out set from the same generator:
+
+    >>> train = kn.make_kronecker_data(256, dims=(16, 16), seed=0, latent_dim=4)
+    >>> test = kn.make_kronecker_data(128, dims=(16, 16), seed=1, latent_dim=4)
+    >>> bool(np.allclose(test.norms(), 1.0))
+    True
+    >>> net = kn.TwoLayerNet(train.dims, width=1024, seed=0)
+    >>> _ = kn.Trainer(net, train, lr=kn.suggest_lr(net, 8)).fit(2000)
+    >>> held_out = float(np.mean((net.predict(test) - test.y) ** 2))
+    >>> held_out < 0.5 * float(test.y.var())
+    True
     """
     n = v.positive_int(n, "n")
     dims = v.dims_tuple(dims)
@@ -420,6 +456,9 @@ def make_kronecker_data(
     if noise < 0:
         raise ArgumentError("noise", f"must be >= 0, got {noise}")
     v.ensure_fits(8.0 * n * sum(dims) * 2, "the factor matrices", "n, dims")
+    if latent_dim is not None:
+        k = v.positive_int(latent_dim, "latent_dim")
+        return _latent_data(n, dims, seed, labels, teacher_width, noise, k)
     rng = np.random.default_rng(seed)
     factors = [_unit_rows(rng, n, dk) for dk in dims]
     if labels == "sign":
@@ -437,6 +476,48 @@ def make_kronecker_data(
         sd = y.std()
         if sd > 0:
             y = y / sd
+    if noise > 0:
+        y = y + noise * rng.standard_normal(n)
+    return KronData(factors, y, copy=False)
+
+
+#: Latent points the standardization of latent teachers is computed over.
+LATENT_REFERENCE_POINTS = 1 << 14
+
+
+def _latent_teacher(z: np.ndarray, t: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """The even part of the ReLU teacher sum_r c_r relu(<t_r, z / ||z||>), times 2."""
+    norm = np.linalg.norm(z, axis=1, keepdims=True)
+    out: np.ndarray = np.abs((z / np.where(norm > 0, norm, 1.0)) @ t.T) @ c
+    return out
+
+
+def _latent_data(
+    n: int, dims: Tuple[int, ...], seed: int, labels: str, teacher_width: int, noise: float, k: int
+) -> KronData:
+    """make_kronecker_data with latent_dim=k (its docstring): maps, teacher and
+    standardization from a generator keyed by (k, dims) only; points and
+    noise from `seed`."""
+    v.ensure_fits(
+        8.0 * (sum(dims) * k + LATENT_REFERENCE_POINTS * (k + teacher_width)), "the latent maps", "latent_dim"
+    )
+    fixed = np.random.default_rng([0x6B726F6E, k, *dims])
+    maps = [fixed.standard_normal((dk, k)) / math.sqrt(dk * k) for dk in dims]
+    t = _unit_rows(fixed, teacher_width, k)
+    c = fixed.choice(np.array([-1.0, 1.0]), size=teacher_width) / math.sqrt(teacher_width)
+    ref = _latent_teacher(fixed.standard_normal((LATENT_REFERENCE_POINTS, k)), t, c)
+    mean, sd = float(ref.mean()), float(ref.std())
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal((n, k))
+    factors = []
+    for dk, mk in zip(dims, maps):
+        u = z @ mk.T + (0.05 / math.sqrt(dk)) * rng.standard_normal((n, dk))
+        factors.append(u / np.linalg.norm(u, axis=1, keepdims=True))
+    y = _latent_teacher(z, t, c) - mean
+    if sd > 0:
+        y = y / sd
+    if labels == "sign":
+        y = np.where(y >= 0, 1.0, -1.0)
     if noise > 0:
         y = y + noise * rng.standard_normal(n)
     return KronData(factors, y, copy=False)

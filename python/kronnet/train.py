@@ -99,6 +99,9 @@ class History:
         and after the last step; steps count from the trainer's start.
     seconds : float, default 0.0
         Wall time of the fit.
+    val_loss : list of (int, float), optional
+        (step, validation loss) at the same checkpoints as `full_loss`, when
+        :meth:`Trainer.fit` was given `validation`; empty otherwise.
 
     Examples
     --------
@@ -111,6 +114,8 @@ class History:
     (10, (10,), [8, 8, 8, 8, 8, 8, 8, 8, 8, 8])
     >>> [step for step, _ in hist.full_loss]
     [0, 5, 10]
+    >>> hist.val_loss  # fit(..., validation=held_out) fills it
+    []
     """
 
     loss: np.ndarray
@@ -119,6 +124,7 @@ class History:
     batch_sizes: np.ndarray
     full_loss: List[Tuple[int, float]] = field(default_factory=list)
     seconds: float = 0.0
+    val_loss: List[Tuple[int, float]] = field(default_factory=list)
 
     @property
     def steps(self) -> int:
@@ -137,6 +143,7 @@ class History:
         parts: List[Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
         checkpoints: List[Tuple[int, float]],
         seconds: float,
+        val_checkpoints: Optional[List[Tuple[int, float]]] = None,
     ) -> History:
         def cat(k: int, dtype: Any) -> np.ndarray:
             return np.concatenate([p[k] for p in parts]).astype(dtype) if parts else np.empty(0, dtype=dtype)
@@ -148,13 +155,17 @@ class History:
             batch_sizes=cat(3, np.int64),
             full_loss=list(checkpoints),
             seconds=seconds,
+            val_loss=list(val_checkpoints or []),
         )
 
     def __repr__(self) -> str:
         if self.full_loss:
+            val = ""
+            if self.val_loss:
+                val = f", val_loss {self.val_loss[0][1]:.4g} -> {self.val_loss[-1][1]:.4g}"
             return (
                 f"History(steps={self.steps}, full_loss {self.full_loss[0][1]:.4g} -> "
-                f"{self.full_loss[-1][1]:.4g}, seconds={self.seconds:.3g})"
+                f"{self.full_loss[-1][1]:.4g}{val}, seconds={self.seconds:.3g})"
             )
         return f"History(steps={self.steps}, seconds={self.seconds:.3g})"
 
@@ -609,7 +620,9 @@ class Trainer:
         self._committed(1)
         return float(loss)
 
-    def fit(self, steps: int, progress: bool = False, eval_every: int = 0) -> History:
+    def fit(
+        self, steps: int, progress: bool = False, eval_every: int = 0, validation: Optional[KronData] = None
+    ) -> History:
         """Takes `steps` sampled SGD steps.
 
         Parameters
@@ -621,6 +634,12 @@ class Trainer:
         eval_every : int, default 0
             Also record the full training loss every this many steps (0: only
             before the first and after the last step).
+        validation : KronData, optional
+            Held-out points with targets and the net's dims. At every
+            checkpoint of the full training loss, the validation loss
+            (1/2q) sum_j (f(x'_j) - y'_j)^2 over its q points is recorded
+            too (:attr:`History.val_loss`, computed with
+            :meth:`TwoLayerNet.predict`) and shown on the progress bar.
 
         Returns
         -------
@@ -629,6 +648,11 @@ class Trainer:
 
         Raises
         ------
+        ArgumentError
+            `validation` has no targets, no points, non-finite targets or
+            other dims than the net (checked before any step).
+        ArgumentTypeError
+            `validation` is not a KronData.
         DivergenceError
             A step would be non-finite. The steps before it stay applied, the
             sampler is left at the failing step, and ``exc.history`` holds
@@ -651,46 +675,77 @@ class Trainer:
         (100, 100)
         >>> hist.full_loss[-1][1] < hist.full_loss[0][1]
         True
+
+        With a held-out set from the same generator:
+
+        >>> held_out = kn.make_kronecker_data(32, dims=(4, 4), seed=1)
+        >>> hist = tr.fit(50, eval_every=25, validation=held_out)
+        >>> [step for step, _ in hist.val_loss] == [step for step, _ in hist.full_loss]
+        True
+        >>> [step for step, _ in hist.val_loss]
+        [100, 125, 150]
         """
         steps = v.positive_int(steps, "steps")
         eval_every = v.nonnegative_int(eval_every, "eval_every")
         progress = v.flag(progress, "progress")
+        val = _validation_set(validation, self._net)
         self._check_current()
         start = time.perf_counter()
         parts: List[Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
-        checkpoints = [(self._steps, self.full_loss())]
+        checkpoints: List[Tuple[int, float]] = []
+        val_checkpoints: List[Tuple[int, float]] = []
+        bar: Any = None
+        postfix: Dict[str, str] = {}
+
+        def checkpoint() -> None:
+            # Both losses first, then both records: an interrupt in between
+            # leaves the two lists with the same steps.
+            loss = self.full_loss()
+            val_loss = None if val is None else _validation_loss(self._net, val)
+            checkpoints.append((self._steps, loss))
+            if val_loss is not None:
+                val_checkpoints.append((self._steps, val_loss))
+                postfix["val_loss"] = f"{val_loss:.3e}"
+                if bar is not None:
+                    bar.set_postfix(postfix)
+
+        checkpoint()
         # Steps run in Rust in chunks: no Python between steps, the GIL
         # released, and still a live progress bar and checkpoints.
         chunk = max(1, min(steps // 100, 256))
         bar = _progress_bar(steps, progress)
         done = 0
         try:
-            while done < steps:
-                k = min(chunk, steps - done)
-                if eval_every:
-                    k = min(k, eval_every - done % eval_every)
-                ran, err = self._run_chunk(k, parts)
-                done += ran
-                if bar is not None:
-                    bar.update(ran)
-                    if ran:
-                        bar.set_postfix(batch_loss=f"{float(parts[-1][0][-1]):.3e}")
-                if err is not None:
-                    raise err
-                if eval_every and (done % eval_every == 0) and done < steps:
-                    checkpoints.append((self._steps, self.full_loss()))
-        except (DivergenceError, KeyboardInterrupt) as exc:
-            # Wherever it landed (in Rust between two steps, or in Python
-            # between two chunks), the trainer is at a step boundary: report
-            # the steps this call took with the exception.
-            checkpoints.append((self._steps, self.full_loss()))
-            exc.history = History._join(parts, checkpoints, time.perf_counter() - start)  # type: ignore[union-attr]
-            raise
+            try:
+                while done < steps:
+                    k = min(chunk, steps - done)
+                    if eval_every:
+                        k = min(k, eval_every - done % eval_every)
+                    ran, err = self._run_chunk(k, parts)
+                    done += ran
+                    if bar is not None:
+                        bar.update(ran)
+                        if ran:
+                            postfix["batch_loss"] = f"{float(parts[-1][0][-1]):.3e}"
+                            bar.set_postfix(postfix)
+                    if err is not None:
+                        raise err
+                    if eval_every and (done % eval_every == 0) and done < steps:
+                        checkpoint()
+            except (DivergenceError, KeyboardInterrupt) as exc:
+                # Wherever it landed (in Rust between two steps, or in Python
+                # between two chunks), the trainer is at a step boundary:
+                # report the steps this call took with the exception.
+                checkpoint()
+                exc.history = History._join(  # type: ignore[union-attr]
+                    parts, checkpoints, time.perf_counter() - start, val_checkpoints
+                )
+                raise
+            checkpoint()  # the last one, while the bar still shows
         finally:
             if bar is not None:
                 bar.close()
-        checkpoints.append((self._steps, self.full_loss()))
-        return History._join(parts, checkpoints, time.perf_counter() - start)
+        return History._join(parts, checkpoints, time.perf_counter() - start, val_checkpoints)
 
     def _run_chunk(self, k: int, parts: List[Any]) -> Tuple[int, Optional[BaseException]]:
         """Draws k batches and runs them in Rust. On an early stop the sampler
@@ -863,6 +918,30 @@ def _resolve_index(index: str, n: int, m: int, threshold: float) -> str:
         return index
     q = 0.5 * math.erfc(threshold / math.sqrt(2.0))
     return "bits" if n * q <= AUTO_BITS_MAX_NQ else "scan"
+
+
+def _validation_set(validation: Any, net: TwoLayerNet) -> Optional[KronData]:
+    """Checks `fit`'s validation argument: None or a KronData with finite
+    targets, at least one point and the net's dims."""
+    if validation is None:
+        return None
+    if not isinstance(validation, KronData):
+        raise ArgumentTypeError("validation", f"expected a KronData, got {type(validation).__name__}")
+    if validation.y is None:
+        raise ArgumentError("validation", "has no targets y; the validation loss needs KronData(factors, y)")
+    if validation.n == 0:
+        raise ArgumentError("validation", "has no points")
+    if validation.dims != net.dims:
+        raise ArgumentError("validation", f"has factor dimensions {validation.dims}, the net expects {net.dims}")
+    v.trainable_targets(validation.y, "validation.y")
+    return validation
+
+
+def _validation_loss(net: TwoLayerNet, data: KronData) -> float:
+    """(1/2q) sum_j (f(x'_j) - y'_j)^2 over the q points of `data`."""
+    assert data.y is not None  # checked by _validation_set
+    e = net.predict(data) - data.y
+    return float(e @ e) / (2.0 * data.n)
 
 
 def _progress_bar(total: int, enabled: bool) -> Any:
