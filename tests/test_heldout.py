@@ -163,3 +163,20 @@ def test_latent_data_is_learnable_on_held_out_points(dims, k):
     mse = 2 * hist.val_loss[-1][1]
     assert mse == pytest.approx(np.mean((net.predict(held_out) - held_out.y) ** 2), rel=1e-12)
     assert mse < 0.5 * held_out.y.var()
+
+
+def test_demo_reports_train_and_held_out_loss():
+    import re
+    import subprocess
+    import sys
+
+    args = ["demo", "--n", "64", "--dims", "8", "8", "--width", "256", "--steps", "400", "--compare-steps", "2"]
+    out = subprocess.run(
+        [sys.executable, "-m", "kronnet", *args, "--no-progress"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "loss fell" in out and "dense backend" in out  # the existing output stays
+    section = out[out.index("held-out evaluation") :]
+    rows = re.findall(r"^\s+(\d+)\s+([0-9.e+-]+)\s+([0-9.e+-]+)$", section, re.M)
+    assert [int(r[0]) for r in rows] == [0, 400]
+    assert float(rows[1][1]) < float(rows[0][1])
+    assert re.search(r"held-out MSE [0-9.]+ vs var\(y\) [0-9.]+", section)
