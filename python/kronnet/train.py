@@ -940,8 +940,16 @@ def _validation_set(validation: Any, net: TwoLayerNet) -> Optional[KronData]:
 def _validation_loss(net: TwoLayerNet, data: KronData) -> float:
     """(1/2q) sum_j (f(x'_j) - y'_j)^2 over the q points of `data`."""
     assert data.y is not None  # checked by _validation_set
-    e = net.predict(data) - data.y
-    return float(e @ e) / (2.0 * data.n)
+    try:
+        pred = net.predict(data)
+    except ArgumentError:
+        # The points were checked by _validation_set: the predictions
+        # overflow float64, near a divergence. The loss is then infinite,
+        # and fit goes on to report the DivergenceError, not this.
+        return float("inf")
+    e = pred - data.y
+    with np.errstate(over="ignore"):
+        return float(e @ e) / (2.0 * data.n)
 
 
 def _progress_bar(total: int, enabled: bool) -> Any:
