@@ -254,12 +254,13 @@ impl PyCoefficients {
     }
 }
 
-/// The net's blocks as passed from Python: (factor arrays, coefficients).
-type PyBlocks<'py> = Vec<(Vec<Bound<'py, PyAny>>, Bound<'py, PyCoefficients>)>;
+/// The net's blocks as passed from Python: (factor arrays (n·r, d_k), terms
+/// per point r, coefficients).
+type PyBlocks<'py> = Vec<(Vec<Bound<'py, PyAny>>, usize, Bound<'py, PyCoefficients>)>;
 
 /// Borrowed, converted blocks: arrays held while the core reads them.
 struct HeldBlocks<'py> {
-    factors: Vec<Vec<PyReadonlyArray2<'py, f64>>>,
+    factors: Vec<(Vec<PyReadonlyArray2<'py, f64>>, usize)>,
     coefs: Vec<PyRef<'py, PyCoefficients>>,
 }
 
@@ -267,8 +268,8 @@ impl<'py> HeldBlocks<'py> {
     fn hold(blocks: &PyBlocks<'py>) -> PyResult<Self> {
         let mut factors = Vec::with_capacity(blocks.len());
         let mut coefs = Vec::with_capacity(blocks.len());
-        for (j, (f, c)) in blocks.iter().enumerate() {
-            factors.push(f64_matrices(f, &format!("blocks[{j}].factors"))?);
+        for (j, (f, rank, c)) in blocks.iter().enumerate() {
+            factors.push((f64_matrices(f, &format!("blocks[{j}].factors"))?, *rank));
             coefs.push(c.try_borrow()?);
         }
         Ok(HeldBlocks { factors, coefs })
@@ -278,32 +279,36 @@ impl<'py> HeldBlocks<'py> {
         self.factors
             .iter()
             .zip(&self.coefs)
-            .map(|(f, c)| Ok(Block { factors: Factors::new(views(f))?, coef: &c.inner }))
+            .map(|((f, rank), c)| Ok(Block { factors: Factors::with_rank(views(f), *rank)?, coef: &c.inner }))
             .collect()
     }
 }
 
 // ------------------------------------------------------------- functions
 
-/// <w_r, x_j> for every point of `factors` under W(0) + the blocks: (q, width).
+/// <w_r, x_j> for every point of `factors` ((q·rank, d_k) each) under W(0)
+/// + the blocks: (q, width).
 #[pyfunction]
+#[pyo3(signature = (factors, seed, width, blocks, rank=1))]
 fn preacts<'py>(
     py: Python<'py>,
     factors: Vec<Bound<'py, PyAny>>,
     seed: u64,
     width: usize,
     blocks: PyBlocks<'py>,
+    rank: usize,
 ) -> PyResult<Bound<'py, PyArray2<f64>>> {
     let mats = f64_matrices(&factors, "factors")?;
     let held = HeldBlocks::hold(&blocks)?;
     let blocks = held.blocks().map_err(|e| to_py(py, e))?;
     let v = views(&mats);
-    let done = interruptible(py, |ctl| prediction::preacts_t(&Factors::new(v)?, seed, width, &blocks, ctl));
+    let done = interruptible(py, |ctl| prediction::preacts_t(&Factors::with_rank(v, rank)?, seed, width, &blocks, ctl));
     Ok(finish(py, done)?.reversed_axes().into_pyarray(py))
 }
 
 /// f(W, x_j) for every point, `chunk_rows` points at a time: (q,).
 #[pyfunction]
+#[pyo3(signature = (factors, a, threshold, seed, blocks, chunk_rows, rank=1))]
 #[allow(clippy::too_many_arguments)]
 fn predict<'py>(
     py: Python<'py>,
@@ -313,6 +318,7 @@ fn predict<'py>(
     seed: u64,
     blocks: PyBlocks<'py>,
     chunk_rows: usize,
+    rank: usize,
 ) -> PyResult<Bound<'py, PyArray1<f64>>> {
     let mats = f64_matrices(&factors, "factors")?;
     let a = f64_array::<Ix1>(a, "a")?.as_array().to_vec();
@@ -321,7 +327,7 @@ fn predict<'py>(
     let v = views(&mats);
     let done = interruptible(py, |ctl| {
         let model = Model::checked(a, threshold)?;
-        prediction::predict(&Factors::new(v)?, &model, seed, &blocks, chunk_rows, ctl)
+        prediction::predict(&Factors::with_rank(v, rank)?, &model, seed, &blocks, chunk_rows, ctl)
     });
     Ok(Array1::from(finish(py, done)?).into_pyarray(py))
 }
@@ -343,14 +349,17 @@ fn dense_weights<'py>(
 
 /// K[i, j] = <x_i, x'_j>: (n_a, n_b).
 #[pyfunction]
+#[pyo3(signature = (a, b, rank_a=1, rank_b=1))]
 fn cross_gram<'py>(
     py: Python<'py>,
     a: Vec<Bound<'py, PyAny>>,
     b: Vec<Bound<'py, PyAny>>,
+    rank_a: usize,
+    rank_b: usize,
 ) -> PyResult<Bound<'py, PyArray2<f64>>> {
     let (ma, mb) = (f64_matrices(&a, "a")?, f64_matrices(&b, "b")?);
     let (va, vb) = (views(&ma), views(&mb));
-    let k = guarded(py, || gram::cross_gram(&Factors::new(va)?, &Factors::new(vb)?))?;
+    let k = guarded(py, || gram::cross_gram(&Factors::with_rank(va, rank_a)?, &Factors::with_rank(vb, rank_b)?))?;
     Ok(k.into_pyarray(py))
 }
 
@@ -473,7 +482,7 @@ impl TrainerCore {
     /// Otherwise the state starts from the net's current weights: W(0) (from
     /// `seed`) plus `blocks`, which include `coef` itself when it is trained.
     #[new]
-    #[pyo3(signature = (backend, factors, y, a, threshold, seed, coef, blocks, gram, index, state=None, p_bound=None))]
+    #[pyo3(signature = (backend, factors, y, a, threshold, seed, coef, blocks, gram, index, state=None, p_bound=None, rank=1))]
     #[allow(clippy::too_many_arguments)]
     fn new<'py>(
         py: Python<'py>,
@@ -489,6 +498,7 @@ impl TrainerCore {
         index: &str,
         state: Option<&Bound<'py, PyAny>>,
         p_bound: Option<f64>,
+        rank: usize,
     ) -> PyResult<Self> {
         let backend = parse_mode(backend, "backend", &BACKENDS)?;
         let gram = parse_mode(gram, "gram", &GramMode::NAMES)?;
@@ -503,12 +513,12 @@ impl TrainerCore {
         let dims: Vec<usize> = v.iter().map(|u| u.ncols()).collect();
         {
             let c = coef.try_borrow()?;
-            let n = v.first().map_or(0, |u| u.nrows());
+            let n = v.first().map_or(0, |u| u.nrows()) / rank.max(1);
             c.inner.check_shape(n, a.len()).map_err(|e| to_py(py, e))?;
         }
         let state_view = state.as_ref().map(|s| s.as_array());
         let done = interruptible(py, |ctl| -> crate::Result<Engine> {
-            let f = Factors::new(v)?;
+            let f = Factors::with_rank(v, rank)?;
             let model = Model::checked(a, threshold)?;
             let width = model.width();
             let owned: Vec<Array2<f64>> = f.mats().iter().map(|u| u.to_owned()).collect();
@@ -519,7 +529,7 @@ impl TrainerCore {
                         None => prediction::preacts_t(&f, seed, width, &blocks, ctl)?,
                     };
                     let b = model.b;
-                    let mut st = KronState::new(owned, y, model, p_t, gram, |vals| index.build(vals, b))?;
+                    let mut st = KronState::with_rank(owned, rank, y, model, p_t, gram, |vals| index.build(vals, b))?;
                     if let Some(bound) = p_bound {
                         st.set_p_bound(bound)?;
                     }

@@ -6,7 +6,7 @@
 use crate::error::{invalid, try_array2, Result};
 use crate::factors::Factors;
 use ndarray::linalg::general_mat_mul;
-use ndarray::{s, Array2, Axis};
+use ndarray::{Array2, ArrayViewMut2, Axis};
 use rayon::prelude::*;
 
 /// Rows of the output computed per task. Fixed (not derived from the thread
@@ -14,27 +14,47 @@ use rayon::prelude::*;
 const ROW_BLOCK: usize = 64;
 
 /// K[i, j] = <x_i, x'_j> for x in `a` (n × ·) and x' in `b` (n' × ·): n × n'.
+/// For points of r and r' terms, K[i, j] = Σ_{t, t'} Π_k <u_it^(k), u'_jt'^(k)>:
+/// r r' Hadamard products of the per-factor Grams, accumulated in (t, t')
+/// order (a fixed order: the result does not depend on the thread count).
 pub fn cross_gram(a: &Factors<'_>, b: &Factors<'_>) -> Result<Array2<f64>> {
     if a.dims() != b.dims() {
         return invalid("factors", format!("dimensions {:?} do not match {:?}", b.dims(), a.dims()));
     }
     let (n, nb) = (a.n(), b.n());
     let mut out = try_array2(n, nb, "cross-Gram matrix")?;
+    let single = a.rank() == 1 && b.rank() == 1;
     out.axis_chunks_iter_mut(Axis(0), ROW_BLOCK).into_par_iter().enumerate().for_each(|(blk, mut rows)| {
         let start = blk * ROW_BLOCK;
         let stop = start + rows.nrows();
         let mut g = Array2::<f64>::zeros(rows.raw_dim());
-        for (k, (ua, ub)) in a.mats().iter().zip(b.mats()).enumerate() {
-            let ua = ua.slice(s![start..stop, ..]);
-            if k == 0 {
-                general_mat_mul(1.0, &ua, &ub.t(), 0.0, &mut rows);
-            } else {
-                general_mat_mul(1.0, &ua, &ub.t(), 0.0, &mut g);
-                rows.zip_mut_with(&g, |r, v| *r *= v);
+        if single {
+            hadamard_of_grams(&a.rows(start, stop), b, &mut rows, &mut g);
+            return;
+        }
+        let mut term = Array2::<f64>::zeros(rows.raw_dim());
+        rows.fill(0.0);
+        let block = a.rows(start, stop);
+        for ta in 0..a.rank() {
+            for tb in 0..b.rank() {
+                hadamard_of_grams(&block.term(ta), &b.term(tb), &mut term.view_mut(), &mut g);
+                rows += &term;
             }
         }
     });
     Ok(out)
+}
+
+/// out = ∘_k U_k U'_kᵀ for rank-one `a` and `b` (`g`: scratch of out's shape).
+fn hadamard_of_grams(a: &Factors<'_>, b: &Factors<'_>, out: &mut ArrayViewMut2<'_, f64>, g: &mut Array2<f64>) {
+    for (k, (ua, ub)) in a.mats().iter().zip(b.mats()).enumerate() {
+        if k == 0 {
+            general_mat_mul(1.0, ua, &ub.t(), 0.0, out);
+        } else {
+            general_mat_mul(1.0, ua, &ub.t(), 0.0, g);
+            out.zip_mut_with(g, |r, v| *r *= v);
+        }
+    }
 }
 
 /// The full training Gram K = ∘_k U_k U_kᵀ (n × n), made exactly
@@ -55,7 +75,7 @@ pub fn gram(f: &Factors<'_>) -> Result<Array2<f64>> {
 /// when the n × n Gram does not fit the memory budget.
 pub fn gram_rows(f: &Factors<'_>, rows: &[usize]) -> Result<Array2<f64>> {
     let picked = f.select(rows);
-    let picked = Factors::assume_checked(crate::factors::views(&picked));
+    let picked = Factors::assume_checked(crate::factors::views(&picked), f.rank());
     cross_gram(&picked, f)
 }
 
@@ -90,6 +110,32 @@ mod tests {
         for i in 0..9 {
             for (c, &j) in [3usize, 3, 0].iter().enumerate() {
                 assert!((rows[[c, i]] - k[[j, i]]).abs() <= 1e-12);
+            }
+        }
+    }
+
+    #[test]
+    fn gram_of_points_of_several_terms_matches_materialized_points() {
+        let (n, nb) = (7, 5);
+        let a = vec![pseudo(n * 3, 2, 11), pseudo(n * 3, 4, 12)];
+        let b = vec![pseudo(nb * 2, 2, 13), pseudo(nb * 2, 4, 14)];
+        let fa = Factors::with_rank(crate::factors::views(&a), 3).unwrap();
+        let fb = Factors::with_rank(crate::factors::views(&b), 2).unwrap();
+        let k = cross_gram(&fa, &fb).unwrap();
+        let (mut xi, mut xj) = (Vec::new(), Vec::new());
+        for i in 0..n {
+            fa.dense_row(i, &mut xi);
+            for j in 0..nb {
+                fb.dense_row(j, &mut xj);
+                let brute: f64 = xi.iter().zip(&xj).map(|(p, q)| p * q).sum();
+                assert!((k[[i, j]] - brute).abs() <= 1e-12 * (1.0 + brute.abs()), "{i} {j}");
+            }
+        }
+        let rows = gram_rows(&fa, &[4, 0, 4]).unwrap();
+        let full = gram(&fa).unwrap();
+        for (c, &i) in [4usize, 0, 4].iter().enumerate() {
+            for j in 0..n {
+                assert!((rows[[c, j]] - full[[i, j]]).abs() <= 1e-12);
             }
         }
     }

@@ -13,7 +13,7 @@ use crate::error::{invalid, try_array2, try_zeros, Result};
 use crate::factors::Factors;
 use crate::matmul::matmul_into;
 use crate::rng::initial_weights;
-use ndarray::{s, Array2, ArrayView2, ArrayViewMut2, Axis};
+use ndarray::{s, Array2, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis};
 use rayon::prelude::*;
 
 /// Neurons per parallel task: fixed so results do not depend on thread count.
@@ -49,23 +49,34 @@ pub fn scratch_bytes(dims: &[usize], n: usize, threads: usize) -> u128 {
 
 /// P(0)ᵀ for the points in `f`: an m × n matrix, P(0)ᵀ[r, i] = <w_r(0), x_i>.
 /// Each neuron's row is contiguous, so each task regenerates its neurons'
-/// weights and writes their rows. Checks `ctl` between neurons.
+/// weights and writes their rows. Points of r terms are contracted term by
+/// term (every term is a rank-one point) and the r values summed in term
+/// order. Checks `ctl` between neurons.
 pub fn init_preacts_t(f: &Factors<'_>, seed: u64, width: usize, ctl: &Control) -> Result<Array2<f64>> {
     let d = check_shape(f, width)?;
-    let n = f.n();
+    let (n, rank) = (f.n(), f.rank());
     let mut p_t = try_array2(width, n, "preactivation matrix P (n × width)")?;
     if n == 0 {
         return Ok(p_t);
     }
+    let terms = f.terms();
     let plan = Plan::new(&f.dims(), d);
     p_t.axis_chunks_iter_mut(Axis(0), NEURON_BLOCK).into_par_iter().enumerate().try_for_each(|(blk, mut rows)| {
         ctl.check()?;
         let mut w = try_zeros(d, "one neuron's initial weights (d values per thread)")?;
-        let mut scratch = Scratch::new(&plan, n)?;
+        let mut scratch = Scratch::new(&plan, terms.n())?;
+        let mut per_term = if rank > 1 { try_zeros(terms.n(), "per-term inner products")? } else { Vec::new() };
         for c in 0..rows.nrows() {
             ctl.check()?;
             initial_weights(seed, blk * NEURON_BLOCK + c, &mut w);
-            contract_neuron(f, &plan, &w, &mut scratch, rows.row_mut(c));
+            if rank == 1 {
+                contract_neuron(&terms, &plan, &w, &mut scratch, rows.row_mut(c));
+            } else {
+                contract_neuron(&terms, &plan, &w, &mut scratch, ArrayViewMut1::from(&mut per_term[..]));
+                for (o, t) in rows.row_mut(c).iter_mut().zip(per_term.chunks_exact(rank)) {
+                    *o = t.iter().sum();
+                }
+            }
             ctl.advance(1);
         }
         Ok(())
@@ -236,6 +247,29 @@ mod tests {
                 let brute: f64 = w.row(r).iter().zip(&x).map(|(a, b)| a * b).sum();
                 let scale: f64 = w.row(r).iter().zip(&x).map(|(a, b)| (a * b).abs()).sum();
                 assert!((p[[i, r]] - brute).abs() <= 1e-12 * scale, "dims {dims:?} i {i} r {r}");
+            }
+        }
+    }
+
+    /// Points of several terms against their materialized sums.
+    #[test]
+    fn init_of_rank_r_points_matches_dense_product() {
+        for (dims, rank) in [(vec![3usize, 4], 3usize), (vec![2, 3, 2], 2), (vec![5], 4)] {
+            let (n, m) = (5, 9);
+            let mats: Vec<_> = dims.iter().enumerate().map(|(k, &dk)| pseudo(n * rank, dk, 200 + k as u64)).collect();
+            let f = Factors::with_rank(views(&mats), rank).unwrap();
+            let d = f.d().unwrap();
+            let ctl = Control::new();
+            let p = init_preacts_t(&f, 3, m, &ctl).unwrap().reversed_axes();
+            let w = initial_weight_matrix(3, m, d, &ctl).unwrap();
+            let mut x = Vec::new();
+            for i in 0..n {
+                f.dense_row(i, &mut x);
+                for r in 0..m {
+                    let brute: f64 = w.row(r).iter().zip(&x).map(|(a, b)| a * b).sum();
+                    let scale: f64 = w.row(r).iter().zip(&x).map(|(a, b)| (a * b).abs()).sum::<f64>() * rank as f64;
+                    assert!((p[[i, r]] - brute).abs() <= 1e-12 * scale.max(1e-300), "{dims:?} r={rank} i {i} n {r}");
+                }
             }
         }
     }

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numbers
 import os
-from typing import Any, Sequence, Tuple
+from typing import Any, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -94,12 +94,12 @@ def finite_float(value: Any, name: str, positive: bool = False, bound: float = f
 
 
 def dims_tuple(dims: Any, name: str = "dims") -> Tuple[int, ...]:
-    """(d_1, ..., d_p): p >= 2 positive ints."""
+    """(d_1, ..., d_p): p >= 1 positive ints."""
     if isinstance(dims, (str, bytes)) or not isinstance(dims, (list, tuple)):
         raise ArgumentTypeError(name, f"expected a tuple of positive integers, got {type(dims).__name__}")
     out = tuple(positive_int(dk, f"{name}[{k}]") for k, dk in enumerate(dims))
-    if len(out) < 2:
-        raise ArgumentError(name, f"need at least 2 Kronecker factors, got {len(out)}")
+    if len(out) < 1:
+        raise ArgumentError(name, "need at least 1 Kronecker factor, got 0")
     return out
 
 
@@ -129,7 +129,9 @@ def _numeric(value: Any, name: str) -> np.ndarray:
     return arr
 
 
-def float_array(value: Any, name: str, ndim: int, copy: bool = True, allow_empty: bool = False) -> np.ndarray:
+def float_array(
+    value: Any, name: str, ndim: Union[int, Tuple[int, ...]], copy: bool = True, allow_empty: bool = False
+) -> np.ndarray:
     """A finite float64 array with `ndim` dimensions, owned and laid out for
     the core (aligned, native-endian, C-contiguous).
 
@@ -139,8 +141,10 @@ def float_array(value: Any, name: str, ndim: int, copy: bool = True, allow_empty
     caller hands it over); anything else is still copied.
     """
     arr = _numeric(value, name)
-    if arr.ndim != ndim:
-        raise ArgumentError(name, f"expected a {ndim}-D array, got shape {arr.shape}")
+    allowed = (ndim,) if isinstance(ndim, int) else ndim
+    if arr.ndim not in allowed:
+        want = " or ".join(f"{k}-D" for k in allowed)
+        raise ArgumentError(name, f"expected a {want} array, got shape {arr.shape}")
     if arr.size == 0 and not allow_empty:
         raise ArgumentError(name, f"is empty (shape {arr.shape})")
     if copy:

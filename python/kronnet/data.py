@@ -25,9 +25,13 @@ class KronData:
 
     Parameters
     ----------
-    factors : sequence of p >= 2 array_like, factor k of shape (n, d_k)
-        Row i of factor k is u_i^(k); x_i = np.kron(u_i^(1), ..., u_i^(p)).
-        Any real dtype and memory layout is accepted and stored as float64.
+    factors : sequence of p >= 1 array_like, factor k of shape (n, d_k) or (n, r, d_k)
+        Rank one: row i of factor k is u_i^(k) and
+        x_i = np.kron(u_i^(1), ..., u_i^(p)). Rank r (3-D factors, the same
+        r for all): x_i = sum_j np.kron(U_1[i, j], ..., U_p[i, j]), a sum of
+        r Kronecker products (a 2-D factor among 3-D ones is the same vector
+        in every term). p = 1 is plain dense data X (n, d). Any real dtype
+        and memory layout is accepted and stored as float64.
     y : array_like of shape (n,), optional
         Targets. Required for training, not for prediction.
     copy : bool, default True
@@ -40,9 +44,9 @@ class KronData:
     Raises
     ------
     ArgumentError
-        Fewer than 2 factors, an empty factor, factors with different
-        numbers of rows, NaN/inf, a point with ||x_i|| > 1e100, or targets
-        of the wrong shape.
+        No factor, an empty factor, factors with different numbers of rows
+        or terms, NaN/inf, a point with ||x_i|| > 1e100, or targets of the
+        wrong shape.
     ArgumentTypeError
         `factors` is not a list or tuple of arrays.
 
@@ -69,18 +73,29 @@ class KronData:
                 "factors",
                 f"expected a list of 2-D arrays (one per Kronecker factor), got {type(factors).__name__}",
             )
-        if len(factors) < 2:
-            raise ArgumentError("factors", f"need at least 2 Kronecker factors, got {len(factors)}")
+        if len(factors) < 1:
+            raise ArgumentError("factors", "need at least 1 Kronecker factor, got 0")
         copy = v.flag(copy, "copy")
-        mats = [v.float_array(f, f"factors[{k}]", 2, copy=copy, allow_empty=True) for k, f in enumerate(factors)]
-        n = mats[0].shape[0]
-        for k, u in enumerate(mats):
-            if u.shape[1] == 0:
+        arrays = [v.float_array(f, f"factors[{k}]", (2, 3), copy=copy, allow_empty=True) for k, f in enumerate(factors)]
+        ranks = {u.shape[1] for u in arrays if u.ndim == 3}
+        if len(ranks) > 1:
+            raise ArgumentError("factors", f"3-D factors must have the same number of terms, got {sorted(ranks)}")
+        rank = ranks.pop() if ranks else 1
+        if rank == 0:
+            raise ArgumentError("factors", "has 0 terms per point")
+        n = arrays[0].shape[0]
+        for k, u in enumerate(arrays):
+            if u.shape[-1] == 0:
                 raise ArgumentError(f"factors[{k}]", f"is empty (shape {u.shape}): every factor needs d_k >= 1")
             if u.shape[0] != n:
                 raise ArgumentError(f"factors[{k}]", f"has {u.shape[0]} rows, factors[0] has {n}")
-        _balance(mats, copy)
-        self._factors = [_frozen(u) for u in mats]
+        # Stored with every term as a row, term j of point i at i·r + j (a
+        # view of a C-contiguous (n, r, d_k) array; a 2-D factor among 3-D
+        # ones is repeated for every term).
+        mats = [u.reshape(n * rank, u.shape[-1]) if u.ndim == 3 else np.repeat(u, rank, axis=0) for u in arrays]
+        _balance(mats, copy or rank > 1, rank)
+        self._rank = rank
+        self._mats = [_frozen(u) for u in mats]
         self._y: Optional[np.ndarray] = None
         if y is not None:
             self._y = _frozen(v.targets(y, "y", n, copy=copy))
@@ -88,7 +103,8 @@ class KronData:
 
     @property
     def factors(self) -> List[np.ndarray]:
-        """The p factor arrays, factor k of shape (n, d_k), float64, read-only.
+        """The p factor arrays, float64, read-only: factor k of shape (n, d_k)
+        for rank one, (n, r, d_k) for rank r.
 
         Examples
         --------
@@ -96,7 +112,30 @@ class KronData:
         >>> [u.shape for u in kn.make_kronecker_data(5, dims=(2, 3)).factors]
         [(5, 2), (5, 3)]
         """
-        return list(self._factors)
+        if self._rank == 1:
+            return list(self._mats)
+        return [u.reshape(self.n, self._rank, u.shape[1]) for u in self._mats]
+
+    @property
+    def term_factors(self) -> List[np.ndarray]:
+        """The factors with every term as a row: factor k of shape
+        (n * rank, d_k), term j of point i at row i * rank + j (read-only).
+        This is the layout the core reads.
+
+        Examples
+        --------
+        >>> import numpy as np, kronnet as kn
+        >>> data = kn.KronData([np.ones((4, 3, 2)), np.ones((4, 3, 5))])
+        >>> [u.shape for u in data.term_factors]
+        [(12, 2), (12, 5)]
+        """
+        return list(self._mats)
+
+    @property
+    def rank(self) -> int:
+        """r, the number of Kronecker products each point is a sum of (1 for
+        rank-one data)."""
+        return self._rank
 
     @property
     def y(self) -> Optional[np.ndarray]:
@@ -106,12 +145,12 @@ class KronData:
     @property
     def n(self) -> int:
         """Number of points."""
-        return int(self._factors[0].shape[0])
+        return int(self._mats[0].shape[0] // self._rank)
 
     @property
     def dims(self) -> Tuple[int, ...]:
         """(d_1, ..., d_p)."""
-        return tuple(int(u.shape[1]) for u in self._factors)
+        return tuple(int(u.shape[1]) for u in self._mats)
 
     @property
     def d(self) -> int:
@@ -121,7 +160,7 @@ class KronData:
     @property
     def p(self) -> int:
         """Number of Kronecker factors."""
-        return len(self._factors)
+        return len(self._mats)
 
     @property
     def fingerprint(self) -> str:
@@ -142,14 +181,15 @@ class KronData:
         if self._fingerprint is None:
             h = hashlib.blake2b(digest_size=20)
             h.update(repr(self.dims).encode())
-            h.update(str(self.n).encode())
-            for u in self._factors:
+            h.update(f"{self.n} {self._rank}".encode())
+            for u in self._mats:
                 h.update(u.tobytes())
             self._fingerprint = h.hexdigest()
         return self._fingerprint
 
     def norms(self) -> np.ndarray:
-        """The norms of the points, ||x_i|| = prod_k ||u_i^(k)||.
+        """The norms of the points: ||x_i|| = prod_k ||u_i^(k)|| for rank one,
+        sqrt(sum_{j,j'} prod_k <U_k[i,j], U_k[i,j']>) for rank r.
 
         Computed from the factors, without materializing x_i.
 
@@ -166,10 +206,16 @@ class KronData:
         >>> kn.KronData([u, v]).norms()
         array([10.,  1.])
         """
-        out = np.ones(self.n)
-        for u in self._factors:
-            out *= np.linalg.norm(u, axis=1)
-        return out
+        if self._rank == 1:
+            out = np.ones(self.n)
+            for u in self._mats:
+                out *= np.linalg.norm(u, axis=1)
+            return out
+        gram = np.ones((self.n, self._rank, self._rank))
+        for u in self.factors:
+            gram *= np.einsum("ijd,ild->ijl", u, u)
+        norms: np.ndarray = np.sqrt(np.maximum(gram.sum(axis=(1, 2)), 0.0))
+        return norms
 
     def normalized(self) -> KronData:
         """A copy with every factor row scaled to unit norm (so ||x_i|| = 1).
@@ -197,8 +243,17 @@ class KronData:
         >>> kn.KronData([u, v], y=[1.0, 2.0]).normalized().norms()
         array([1., 1.])
         """
+        if self._rank > 1:
+            norms = self.norms()
+            if np.any(norms == 0):
+                raise ArgumentError(
+                    "factors", f"point {int(np.flatnonzero(norms == 0)[0])} is zero and cannot be normalized"
+                )
+            first = self._mats[0] / np.repeat(norms, self._rank)[:, None]
+            scaled = [first.reshape(self.n, self._rank, -1)] + self.factors[1:]
+            return KronData(scaled, self._y, copy=False)
         mats = []
-        for k, u in enumerate(self._factors):
+        for k, u in enumerate(self._mats):
             log_norm = v.row_log_norms(u)
             if np.any(np.isneginf(log_norm)):
                 bad = int(np.flatnonzero(np.isneginf(log_norm))[0])
@@ -239,7 +294,65 @@ class KronData:
         True
         """
         idx = v.index_array(indices, "indices", self.n)
-        return KronData([u[idx] for u in self._factors], None if self._y is None else self._y[idx], copy=False)
+        y = None if self._y is None else self._y[idx]
+        if self._rank == 1:
+            return KronData([u[idx] for u in self._mats], y, copy=False)
+        return KronData([u[idx] for u in self.factors], y, copy=False)
+
+    @classmethod
+    def from_matrices(cls, images: Any, y: Optional[Any] = None, rank: Optional[int] = None) -> KronData:
+        """Matrix-shaped points (images) as sums of Kronecker products.
+
+        An h × w matrix A with SVD A = sum_j s_j u_j v_j^T is, as the
+        row-major vector vec(A) = A.reshape(h * w), exactly
+        sum_j s_j u_j ⊗ v_j: rank-r Kronecker data with factors (n, r, h)
+        and (n, r, w). Keeping the r largest singular values gives the best
+        rank-r approximation.
+
+        Parameters
+        ----------
+        images : array_like of shape (n, h, w)
+            n matrices; point i is ``images[i].reshape(h * w)`` (row-major).
+        y : array_like of shape (n,), optional
+            Targets.
+        rank : int, optional
+            Terms kept per image, at most min(h, w). None keeps all of them,
+            so the data are the images exactly (up to rounding).
+
+        Returns
+        -------
+        KronData
+            dims (h, w), rank r; ``data.dense()[i]`` is
+            ``images[i].reshape(h * w)`` (rank=None) or its best rank-r
+            approximation.
+
+        Raises
+        ------
+        ArgumentError
+            `images` is not 3-D, holds NaN/inf, or `rank` is out of range.
+
+        Examples
+        --------
+        >>> import numpy as np, kronnet as kn
+        >>> images = np.random.default_rng(0).standard_normal((4, 3, 5))
+        >>> data = kn.KronData.from_matrices(images)
+        >>> data.dims, data.rank
+        ((3, 5), 3)
+        >>> bool(np.allclose(data.dense(), images.reshape(4, 15)))
+        True
+        """
+        imgs = v.float_array(images, "images", 3, allow_empty=True)
+        n, h, w = imgs.shape
+        if h == 0 or w == 0:
+            raise ArgumentError("images", f"has empty matrices (shape {imgs.shape})")
+        full = min(h, w)
+        r = full if rank is None else v.positive_int(rank, "rank")
+        if r > full:
+            raise ArgumentError("rank", f"must be at most min(h, w) = {full}, got {r}")
+        u, sv, vt = np.linalg.svd(imgs, full_matrices=False)  # (n, h, k), (n, k), (n, k, w)
+        left = np.ascontiguousarray(np.transpose(u[:, :, :r] * sv[:, None, :r], (0, 2, 1)))
+        right = np.ascontiguousarray(vt[:, :r, :])
+        return cls([left, right], y, copy=False)
 
     def dense(self) -> np.ndarray:
         """The materialized rows x_i = u_i^(1) ⊗ ... ⊗ u_i^(p). Only for small d.
@@ -265,23 +378,27 @@ class KronData:
         True
         """
         v.ensure_fits(8.0 * self.n * self.d, "the dense data matrix (n × d)", "data.dense()")
-        x = self._factors[0]
-        for u in self._factors[1:]:
-            x = (x[:, :, None] * u[:, None, :]).reshape(self.n, x.shape[1] * u.shape[1])
+        rows = self._mats[0].shape[0]
+        x = self._mats[0]
+        for u in self._mats[1:]:
+            x = (x[:, :, None] * u[:, None, :]).reshape(rows, x.shape[1] * u.shape[1])
+        if self._rank > 1:
+            return np.array(x.reshape(self.n, self._rank, -1).sum(axis=1), dtype=np.float64)
         return np.array(x, dtype=np.float64, copy=True)
 
     def __len__(self) -> int:
         return self.n
 
     def __getstate__(self) -> Dict[str, Any]:
-        return {"factors": [np.array(u) for u in self._factors], "y": None if self._y is None else np.array(self._y)}
+        return {"factors": [np.array(u) for u in self.factors], "y": None if self._y is None else np.array(self._y)}
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
         self.__init__(state["factors"], state["y"], copy=False)  # type: ignore[misc]
 
     def __repr__(self) -> str:
         labelled = "with targets" if self._y is not None else "no targets"
-        return f"KronData(n={self.n}, dims={self.dims}, d={self.d}, {labelled})"
+        rank = f", rank={self._rank}" if self._rank > 1 else ""
+        return f"KronData(n={self.n}, dims={self.dims}, d={self.d}{rank}, {labelled})"
 
 
 #: Factor rows whose norm lies outside [1/FACTOR_SPREAD, FACTOR_SPREAD] are
@@ -289,7 +406,7 @@ class KronData:
 FACTOR_SPREAD = 1e50
 
 
-def _balance(mats: List[np.ndarray], copied: bool) -> None:
+def _balance(mats: List[np.ndarray], copied: bool, rank: int = 1) -> None:
     """Checks ||x_i|| <= VALUE_BOUND (in logs, so the check cannot overflow)
     and rebalances points whose factors have extreme norms, in place.
 
@@ -299,18 +416,25 @@ def _balance(mats: List[np.ndarray], copied: bool) -> None:
     ~1e200 and another ~1e-200 even though ||x_i|| = 1. Such a point's factor
     rows are scaled to the same norm ||x_i||^(1/p); x_i changes only by
     rounding (about 1e-16 relative). Points whose factor norms all lie
-    within 1e±50 (all real data) are left bit for bit as given.
+    within 1e±50 (all real data) are left bit for bit as given. With r terms
+    per point (rows i·r ... i·r + r - 1) each term is rebalanced on its own,
+    and ||x_i|| <= sum_j ||term_j|| is what is bounded.
     """
     if mats[0].shape[0] == 0:
         return
-    logs = np.array([v.row_log_norms(u) for u in mats])  # (p, n)
+    logs = np.array([v.row_log_norms(u) for u in mats])  # (p, n·r)
     log_norm = np.sum(logs, axis=0)
-    bad = np.flatnonzero(~(log_norm <= math.log(v.VALUE_BOUND)))
+    per_point = log_norm.reshape(-1, rank)
+    with np.errstate(over="ignore", divide="ignore"):
+        top = np.max(per_point, axis=1)
+        safe_top = np.where(np.isfinite(top), top, 0.0)
+        bound = np.where(np.isfinite(top), safe_top + np.log(np.exp(per_point - safe_top[:, None]).sum(axis=1)), top)
+    bad = np.flatnonzero(~(bound <= math.log(v.VALUE_BOUND)))
     if bad.size:
         i = int(bad[0])
         raise ArgumentError(
             "factors",
-            f"point {i} has norm e^{float(log_norm[i]):.1f}; kronnet needs ||x_i|| <= 1e100 (normalize the data)",
+            f"point {i} has norm e^{float(bound[i]):.1f}; kronnet needs ||x_i|| <= 1e100 (normalize the data)",
         )
     # A point with a zero factor row is x_i = 0 whatever the others are; its
     # nonzero rows are brought to unit norm (x_i stays exactly 0).
@@ -374,7 +498,7 @@ def make_kronecker_data(
     n : int
         Number of points, n >= 1.
     dims : tuple of int, default (16, 16)
-        (d_1, ..., d_p), p >= 2; the input dimension is d = prod d_k.
+        (d_1, ..., d_p), p >= 1; the input dimension is d = prod d_k.
     seed : int, default 0
         Seeds factors and targets (NumPy's PCG64).
     labels : {"teacher", "sign"}, default "teacher"

@@ -112,7 +112,8 @@ class TwoLayerNet:
     Parameters
     ----------
     dims : tuple of int
-        (d_1, ..., d_p), p >= 2; inputs live in R^d, d = prod d_k.
+        (d_1, ..., d_p), p >= 1 (p = 1: plain dense inputs); inputs live in R^d,
+        d = prod d_k.
     width : int
         m, the number of hidden neurons.
     threshold : float, optional
@@ -220,8 +221,8 @@ class TwoLayerNet:
         self._blocks.append(CoefficientBlock(data, coef))
         return coef
 
-    def _core_blocks(self) -> List[Tuple[List[np.ndarray], Any]]:
-        return [(blk.data.factors, blk._coef) for blk in self._blocks if blk._coef.trained]
+    def _core_blocks(self) -> List[Tuple[List[np.ndarray], int, Any]]:
+        return [(blk.data.term_factors, blk.data.rank, blk._coef) for blk in self._blocks if blk._coef.trained]
 
     # -- weights and predictions ----------------------------------------------
 
@@ -331,9 +332,9 @@ class TwoLayerNet:
         """
         data = self._kron_data(X, "X")
         largest = max((blk.data.n for blk in self._blocks), default=0)
-        need = 8.0 * data.n * (self._width + largest) + self._scratch_bytes(data.n)
+        need = 8.0 * data.n * (self._width + largest) + self._scratch_bytes(data.n * data.rank)
         v.ensure_fits(need, "the preactivation matrix (points × width)", "X")
-        return _core.preacts(data.factors, self._seed, self._width, self._core_blocks())
+        return _core.preacts(data.term_factors, self._seed, self._width, self._core_blocks(), rank=data.rank)
 
     def predict(self, X: FactorsLike) -> np.ndarray:
         """f(W, x_j) for every point of X.
@@ -383,7 +384,9 @@ class TwoLayerNet:
         rows = min(data.n, _core.predict_chunk_rows(self._width, sizes, PREDICT_CHUNK_BYTES))
         need = _core.predict_chunk_bytes(list(self._dims), self._width, sizes, rows, _core.thread_count())
         v.ensure_fits(8.0 * data.n + float(need), "one chunk of prediction", "X")
-        out = _core.predict(data.factors, self._a, self._threshold, self._seed, self._core_blocks(), rows)
+        out = _core.predict(
+            data.term_factors, self._a, self._threshold, self._seed, self._core_blocks(), rows, rank=data.rank
+        )
         if not np.isfinite(out).all():
             raise ArgumentError("X", "the predictions overflow float64 (the points or weights are too large)")
         return out

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -165,7 +165,9 @@ class Reader:
             raise self.fail(f"{where}: {key!r} has the wrong type ({type(value).__name__})")
         return value
 
-    def array(self, name: str, dtype: Any, ndim: int, optional: bool = False) -> Optional[np.ndarray]:
+    def array(
+        self, name: str, dtype: Any, ndim: Union[int, Tuple[int, ...]], optional: bool = False
+    ) -> Optional[np.ndarray]:
         """Member `name`, checked for dtype and rank; CRC errors and
         truncation surface here."""
         if name not in self.names:
@@ -176,9 +178,11 @@ class Reader:
             arr = self._archive[name]
         except Exception as exc:  # noqa: BLE001 - corruption shows up as many exception types
             raise self.fail(f"member {name!r} cannot be read ({type(exc).__name__}: {exc})") from None
-        if not isinstance(arr, np.ndarray) or arr.dtype != np.dtype(dtype) or arr.ndim != ndim:
+        ranks = (ndim,) if isinstance(ndim, int) else ndim
+        if not isinstance(arr, np.ndarray) or arr.dtype != np.dtype(dtype) or arr.ndim not in ranks:
             got = f"{getattr(arr, 'dtype', type(arr).__name__)} with {getattr(arr, 'ndim', '?')} dims"
-            raise self.fail(f"member {name!r} should be a {ndim}-D {np.dtype(dtype)} array, got {got}")
+            want = " or ".join(f"{k}-D" for k in ranks)
+            raise self.fail(f"member {name!r} should be a {want} {np.dtype(dtype)} array, got {got}")
         return arr
 
 
@@ -196,7 +200,8 @@ def read_net_state(r: Reader) -> Dict[str, Any]:
     for j in range(n_blocks):
         factors = []
         for k in range(len(dims)):
-            u = r.array(f"block{j}/factor{k}", np.float64, 2)
+            # (n, d_k), or (n, r, d_k) for points of r terms.
+            u = r.array(f"block{j}/factor{k}", np.float64, (2, 3))
             assert u is not None
             factors.append(u)
         y = r.array(f"block{j}/y", np.float64, 1, optional=True)

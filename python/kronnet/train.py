@@ -313,7 +313,7 @@ class Trainer:
         state, p_bound = (None, None) if resume is None else (resume["state"], resume.get("p_bound"))
         self._core = _core.TrainerCore(
             self._backend,  # type: ignore[arg-type]  # validated by _plan
-            data.factors,
+            data.term_factors,
             data.y,
             net.a,
             net.threshold,
@@ -324,6 +324,7 @@ class Trainer:
             self._index if self._index != "none" else "scan",  # type: ignore[arg-type]
             state,
             p_bound,
+            rank=data.rank,
         )
         if resume is not None:
             self._sampler.set_state(resume["sampler"])
@@ -885,10 +886,14 @@ def _plan(
         # Two phases follow each other: init (its per-thread buffers, or one
         # trained block's cross-Gram, n × n_s), then the Gram and the index,
         # which stay. P, the block and the factors' copy span both.
-        init_phase = max(float(_core.init_scratch_bytes(list(net.dims), n, threads)), 8.0 * n * max(trained, default=0))
+        init_phase = max(
+            float(_core.init_scratch_bytes(list(net.dims), n * data.rank, threads))
+            + (8.0 * n * data.rank * threads if data.rank > 1 else 0.0),
+            8.0 * n * max(trained, default=0),
+        )
         gram_bytes = 8.0 * n * n + 8.0 * 64 * n * threads if gram == "precomputed" else 0.0
         state_phase = gram_bytes + float(_core.index_memory_bytes(index, n, m))
-        estimate = 8.0 * n * m + block + 8.0 * n * (sum(data.dims) + 1) + max(init_phase, state_phase)
+        estimate = 8.0 * n * m + block + 8.0 * n * (data.rank * sum(data.dims) + 1) + max(init_phase, state_phase)
         what = "the training state (P, coefficients, Gram, index)"
     else:
         index, gram = "none", "none"
