@@ -382,7 +382,11 @@ class TwoLayerNet:
             return np.empty(0)
         sizes = [blk.data.n for blk in self._blocks if blk._coef.trained]
         rows = min(data.n, _core.predict_chunk_rows(self._width, sizes, PREDICT_CHUNK_BYTES))
-        need = _core.predict_chunk_bytes(list(self._dims), self._width, sizes, rows, _core.thread_count())
+        need = float(_core.predict_chunk_bytes(list(self._dims), self._width, sizes, rows, _core.thread_count()))
+        if data.rank > 1:
+            # Init contracts every term: its buffers scale with rows * rank.
+            need += self._scratch_bytes(rows * data.rank) - self._scratch_bytes(rows) + 8.0 * rows * data.rank
+
         v.ensure_fits(8.0 * data.n + float(need), "one chunk of prediction", "X")
         out = _core.predict(
             data.term_factors, self._a, self._threshold, self._seed, self._core_blocks(), rows, rank=data.rank
