@@ -250,7 +250,7 @@ impl PyCoefficients {
     /// Whether training has moved any coefficient.
     #[getter]
     fn trained(&self) -> bool {
-        self.inner.nonzero()
+        self.inner.trained()
     }
 }
 
@@ -379,8 +379,8 @@ fn output_signs(py: Python<'_>, seed: u64, width: usize) -> PyResult<Bound<'_, P
 
 /// Bytes init needs beyond its output (per-thread weights and intermediate).
 #[pyfunction]
-fn init_scratch_bytes(dims: Vec<usize>, n: usize, threads: usize) -> u128 {
-    init::scratch_bytes(&dims, n, threads)
+fn init_scratch_bytes(dims: Vec<usize>, n: usize, rank: usize, threads: usize) -> u128 {
+    init::scratch_bytes(&dims, n, rank, threads)
 }
 
 /// Bytes of derived structure an index keeps for n points and width neurons.
@@ -397,8 +397,15 @@ fn predict_chunk_rows(width: usize, block_sizes: Vec<usize>, budget: usize) -> u
 
 /// Bytes one prediction chunk of `rows` points needs.
 #[pyfunction]
-fn predict_chunk_bytes(dims: Vec<usize>, width: usize, block_sizes: Vec<usize>, rows: usize, threads: usize) -> u128 {
-    prediction::chunk_bytes(&dims, width, &block_sizes, rows, threads)
+fn predict_chunk_bytes(
+    dims: Vec<usize>,
+    width: usize,
+    block_sizes: Vec<usize>,
+    rows: usize,
+    rank: usize,
+    threads: usize,
+) -> u128 {
+    prediction::chunk_bytes(&dims, width, &block_sizes, rows, rank, threads)
 }
 
 /// The rayon pool's thread count.

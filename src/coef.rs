@@ -14,12 +14,15 @@ use ndarray::{Array2, ArrayView2};
 #[derive(Clone, Debug)]
 pub struct Coefficients {
     alpha_t: Array2<f64>,
+    /// Whether any coefficient is nonzero: prediction skips a block that is
+    /// still zero without scanning its n · m values.
+    trained: bool,
 }
 
 impl Coefficients {
     /// Zero coefficients for `n` points and `width` neurons.
     pub fn zeros(n: usize, width: usize) -> Result<Coefficients> {
-        Ok(Coefficients { alpha_t: try_array2(n, width, "coefficient matrix alpha (width × n)")? })
+        Ok(Coefficients { alpha_t: try_array2(n, width, "coefficient matrix alpha (width × n)")?, trained: false })
     }
 
     /// Coefficients from αᵀ (n × m), e.g. read from a saved model.
@@ -27,7 +30,8 @@ impl Coefficients {
         if alpha_t.iter().any(|v| !v.is_finite()) {
             return invalid("alpha", "contains NaN or inf");
         }
-        Ok(Coefficients { alpha_t: alpha_t.as_standard_layout().into_owned() })
+        let trained = alpha_t.iter().any(|&v| v != 0.0);
+        Ok(Coefficients { alpha_t: alpha_t.as_standard_layout().into_owned(), trained })
     }
 
     /// Number of training points n.
@@ -45,8 +49,8 @@ impl Coefficients {
     }
 
     /// Whether training has moved any coefficient.
-    pub fn nonzero(&self) -> bool {
-        self.alpha_t.iter().any(|&v| v != 0.0)
+    pub fn trained(&self) -> bool {
+        self.trained
     }
 
     /// α[R_j, B_s] −= C[s, j] for every nonzero C, in batch order so that
@@ -67,6 +71,7 @@ impl Coefficients {
             }
         }
         if finite {
+            self.trained |= !undo.is_empty();
             return Ok(());
         }
         for (i, r, old) in undo.into_iter().rev() {

@@ -35,15 +35,18 @@ fn check_shape(f: &Factors<'_>, width: usize) -> Result<usize> {
     Ok(d)
 }
 
-/// Bytes init needs beyond its output: per worker thread, one neuron's
-/// weights (d) and the GEMM's intermediate (points × d / d_k, capped).
-pub fn scratch_bytes(dims: &[usize], n: usize, threads: usize) -> u128 {
+/// Bytes init needs beyond its output for n points of `rank` terms: per
+/// worker thread, one neuron's weights (d), the GEMM's intermediate (terms ×
+/// d / d_k, capped) and, for rank > 1, the per-term inner products.
+pub fn scratch_bytes(dims: &[usize], n: usize, rank: usize, threads: usize) -> u128 {
     let d: u128 = dims.iter().map(|&k| k as u128).product();
     let Some(d_usize) = usize::try_from(d).ok() else {
         return u128::MAX;
     };
     let plan = Plan::new(dims, d_usize);
-    let per_worker = d + (plan.rows.min(n.max(1)) * plan.rest) as u128 + plan.rest as u128;
+    let terms = n.saturating_mul(rank.max(1));
+    let per_term = if rank > 1 { terms as u128 } else { 0 };
+    let per_worker = d + (plan.rows.min(terms.max(1)) * plan.rest) as u128 + plan.rest as u128 + per_term;
     8 * per_worker * threads.max(1) as u128
 }
 
@@ -77,7 +80,6 @@ pub fn init_preacts_t(f: &Factors<'_>, seed: u64, width: usize, ctl: &Control) -
                     *o = t.iter().sum();
                 }
             }
-            ctl.advance(1);
         }
         Ok(())
     })?;

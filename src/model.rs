@@ -213,7 +213,6 @@ pub fn run_steps(
             Ok(s) => out.push(s),
             Err(e) => return (out, Some(e)),
         }
-        ctl.advance(1);
     }
     (out, None)
 }

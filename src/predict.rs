@@ -59,7 +59,7 @@ pub fn preacts_t(
 /// Pᵀ += α_sᵀ-part: Pᵀ[r, j] += Σ_i αᵀ[i, r] K[j, i], K = cross-Gram (q × n_s),
 /// in fixed blocks of neurons.
 fn add_trained(p_t: &mut Array2<f64>, query: &Factors<'_>, b: &Block<'_>) -> Result<()> {
-    if query.n() == 0 || !b.coef.nonzero() {
+    if query.n() == 0 || !b.coef.trained() {
         return Ok(());
     }
     let k = cross_gram(query, &b.factors)?;
@@ -72,11 +72,19 @@ fn add_trained(p_t: &mut Array2<f64>, query: &Factors<'_>, b: &Block<'_>) -> Res
     Ok(())
 }
 
-/// Bytes one chunk of `rows` points needs: Pᵀ (m × rows), each block's
-/// cross-Gram (rows × n_s) one at a time, init's per-thread scratch.
-pub fn chunk_bytes(dims: &[usize], width: usize, block_sizes: &[usize], rows: usize, threads: usize) -> u128 {
+/// Bytes one chunk of `rows` points of `rank` terms needs: Pᵀ (m × rows),
+/// each block's cross-Gram (rows × n_s) one at a time, init's per-thread
+/// scratch.
+pub fn chunk_bytes(
+    dims: &[usize],
+    width: usize,
+    block_sizes: &[usize],
+    rows: usize,
+    rank: usize,
+    threads: usize,
+) -> u128 {
     let biggest = block_sizes.iter().copied().max().unwrap_or(0) as u128;
-    8 * rows as u128 * (width as u128 + biggest) + scratch_bytes(dims, rows, threads)
+    8 * rows as u128 * (width as u128 + biggest) + scratch_bytes(dims, rows, rank, threads)
 }
 
 /// Points per chunk so that a chunk's arrays take about `budget` bytes (at

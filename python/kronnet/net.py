@@ -294,8 +294,8 @@ class TwoLayerNet:
             raise ArgumentError(name, f"has factor dimensions {data.dims}, the net expects {self._dims}")
         return data
 
-    def _scratch_bytes(self, n: int) -> float:
-        return float(_core.init_scratch_bytes(list(self._dims), n, _core.thread_count()))
+    def _scratch_bytes(self, n: int, rank: int) -> float:
+        return float(_core.init_scratch_bytes(list(self._dims), n, rank, _core.thread_count()))
 
     def preactivations(self, X: FactorsLike) -> np.ndarray:
         """<w_r, x_j> for every point j of X and neuron r.
@@ -332,7 +332,7 @@ class TwoLayerNet:
         """
         data = self._kron_data(X, "X")
         largest = max((blk.data.n for blk in self._blocks), default=0)
-        need = 8.0 * data.n * (self._width + largest) + self._scratch_bytes(data.n * data.rank)
+        need = 8.0 * data.n * (self._width + largest) + self._scratch_bytes(data.n, data.rank)
         v.ensure_fits(need, "the preactivation matrix (points × width)", "X")
         return _core.preacts(data.term_factors, self._seed, self._width, self._core_blocks(), rank=data.rank)
 
@@ -382,10 +382,9 @@ class TwoLayerNet:
             return np.empty(0)
         sizes = [blk.data.n for blk in self._blocks if blk._coef.trained]
         rows = min(data.n, _core.predict_chunk_rows(self._width, sizes, PREDICT_CHUNK_BYTES))
-        need = float(_core.predict_chunk_bytes(list(self._dims), self._width, sizes, rows, _core.thread_count()))
-        if data.rank > 1:
-            # Init contracts every term: its buffers scale with rows * rank.
-            need += self._scratch_bytes(rows * data.rank) - self._scratch_bytes(rows) + 8.0 * rows * data.rank
+        need = float(
+            _core.predict_chunk_bytes(list(self._dims), self._width, sizes, rows, data.rank, _core.thread_count())
+        )
 
         v.ensure_fits(8.0 * data.n + float(need), "one chunk of prediction", "X")
         out = _core.predict(

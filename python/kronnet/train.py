@@ -887,8 +887,7 @@ def _plan(
         # trained block's cross-Gram, n × n_s), then the Gram and the index,
         # which stay. P, the block and the factors' copy span both.
         init_phase = max(
-            float(_core.init_scratch_bytes(list(net.dims), n * data.rank, threads))
-            + (8.0 * n * data.rank * threads if data.rank > 1 else 0.0),
+            float(_core.init_scratch_bytes(list(net.dims), n, data.rank, threads)),
             8.0 * n * max(trained, default=0),
         )
         gram_bytes = 8.0 * n * n + 8.0 * 64 * n * threads if gram == "precomputed" else 0.0
