@@ -528,9 +528,11 @@ impl TrainerCore {
             let f = Factors::with_rank(v, rank)?;
             let model = Model::checked(a, threshold)?;
             let width = model.width();
-            let owned: Vec<Array2<f64>> = f.mats().iter().map(|u| u.to_owned()).collect();
             match backend {
                 BackendKind::Kron => {
+                    // The Kronecker state keeps its own copy of the factors;
+                    // the dense one only needs X.
+                    let owned: Vec<Array2<f64>> = f.mats().iter().map(|u| u.to_owned()).collect();
                     let p_t = match state_view {
                         Some(s) => s.to_owned(),
                         None => prediction::preacts_t(&f, seed, width, &blocks, ctl)?,

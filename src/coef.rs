@@ -8,7 +8,7 @@
 //! and index) leaves the block. Stored as αᵀ (n × m): a step writes α[R, B_s]
 //! at sorted positions of one row of αᵀ, and prediction multiplies by αᵀ.
 
-use crate::error::{invalid, try_array2, KronError, Result};
+use crate::error::{into_standard, invalid, try_array2, KronError, Result};
 use ndarray::{Array2, ArrayView2};
 
 #[derive(Clone, Debug)]
@@ -31,7 +31,7 @@ impl Coefficients {
             return invalid("alpha", "contains NaN or inf");
         }
         let trained = alpha_t.iter().any(|&v| v != 0.0);
-        Ok(Coefficients { alpha_t: alpha_t.as_standard_layout().into_owned(), trained })
+        Ok(Coefficients { alpha_t: into_standard(alpha_t), trained })
     }
 
     /// Number of training points n.

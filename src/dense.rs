@@ -3,7 +3,7 @@
 //! in-package reference the Kronecker backend must reproduce, and a baseline.
 
 use crate::coef::Coefficients;
-use crate::error::{invalid, KronError, Result};
+use crate::error::{into_standard, invalid, KronError, Result};
 use crate::index::scan_row;
 use crate::model::{check_batch, check_lr, check_targets, half_mse, plan_update, Model, StepStats, SAFE_BOUND};
 use ndarray::linalg::general_mat_mul;
@@ -50,10 +50,7 @@ impl DenseState {
         }
         check_targets(&y)?;
         let x_norm = x.rows().into_iter().map(|r| r.dot(&r).sqrt()).fold(0.0, f64::max);
-        // Owned row-major inputs are kept as they are: a copy here would
-        // double the dense backend's peak memory.
-        let standard = |a: Array2<f64>| if a.is_standard_layout() { a } else { a.as_standard_layout().into_owned() };
-        Ok(DenseState { x: standard(x), x_norm, y, model, w: standard(w) })
+        Ok(DenseState { x: into_standard(x), x_norm, y, model, w: into_standard(w) })
     }
 
     pub fn weights(&self) -> ArrayView2<'_, f64> {

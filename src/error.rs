@@ -53,6 +53,17 @@ pub fn checked_len(a: usize, b: usize, what: &str) -> Result<usize> {
     a.checked_mul(b).ok_or_else(|| out_of_memory(what, (a as u128) * (b as u128) * 8))
 }
 
+/// `a` in row-major layout, taken over as is when it already is: ndarray's
+/// `as_standard_layout().into_owned()` copies even then, and these arrays
+/// (P, W, X, α) are the largest a run allocates.
+pub fn into_standard(a: ndarray::Array2<f64>) -> ndarray::Array2<f64> {
+    if a.is_standard_layout() {
+        a
+    } else {
+        a.as_standard_layout().into_owned()
+    }
+}
+
 /// A zeroed `rows × cols` matrix, refused with `OutOfMemory` (naming `what`)
 /// when it cannot be allocated.
 pub fn try_array2(rows: usize, cols: usize, what: &str) -> Result<ndarray::Array2<f64>> {

@@ -8,7 +8,7 @@
 //! product K[:, B] · C, the only O(n · S · |R|) work, with no d in it.
 
 use crate::coef::Coefficients;
-use crate::error::{invalid, KronError, Result};
+use crate::error::{into_standard, invalid, KronError, Result};
 use crate::factors::{views, Factors};
 use crate::gram::{gram, gram_rows};
 use crate::index::{ActivationIndex, IndexStats};
@@ -103,10 +103,7 @@ impl KronState {
             GramMode::Precomputed => Some(gram(&f)?),
             GramMode::Columns => None,
         };
-        // Taken over as is when row-major: `as_standard_layout().into_owned()`
-        // would copy even then, and a second P is the largest thing a trainer
-        // could allocate.
-        let p_t = if p_t.is_standard_layout() { p_t } else { p_t.as_standard_layout().into_owned() };
+        let p_t = into_standard(p_t);
         let index = make_index(p_t.t());
         let p_bound = max_abs(p_t.iter());
         Ok(KronState {
