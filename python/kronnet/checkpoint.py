@@ -23,8 +23,8 @@ def write(trainer: Any, path: Any) -> None:
     """Writes `trainer` (see `Trainer.checkpoint`)."""
     net = trainer.net
     state = net._state()
-    fp = trainer.data.fingerprint
-    block = next(j for j, b in enumerate(net.coefficients) if b.data.n == trainer.data.n and b.data.fingerprint == fp)
+    block = net._block_index(trainer.data)
+    assert block is not None  # a trainer creates its block when it is built
     arrays = storage.net_arrays(state)
     # The trainer's own targets, which may differ from those stored with the
     # block when another data set with the same points made it.

@@ -211,11 +211,18 @@ class TwoLayerNet:
 
     # -- the block a trainer accumulates into ---------------------------------
 
+    def _block_index(self, data: KronData) -> Optional[int]:
+        """Which block holds `data`'s points (same fingerprint), if any."""
+        for j, blk in enumerate(self._blocks):
+            if blk.data.n == data.n and blk.data.fingerprint == data.fingerprint:
+                return j
+        return None
+
     def _block_for(self, data: KronData) -> Any:
         """The coefficients of `data`'s points, created (zero) if new."""
-        for blk in self._blocks:
-            if blk.data.n == data.n and blk.data.fingerprint == data.fingerprint:
-                return blk._coef
+        j = self._block_index(data)
+        if j is not None:
+            return self._blocks[j]._coef
         v.ensure_fits(8.0 * data.n * self._width, "the coefficient block alpha (width × n)", "data")
         coef = _core.Coefficients(data.n, self._width)
         self._blocks.append(CoefficientBlock(data, coef))

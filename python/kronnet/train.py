@@ -876,8 +876,7 @@ def _plan(
         raise ArgumentError("batch_size", f"{batch_size} exceeds the {data.n} training points")
     n, m = data.n, net.width
     threads = _core.thread_count()
-    has_block = any(b.data.n == n and b.data.fingerprint == data.fingerprint for b in net.coefficients)
-    block = 0.0 if has_block else 8.0 * n * m
+    block = 0.0 if net._block_index(data) is not None else 8.0 * n * m
     trained = [b.data.n for b in net.coefficients if b._coef.trained]
     if backend == "kron":
         index = _resolve_index(index, n, m, net.threshold)
