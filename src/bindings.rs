@@ -174,14 +174,16 @@ fn views<'a>(arrays: &'a [PyReadonlyArray2<'_, f64>]) -> Vec<ArrayView2<'a, f64>
     arrays.iter().map(|a| a.as_array()).collect()
 }
 
-/// 1-D int64 indices, each converted to usize (negative ones refused).
+/// 1-D integer indices, each converted to usize (negative ones refused;
+/// floats refused rather than truncated).
 fn indices(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<Vec<usize>> {
     let py = obj.py();
     let np = py.import("numpy")?;
-    let arr = np.call_method1("require", (obj, "int64", ("C", "A")))?;
-    if arr.getattr("dtype")?.getattr("kind")?.extract::<String>()? != "i" {
+    let kind = np.call_method1("asarray", (obj,))?.getattr("dtype")?.getattr("kind")?.extract::<String>()?;
+    if kind != "i" && kind != "u" {
         return Err(PyTypeError::new_err(format!("{name}: expected integer indices")));
     }
+    let arr = np.call_method1("require", (obj, "int64", ("C", "A")))?;
     let arr: PyReadonlyArray1<'_, i64> =
         arr.extract().map_err(|_| PyValueError::new_err(format!("{name}: expected a 1-D array of indices")))?;
     arr.as_array()
@@ -254,80 +256,133 @@ impl PyCoefficients {
     }
 }
 
-/// The net's blocks as passed from Python: (factor arrays (n·r, d_k), terms
-/// per point r, coefficients).
-type PyBlocks<'py> = Vec<(Vec<Bound<'py, PyAny>>, usize, Bound<'py, PyCoefficients>)>;
+/// A data set as passed from Python: (matrices, terms per point r, one
+/// entry per factor: None when the matrix holds the (n·r) term rows, or an
+/// index array (n·r,) into the matrix as an entity table).
+type PyPoints<'py> = (Vec<Bound<'py, PyAny>>, usize, Vec<Option<Bound<'py, PyAny>>>);
+
+/// Converted points: arrays held while the core reads them.
+struct HeldPoints<'py> {
+    mats: Vec<PyReadonlyArray2<'py, f64>>,
+    index: Vec<Option<Array1<u64>>>,
+    rank: usize,
+}
+
+impl<'py> HeldPoints<'py> {
+    fn hold(points: &PyPoints<'py>, name: &str) -> PyResult<Self> {
+        let (mats, rank, index) = points;
+        let mats = f64_matrices(mats, &format!("{name}.factors"))?;
+        let index = index
+            .iter()
+            .enumerate()
+            .map(|(k, idx)| {
+                idx.as_ref()
+                    .map(|i| Ok(indices(i, &format!("{name}.index[{k}]"))?.into_iter().map(|a| a as u64).collect()))
+                    .transpose()
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        Ok(HeldPoints { mats, index, rank: *rank })
+    }
+
+    /// The arrays as plain views (which, unlike the held Python arrays,
+    /// may cross into the worker that runs with the GIL released).
+    fn views(&self) -> PointViews<'_> {
+        let index = self.index.iter().map(|i| i.as_ref().map(|i| i.view())).collect();
+        PointViews { mats: views(&self.mats), index, rank: self.rank }
+    }
+
+    /// The points, checked.
+    fn factors(&self) -> crate::Result<Factors<'_>> {
+        self.views().factors()
+    }
+
+    /// Points, before any check (for error messages on shapes).
+    fn n(&self) -> usize {
+        let terms = match self.index.first() {
+            Some(Some(idx)) => idx.len(),
+            _ => self.mats.first().map_or(0, |u| u.as_array().nrows()),
+        };
+        terms / self.rank.max(1)
+    }
+}
+
+/// Views of held points.
+struct PointViews<'a> {
+    mats: Vec<ArrayView2<'a, f64>>,
+    index: Vec<Option<ndarray::ArrayView1<'a, u64>>>,
+    rank: usize,
+}
+
+impl<'a> PointViews<'a> {
+    /// The points, checked (O(Σ table sizes + n p)).
+    fn factors(&self) -> crate::Result<Factors<'a>> {
+        Factors::indexed(self.mats.clone(), self.index.clone(), self.rank)
+    }
+}
+
+/// The net's blocks as passed from Python: (points, coefficients).
+type PyBlocks<'py> = Vec<(PyPoints<'py>, Bound<'py, PyCoefficients>)>;
 
 /// Borrowed, converted blocks: arrays held while the core reads them.
 struct HeldBlocks<'py> {
-    factors: Vec<(Vec<PyReadonlyArray2<'py, f64>>, usize)>,
+    points: Vec<HeldPoints<'py>>,
     coefs: Vec<PyRef<'py, PyCoefficients>>,
 }
 
 impl<'py> HeldBlocks<'py> {
     fn hold(blocks: &PyBlocks<'py>) -> PyResult<Self> {
-        let mut factors = Vec::with_capacity(blocks.len());
+        let mut points = Vec::with_capacity(blocks.len());
         let mut coefs = Vec::with_capacity(blocks.len());
-        for (j, (f, rank, c)) in blocks.iter().enumerate() {
-            factors.push((f64_matrices(f, &format!("blocks[{j}].factors"))?, *rank));
+        for (j, (f, c)) in blocks.iter().enumerate() {
+            points.push(HeldPoints::hold(f, &format!("blocks[{j}]"))?);
             coefs.push(c.try_borrow()?);
         }
-        Ok(HeldBlocks { factors, coefs })
+        Ok(HeldBlocks { points, coefs })
     }
 
     fn blocks(&self) -> crate::Result<Vec<Block<'_>>> {
-        self.factors
-            .iter()
-            .zip(&self.coefs)
-            .map(|((f, rank), c)| Ok(Block { factors: Factors::with_rank(views(f), *rank)?, coef: &c.inner }))
-            .collect()
+        self.points.iter().zip(&self.coefs).map(|(f, c)| Ok(Block { factors: f.factors()?, coef: &c.inner })).collect()
     }
 }
 
 // ------------------------------------------------------------- functions
 
-/// <w_r, x_j> for every point of `factors` ((q·rank, d_k) each) under W(0)
-/// + the blocks: (q, width).
+/// <w_r, x_j> for every point (q of them) under W(0) + the blocks: (q, width).
 #[pyfunction]
-#[pyo3(signature = (factors, seed, width, blocks, rank=1))]
 fn preacts<'py>(
     py: Python<'py>,
-    factors: Vec<Bound<'py, PyAny>>,
+    points: PyPoints<'py>,
     seed: u64,
     width: usize,
     blocks: PyBlocks<'py>,
-    rank: usize,
 ) -> PyResult<Bound<'py, PyArray2<f64>>> {
-    let mats = f64_matrices(&factors, "factors")?;
+    let points = HeldPoints::hold(&points, "points")?;
     let held = HeldBlocks::hold(&blocks)?;
     let blocks = held.blocks().map_err(|e| to_py(py, e))?;
-    let v = views(&mats);
-    let done = interruptible(py, |ctl| prediction::preacts_t(&Factors::with_rank(v, rank)?, seed, width, &blocks, ctl));
+    let points = points.views();
+    let done = interruptible(py, |ctl| prediction::preacts_t(&points.factors()?, seed, width, &blocks, ctl));
     Ok(finish(py, done)?.reversed_axes().into_pyarray(py))
 }
 
 /// f(W, x_j) for every point, `chunk_rows` points at a time: (q,).
 #[pyfunction]
-#[pyo3(signature = (factors, a, threshold, seed, blocks, chunk_rows, rank=1))]
-#[allow(clippy::too_many_arguments)]
 fn predict<'py>(
     py: Python<'py>,
-    factors: Vec<Bound<'py, PyAny>>,
+    points: PyPoints<'py>,
     a: &Bound<'py, PyAny>,
     threshold: f64,
     seed: u64,
     blocks: PyBlocks<'py>,
     chunk_rows: usize,
-    rank: usize,
 ) -> PyResult<Bound<'py, PyArray1<f64>>> {
-    let mats = f64_matrices(&factors, "factors")?;
+    let points = HeldPoints::hold(&points, "points")?;
     let a = f64_array::<Ix1>(a, "a")?.as_array().to_vec();
     let held = HeldBlocks::hold(&blocks)?;
     let blocks = held.blocks().map_err(|e| to_py(py, e))?;
-    let v = views(&mats);
+    let points = points.views();
     let done = interruptible(py, |ctl| {
         let model = Model::checked(a, threshold)?;
-        prediction::predict(&Factors::with_rank(v, rank)?, &model, seed, &blocks, chunk_rows, ctl)
+        prediction::predict(&points.factors()?, &model, seed, &blocks, chunk_rows, ctl)
     });
     Ok(Array1::from(finish(py, done)?).into_pyarray(py))
 }
@@ -349,17 +404,10 @@ fn dense_weights<'py>(
 
 /// K[i, j] = <x_i, x'_j>: (n_a, n_b).
 #[pyfunction]
-#[pyo3(signature = (a, b, rank_a=1, rank_b=1))]
-fn cross_gram<'py>(
-    py: Python<'py>,
-    a: Vec<Bound<'py, PyAny>>,
-    b: Vec<Bound<'py, PyAny>>,
-    rank_a: usize,
-    rank_b: usize,
-) -> PyResult<Bound<'py, PyArray2<f64>>> {
-    let (ma, mb) = (f64_matrices(&a, "a")?, f64_matrices(&b, "b")?);
-    let (va, vb) = (views(&ma), views(&mb));
-    let k = guarded(py, || gram::cross_gram(&Factors::with_rank(va, rank_a)?, &Factors::with_rank(vb, rank_b)?))?;
+fn cross_gram<'py>(py: Python<'py>, a: PyPoints<'py>, b: PyPoints<'py>) -> PyResult<Bound<'py, PyArray2<f64>>> {
+    let (a, b) = (HeldPoints::hold(&a, "a")?, HeldPoints::hold(&b, "b")?);
+    let (a, b) = (a.views(), b.views());
+    let k = guarded(py, || gram::cross_gram(&a.factors()?, &b.factors()?))?;
     Ok(k.into_pyarray(py))
 }
 
@@ -489,12 +537,12 @@ impl TrainerCore {
     /// Otherwise the state starts from the net's current weights: W(0) (from
     /// `seed`) plus `blocks`, which include `coef` itself when it is trained.
     #[new]
-    #[pyo3(signature = (backend, factors, y, a, threshold, seed, coef, blocks, gram, index, state=None, p_bound=None, rank=1))]
+    #[pyo3(signature = (backend, points, y, a, threshold, seed, coef, blocks, gram, index, state=None, p_bound=None))]
     #[allow(clippy::too_many_arguments)]
     fn new<'py>(
         py: Python<'py>,
         backend: &str,
-        factors: Vec<Bound<'py, PyAny>>,
+        points: PyPoints<'py>,
         y: &Bound<'py, PyAny>,
         a: &Bound<'py, PyAny>,
         threshold: f64,
@@ -505,40 +553,39 @@ impl TrainerCore {
         index: &str,
         state: Option<&Bound<'py, PyAny>>,
         p_bound: Option<f64>,
-        rank: usize,
     ) -> PyResult<Self> {
         let backend = parse_mode(backend, "backend", &BACKENDS)?;
         let gram = parse_mode(gram, "gram", &GramMode::NAMES)?;
         let index = parse_mode(index, "index", &IndexKind::NAMES)?;
-        let mats = f64_matrices(&factors, "factors")?;
+        let points = HeldPoints::hold(&points, "points")?;
         let y = f64_array::<Ix1>(y, "y")?.as_array().to_vec();
         let a = f64_array::<Ix1>(a, "a")?.as_array().to_vec();
         let state = state.map(|s| f64_array::<Ix2>(s, "state")).transpose()?;
         let held = HeldBlocks::hold(&blocks)?;
         let blocks = held.blocks().map_err(|e| to_py(py, e))?;
-        let v = views(&mats);
-        let dims: Vec<usize> = v.iter().map(|u| u.ncols()).collect();
+        let dims: Vec<usize> = points.mats.iter().map(|u| u.as_array().ncols()).collect();
         {
             let c = coef.try_borrow()?;
-            let n = v.first().map_or(0, |u| u.nrows()) / rank.max(1);
-            c.inner.check_shape(n, a.len()).map_err(|e| to_py(py, e))?;
+            c.inner.check_shape(points.n(), a.len()).map_err(|e| to_py(py, e))?;
         }
         let state_view = state.as_ref().map(|s| s.as_array());
+        let points = points.views();
         let done = interruptible(py, |ctl| -> crate::Result<Engine> {
-            let f = Factors::with_rank(v, rank)?;
+            let f = points.factors()?;
             let model = Model::checked(a, threshold)?;
             let width = model.width();
             match backend {
                 BackendKind::Kron => {
-                    // The Kronecker state keeps its own copy of the factors;
-                    // the dense one only needs X.
-                    let owned: Vec<Array2<f64>> = f.mats().iter().map(|u| u.to_owned()).collect();
+                    // The Kronecker state keeps its own copy of the factors
+                    // (tables and indexes as given); the dense one only
+                    // needs X.
+                    let owned = f.to_owned();
                     let p_t = match state_view {
                         Some(s) => s.to_owned(),
                         None => prediction::preacts_t(&f, seed, width, &blocks, ctl)?,
                     };
                     let b = model.b;
-                    let mut st = KronState::with_rank(owned, rank, y, model, p_t, gram, |vals| index.build(vals, b))?;
+                    let mut st = KronState::with_points(owned, y, model, p_t, gram, |vals| index.build(vals, b))?;
                     if let Some(bound) = p_bound {
                         st.set_p_bound(bound)?;
                     }

@@ -23,18 +23,35 @@ pub fn cross_gram(a: &Factors<'_>, b: &Factors<'_>) -> Result<Array2<f64>> {
     }
     let (n, nb) = (a.n(), b.n());
     let mut out = try_array2(n, nb, "cross-Gram matrix")?;
+    // An indexed factor of `b` is used through its table (one GEMM with the
+    // N_k table rows, then a gather), which pays only while the table is
+    // no larger than the terms that use it; otherwise `b` is gathered once.
+    let b_rows;
+    let b = if (0..b.p()).any(|k| b.index(k).is_some() && b.mat(k).nrows() > nb * b.rank()) {
+        b_rows = b.gathered();
+        b_rows.view()
+    } else {
+        b.rows(0, nb)
+    };
     let single = a.rank() == 1 && b.rank() == 1;
     out.axis_chunks_iter_mut(Axis(0), ROW_BLOCK).into_par_iter().enumerate().for_each(|(blk, mut rows)| {
         let start = blk * ROW_BLOCK;
         let stop = start + rows.nrows();
+        // The block's own terms are gathered (ROW_BLOCK · r rows per
+        // factor) so that each factor's Gram with `b` is one GEMM.
+        let a_rows;
+        let mut block = a.rows(start, stop);
+        if block.is_indexed() {
+            a_rows = block.gathered();
+            block = a_rows.view();
+        }
         let mut g = Array2::<f64>::zeros(rows.raw_dim());
         if single {
-            hadamard_of_grams(&a.rows(start, stop), b, &mut rows, &mut g);
+            hadamard_of_grams(&block, &b, &mut rows, &mut g);
             return;
         }
         let mut term = Array2::<f64>::zeros(rows.raw_dim());
         rows.fill(0.0);
-        let block = a.rows(start, stop);
         for ta in 0..a.rank() {
             for tb in 0..b.rank() {
                 hadamard_of_grams(&block.term(ta), &b.term(tb), &mut term.view_mut(), &mut g);
@@ -45,14 +62,32 @@ pub fn cross_gram(a: &Factors<'_>, b: &Factors<'_>) -> Result<Array2<f64>> {
     Ok(out)
 }
 
-/// out = ∘_k U_k U'_kᵀ for rank-one `a` and `b` (`g`: scratch of out's shape).
+/// out = ∘_k U_k U'_kᵀ for rank-one `a` (unindexed) and `b` (`g`: scratch
+/// of out's shape).
 fn hadamard_of_grams(a: &Factors<'_>, b: &Factors<'_>, out: &mut ArrayViewMut2<'_, f64>, g: &mut Array2<f64>) {
-    for (k, (ua, ub)) in a.mats().iter().zip(b.mats()).enumerate() {
+    for k in 0..a.p() {
         if k == 0 {
-            general_mat_mul(1.0, ua, &ub.t(), 0.0, out);
+            factor_gram(a, b, k, out);
         } else {
-            general_mat_mul(1.0, ua, &ub.t(), 0.0, g);
+            factor_gram(a, b, k, &mut g.view_mut());
             out.zip_mut_with(g, |r, v| *r *= v);
+        }
+    }
+}
+
+/// target[i, j] = <u_i^(k), u'_j^(k)>. For an indexed factor of `b`: the
+/// Gram with its table, C = U_k T_kᵀ, then target[i, j] = C[i, index[j]].
+fn factor_gram(a: &Factors<'_>, b: &Factors<'_>, k: usize, target: &mut ArrayViewMut2<'_, f64>) {
+    let ua = a.mat(k);
+    match b.index(k) {
+        None => general_mat_mul(1.0, &ua, &b.mat(k).t(), 0.0, target),
+        Some(idx) => {
+            let table = b.mat(k);
+            let mut c = Array2::<f64>::zeros((ua.nrows(), table.nrows()));
+            general_mat_mul(1.0, &ua, &table.t(), 0.0, &mut c);
+            for (mut t, c) in target.rows_mut().into_iter().zip(c.rows()) {
+                t.iter_mut().zip(idx.iter()).for_each(|(o, &j)| *o = c[j as usize]);
+            }
         }
     }
 }
@@ -75,14 +110,14 @@ pub fn gram(f: &Factors<'_>) -> Result<Array2<f64>> {
 /// when the n × n Gram does not fit the memory budget.
 pub fn gram_rows(f: &Factors<'_>, rows: &[usize]) -> Result<Array2<f64>> {
     let picked = f.select(rows);
-    let picked = Factors::assume_checked(crate::factors::views(&picked), f.rank());
+    let picked = Factors::assume_checked(crate::factors::views(&picked), vec![None; f.p()], f.rank());
     cross_gram(&picked, f)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ndarray::Array2;
+    use ndarray::{Array1, Array2};
 
     fn pseudo(n: usize, d: usize, salt: u64) -> Array2<f64> {
         let mut z = vec![0.0; n * d];
@@ -138,6 +173,41 @@ mod tests {
                 assert!((rows[[c, j]] - full[[i, j]]).abs() <= 1e-12);
             }
         }
+    }
+
+    /// Entity tables with an index (repeats, unused rows, a table larger
+    /// than its uses) against the same points gathered into rows.
+    #[test]
+    fn indexed_points_match_their_gathered_rows() {
+        let tables = [pseudo(5, 3, 21), pseudo(40, 4, 22)];
+        let n = 11;
+        let ia: Array1<u64> = (0..n).map(|i| (i * 3 % 4) as u64).collect();
+        let ib: Array1<u64> = (0..n).map(|i| (i * 7 % 13 + i / 5) as u64).collect();
+        let f = Factors::indexed(crate::factors::views(&tables), vec![Some(ia.view()), Some(ib.view())], 1).unwrap();
+        let rows = f.gathered();
+        let g = rows.view();
+        let want = gram(&g).unwrap();
+        assert_eq!(gram(&f).unwrap(), want);
+        let picked = [3usize, 3, 10, 0];
+        assert_eq!(gram_rows(&f, &picked).unwrap(), gram_rows(&g, &picked).unwrap());
+        // Indexed on the left only, on the right only, and two terms per point.
+        let q = pseudo(4, 3, 23);
+        let other = [q.view(), tables[1].slice(ndarray::s![..4, ..])];
+        let fq = Factors::new(other.to_vec()).unwrap();
+        let close =
+            |x: &Array2<f64>, y: &Array2<f64>| x.iter().zip(y).all(|(a, b)| (a - b).abs() <= 1e-12 * (1.0 + b.abs()));
+        assert!(close(&cross_gram(&fq, &f).unwrap(), &cross_gram(&fq, &g).unwrap()));
+        assert!(close(&cross_gram(&f, &fq).unwrap(), &cross_gram(&g, &fq).unwrap()));
+        let f2 = Factors::indexed(
+            crate::factors::views(&tables),
+            vec![Some(ia.slice(ndarray::s![..10])), Some(ib.slice(ndarray::s![..10]))],
+            2,
+        )
+        .unwrap();
+        let g2 = f2.gathered();
+        assert!(close(&gram(&f2).unwrap(), &gram(&g2.view()).unwrap()));
+        let bad: Array1<u64> = (0..n).map(|i| if i == 7 { 5 } else { 0 }).collect();
+        assert!(Factors::indexed(crate::factors::views(&tables), vec![Some(bad.view()), Some(ib.view())], 1).is_err());
     }
 
     #[test]

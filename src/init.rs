@@ -3,10 +3,12 @@
 //! (`rng.rs`), contracted with the factors, and dropped.
 //!
 //! Contraction order: w_r viewed as a d_1 × … × d_p tensor is first
-//! contracted with the larger of the two outer factors by one GEMM over a
-//! block of points (U_1 · W_r or U_p · W_rᵀ), leaving n × d/d_k numbers; the
-//! remaining factors are then contracted point by point. Memory per worker is
-//! O(d + block · d/d_k), never O(m · d).
+//! contracted with one of the two outer factors by one GEMM over a block of
+//! its rows (U_1 · W_r or U_p · W_rᵀ), leaving rows × d/d_k numbers; the
+//! remaining factors are then contracted point by point. For an indexed
+//! factor (an entity table shared by many points) the GEMM runs over the
+//! table's N_k rows, not the n points: O(N_k d + n d/d_k) per neuron instead
+//! of O(n d). Memory per worker is O(d + block · d/d_k), never O(m · d).
 
 use crate::control::Control;
 use crate::error::{invalid, try_array2, try_zeros, Result};
@@ -36,18 +38,27 @@ fn check_shape(f: &Factors<'_>, width: usize) -> Result<usize> {
 }
 
 /// Bytes init needs beyond its output for n points of `rank` terms: per
-/// worker thread, one neuron's weights (d), the GEMM's intermediate (terms ×
-/// d / d_k, capped) and, for rank > 1, the per-term inner products.
+/// worker thread, one neuron's weights (d), the GEMM's intermediate (rows ×
+/// d / d_k, capped) and, for rank > 1, the per-term inner products. Either
+/// outer factor may be chosen (it depends on table sizes for indexed data),
+/// so the larger intermediate of the two is counted.
 pub fn scratch_bytes(dims: &[usize], n: usize, rank: usize, threads: usize) -> u128 {
     let d: u128 = dims.iter().map(|&k| k as u128).product();
     let Some(d_usize) = usize::try_from(d).ok() else {
         return u128::MAX;
     };
-    let plan = Plan::new(dims, d_usize);
     let terms = n.saturating_mul(rank.max(1));
+    let intermediate = [dims[0], dims[dims.len() - 1]]
+        .iter()
+        .map(|&dk| {
+            let rest = d_usize / dk;
+            let rows = (MAX_INTERMEDIATE / rest.max(1)).max(1);
+            (rows.min(terms.max(1)) * rest + rest) as u128
+        })
+        .max()
+        .unwrap_or(0);
     let per_term = if rank > 1 { terms as u128 } else { 0 };
-    let per_worker = d + (plan.rows.min(terms.max(1)) * plan.rest) as u128 + plan.rest as u128 + per_term;
-    8 * per_worker * threads.max(1) as u128
+    8 * (d + intermediate + per_term) * threads.max(1) as u128
 }
 
 /// P(0)ᵀ for the points in `f`: an m × n matrix, P(0)ᵀ[r, i] = <w_r(0), x_i>.
@@ -63,19 +74,20 @@ pub fn init_preacts_t(f: &Factors<'_>, seed: u64, width: usize, ctl: &Control) -
         return Ok(p_t);
     }
     let terms = f.terms();
-    let plan = Plan::new(&f.dims(), d);
+    let plan = Plan::new(&terms, d);
+    let order = Order::new(&terms, plan.outer)?;
     p_t.axis_chunks_iter_mut(Axis(0), NEURON_BLOCK).into_par_iter().enumerate().try_for_each(|(blk, mut rows)| {
         ctl.check()?;
         let mut w = try_zeros(d, "one neuron's initial weights (d values per thread)")?;
-        let mut scratch = Scratch::new(&plan, terms.n())?;
+        let mut scratch = Scratch::new(&plan)?;
         let mut per_term = if rank > 1 { try_zeros(terms.n(), "per-term inner products")? } else { Vec::new() };
         for c in 0..rows.nrows() {
             ctl.check()?;
             initial_weights(seed, blk * NEURON_BLOCK + c, &mut w);
             if rank == 1 {
-                contract_neuron(&terms, &plan, &w, &mut scratch, rows.row_mut(c));
+                contract_neuron(&terms, &plan, &order, &w, &mut scratch, rows.row_mut(c));
             } else {
-                contract_neuron(&terms, &plan, &w, &mut scratch, ArrayViewMut1::from(&mut per_term[..]));
+                contract_neuron(&terms, &plan, &order, &w, &mut scratch, ArrayViewMut1::from(&mut per_term[..]));
                 for (o, t) in rows.row_mut(c).iter_mut().zip(per_term.chunks_exact(rank)) {
                     *o = t.iter().sum();
                 }
@@ -90,20 +102,72 @@ pub fn init_preacts_t(f: &Factors<'_>, seed: u64, width: usize, ctl: &Control) -
 struct Plan {
     /// true: contract factor 0 (W as d_1 × rest); false: the last factor.
     first: bool,
+    /// The factor contracted by the GEMM (0 or p - 1).
+    outer: usize,
     dk: usize,
     rest: usize,
-    /// Points per GEMM so that the intermediate stays under MAX_INTERMEDIATE.
+    /// Rows of the outer factor's matrix (terms, or table rows when
+    /// indexed) contracted by one GEMM: the intermediate stays under
+    /// MAX_INTERMEDIATE.
     rows: usize,
+    /// Rows of the outer factor's matrix.
+    total: usize,
 }
 
 impl Plan {
-    fn new(dims: &[usize], d: usize) -> Plan {
-        let (d_first, d_last) = (dims[0], dims[dims.len() - 1]);
-        let first = dims.len() == 1 || d_first >= d_last;
-        let dk = if first { d_first } else { d_last };
+    /// Per neuron, contracting factor k costs (its matrix's rows) · d for
+    /// the GEMM plus terms · d / d_k for the rest; the cheaper outer factor
+    /// is chosen. For unindexed factors that is the larger d_k (the first
+    /// on ties); for indexed ones a small entity table can win over a large
+    /// d_k.
+    fn new(f: &Factors<'_>, d: usize) -> Plan {
+        let (p, terms) = (f.p(), f.n() as f64);
+        let cost = |k: usize| f.mat(k).nrows() as f64 * d as f64 + terms * (d / f.mat(k).ncols()) as f64;
+        let first = p == 1 || cost(0) <= cost(p - 1);
+        let outer = if first { 0 } else { p - 1 };
+        let dk = f.mat(outer).ncols();
         let rest = d / dk;
-        Plan { first, dk, rest, rows: (MAX_INTERMEDIATE / rest.max(1)).max(1) }
+        let total = f.mat(outer).nrows();
+        Plan { first, outer, dk, rest, rows: (MAX_INTERMEDIATE / rest.max(1)).max(1).min(total.max(1)), total }
     }
+}
+
+/// The terms grouped by the outer factor's row: for an indexed outer factor
+/// the terms using table rows [a, b) are `terms[start[a]..start[b]]` (a
+/// counting sort, O(N + n), once per init); otherwise term t uses row t.
+enum Order {
+    Rows,
+    ByTableRow { terms: Vec<usize>, start: Vec<usize> },
+}
+
+impl Order {
+    fn new(f: &Factors<'_>, outer: usize) -> Result<Order> {
+        let Some(idx) = f.index(outer) else {
+            return Ok(Order::Rows);
+        };
+        let rows = f.mat(outer).nrows();
+        let mut start = try_zeros_usize(rows + 1)?;
+        for &a in idx.iter() {
+            start[a as usize + 1] += 1;
+        }
+        for a in 0..rows {
+            start[a + 1] += start[a];
+        }
+        let mut next = start.clone();
+        let mut terms = try_zeros_usize(idx.len())?;
+        for (t, &a) in idx.iter().enumerate() {
+            terms[next[a as usize]] = t;
+            next[a as usize] += 1;
+        }
+        Ok(Order::ByTableRow { terms, start })
+    }
+}
+
+fn try_zeros_usize(len: usize) -> Result<Vec<usize>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(len).map_err(|_| crate::error::out_of_memory("init's grouping of terms", 8 * len as u128))?;
+    v.resize(len, 0);
+    Ok(v)
 }
 
 struct Scratch {
@@ -112,9 +176,9 @@ struct Scratch {
 }
 
 impl Scratch {
-    fn new(plan: &Plan, n: usize) -> Result<Scratch> {
-        let what = "init's intermediate (points × d / d_k per thread)";
-        let t = try_array2(plan.rows.min(n), plan.rest, what)?;
+    fn new(plan: &Plan) -> Result<Scratch> {
+        let what = "init's intermediate (rows × d / d_k per thread)";
+        let t = try_array2(plan.rows, plan.rest, what)?;
         let mut vec = Vec::new();
         vec.try_reserve_exact(plan.rest).map_err(|_| crate::error::out_of_memory(what, 8 * plan.rest as u128))?;
         Ok(Scratch { t, vec })
@@ -124,18 +188,29 @@ impl Scratch {
 fn contract_neuron(
     f: &Factors<'_>,
     plan: &Plan,
+    order: &Order,
     w: &[f64],
     scratch: &mut Scratch,
     mut out: ndarray::ArrayViewMut1<'_, f64>,
 ) {
-    let mats = f.mats();
-    let p = mats.len();
-    let (outer, remaining): (&ArrayView2<f64>, &[ArrayView2<f64>]) =
-        if plan.first { (&mats[0], &mats[1..]) } else { (&mats[p - 1], &mats[..p - 1]) };
-    let n = f.n();
+    let p = f.p();
+    let remaining: Vec<usize> = if plan.first { (1..p).collect() } else { (0..p - 1).collect() };
+    let outer = f.mat(plan.outer);
     let mut start = 0;
-    while start < n {
-        let stop = (start + plan.rows).min(n);
+    while start < plan.total {
+        let stop = (start + plan.rows).min(plan.total);
+        let members = match order {
+            Order::Rows => None,
+            Order::ByTableRow { terms, start: first } => {
+                let m = &terms[first[start]..first[stop]];
+                if m.is_empty() {
+                    // No term uses these table rows: no GEMM for them.
+                    start = stop;
+                    continue;
+                }
+                Some(m)
+            }
+        };
         let mut t: ArrayViewMut2<f64> = scratch.t.slice_mut(s![..stop - start, ..]);
         let u = outer.slice(s![start..stop, ..]);
         if plan.first {
@@ -145,37 +220,50 @@ fn contract_neuron(
             let wm = ArrayView2::from_shape((plan.rest, plan.dk), w).expect("d = rest · d_k");
             matmul_into(&u, &wm.t(), &mut t);
         }
-        for (local, i) in (start..stop).enumerate() {
-            out[i] = contract_rest(t.row(local), remaining, i, &mut scratch.vec);
+        match members {
+            None => {
+                for i in start..stop {
+                    out[i] = contract_rest(t.row(i - start), f, &remaining, i, &mut scratch.vec);
+                }
+            }
+            Some(m) => {
+                for &i in m {
+                    let local = f.table_row(plan.outer, i) - start;
+                    out[i] = contract_rest(t.row(local), f, &remaining, i, &mut scratch.vec);
+                }
+            }
         }
         start = stop;
     }
 }
 
-/// Contracts a row-major tensor over `remaining` axes with point i's factor
-/// rows, last axis first, down to a scalar. The first contraction reads `t`
-/// directly (for p = 2 it is the whole job: one dot product per point, called
-/// n · m times, so no copying on the way).
+/// Contracts a row-major tensor over the `remaining` factors' axes with
+/// term i's rows, last axis first, down to a scalar. The first contraction
+/// reads `t` directly (for p = 2 it is the whole job: one dot product per
+/// term, called n · m times, so no copying on the way).
 fn contract_rest(
     t: ndarray::ArrayView1<'_, f64>,
-    remaining: &[ArrayView2<'_, f64>],
+    f: &Factors<'_>,
+    remaining: &[usize],
     i: usize,
     buf: &mut Vec<f64>,
 ) -> f64 {
     let t = t.as_slice().expect("scratch rows are contiguous");
-    let Some((last, inner)) = remaining.split_last() else {
+    let Some((&last, inner)) = remaining.split_last() else {
         return t[0];
     };
     let mut owned = Vec::new();
-    let last = row_slice(last, i, &mut owned);
+    let last_row = f.row(last, i);
+    let last = row_slice(&last_row, &mut owned);
     if inner.is_empty() {
         return dot(t, last);
     }
     buf.clear();
     buf.extend(t.chunks_exact(last.len()).map(|chunk| dot(chunk, last)));
-    for u in inner.iter().rev() {
+    for &k in inner.iter().rev() {
         let mut owned = Vec::new();
-        let ui = row_slice(u, i, &mut owned);
+        let row = f.row(k, i);
+        let ui = row_slice(&row, &mut owned);
         let len = buf.len() / ui.len();
         for q in 0..len {
             buf[q] = dot(&buf[q * ui.len()..(q + 1) * ui.len()], ui);
@@ -185,10 +273,9 @@ fn contract_rest(
     buf[0]
 }
 
-/// Row i of `u` as a slice, copied into `owned` only if `u` is strided.
-fn row_slice<'b>(u: &'b ArrayView2<'_, f64>, i: usize, owned: &'b mut Vec<f64>) -> &'b [f64] {
-    let row = u.row(i);
-    match row.to_slice() {
+/// A row as a slice, copied into `owned` only if it is strided.
+fn row_slice<'b>(row: &'b ndarray::ArrayView1<'_, f64>, owned: &'b mut Vec<f64>) -> &'b [f64] {
+    match row.as_slice() {
         Some(r) => r,
         None => {
             *owned = row.to_vec();
@@ -228,6 +315,7 @@ pub fn initial_weight_matrix(seed: u64, width: usize, d: usize, ctl: &Control) -
 mod tests {
     use super::*;
     use crate::factors::views;
+    use ndarray::Array1;
 
     fn pseudo(n: usize, d: usize, salt: u64) -> Array2<f64> {
         let mut z = vec![0.0; n * d];
@@ -273,6 +361,31 @@ mod tests {
                     assert!((p[[i, r]] - brute).abs() <= 1e-12 * scale.max(1e-300), "{dims:?} r={rank} i {i} n {r}");
                 }
             }
+        }
+    }
+
+    /// Entity tables with an index against the same points gathered into
+    /// rows: small tables make the plan contract a table by the GEMM
+    /// (either outer factor), and unused table rows are skipped.
+    #[test]
+    fn init_of_indexed_points_matches_gathered_rows() {
+        for (dims, sizes) in
+            [(vec![4usize, 6], vec![3usize, 50]), (vec![6, 4], vec![50, 3]), (vec![3, 2, 5], vec![2, 9, 4])]
+        {
+            let tables: Vec<_> =
+                dims.iter().zip(&sizes).enumerate().map(|(k, (&dk, &nk))| pseudo(nk, dk, 300 + k as u64)).collect();
+            let n = 23;
+            let idx: Vec<Array1<u64>> = sizes
+                .iter()
+                .enumerate()
+                .map(|(k, &nk)| (0..n).map(|i| ((i * (2 * k + 3) + i / 4) % nk.min(7)) as u64).collect())
+                .collect();
+            let f = Factors::indexed(views(&tables), idx.iter().map(|i| Some(i.view())).collect(), 1).unwrap();
+            let ctl = Control::new();
+            let got = init_preacts_t(&f, 9, 13, &ctl).unwrap();
+            let want = init_preacts_t(&f.gathered().view(), 9, 13, &ctl).unwrap();
+            let err = (&got - &want).iter().fold(0.0f64, |m, v| m.max(v.abs()));
+            assert!(err <= 1e-12, "{dims:?}: {err}");
         }
     }
 

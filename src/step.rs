@@ -9,7 +9,7 @@
 
 use crate::coef::Coefficients;
 use crate::error::{into_standard, invalid, KronError, Result};
-use crate::factors::{views, Factors};
+use crate::factors::{views, Factors, OwnedFactors};
 use crate::gram::{gram, gram_rows};
 use crate::index::{ActivationIndex, IndexStats};
 use crate::model::{check_batch, check_lr, check_targets, half_mse, plan_update, Model, StepStats, SAFE_BOUND};
@@ -31,9 +31,8 @@ impl GramMode {
 }
 
 pub struct KronState {
-    factors: Vec<Array2<f64>>,
-    /// Terms per point (rows of `factors` per point).
-    rank: usize,
+    /// The trainer's own copy of the points (rows, or tables and indexes).
+    factors: OwnedFactors,
     y: Vec<f64>,
     model: Model,
     /// Pᵀ (m × n), neuron-major: a step rewrites whole rows P[:, r] for the
@@ -84,7 +83,21 @@ impl KronState {
         mode: GramMode,
         make_index: impl FnOnce(ArrayView2<'_, f64>) -> Box<dyn ActivationIndex>,
     ) -> Result<KronState> {
-        let f = Factors::with_rank(views(&factors), rank)?;
+        let owned = Factors::with_rank(views(&factors), rank)?.to_owned();
+        Self::with_points(owned, y, model, p_t, mode, make_index)
+    }
+
+    /// `new` for any points (rank r, indexed factors): `factors` were
+    /// checked when they were made (`Factors::to_owned`).
+    pub fn with_points(
+        factors: OwnedFactors,
+        y: Vec<f64>,
+        model: Model,
+        p_t: Array2<f64>,
+        mode: GramMode,
+        make_index: impl FnOnce(ArrayView2<'_, f64>) -> Box<dyn ActivationIndex>,
+    ) -> Result<KronState> {
+        let f = factors.view();
         let n = f.n();
         if n == 0 {
             return invalid("data", "has no points");
@@ -108,7 +121,6 @@ impl KronState {
         let p_bound = max_abs(p_t.iter());
         Ok(KronState {
             factors,
-            rank,
             y,
             model,
             p_t,
@@ -218,7 +230,7 @@ impl KronState {
         // step's axpy operands.
         let kb_t = match &self.gram {
             Some(k) => k.select(Axis(0), batch),
-            None => gram_rows(&Factors::assume_checked(views(&self.factors), self.rank), batch)?,
+            None => gram_rows(&self.factors.view(), batch)?,
         };
         self.check_growth(&kb_t, &upd.coef)?;
         coef.apply(batch, &upd.neurons, &upd.coef)?;
@@ -408,6 +420,7 @@ mod tests {
     use crate::index::LinearScan;
     use crate::init::{init_preacts_t, initial_weight_matrix};
     use crate::rng::{initial_weights, output_signs};
+    use ndarray::Array1;
 
     fn unit_rows(n: usize, d: usize, salt: u64) -> Array2<f64> {
         let mut z = vec![0.0; n * d];
@@ -442,19 +455,24 @@ mod tests {
 
     fn run_both_rank(dims: &[usize], rank: usize, n: usize, m: usize, mode: GramMode) {
         let mats: Vec<_> = dims.iter().enumerate().map(|(k, &dk)| unit_rows(n * rank, dk, 40 + k as u64)).collect();
-        let f = Factors::with_rank(views(&mats), rank).unwrap();
+        run_both_points(&Factors::with_rank(views(&mats), rank).unwrap(), m, mode);
+    }
+
+    /// Kron and dense backends on the same points (rows or tables), step by step.
+    fn run_both_points(f: &Factors<'_>, m: usize, mode: GramMode) {
+        let n = f.n();
         let y: Vec<f64> = (0..n).map(|i| ((i * 37 % 11) as f64 / 5.0) - 1.0).collect();
         let b = (0.4 * (m as f64).ln()).sqrt();
         let model = Model::new(output_signs(3, m), b).unwrap();
         let seed = 3;
-        let p0 = init_preacts_t(&f, seed, m, &Control::new()).unwrap();
-        let mut kron = KronState::with_rank(mats.clone(), rank, y.clone(), model.clone(), p0, mode, |_| {
+        let p0 = init_preacts_t(f, seed, m, &Control::new()).unwrap();
+        let mut kron = KronState::with_points(f.to_owned(), y.clone(), model.clone(), p0, mode, |_| {
             Box::new(LinearScan::default())
         })
         .unwrap();
         let mut alpha = Coefficients::zeros(n, m).unwrap();
         let mut dense_alpha = Coefficients::zeros(n, m).unwrap();
-        let x = materialize(&f);
+        let x = materialize(f);
         let w0 = initial_weight_matrix(seed, m, x.ncols(), &Control::new()).unwrap();
         let mut dense = DenseState::new(x.clone(), y, model, w0.clone()).unwrap();
         let lr = 4.0;
@@ -479,6 +497,28 @@ mod tests {
         assert!(err <= 1e-10, "weights differ by {err}");
         let (lk, ld) = (kron.full_loss(), dense.full_loss());
         assert!((lk - ld).abs() <= 1e-10 * ld + 1e-14 * ld.sqrt(), "{lk} vs {ld}");
+    }
+
+    /// Pairwise points over entity tables, with repeated entities and
+    /// repeated pairs (batches repeat points too), and a mix of an indexed
+    /// factor with a plain one.
+    #[test]
+    fn kron_equals_dense_on_indexed_points() {
+        let tables = [unit_rows(4, 3, 61), unit_rows(6, 5, 62), unit_rows(3, 2, 63)];
+        let n = 14;
+        let idx: Vec<Array1<u64>> =
+            (0..3).map(|k| (0..n).map(|i| ((i * (k + 2) + i / 3) % tables[k].nrows()) as u64).collect()).collect();
+        for mode in [GramMode::Precomputed, GramMode::Columns] {
+            let pair =
+                Factors::indexed(views(&tables[..2]), vec![Some(idx[0].view()), Some(idx[1].view())], 1).unwrap();
+            run_both_points(&pair, 30, mode);
+            let triple = Factors::indexed(views(&tables), idx.iter().map(|i| Some(i.view())).collect(), 1).unwrap();
+            run_both_points(&triple, 25, mode);
+            let rows = unit_rows(n, 5, 64);
+            let mixed =
+                Factors::indexed(vec![tables[0].view(), rows.view()], vec![Some(idx[0].view()), None], 1).unwrap();
+            run_both_points(&mixed, 30, mode);
+        }
     }
 
     #[test]

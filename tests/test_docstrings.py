@@ -19,6 +19,8 @@ import pytest
 MODULES = [
     "kronnet",
     "kronnet.data",
+    "kronnet.pairs",
+    "kronnet.points",
     "kronnet.net",
     "kronnet.train",
     "kronnet.storage",
@@ -29,6 +31,7 @@ MODULES = [
 #: Modules that must have at least one example of their own.
 MODULES_WITH_EXAMPLES = {
     "kronnet.data",
+    "kronnet.pairs",
     "kronnet.net",
     "kronnet.train",
     "kronnet.storage",
@@ -41,7 +44,15 @@ FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 MIN_EXAMPLES = 150
 
 #: Classes whose public methods and properties are checked one by one.
-CLASSES = [kronnet.TwoLayerNet, kronnet.Trainer, kronnet.KronData, kronnet.History, kronnet.AsyncTree]
+CLASSES = [
+    kronnet.TwoLayerNet,
+    kronnet.Trainer,
+    kronnet.KronPoints,
+    kronnet.KronData,
+    kronnet.PairData,
+    kronnet.History,
+    kronnet.AsyncTree,
+]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -259,7 +259,18 @@ def test_corrupted_bytes_are_refused(saved, loader):
 def test_wrong_version_kind_and_contents_are_refused(saved):
     src = saved / "net.kronnet"
     cases = {
-        "version 2": (meta_edit(lambda d: d.update(version=2)), "format version 2; this kronnet .* reads version 1"),
+        "version 3": (
+            meta_edit(lambda d: d.update(version=3)),
+            "format version 3; this kronnet .* reads versions 1, 2",
+        ),
+        "bad block kind": (
+            meta_edit(lambda d: d["net"].update(block_kinds=["images"])),
+            "'block_kinds' must list 'kron' or 'pairs'",
+        ),
+        "pairs without tables": (
+            meta_edit(lambda d: d["net"].update(block_kinds=["pairs"])),
+            "block0/table0' is missing",
+        ),
         "no version": (meta_edit(lambda d: d.pop("version")), "format version None"),
         "other format": (meta_edit(lambda d: d.update(format="other")), "does not describe a kronnet file"),
         "bad width type": (meta_edit(lambda d: d["net"].update(width="wide")), "'width' has the wrong type"),
@@ -271,6 +282,20 @@ def test_wrong_version_kind_and_contents_are_refused(saved):
         bad = saved / label.replace(" ", "_")
         rewrite(src, bad, change)
         check_format_error(bad, match)
+
+
+def test_version_1_files_still_load(saved):
+    # Version 1 (before pairwise blocks) had no block_kinds: every block is
+    # KronData.
+    def to_v1(doc):
+        doc.update(version=1)
+        doc["net"].pop("block_kinds")
+
+    old = saved / "v1.kronnet"
+    rewrite(saved / "net.kronnet", old, meta_edit(to_v1))
+    net = kn.load(saved / "net.kronnet")
+    data = net.coefficients[0].data
+    assert np.array_equal(kn.load(old).predict(data), net.predict(data))
 
 
 def test_a_net_file_is_not_a_checkpoint(saved):
@@ -310,7 +335,7 @@ def test_format_is_documented_in_the_file(saved):
     with zipfile.ZipFile(saved / "run.ckpt") as z:
         names = set(z.namelist())
         doc = json.loads(np.load(z.open("kronnet.json.npy")).tobytes())
-    assert doc["format"] == "kronnet" and doc["version"] == 1 and doc["kind"] == "checkpoint"
+    assert doc["format"] == "kronnet" and doc["version"] == 2 and doc["kind"] == "checkpoint"
     assert doc["kronnet_version"] == kn.__version__
     assert {"block0/factor0.npy", "block0/factor1.npy", "block0/alpha.npy", "trainer/state.npy"} <= names
     assert set(doc["trainer"]) >= {"lr", "batch_size", "index", "backend", "steps_done", "sampler_rng"}

@@ -21,6 +21,8 @@ from .errors import (
     StaleTrainerError,
 )
 from .net import CoefficientBlock, TwoLayerNet, default_threshold
+from .pairs import PairData, make_pair_data
+from .points import KronPoints
 from .storage import load
 from .train import History, Trainer, suggest_lr
 from .tree import AsyncTree
@@ -34,8 +36,10 @@ __all__ = [
     "FileFormatError",
     "History",
     "KronData",
+    "KronPoints",
     "KronnetError",
     "OutOfMemoryError",
+    "PairData",
     "StaleTrainerError",
     "Trainer",
     "TwoLayerNet",
@@ -43,5 +47,6 @@ __all__ = [
     "default_threshold",
     "load",
     "make_kronecker_data",
+    "make_pair_data",
     "suggest_lr",
 ]

@@ -8,7 +8,9 @@ from typing_extensions import final
 
 _F64 = npt.NDArray[np.float64]
 _I64 = npt.NDArray[np.int64]
-_Blocks = Sequence[Tuple[Sequence[_F64], int, "Coefficients"]]
+# (matrices, terms per point, per factor None or an index into the matrix).
+_Points = Tuple[Sequence[_F64], int, Sequence[Optional[_I64]]]
+_Blocks = Sequence[Tuple[_Points, "Coefficients"]]
 _IndexName = Literal["scan", "tree", "bits"]
 _GramName = Literal["precomputed", "columns"]
 _BackendName = Literal["kron", "dense"]
@@ -32,12 +34,10 @@ __all__ = [
     "thread_count",
 ]
 
-def preacts(factors: Sequence[_F64], seed: int, width: int, blocks: _Blocks, rank: int = 1) -> _F64: ...
-def predict(
-    factors: Sequence[_F64], a: _F64, threshold: float, seed: int, blocks: _Blocks, chunk_rows: int, rank: int = 1
-) -> _F64: ...
+def preacts(points: _Points, seed: int, width: int, blocks: _Blocks) -> _F64: ...
+def predict(points: _Points, a: _F64, threshold: float, seed: int, blocks: _Blocks, chunk_rows: int) -> _F64: ...
 def dense_weights(seed: int, width: int, dims: Sequence[int], blocks: _Blocks) -> _F64: ...
-def cross_gram(a: Sequence[_F64], b: Sequence[_F64], rank_a: int = 1, rank_b: int = 1) -> _F64: ...
+def cross_gram(a: _Points, b: _Points) -> _F64: ...
 def initial_weights(seed: int, width: int, d: int) -> _F64: ...
 def output_signs(seed: int, width: int) -> _F64: ...
 def init_scratch_bytes(dims: Sequence[int], n: int, rank: int, threads: int) -> int: ...
@@ -66,7 +66,7 @@ class TrainerCore:
     def __new__(
         cls,
         backend: _BackendName,
-        factors: Sequence[_F64],
+        points: _Points,
         y: _F64,
         a: _F64,
         threshold: float,
@@ -77,7 +77,6 @@ class TrainerCore:
         index: _IndexName,
         state: Optional[_F64] = None,
         p_bound: Optional[float] = None,
-        rank: int = 1,
     ) -> TrainerCore: ...
     def step(self, batch: _I64, lr: float) -> Tuple[float, int, int]: ...
     def run(self, indices_: _I64, offsets: _I64, lr: float) -> Tuple[_F64, _I64, _I64, Optional[BaseException]]: ...

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numbers
 import os
-from typing import Any, Sequence, Tuple, Union
+from typing import Any, List, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -196,6 +196,29 @@ def index_array(value: Any, name: str, n: int, what: str = "training points", al
         bad = lo if lo < 0 else hi
         raise ArgumentError(name, f"index {bad} is out of range for {n} {what}")
     return np.array(arr, dtype=np.int64, order="C", copy=True)
+
+
+def index_matrix(value: Any, name: str, sizes: Sequence[int]) -> List[np.ndarray]:
+    """The columns of an (n, p) integer array, column k in [0, sizes[k]): p
+    fresh C-contiguous int64 arrays of length n (n = 0 allowed)."""
+    arr = _as_array(value, name, "an (n, p) array of integer indices")
+    p = len(sizes)
+    if arr.size == 0 and arr.dtype.kind not in "iu":
+        arr = arr.astype(np.int64).reshape(0, p)
+    if arr.dtype.names is not None or arr.dtype == object or arr.dtype.kind not in "iu":
+        raise ArgumentTypeError(name, f"expected integer indices, got dtype {arr.dtype}")
+    if arr.ndim != 2 or arr.shape[1] != p:
+        raise ArgumentError(name, f"expected shape (n, {p}) (one column per table), got {arr.shape}")
+    columns = []
+    for k, size in enumerate(sizes):
+        col = arr[:, k]
+        if col.size:
+            lo, hi = int(col.min()), int(col.max())
+            if lo < 0 or hi >= size:
+                bad = lo if lo < 0 else hi
+                raise ArgumentError(name, f"column {k} has index {bad}, out of range for table {k} of {size} rows")
+        columns.append(np.array(col, dtype=np.int64, order="C", copy=True))
+    return columns
 
 
 def targets(value: Any, name: str, n: int, copy: bool = True) -> np.ndarray:

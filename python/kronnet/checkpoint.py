@@ -57,7 +57,7 @@ def write(trainer: Any, path: Any) -> None:
 
 def restore(cls: Any, path: Any) -> Any:
     """A Trainer continued from the checkpoint at `path`."""
-    from .data import KronData
+    from . import points
     from .net import TwoLayerNet
 
     with storage.Reader(path) as r:
@@ -94,8 +94,8 @@ def restore(cls: Any, path: Any) -> Any:
 
         def make() -> Any:
             net = TwoLayerNet._from_state(net_state)
-            points = net_state["blocks"][block]
-            data = KronData(list(points["factors"]), y, copy=False)
+            saved = net_state["blocks"][block]
+            data = points.from_state(saved["kind"], saved, y)
             _check_resume(r, resume, data.n, net.width, data.d, backend)
             if args["index"] == "none":
                 args["index"] = "auto"

@@ -10,17 +10,11 @@ import numpy as np
 
 from . import _validate as v
 from .errors import ArgumentError, ArgumentTypeError
+from .points import CoreLayout, KronPoints
+from .points import frozen as _frozen
 
 
-def _frozen(arr: np.ndarray) -> np.ndarray:
-    """A read-only view of an array this object owns; the flag is set on the
-    view, never on an array the caller holds."""
-    view: np.ndarray = arr.view()
-    view.flags.writeable = False
-    return view
-
-
-class KronData:
+class KronData(KronPoints):
     """Points given by their Kronecker factors, with optional targets.
 
     Parameters
@@ -66,6 +60,8 @@ class KronData:
     >>> data.dense()[1]
     array([0.6, 0. , 0. , 0.8, 0. , 0. ])
     """
+
+    kind = "kron"
 
     def __init__(self, factors: Sequence[Any], y: Optional[Any] = None, copy: bool = True) -> None:
         if isinstance(factors, np.ndarray) or not isinstance(factors, (list, tuple)):
@@ -138,11 +134,6 @@ class KronData:
         return self._rank
 
     @property
-    def y(self) -> Optional[np.ndarray]:
-        """Targets, shape (n,), read-only, or None."""
-        return self._y
-
-    @property
     def n(self) -> int:
         """Number of points."""
         return int(self._mats[0].shape[0] // self._rank)
@@ -153,14 +144,10 @@ class KronData:
         return tuple(int(u.shape[1]) for u in self._mats)
 
     @property
-    def d(self) -> int:
-        """Input dimension d = d_1 * ... * d_p."""
-        return math.prod(self.dims)
-
-    @property
-    def p(self) -> int:
-        """Number of Kronecker factors."""
-        return len(self._mats)
+    def core_layout(self) -> CoreLayout:
+        """The term rows as the core reads them: (term_factors, rank,
+        [None] * p)."""
+        return list(self._mats), self._rank, [None] * len(self._mats)
 
     @property
     def fingerprint(self) -> str:
@@ -386,8 +373,12 @@ class KronData:
             return np.array(x.reshape(self.n, self._rank, -1).sum(axis=1), dtype=np.float64)
         return np.array(x, dtype=np.float64, copy=True)
 
-    def __len__(self) -> int:
-        return self.n
+    def _state_arrays(self) -> Dict[str, Any]:
+        return {"factors": self.factors}
+
+    @classmethod
+    def _from_state_arrays(cls, arrays: Dict[str, Any], y: Optional[np.ndarray]) -> KronData:
+        return cls(list(arrays["factors"]), y, copy=False)
 
     def __getstate__(self) -> Dict[str, Any]:
         return {"factors": [np.array(u) for u in self.factors], "y": None if self._y is None else np.array(self._y)}
@@ -455,19 +446,19 @@ def _balance(mats: List[np.ndarray], copied: bool, rank: int = 1) -> None:
         u[rows] = unit * np.exp(target)[:, None]
 
 
-FactorsLike = Union[KronData, Sequence[Any]]
+FactorsLike = Union[KronPoints, Sequence[Any]]
 
 
-def as_kron_data(x: FactorsLike, name: str = "X") -> KronData:
-    """A KronData from a KronData or a list of factor arrays."""
-    if isinstance(x, KronData):
+def as_points(x: FactorsLike, name: str = "X") -> KronPoints:
+    """Any kronnet data set as is, or a KronData from a list of factor arrays."""
+    if isinstance(x, KronPoints):
         return x
     if isinstance(x, (list, tuple)):
         try:
             return KronData(list(x))
         except (ArgumentError, ArgumentTypeError) as exc:
             raise type(exc)(name, f"{exc.arg}: {exc.reason}") from None
-    raise ArgumentTypeError(name, f"expected a KronData or a list of factor arrays, got {type(x).__name__}")
+    raise ArgumentTypeError(name, f"expected a KronData, a PairData or a list of factor arrays, got {type(x).__name__}")
 
 
 def _unit_rows(rng: np.random.Generator, n: int, d: int) -> np.ndarray:

@@ -10,8 +10,10 @@ import numpy as np
 
 from . import _core
 from . import _validate as v
-from .data import FactorsLike, KronData, as_kron_data
+from . import points as _points
+from .data import FactorsLike, as_points
 from .errors import ArgumentError
+from .points import CoreLayout, KronPoints
 
 #: Memory one chunk of `predict` may use (P of the chunk's points and their
 #: cross-Gram with the largest training set): prediction on any number of
@@ -58,7 +60,7 @@ class CoefficientBlock:
 
     Parameters
     ----------
-    data : KronData
+    data : KronData or PairData
         The training points x_i (n of them).
     coef : kronnet._core.Coefficients
         The core's coefficient storage (alpha^T, n × m), shared with the
@@ -66,7 +68,7 @@ class CoefficientBlock:
 
     Attributes
     ----------
-    data : KronData
+    data : KronData or PairData
         The training points x_i (n of them).
     alpha : ndarray of shape (m, n)
         The coefficients (read-only copy): w_r = w_r(0) + sum over blocks of
@@ -86,13 +88,13 @@ class CoefficientBlock:
     True
     """
 
-    def __init__(self, data: KronData, coef: Any) -> None:
+    def __init__(self, data: KronPoints, coef: Any) -> None:
         self._data = data
         self._coef = coef
 
     @property
-    def data(self) -> KronData:
-        """The training points of this block (a :class:`KronData`)."""
+    def data(self) -> KronPoints:
+        """The training points of this block (a :class:`KronData` or :class:`PairData`)."""
         return self._data
 
     @property
@@ -211,14 +213,14 @@ class TwoLayerNet:
 
     # -- the block a trainer accumulates into ---------------------------------
 
-    def _block_index(self, data: KronData) -> Optional[int]:
+    def _block_index(self, data: KronPoints) -> Optional[int]:
         """Which block holds `data`'s points (same fingerprint), if any."""
         for j, blk in enumerate(self._blocks):
             if blk.data.n == data.n and blk.data.fingerprint == data.fingerprint:
                 return j
         return None
 
-    def _block_for(self, data: KronData) -> Any:
+    def _block_for(self, data: KronPoints) -> Any:
         """The coefficients of `data`'s points, created (zero) if new."""
         j = self._block_index(data)
         if j is not None:
@@ -228,8 +230,8 @@ class TwoLayerNet:
         self._blocks.append(CoefficientBlock(data, coef))
         return coef
 
-    def _core_blocks(self) -> List[Tuple[List[np.ndarray], int, Any]]:
-        return [(blk.data.term_factors, blk.data.rank, blk._coef) for blk in self._blocks if blk._coef.trained]
+    def _core_blocks(self) -> List[Tuple[CoreLayout, Any]]:
+        return [(blk.data.core_layout, blk._coef) for blk in self._blocks if blk._coef.trained]
 
     # -- weights and predictions ----------------------------------------------
 
@@ -295,8 +297,8 @@ class TwoLayerNet:
         v.ensure_fits(need, "the weight matrix (width × d) and one block's X (n × d)", "dense_weights()")
         return _core.dense_weights(self._seed, self._width, list(self._dims), self._core_blocks())
 
-    def _kron_data(self, X: FactorsLike, name: str) -> KronData:
-        data = as_kron_data(X, name)
+    def _points(self, X: FactorsLike, name: str) -> KronPoints:
+        data = as_points(X, name)
         if data.dims != self._dims:
             raise ArgumentError(name, f"has factor dimensions {data.dims}, the net expects {self._dims}")
         return data
@@ -309,8 +311,8 @@ class TwoLayerNet:
 
         Parameters
         ----------
-        X : KronData or list of array_like of shapes (q, d_k)
-            The points, as a KronData or as its factor matrices; the dims
+        X : KronData, PairData or list of array_like of shapes (q, d_k)
+            The points, as a data set or as KronData's factor matrices; the dims
             must equal the net's.
 
         Returns
@@ -337,11 +339,11 @@ class TwoLayerNet:
         >>> bool(np.allclose(P, data.dense() @ net.initial_weights().T))
         True
         """
-        data = self._kron_data(X, "X")
+        data = self._points(X, "X")
         largest = max((blk.data.n for blk in self._blocks), default=0)
         need = 8.0 * data.n * (self._width + largest) + self._scratch_bytes(data.n, data.rank)
         v.ensure_fits(need, "the preactivation matrix (points × width)", "X")
-        return _core.preacts(data.term_factors, self._seed, self._width, self._core_blocks(), rank=data.rank)
+        return _core.preacts(data.core_layout, self._seed, self._width, self._core_blocks())
 
     def predict(self, X: FactorsLike) -> np.ndarray:
         """f(W, x_j) for every point of X.
@@ -352,8 +354,8 @@ class TwoLayerNet:
 
         Parameters
         ----------
-        X : KronData or list of array_like of shapes (q, d_k)
-            The points, as a KronData or as its factor matrices; the dims
+        X : KronData, PairData or list of array_like of shapes (q, d_k)
+            The points, as a data set or as KronData's factor matrices; the dims
             must equal the net's. Targets, if any, are ignored.
 
         Returns
@@ -384,7 +386,7 @@ class TwoLayerNet:
         >>> net.predict(data.factors).shape  # the factor matrices work too
         (16,)
         """
-        data = self._kron_data(X, "X")
+        data = self._points(X, "X")
         if data.n == 0:
             return np.empty(0)
         sizes = [blk.data.n for blk in self._blocks if blk._coef.trained]
@@ -394,9 +396,7 @@ class TwoLayerNet:
         )
 
         v.ensure_fits(8.0 * data.n + float(need), "one chunk of prediction", "X")
-        out = _core.predict(
-            data.term_factors, self._a, self._threshold, self._seed, self._core_blocks(), rows, rank=data.rank
-        )
+        out = _core.predict(data.core_layout, self._a, self._threshold, self._seed, self._core_blocks(), rows)
         if not np.isfinite(out).all():
             raise ArgumentError("X", "the predictions overflow float64 (the points or weights are too large)")
         return out
@@ -443,7 +443,8 @@ class TwoLayerNet:
             "threshold": self._threshold,
             "seed": self._seed,
             "blocks": [
-                {"factors": blk.data.factors, "y": blk.data.y, "alpha_t": blk._coef.alpha_t()} for blk in self._blocks
+                {"kind": blk.data.kind, **blk.data._state_arrays(), "y": blk.data.y, "alpha_t": blk._coef.alpha_t()}
+                for blk in self._blocks
             ],
         }
 
@@ -451,7 +452,7 @@ class TwoLayerNet:
     def _from_state(cls, state: Dict[str, Any]) -> TwoLayerNet:
         net = cls(state["dims"], state["width"], threshold=state["threshold"], seed=state["seed"])
         for j, blk in enumerate(state["blocks"]):
-            data = KronData(list(blk["factors"]), blk["y"], copy=False)
+            data = _points.from_state(blk.get("kind", "kron"), blk, blk["y"])
             if data.dims != net.dims:
                 raise ArgumentError(f"blocks[{j}]", f"has dims {data.dims}, the net has {net.dims}")
             alpha_t = v.float_array(blk["alpha_t"], f"blocks[{j}].alpha", 2, allow_empty=True)

@@ -27,8 +27,11 @@ from .errors import ArgumentError, ArgumentTypeError, FileFormatError, KronnetEr
 
 #: The format name in ``kronnet.json``.
 FORMAT = "kronnet"
-#: The format version this kronnet writes and reads.
-VERSION = 1
+#: The format version this kronnet writes. Version 2 added pairwise blocks
+#: (``block_kinds``); version 1 files (KronData blocks only) are still read.
+VERSION = 2
+#: The versions this kronnet reads.
+READS = (1, 2)
 META = "kronnet.json"
 
 
@@ -40,8 +43,13 @@ def net_arrays(state: Dict[str, Any]) -> Dict[str, np.ndarray]:
     """The arrays of a net's state, by member name."""
     arrays: Dict[str, np.ndarray] = {}
     for j, blk in enumerate(state["blocks"]):
-        for k, u in enumerate(blk["factors"]):
-            arrays[f"block{j}/factor{k}"] = u
+        if blk["kind"] == "pairs":
+            for k, t in enumerate(blk["tables"]):
+                arrays[f"block{j}/table{k}"] = t
+            arrays[f"block{j}/pairs"] = blk["pairs"]
+        else:
+            for k, u in enumerate(blk["factors"]):
+                arrays[f"block{j}/factor{k}"] = u
         if blk["y"] is not None:
             arrays[f"block{j}/y"] = blk["y"]
         # alpha (m, n) written from alpha^T (n, m) without a copy: the .npy
@@ -58,6 +66,7 @@ def net_meta(state: Dict[str, Any]) -> Dict[str, Any]:
         "threshold": float(state["threshold"]),
         "seed": int(state["seed"]),
         "blocks": len(state["blocks"]),
+        "block_kinds": [blk["kind"] for blk in state["blocks"]],
     }
 
 
@@ -135,11 +144,12 @@ class Reader:
             self.close()
             raise FileFormatError(self.path, f"{META} does not describe a kronnet file")
         version = doc.get("version")
-        if version != VERSION:
+        if version not in READS or isinstance(version, bool):
             self.close()
             raise FileFormatError(
                 self.path,
-                f"has format version {version!r}; this kronnet ({_core.__version__}) reads version {VERSION}",
+                f"has format version {version!r}; this kronnet ({_core.__version__}) reads versions "
+                f"{', '.join(map(str, READS))}",
             )
         self.meta = doc
 
@@ -196,18 +206,23 @@ def read_net_state(r: Reader) -> Dict[str, Any]:
     n_blocks = r.field(m, "blocks", int, "net")
     if n_blocks < 0:
         raise r.fail("net: 'blocks' must be >= 0")
+    kinds = m.get("block_kinds", ["kron"] * n_blocks)
+    if not isinstance(kinds, list) or len(kinds) != n_blocks or not all(k in ("kron", "pairs") for k in kinds):
+        raise r.fail(f"net: 'block_kinds' must list 'kron' or 'pairs' for each of {n_blocks} blocks, got {kinds!r}")
     blocks: List[Dict[str, Any]] = []
-    for j in range(n_blocks):
-        factors = []
-        for k in range(len(dims)):
+    for j, kind in enumerate(kinds):
+        blk: Dict[str, Any] = {"kind": kind}
+        if kind == "pairs":
+            blk["tables"] = [r.array(f"block{j}/table{k}", np.float64, 2) for k in range(len(dims))]
+            blk["pairs"] = r.array(f"block{j}/pairs", np.int64, 2)
+        else:
             # (n, d_k), or (n, r, d_k) for points of r terms.
-            u = r.array(f"block{j}/factor{k}", np.float64, (2, 3))
-            assert u is not None
-            factors.append(u)
-        y = r.array(f"block{j}/y", np.float64, 1, optional=True)
+            blk["factors"] = [r.array(f"block{j}/factor{k}", np.float64, (2, 3)) for k in range(len(dims))]
+        blk["y"] = r.array(f"block{j}/y", np.float64, 1, optional=True)
         alpha = r.array(f"block{j}/alpha", np.float64, 2)
         assert alpha is not None
-        blocks.append({"factors": factors, "y": y, "alpha_t": alpha.T})
+        blk["alpha_t"] = alpha.T
+        blocks.append(blk)
     return {
         "dims": dims,
         "width": r.field(m, "width", int, "net"),

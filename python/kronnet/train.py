@@ -1,4 +1,4 @@
-"""SGD training of a TwoLayerNet on KronData (docs/design.md, "The algorithm")."""
+"""SGD training of a TwoLayerNet on KronData or PairData (docs/design.md, "The algorithm")."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import numpy as np
 
 from . import _core
 from . import _validate as v
-from .data import KronData
 from .errors import ArgumentError, ArgumentTypeError, DivergenceError, StaleTrainerError
 from .net import TwoLayerNet
+from .points import KronPoints
 
 BACKENDS = ("kron", "dense")
 INDEXES = ("auto", "scan", "tree", "bits")
@@ -213,7 +213,7 @@ class Trainer:
     ----------
     net : TwoLayerNet
         The net to train; its dims must equal ``data.dims``.
-    data : KronData
+    data : KronData or PairData
         Training points with targets y (n,).
     lr : float, default 0.5
         Learning rate; see :func:`suggest_lr` for the scale this model needs
@@ -245,7 +245,7 @@ class Trainer:
         the net, non-finite targets, or fewer than `batch_size` points; a
         size or `lr` is not positive; an unknown mode name.
     ArgumentTypeError
-        `net` is not a TwoLayerNet, `data` not a KronData, or a number has
+        `net` is not a TwoLayerNet, `data` not a KronData or PairData, or a number has
         the wrong type.
     OutOfMemoryError
         The training state (:meth:`estimate_memory`) would not fit in memory.
@@ -271,7 +271,7 @@ class Trainer:
     def __init__(
         self,
         net: TwoLayerNet,
-        data: KronData,
+        data: KronPoints,
         lr: float = 0.5,
         batch_size: int = 8,
         index: IndexKind = "auto",
@@ -285,7 +285,7 @@ class Trainer:
     def _setup(
         self,
         net: TwoLayerNet,
-        data: KronData,
+        data: KronPoints,
         lr: float,
         batch_size: int,
         index: str,
@@ -313,7 +313,7 @@ class Trainer:
         state, p_bound = (None, None) if resume is None else (resume["state"], resume.get("p_bound"))
         self._core = _core.TrainerCore(
             self._backend,  # type: ignore[arg-type]  # validated by _plan
-            data.term_factors,
+            data.core_layout,
             data.y,
             net.a,
             net.threshold,
@@ -324,7 +324,6 @@ class Trainer:
             self._index if self._index != "none" else "scan",  # type: ignore[arg-type]
             state,
             p_bound,
-            rank=data.rank,
         )
         if resume is not None:
             self._sampler.set_state(resume["sampler"])
@@ -335,7 +334,7 @@ class Trainer:
     @staticmethod
     def estimate_memory(
         net: TwoLayerNet,
-        data: KronData,
+        data: KronPoints,
         backend: Backend = "kron",
         index: IndexKind = "auto",
         gram: GramMode = "auto",
@@ -357,7 +356,7 @@ class Trainer:
         ----------
         net : TwoLayerNet
             The net the trainer would train.
-        data : KronData
+        data : KronData or PairData
             The training data (with targets).
         backend : {"kron", "dense"}, default "kron"
             As for :class:`Trainer`.
@@ -483,8 +482,8 @@ class Trainer:
         return self._net
 
     @property
-    def data(self) -> KronData:
-        """The training data, a :class:`KronData`."""
+    def data(self) -> KronPoints:
+        """The training data (a :class:`KronData` or :class:`PairData`)."""
         return self._data
 
     @property
@@ -622,7 +621,7 @@ class Trainer:
         return float(loss)
 
     def fit(
-        self, steps: int, progress: bool = False, eval_every: int = 0, validation: Optional[KronData] = None
+        self, steps: int, progress: bool = False, eval_every: int = 0, validation: Optional[KronPoints] = None
     ) -> History:
         """Takes `steps` sampled SGD steps.
 
@@ -635,7 +634,7 @@ class Trainer:
         eval_every : int, default 0
             Also record the full training loss every this many steps (0: only
             before the first and after the last step).
-        validation : KronData, optional
+        validation : KronData or PairData, optional
             Held-out points with targets and the net's dims. At every
             checkpoint of the full training loss, the validation loss
             (1/2q) sum_j (f(x'_j) - y'_j)^2 over its q points is recorded
@@ -653,7 +652,7 @@ class Trainer:
             `validation` has no targets, no points, non-finite targets or
             other dims than the net (checked before any step).
         ArgumentTypeError
-            `validation` is not a KronData.
+            `validation` is not a KronData or PairData.
         DivergenceError
             A step would be non-finite. The steps before it stay applied, the
             sampler is left at the failing step, and ``exc.history`` holds
@@ -856,10 +855,10 @@ def _plan(
     and peak memory."""
     if not isinstance(net, TwoLayerNet):
         raise ArgumentTypeError("net", f"expected a TwoLayerNet, got {type(net).__name__}")
-    if not isinstance(data, KronData):
-        raise ArgumentTypeError("data", f"expected a KronData, got {type(data).__name__}")
+    if not isinstance(data, KronPoints):
+        raise ArgumentTypeError("data", f"expected a KronData or PairData, got {type(data).__name__}")
     if data.y is None:
-        raise ArgumentError("data", "has no targets y; training needs KronData(factors, y)")
+        raise ArgumentError("data", "has no targets y; training needs data with targets, e.g. KronData(factors, y)")
     if data.n == 0:
         raise ArgumentError("data", "has no points")
     if data.dims != net.dims:
@@ -891,7 +890,7 @@ def _plan(
         )
         gram_bytes = 8.0 * n * n + 8.0 * 64 * n * threads if gram == "precomputed" else 0.0
         state_phase = gram_bytes + float(_core.index_memory_bytes(index, n, m))
-        estimate = 8.0 * n * m + block + 8.0 * n * (data.rank * sum(data.dims) + 1) + max(init_phase, state_phase)
+        estimate = 8.0 * n * m + block + float(data.core_nbytes) + 8.0 * n + max(init_phase, state_phase)
         what = "the training state (P, coefficients, Gram, index)"
     else:
         index, gram = "none", "none"
@@ -923,15 +922,15 @@ def _resolve_index(index: str, n: int, m: int, threshold: float) -> str:
     return "bits" if n * q <= AUTO_BITS_MAX_NQ else "scan"
 
 
-def _validation_set(validation: Any, net: TwoLayerNet) -> Optional[KronData]:
-    """Checks `fit`'s validation argument: None or a KronData with finite
+def _validation_set(validation: Any, net: TwoLayerNet) -> Optional[KronPoints]:
+    """Checks `fit`'s validation argument: None or a data set with finite
     targets, at least one point and the net's dims."""
     if validation is None:
         return None
-    if not isinstance(validation, KronData):
-        raise ArgumentTypeError("validation", f"expected a KronData, got {type(validation).__name__}")
+    if not isinstance(validation, KronPoints):
+        raise ArgumentTypeError("validation", f"expected a KronData or PairData, got {type(validation).__name__}")
     if validation.y is None:
-        raise ArgumentError("validation", "has no targets y; the validation loss needs KronData(factors, y)")
+        raise ArgumentError("validation", "has no targets y; the validation loss needs targets")
     if validation.n == 0:
         raise ArgumentError("validation", "has no points")
     if validation.dims != net.dims:
@@ -940,7 +939,7 @@ def _validation_set(validation: Any, net: TwoLayerNet) -> Optional[KronData]:
     return validation
 
 
-def _validation_loss(net: TwoLayerNet, data: KronData) -> float:
+def _validation_loss(net: TwoLayerNet, data: KronPoints) -> float:
     """(1/2q) sum_j (f(x'_j) - y'_j)^2 over the q points of `data`."""
     assert data.y is not None  # checked by _validation_set
     try:

@@ -1,0 +1,182 @@
+"""What every kind of data kronnet trains on provides.
+
+A data set is n points x_i in R^d, d = d_1 * ... * d_p, each a sum of
+Kronecker products of small vectors, stored without ever forming x_i. The
+kinds differ in how the factor vectors are stored: :class:`~kronnet.KronData`
+keeps one row per point and factor, :class:`~kronnet.PairData` keeps entity
+tables and an index into them. Nets and trainers only use the interface
+below, so any kind works wherever another does.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, Dict, List, Optional, Tuple
+
+import numpy as np
+
+#: The arrays the core reads: (matrices, terms per point r, one entry per
+#: factor: None when the matrix holds the n * r term rows, else an int64
+#: index (n * r,) into the matrix as an entity table).
+CoreLayout = Tuple[List[np.ndarray], int, List[Optional[np.ndarray]]]
+
+_KINDS: Dict[str, type] = {}
+
+
+def frozen(arr: np.ndarray) -> np.ndarray:
+    """A read-only view of an array the data object owns; the flag is set on
+    the view, never on an array the caller holds."""
+    view: np.ndarray = arr.view()
+    view.flags.writeable = False
+    return view
+
+
+class KronPoints(ABC):
+    """Base class of kronnet's data kinds (:class:`~kronnet.KronData`,
+    :class:`~kronnet.PairData`): n points with optional targets.
+
+    Not constructed directly. Use it in type hints and ``isinstance`` checks
+    for "any kronnet data set".
+
+    Examples
+    --------
+    >>> import kronnet as kn
+    >>> isinstance(kn.make_kronecker_data(4, dims=(2, 2)), kn.KronPoints)
+    True
+    >>> isinstance(kn.make_pair_data(4, 3, dims=(2, 2)), kn.KronPoints)
+    True
+    """
+
+    #: The name of the kind in saved files.
+    kind: ClassVar[str]
+    _y: Optional[np.ndarray]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _KINDS[cls.kind] = cls
+
+    @property
+    def y(self) -> Optional[np.ndarray]:
+        """Targets, shape (n,), read-only, or None."""
+        return self._y
+
+    @property
+    @abstractmethod
+    def n(self) -> int:
+        """Number of points."""
+
+    @property
+    @abstractmethod
+    def dims(self) -> Tuple[int, ...]:
+        """(d_1, ..., d_p)."""
+
+    @property
+    def rank(self) -> int:
+        """r, the number of Kronecker products each point is a sum of."""
+        return 1
+
+    @property
+    def d(self) -> int:
+        """Input dimension d = d_1 * ... * d_p."""
+        return math.prod(self.dims)
+
+    @property
+    def p(self) -> int:
+        """Number of Kronecker factors."""
+        return len(self.dims)
+
+    @property
+    @abstractmethod
+    def fingerprint(self) -> str:
+        """A digest of the points (not the targets): equal for two data sets
+        of this kind holding the same points, so a net keeps one
+        coefficient block for them."""
+
+    @property
+    @abstractmethod
+    def core_layout(self) -> CoreLayout:
+        """The arrays as kronnet's core reads them (low level): a list of
+        float64 matrices, the terms per point r, and per factor None (the
+        matrix holds the n * r term rows) or an int64 index (n * r,) into
+        the matrix as a table."""
+
+    @property
+    def core_nbytes(self) -> int:
+        """Bytes of the arrays in :attr:`core_layout` (what a trainer copies)."""
+        mats, _, index = self.core_layout
+        return sum(int(u.nbytes) for u in mats) + sum(int(i.nbytes) for i in index if i is not None)
+
+    @abstractmethod
+    def norms(self) -> np.ndarray:
+        """||x_i|| for every point, computed from the factors.
+
+        Returns
+        -------
+        ndarray of shape (n,)
+
+        Examples
+        --------
+        >>> import numpy as np, kronnet as kn
+        >>> bool(np.allclose(kn.make_pair_data(5, 3, dims=(2, 2)).norms(), 1.0))
+        True
+        """
+
+    @abstractmethod
+    def dense(self) -> np.ndarray:
+        """The materialized points. Only for small d.
+
+        Returns
+        -------
+        ndarray of shape (n, d)
+
+        Examples
+        --------
+        >>> import kronnet as kn
+        >>> kn.make_kronecker_data(5, dims=(2, 3)).dense().shape
+        (5, 6)
+        """
+
+    @abstractmethod
+    def take(self, indices: Any) -> KronPoints:
+        """The points at `indices` (repeats allowed), with their targets.
+
+        Parameters
+        ----------
+        indices : array_like of int, shape (k,)
+            Indices in [0, n).
+
+        Returns
+        -------
+        KronPoints
+            k points of the same kind.
+
+        Examples
+        --------
+        >>> import kronnet as kn
+        >>> kn.make_pair_data(10, 4, dims=(2, 2)).take([0, 0, 3]).n
+        3
+        """
+
+    @abstractmethod
+    def _state_arrays(self) -> Dict[str, Any]:
+        """The arrays that rebuild the points (saved files, pickle)."""
+
+    @classmethod
+    @abstractmethod
+    def _from_state_arrays(cls, arrays: Dict[str, Any], y: Optional[np.ndarray]) -> KronPoints:
+        """The inverse of `_state_arrays` (validating everything)."""
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def from_state(kind: str, arrays: Dict[str, Any], y: Optional[np.ndarray]) -> KronPoints:
+    """Rebuilds saved points of a registered kind."""
+    cls = _KINDS.get(kind)
+    if cls is None:
+        from .errors import ArgumentError
+
+        raise ArgumentError("kind", f"unknown kind of data {kind!r}; known: {sorted(_KINDS)}")
+    points: KronPoints = cls._from_state_arrays(arrays, y)  # type: ignore[attr-defined]
+    return points
