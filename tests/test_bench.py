@@ -61,3 +61,18 @@ def test_bench_index_cli_reports_every_index(tmp_path):
     assert {r["index"] for r in payload["results"]} == {"scan", "tree", "bits"}
     assert len(payload["results"]) == 2 * 3 * 3  # n in {64, 32} x 3 thresholds x 3 indexes
     assert "| n | m | b |" in out
+
+
+def test_pair_init_measures_both_inits_of_the_same_points():
+    r = bench.pair_init(150, (10, 20), (8, 8), 16, repeats=2)
+    assert len(r["pair_seconds"]) == len(r["kron_seconds"]) == len(r["ratio"]) == 2
+    assert min(r["pair_seconds"]) > 0 and min(r["kron_seconds"]) > 0
+    assert r["max_abs_diff"] <= 1e-12 * r["max_abs_p0"]
+    assert r["pair_bytes"] < r["kron_bytes"]
+
+
+def test_bench_pairs_cli_reports_the_ratio(tmp_path):
+    out = run_cli(tmp_path, "pairs", "--quick", "--init-width", "2")
+    assert "| pairs | entities | d |" in out
+    (row,) = json.loads((tmp_path / "bench_pairs.json").read_text())["results"]
+    assert row["n_pairs"] == 20000 and row["entities"] == [100, 200] and row["dims"] == [256, 256]

@@ -45,6 +45,14 @@ class Figures(Benchmark):
 
     track_init_over_numpy_gemm_d16.unit = "ratio"
 
+    def track_pair_init_over_kron_init_d16(self):
+        """PairData init / KronData init of the same 20000 pairs over
+        100 x 200 entities at d = 2^16, width 64 (far below 1)."""
+        r = bench.pair_init(20000, (100, 200), bench.square_dims(2**16), 64, repeats=3)
+        return float(sorted(r["ratio"])[1])
+
+    track_pair_init_over_kron_init_d16.unit = "ratio"
+
 
 class PeakMemory(Benchmark):
     timeout = 1800

@@ -26,3 +26,20 @@ class Predict(Benchmark):
 
     def time_predict_256(self, d):
         self.tr.net.predict(self.new)
+
+
+class PairInit(Benchmark):
+    """Init on 20000 pairs over 100 x 200 entities: PairData (one GEMM per
+    entity of the smaller table) against KronData of the same points (one
+    GEMM per point)."""
+
+    params = (["pairs", "kron"], [2**12, 2**16])
+    param_names = ["data", "d"]
+
+    def setup(self, data, d):
+        pairs = kn.make_pair_data(20000, (100, 200), dims=bench.square_dims(d), seed=0)
+        self.data = pairs if data == "pairs" else pairs.to_kron_data()
+        self.net = kn.TwoLayerNet(pairs.dims, 64, seed=0)
+
+    def time_init_preactivations(self, data, d):
+        self.net.preactivations(self.data)

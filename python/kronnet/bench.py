@@ -328,3 +328,37 @@ def churn_table(rows: List[Dict[str, float]]) -> str:
             f"{r['predict_seconds'] * 1e3:.2f} | {r['predict_seconds'] / first['predict_seconds']:.3f} | {r['blocks']} |"
         )
     return "\n".join(lines)
+
+
+def pair_init(n_pairs: int, sizes: Sequence[int], dims: Sequence[int], width: int, repeats: int = 3) -> Dict[str, Any]:
+    """Initialization on PairData against KronData of the same points: each
+    round times one PairData init and one KronData init back to back (so
+    both see the same machine load), then the median ratio and the largest
+    difference between the two P(0)."""
+    from .pairs import make_pair_data
+
+    pairs = make_pair_data(n_pairs, list(sizes), dims=dims, seed=0)
+    kron = pairs.to_kron_data()
+    net = TwoLayerNet(pairs.dims, width, seed=0)
+    p_pair, p_kron = net.preactivations(pairs), net.preactivations(kron)  # also the warm-up
+    rounds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        net.preactivations(pairs)
+        mid = time.perf_counter()
+        net.preactivations(kron)
+        rounds.append((mid - start, time.perf_counter() - mid))
+    pair_s, kron_s = np.array(rounds).T
+    return {
+        "n_pairs": n_pairs,
+        "entities": list(sizes),
+        "dims": list(dims),
+        "width": width,
+        "pair_seconds": pair_s.tolist(),
+        "kron_seconds": kron_s.tolist(),
+        "ratio": (pair_s / kron_s).tolist(),
+        "max_abs_diff": float(np.max(np.abs(p_pair - p_kron))),
+        "max_abs_p0": float(np.max(np.abs(p_kron))),
+        "pair_bytes": pairs.core_nbytes,
+        "kron_bytes": kron.core_nbytes,
+    }

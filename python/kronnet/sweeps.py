@@ -269,3 +269,47 @@ def churn(args: argparse.Namespace) -> int:
     )
     print(bench.churn_table(bench.trainer_churn(n, m, (16, 16), 6, 50, 1000)))
     return 0
+
+
+def pairs(args: argparse.Namespace) -> int:
+    """PairData init against KronData init of the same points (docs/guide.md,
+    "Pairwise data"): the per-entity GEMM against the per-point one."""
+    shapes = [(20000, (100, 200), (256, 256))]
+    if not args.quick:
+        shapes += [(20000, (100, 200), (64, 64)), (20000, (1000, 1000), (256, 256))]
+    results = [
+        bench.pair_init(n, sizes, dims, args.init_width, repeats=3 if args.quick else 5) for n, sizes, dims in shapes
+    ]
+    save_json(f"{args.out}/bench_pairs.json", {"meta": meta(args), "results": results})
+    rows = []
+    for r in results:
+        ratio = np.array(r["ratio"])
+        rows.append(
+            [
+                str(r["n_pairs"]),
+                " x ".join(map(str, r["entities"])),
+                f"2^{int(math.log2(math.prod(r['dims'])))}",
+                f"{np.median(r['pair_seconds']) * 1e3:.1f}",
+                f"{np.median(r['kron_seconds']) * 1e3:.0f}",
+                f"{np.median(ratio):.4f} ({ratio.min():.4f}-{ratio.max():.4f})",
+                f"{r['max_abs_diff']:.1e} (|P0| <= {r['max_abs_p0']:.1f})",
+                f"{r['pair_bytes'] / 2**20:.1f} / {r['kron_bytes'] / 2**20:.1f}",
+            ]
+        )
+    print(f"\ninit of P(0), width {args.init_width}, {args.threads} thread(s), medians over rounds (spread):")
+    print(
+        table(
+            [
+                "pairs",
+                "entities",
+                "d",
+                "PairData ms",
+                "KronData ms",
+                "ratio (min-max)",
+                "max |dP0|",
+                "data MiB (pair / kron)",
+            ],
+            rows,
+        )
+    )
+    return 0
