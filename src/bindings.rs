@@ -15,11 +15,12 @@ use crate::dense::DenseState;
 use crate::error::KronError;
 use crate::factors::Factors;
 use crate::index::{ActivationIndex, IndexKind, IndexStats};
+use crate::init::{InitKind, InitialWeights};
 use crate::model::{run_steps, Backend, Model, StepStats};
 use crate::predict::{self as prediction, Block};
 use crate::step::{GramMode, KronState};
 use crate::tree::AsyncTree;
-use crate::{gram, init, rng};
+use crate::{gram, kron_init, rng};
 use ndarray::{Array1, Array2, ArrayView2, Ix1, Ix2};
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyReadonlyArray, PyReadonlyArray1, PyReadonlyArray2};
 use pyo3::exceptions::{PyKeyboardInterrupt, PyTypeError, PyValueError};
@@ -200,6 +201,29 @@ fn parse_mode<T: Copy>(value: &str, name: &str, options: &[(&str, T)]) -> PyResu
     })
 }
 
+/// A net's initial weights as passed from Python: (seed, "gaussian" or
+/// "kron", rank R of the Kronecker init).
+type PyInit = (u64, String, usize);
+
+/// Parses `PyInit` into the core's description of W(0).
+fn initial(init: &PyInit) -> PyResult<InitialWeights> {
+    let (seed, kind, rank) = init;
+    let kind = match kind.as_str() {
+        "gaussian" => InitKind::Gaussian,
+        "kron" if (1..=kron_init::MAX_RANK).contains(rank) => InitKind::Kron { rank: *rank },
+        "kron" => {
+            return Err(PyValueError::new_err(format!(
+                "init_rank: must be in [1, {}]; got {rank}",
+                kron_init::MAX_RANK
+            )))
+        }
+        other => {
+            return Err(PyValueError::new_err(format!("init: must be one of \"gaussian\", \"kron\"; got {other:?}")))
+        }
+    };
+    Ok(InitialWeights { seed: *seed, kind })
+}
+
 /// Which backend a trainer runs (`Trainer(backend=...)`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum BackendKind {
@@ -352,15 +376,16 @@ impl<'py> HeldBlocks<'py> {
 fn preacts<'py>(
     py: Python<'py>,
     points: PyPoints<'py>,
-    seed: u64,
+    init: PyInit,
     width: usize,
     blocks: PyBlocks<'py>,
 ) -> PyResult<Bound<'py, PyArray2<f64>>> {
+    let init = initial(&init)?;
     let points = HeldPoints::hold(&points, "points")?;
     let held = HeldBlocks::hold(&blocks)?;
     let blocks = held.blocks().map_err(|e| to_py(py, e))?;
     let points = points.views();
-    let done = interruptible(py, |ctl| prediction::preacts_t(&points.factors()?, seed, width, &blocks, ctl));
+    let done = interruptible(py, |ctl| prediction::preacts_t(&points.factors()?, &init, width, &blocks, ctl));
     Ok(finish(py, done)?.reversed_axes().into_pyarray(py))
 }
 
@@ -371,10 +396,11 @@ fn predict<'py>(
     points: PyPoints<'py>,
     a: &Bound<'py, PyAny>,
     threshold: f64,
-    seed: u64,
+    init: PyInit,
     blocks: PyBlocks<'py>,
     chunk_rows: usize,
 ) -> PyResult<Bound<'py, PyArray1<f64>>> {
+    let init = initial(&init)?;
     let points = HeldPoints::hold(&points, "points")?;
     let a = f64_array::<Ix1>(a, "a")?.as_array().to_vec();
     let held = HeldBlocks::hold(&blocks)?;
@@ -382,7 +408,7 @@ fn predict<'py>(
     let points = points.views();
     let done = interruptible(py, |ctl| {
         let model = Model::checked(a, threshold)?;
-        prediction::predict(&points.factors()?, &model, seed, &blocks, chunk_rows, ctl)
+        prediction::predict(&points.factors()?, &model, &init, &blocks, chunk_rows, ctl)
     });
     Ok(Array1::from(finish(py, done)?).into_pyarray(py))
 }
@@ -391,14 +417,15 @@ fn predict<'py>(
 #[pyfunction]
 fn dense_weights<'py>(
     py: Python<'py>,
-    seed: u64,
+    init: PyInit,
     width: usize,
     dims: Vec<usize>,
     blocks: PyBlocks<'py>,
 ) -> PyResult<Bound<'py, PyArray2<f64>>> {
     let held = HeldBlocks::hold(&blocks)?;
     let blocks = held.blocks().map_err(|e| to_py(py, e))?;
-    let done = interruptible(py, |ctl| prediction::dense_weights(seed, width, &dims, &blocks, ctl));
+    let init = initial(&init)?;
+    let done = interruptible(py, |ctl| prediction::dense_weights(&init, width, &dims, &blocks, ctl));
     Ok(finish(py, done)?.into_pyarray(py))
 }
 
@@ -413,8 +440,9 @@ fn cross_gram<'py>(py: Python<'py>, a: PyPoints<'py>, b: PyPoints<'py>) -> PyRes
 
 /// W(0) materialized: (width, d).
 #[pyfunction]
-fn initial_weights(py: Python<'_>, seed: u64, width: usize, d: usize) -> PyResult<Bound<'_, PyArray2<f64>>> {
-    let done = interruptible(py, |ctl| init::initial_weight_matrix(seed, width, d, ctl));
+fn initial_weights(py: Python<'_>, init: PyInit, width: usize, dims: Vec<usize>) -> PyResult<Bound<'_, PyArray2<f64>>> {
+    let init = initial(&init)?;
+    let done = interruptible(py, |ctl| init.weight_matrix(width, &dims, ctl));
     Ok(finish(py, done)?.into_pyarray(py))
 }
 
@@ -427,8 +455,35 @@ fn output_signs(py: Python<'_>, seed: u64, width: usize) -> PyResult<Bound<'_, P
 
 /// Bytes init needs beyond its output (per-thread weights and intermediate).
 #[pyfunction]
-fn init_scratch_bytes(dims: Vec<usize>, n: usize, rank: usize, threads: usize) -> u128 {
-    init::scratch_bytes(&dims, n, rank, threads)
+fn init_scratch_bytes(
+    init: PyInit,
+    dims: Vec<usize>,
+    n: usize,
+    rank: usize,
+    table_rows: usize,
+    threads: usize,
+) -> PyResult<u128> {
+    Ok(initial(&init)?.scratch_bytes(&dims, n, rank, table_rows, threads))
+}
+
+/// The threshold at which Kronecker-factored init of rank R with p factors
+/// fires the same fraction of neurons as Gaussian init at `gaussian_b`.
+#[pyfunction]
+fn kron_threshold(py: Python<'_>, gaussian_b: f64, rank: usize, p: usize) -> PyResult<f64> {
+    guarded(py, || kron_init::threshold(gaussian_b, rank, p))
+}
+
+/// Kronecker-factored init's factor vectors: per factor an array (width, R, d_k).
+#[pyfunction]
+fn kron_init_factors<'py>(
+    py: Python<'py>,
+    seed: u64,
+    width: usize,
+    dims: Vec<usize>,
+    rank: usize,
+) -> PyResult<Vec<Bound<'py, numpy::PyArray3<f64>>>> {
+    let arrays = guarded(py, || kron_init::factor_arrays(seed, width, &dims, rank))?;
+    Ok(arrays.into_iter().map(|a| a.into_pyarray(py)).collect())
 }
 
 /// Bytes of derived structure an index keeps for n points and width neurons.
@@ -445,15 +500,18 @@ fn predict_chunk_rows(width: usize, block_sizes: Vec<usize>, budget: usize) -> u
 
 /// Bytes one prediction chunk of `rows` points needs.
 #[pyfunction]
+#[allow(clippy::too_many_arguments)]
 fn predict_chunk_bytes(
+    init: PyInit,
     dims: Vec<usize>,
     width: usize,
     block_sizes: Vec<usize>,
     rows: usize,
     rank: usize,
+    table_rows: usize,
     threads: usize,
-) -> u128 {
-    prediction::chunk_bytes(&dims, width, &block_sizes, rows, rank, threads)
+) -> PyResult<u128> {
+    Ok(prediction::chunk_bytes(&initial(&init)?, &dims, width, &block_sizes, rows, rank, table_rows, threads))
 }
 
 /// The rayon pool's thread count.
@@ -537,7 +595,7 @@ impl TrainerCore {
     /// Otherwise the state starts from the net's current weights: W(0) (from
     /// `seed`) plus `blocks`, which include `coef` itself when it is trained.
     #[new]
-    #[pyo3(signature = (backend, points, y, a, threshold, seed, coef, blocks, gram, index, state=None, p_bound=None))]
+    #[pyo3(signature = (backend, points, y, a, threshold, init, coef, blocks, gram, index, state=None, p_bound=None))]
     #[allow(clippy::too_many_arguments)]
     fn new<'py>(
         py: Python<'py>,
@@ -546,7 +604,7 @@ impl TrainerCore {
         y: &Bound<'py, PyAny>,
         a: &Bound<'py, PyAny>,
         threshold: f64,
-        seed: u64,
+        init: PyInit,
         coef: Bound<'py, PyCoefficients>,
         blocks: PyBlocks<'py>,
         gram: &str,
@@ -555,6 +613,7 @@ impl TrainerCore {
         p_bound: Option<f64>,
     ) -> PyResult<Self> {
         let backend = parse_mode(backend, "backend", &BACKENDS)?;
+        let init = initial(&init)?;
         let gram = parse_mode(gram, "gram", &GramMode::NAMES)?;
         let index = parse_mode(index, "index", &IndexKind::NAMES)?;
         let points = HeldPoints::hold(&points, "points")?;
@@ -582,7 +641,7 @@ impl TrainerCore {
                     let owned = f.to_owned();
                     let p_t = match state_view {
                         Some(s) => s.to_owned(),
-                        None => prediction::preacts_t(&f, seed, width, &blocks, ctl)?,
+                        None => prediction::preacts_t(&f, &init, width, &blocks, ctl)?,
                     };
                     let b = model.b;
                     let mut st = KronState::with_points(owned, y, model, p_t, gram, |vals| index.build(vals, b))?;
@@ -594,7 +653,7 @@ impl TrainerCore {
                 BackendKind::Dense => {
                     let w = match state_view {
                         Some(s) => s.to_owned(),
-                        None => prediction::dense_weights(seed, width, &dims, &blocks, ctl)?,
+                        None => prediction::dense_weights(&init, width, &dims, &blocks, ctl)?,
                     };
                     let x = prediction::materialize(&f)?;
                     Ok(Engine::Dense(DenseState::new(x, y, model, w)?))
@@ -858,6 +917,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(predict_chunk_rows, m)?)?;
     m.add_function(wrap_pyfunction!(predict_chunk_bytes, m)?)?;
     m.add_function(wrap_pyfunction!(thread_count, m)?)?;
+    m.add_function(wrap_pyfunction!(kron_threshold, m)?)?;
+    m.add_function(wrap_pyfunction!(kron_init_factors, m)?)?;
     m.add_class::<PyCoefficients>()?;
     m.add_class::<TrainerCore>()?;
     m.add_class::<PyAsyncTree>()?;

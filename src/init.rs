@@ -15,13 +15,70 @@ use crate::error::{invalid, try_array2, try_zeros, Result};
 use crate::factors::Factors;
 use crate::matmul::matmul_into;
 use crate::rng::initial_weights;
-use ndarray::{s, Array2, ArrayView2, ArrayViewMut1, ArrayViewMut2, Axis};
+use ndarray::{s, Array2, ArrayView2, ArrayViewMut2, Axis};
 use rayon::prelude::*;
 
 /// Neurons per parallel task: fixed so results do not depend on thread count.
-const NEURON_BLOCK: usize = 8;
-/// Bound on the per-worker intermediate (points × remaining dims), in f64s.
+const NEURON_BLOCK: usize = 16;
+/// Bound on the per-worker intermediate (rows × neurons × remaining dims), in f64s.
 const MAX_INTERMEDIATE: usize = 1 << 20;
+/// Columns one GEMM should have at least: at small d one neuron's W_r has
+/// few columns (d / d_k), and a GEMM that narrow runs far below the
+/// machine's rate, so several neurons share one GEMM.
+const TARGET_COLUMNS: usize = 256;
+
+/// How W(0) is drawn (`TwoLayerNet(init=...)`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InitKind {
+    /// w_r(0) ~ N(0, I_d), regenerated from (seed, r) (this module).
+    Gaussian,
+    /// w_r(0) = R^{-1/2} Σ_j ⊗_k g_rj^(k) (`kron_init.rs`).
+    Kron { rank: usize },
+}
+
+/// The initial weights of a net: a pure function of (seed, kind), never stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InitialWeights {
+    pub seed: u64,
+    pub kind: InitKind,
+}
+
+impl InitialWeights {
+    /// Gaussian W(0) from `seed`.
+    pub fn gaussian(seed: u64) -> Self {
+        InitialWeights { seed, kind: InitKind::Gaussian }
+    }
+
+    /// P(0)ᵀ (m × n) of the points in `f`.
+    pub fn preacts_t(&self, f: &Factors<'_>, width: usize, ctl: &Control) -> Result<Array2<f64>> {
+        match self.kind {
+            InitKind::Gaussian => init_preacts_t(f, self.seed, width, ctl),
+            InitKind::Kron { rank } => crate::kron_init::preacts_t(f, self.seed, width, rank, ctl),
+        }
+    }
+
+    /// W(0) materialized (m × d): only for small d.
+    pub fn weight_matrix(&self, width: usize, dims: &[usize], ctl: &Control) -> Result<Array2<f64>> {
+        match self.kind {
+            InitKind::Gaussian => {
+                let Some(d) = dims.iter().try_fold(1usize, |acc, &k| acc.checked_mul(k)) else {
+                    return invalid("dims", "the product of the dimensions overflows");
+                };
+                initial_weight_matrix(self.seed, width, d, ctl)
+            }
+            InitKind::Kron { rank } => crate::kron_init::weight_matrix(self.seed, width, dims, rank, ctl),
+        }
+    }
+
+    /// Bytes `preacts_t` needs beyond its output for n points of `rank`
+    /// terms whose indexed tables have at most `table_rows` rows.
+    pub fn scratch_bytes(&self, dims: &[usize], n: usize, rank: usize, table_rows: usize, threads: usize) -> u128 {
+        match self.kind {
+            InitKind::Gaussian => scratch_bytes(dims, n, rank, threads),
+            InitKind::Kron { rank: r } => crate::kron_init::scratch_bytes(dims, table_rows, r, threads),
+        }
+    }
+}
 
 /// Checks width and d = Π d_k before any allocation.
 fn check_shape(f: &Factors<'_>, width: usize) -> Result<usize> {
@@ -48,17 +105,23 @@ pub fn scratch_bytes(dims: &[usize], n: usize, rank: usize, threads: usize) -> u
         return u128::MAX;
     };
     let terms = n.saturating_mul(rank.max(1));
-    let intermediate = [dims[0], dims[dims.len() - 1]]
-        .iter()
-        .map(|&dk| {
-            let rest = d_usize / dk;
-            let rows = (MAX_INTERMEDIATE / rest.max(1)).max(1);
-            (rows.min(terms.max(1)) * rest + rest) as u128
-        })
-        .max()
-        .unwrap_or(0);
-    let per_term = if rank > 1 { terms as u128 } else { 0 };
-    8 * (d + intermediate + per_term) * threads.max(1) as u128
+    let (mut intermediate, mut batch) = (0u128, 1usize);
+    for dk in [dims[0], dims[dims.len() - 1]] {
+        let rest = d_usize / dk;
+        let b = neurons_per_gemm(rest);
+        let rows = (MAX_INTERMEDIATE / (b * rest).max(1)).max(1);
+        intermediate = intermediate.max((rows.min(terms.max(1)) * b * rest + rest) as u128);
+        batch = batch.max(b);
+    }
+    let per_term = if rank > 1 { (batch * terms) as u128 } else { 0 };
+    // The batch's weights, and their copy in the GEMM's layout.
+    let weights = if batch > 1 { 2 * batch as u128 * d } else { d };
+    8 * (weights + intermediate + per_term) * threads.max(1) as u128
+}
+
+/// Neurons whose weights share one GEMM when d / d_k = `rest`.
+fn neurons_per_gemm(rest: usize) -> usize {
+    TARGET_COLUMNS.div_ceil(rest.max(1)).clamp(1, NEURON_BLOCK)
 }
 
 /// P(0)ᵀ for the points in `f`: an m × n matrix, P(0)ᵀ[r, i] = <w_r(0), x_i>.
@@ -78,20 +141,41 @@ pub fn init_preacts_t(f: &Factors<'_>, seed: u64, width: usize, ctl: &Control) -
     let order = Order::new(&terms, plan.outer)?;
     p_t.axis_chunks_iter_mut(Axis(0), NEURON_BLOCK).into_par_iter().enumerate().try_for_each(|(blk, mut rows)| {
         ctl.check()?;
-        let mut w = try_zeros(d, "one neuron's initial weights (d values per thread)")?;
+        let what = "the initial weights of a batch of neurons (d values each, per thread)";
+        let mut w = try_zeros(plan.batch * d, what)?;
+        let mut laid_out = if plan.batch > 1 { try_zeros(plan.batch * d, what)? } else { Vec::new() };
         let mut scratch = Scratch::new(&plan)?;
-        let mut per_term = if rank > 1 { try_zeros(terms.n(), "per-term inner products")? } else { Vec::new() };
-        for c in 0..rows.nrows() {
+        let mut per_term = if rank > 1 {
+            try_array2(plan.batch, terms.n(), "per-term inner products")?
+        } else {
+            Array2::zeros((0, 0))
+        };
+        let mut c0 = 0;
+        while c0 < rows.nrows() {
             ctl.check()?;
-            initial_weights(seed, blk * NEURON_BLOCK + c, &mut w);
-            if rank == 1 {
-                contract_neuron(&terms, &plan, &order, &w, &mut scratch, rows.row_mut(c));
+            let b = plan.batch.min(rows.nrows() - c0);
+            for (c, wc) in w.chunks_exact_mut(d).take(b).enumerate() {
+                initial_weights(seed, blk * NEURON_BLOCK + c0 + c, wc);
+            }
+            let weights = if plan.batch > 1 {
+                plan.lay_out(&w[..b * d], b, &mut laid_out[..b * d]);
+                &laid_out[..b * d]
             } else {
-                contract_neuron(&terms, &plan, &order, &w, &mut scratch, ArrayViewMut1::from(&mut per_term[..]));
-                for (o, t) in rows.row_mut(c).iter_mut().zip(per_term.chunks_exact(rank)) {
-                    *o = t.iter().sum();
+                &w[..d]
+            };
+            if rank == 1 {
+                contract_neurons(&terms, &plan, &order, weights, b, &mut scratch, rows.slice_mut(s![c0..c0 + b, ..]));
+            } else {
+                let mut out = per_term.slice_mut(s![..b, ..]);
+                contract_neurons(&terms, &plan, &order, weights, b, &mut scratch, out.view_mut());
+                for (mut row, t) in rows.slice_mut(s![c0..c0 + b, ..]).rows_mut().into_iter().zip(out.rows()) {
+                    let t = t.as_slice().expect("fresh scratch is standard layout");
+                    for (o, terms) in row.iter_mut().zip(t.chunks_exact(rank)) {
+                        *o = terms.iter().sum();
+                    }
                 }
             }
+            c0 += b;
         }
         Ok(())
     })?;
@@ -112,6 +196,8 @@ struct Plan {
     rows: usize,
     /// Rows of the outer factor's matrix.
     total: usize,
+    /// Neurons whose weights are contracted by one GEMM.
+    batch: usize,
 }
 
 impl Plan {
@@ -128,7 +214,32 @@ impl Plan {
         let dk = f.mat(outer).ncols();
         let rest = d / dk;
         let total = f.mat(outer).nrows();
-        Plan { first, outer, dk, rest, rows: (MAX_INTERMEDIATE / rest.max(1)).max(1).min(total.max(1)), total }
+        let batch = neurons_per_gemm(rest);
+        let rows = (MAX_INTERMEDIATE / (batch * rest).max(1)).max(1).min(total.max(1));
+        Plan { first, outer, dk, rest, rows, total, batch }
+    }
+
+    /// The weights of `b` neurons (each d values, row-major d_1 × … × d_p)
+    /// as the one matrix the GEMM multiplies: d_k × (b · rest), neuron c in
+    /// columns [c · rest, (c + 1) · rest) — W_c (d_1 × rest) when the first
+    /// factor is contracted, W_cᵀ (rest × d_p, transposed) for the last.
+    fn lay_out(&self, w: &[f64], b: usize, out: &mut [f64]) {
+        let (dk, rest) = (self.dk, self.rest);
+        let d = dk * rest;
+        let cols = b * rest;
+        for (c, wc) in w.chunks_exact(d).take(b).enumerate() {
+            if self.first {
+                for a in 0..dk {
+                    out[a * cols + c * rest..a * cols + (c + 1) * rest].copy_from_slice(&wc[a * rest..(a + 1) * rest]);
+                }
+            } else {
+                for a in 0..rest {
+                    for (bb, &v) in wc[a * dk..(a + 1) * dk].iter().enumerate() {
+                        out[bb * cols + c * rest + a] = v;
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -178,24 +289,35 @@ struct Scratch {
 impl Scratch {
     fn new(plan: &Plan) -> Result<Scratch> {
         let what = "init's intermediate (rows × d / d_k per thread)";
-        let t = try_array2(plan.rows, plan.rest, what)?;
+        let t = try_array2(plan.rows, plan.batch * plan.rest, what)?;
         let mut vec = Vec::new();
         vec.try_reserve_exact(plan.rest).map_err(|_| crate::error::out_of_memory(what, 8 * plan.rest as u128))?;
         Ok(Scratch { t, vec })
     }
 }
 
-fn contract_neuron(
+/// out[c, i] = <w_c, x_i> for the `b` neurons whose weights are `w`: laid
+/// out by `Plan::lay_out` when the plan batches neurons, else one neuron's
+/// row-major d values.
+#[allow(clippy::too_many_arguments)]
+fn contract_neurons(
     f: &Factors<'_>,
     plan: &Plan,
     order: &Order,
     w: &[f64],
+    b: usize,
     scratch: &mut Scratch,
-    mut out: ndarray::ArrayViewMut1<'_, f64>,
+    mut out: ArrayViewMut2<'_, f64>,
 ) {
     let p = f.p();
     let remaining: Vec<usize> = if plan.first { (1..p).collect() } else { (0..p - 1).collect() };
     let outer = f.mat(plan.outer);
+    let (rest, cols) = (plan.rest, b * plan.rest);
+    let wm = if plan.batch > 1 || plan.first {
+        ArrayView2::from_shape((plan.dk, cols), w).expect("weights are d_k × (b · rest)")
+    } else {
+        ArrayView2::from_shape((rest, plan.dk), w).expect("d = rest · d_k").reversed_axes()
+    };
     let mut start = 0;
     while start < plan.total {
         let stop = (start + plan.rows).min(plan.total);
@@ -211,27 +333,19 @@ fn contract_neuron(
                 Some(m)
             }
         };
-        let mut t: ArrayViewMut2<f64> = scratch.t.slice_mut(s![..stop - start, ..]);
-        let u = outer.slice(s![start..stop, ..]);
-        if plan.first {
-            let wm = ArrayView2::from_shape((plan.dk, plan.rest), w).expect("d = d_k · rest");
-            matmul_into(&u, &wm, &mut t);
-        } else {
-            let wm = ArrayView2::from_shape((plan.rest, plan.dk), w).expect("d = rest · d_k");
-            matmul_into(&u, &wm.t(), &mut t);
-        }
+        let mut t: ArrayViewMut2<f64> = scratch.t.slice_mut(s![..stop - start, ..cols]);
+        matmul_into(&outer.slice(s![start..stop, ..]), &wm, &mut t);
+        let mut visit = |i: usize, local: usize| {
+            let row = t.row(local);
+            let row = row.as_slice().expect("scratch rows are contiguous");
+            for c in 0..b {
+                let part = ndarray::ArrayView1::from(&row[c * rest..(c + 1) * rest]);
+                out[[c, i]] = contract_rest(part, f, &remaining, i, &mut scratch.vec);
+            }
+        };
         match members {
-            None => {
-                for i in start..stop {
-                    out[i] = contract_rest(t.row(i - start), f, &remaining, i, &mut scratch.vec);
-                }
-            }
-            Some(m) => {
-                for &i in m {
-                    let local = f.table_row(plan.outer, i) - start;
-                    out[i] = contract_rest(t.row(local), f, &remaining, i, &mut scratch.vec);
-                }
-            }
+            None => (start..stop).for_each(|i| visit(i, i - start)),
+            Some(m) => m.iter().for_each(|&i| visit(i, f.table_row(plan.outer, i) - start)),
         }
         start = stop;
     }
@@ -406,5 +520,10 @@ mod tests {
         check(&[2, 5, 3], 6, 10);
         check(&[3, 1, 2], 4, 17);
         check(&[6], 3, 4);
+        // One neuron per GEMM (d / d_k >= TARGET_COLUMNS), either outer factor.
+        check(&[300, 256], 3, 2);
+        check(&[256, 300], 3, 2);
+        // A batch of neurons per GEMM with a partial last batch.
+        check(&[8, 8], 4, NEURON_BLOCK + 3);
     }
 }

@@ -3,7 +3,7 @@
 //! the input dimension d (Song & Ye, arXiv 2305.08001).
 //!
 //! Data flows one way: factors ([`factors`]) → Gram and initial inner products
-//! ([`gram`], [`init`]) → steps ([`step`], with an [`index`] to find fired
+//! ([`gram`], [`init`], or [`kron_init`] for Kronecker-factored initial weights) → steps ([`step`], with an [`index`] to find fired
 //! neurons: a scan, the asynchronous [`tree`], or the crossing [`bitset`]) → predictions ([`predict`]:
 //! regenerated init of the new points plus α times their cross-Gram with the training points).
 //! The learned coefficients α ([`coef`]) belong to the model and are lent to
@@ -20,6 +20,7 @@ pub mod factors;
 pub mod gram;
 pub mod index;
 pub mod init;
+pub mod kron_init;
 pub mod matmul;
 pub mod model;
 pub mod predict;

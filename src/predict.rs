@@ -10,7 +10,7 @@ use crate::control::Control;
 use crate::error::{invalid, try_array2, Result};
 use crate::factors::Factors;
 use crate::gram::cross_gram;
-use crate::init::{init_preacts_t, initial_weight_matrix, scratch_bytes};
+use crate::init::InitialWeights;
 use crate::matmul::matmul_acc;
 use crate::model::Model;
 use ndarray::{s, Array2, Axis};
@@ -42,13 +42,13 @@ fn check_blocks(query: &Factors<'_>, width: usize, blocks: &[Block<'_>]) -> Resu
 /// Pᵀ (m × q) of the points in `query`: P[j, r] = <w_r, x'_j>.
 pub fn preacts_t(
     query: &Factors<'_>,
-    seed: u64,
+    init: &InitialWeights,
     width: usize,
     blocks: &[Block<'_>],
     ctl: &Control,
 ) -> Result<Array2<f64>> {
     check_blocks(query, width, blocks)?;
-    let mut p_t = init_preacts_t(query, seed, width, ctl)?;
+    let mut p_t = init.preacts_t(query, width, ctl)?;
     for b in blocks {
         ctl.check()?;
         add_trained(&mut p_t, query, b)?;
@@ -74,17 +74,20 @@ fn add_trained(p_t: &mut Array2<f64>, query: &Factors<'_>, b: &Block<'_>) -> Res
 
 /// Bytes one chunk of `rows` points of `rank` terms needs: Pᵀ (m × rows),
 /// each block's cross-Gram (rows × n_s) one at a time, init's per-thread
-/// scratch.
+/// scratch (`table_rows`: the largest entity table of indexed points).
+#[allow(clippy::too_many_arguments)]
 pub fn chunk_bytes(
+    init: &InitialWeights,
     dims: &[usize],
     width: usize,
     block_sizes: &[usize],
     rows: usize,
     rank: usize,
+    table_rows: usize,
     threads: usize,
 ) -> u128 {
     let biggest = block_sizes.iter().copied().max().unwrap_or(0) as u128;
-    8 * rows as u128 * (width as u128 + biggest) + scratch_bytes(dims, rows, rank, threads)
+    8 * rows as u128 * (width as u128 + biggest) + init.scratch_bytes(dims, rows, rank, table_rows, threads)
 }
 
 /// Points per chunk so that a chunk's arrays take about `budget` bytes (at
@@ -99,7 +102,7 @@ pub fn chunk_rows(width: usize, block_sizes: &[usize], budget: usize) -> usize {
 pub fn predict(
     query: &Factors<'_>,
     model: &Model,
-    seed: u64,
+    init: &InitialWeights,
     blocks: &[Block<'_>],
     rows: usize,
     ctl: &Control,
@@ -112,7 +115,7 @@ pub fn predict(
     while start < q {
         ctl.check()?;
         let stop = (start + rows.max(1)).min(q);
-        let p_t = preacts_t(&query.rows(start, stop), seed, model.width(), blocks, ctl)?;
+        let p_t = preacts_t(&query.rows(start, stop), init, model.width(), blocks, ctl)?;
         out.extend(model.outputs_neuron_major(p_t.view()));
         start = stop;
     }
@@ -121,17 +124,13 @@ pub fn predict(
 
 /// The trained W (m × d), materialized: only for small d.
 pub fn dense_weights(
-    seed: u64,
+    init: &InitialWeights,
     width: usize,
     dims: &[usize],
     blocks: &[Block<'_>],
     ctl: &Control,
 ) -> Result<Array2<f64>> {
-    let d = dims.iter().try_fold(1usize, |acc, &k| acc.checked_mul(k));
-    let Some(d) = d else {
-        return invalid("dims", "the product of the dimensions overflows");
-    };
-    let mut w = initial_weight_matrix(seed, width, d, ctl)?;
+    let mut w = init.weight_matrix(width, dims, ctl)?;
     for (j, b) in blocks.iter().enumerate() {
         ctl.check()?;
         if b.factors.dims() != dims {
@@ -176,31 +175,38 @@ mod tests {
         Array2::from_shape_vec((n, d), z).unwrap()
     }
 
-    /// Against W = W(0) + αᵀ X materialized, for any chunking.
+    /// Against W = W(0) + αᵀ X materialized, for any chunking, under both
+    /// kinds of initial weights.
     #[test]
     fn predictions_equal_the_materialized_weights_for_any_chunk_size() {
-        let (m, n, q) = (37, 9, 11);
-        let train = vec![pseudo(n, 3, 1), pseudo(n, 4, 2)];
-        let query = vec![pseudo(q, 3, 3), pseudo(q, 4, 4)];
-        let (ft, fq) = (Factors::new(views(&train)).unwrap(), Factors::new(views(&query)).unwrap());
-        let alpha_t = pseudo(n, m, 5);
-        let coef = Coefficients::from_alpha_t(alpha_t).unwrap();
-        let blocks = [Block { factors: ft.clone(), coef: &coef }];
-        let ctl = Control::new();
-        let w = dense_weights(7, m, &[3, 4], &blocks, &ctl).unwrap();
-        let xq = materialize(&fq).unwrap();
-        let want = xq.dot(&w.t()); // q × m
-        let got = preacts_t(&fq, 7, m, &blocks, &ctl).unwrap();
-        let err = (&got.t() - &want).iter().fold(0.0f64, |a, v| a.max(v.abs()));
-        assert!(err < 1e-12, "{err}");
-        let model = Model::new(output_signs(7, m), 0.3).unwrap();
-        let whole = model.outputs(want.view());
-        for rows in [1, 4, 11, 100] {
-            let f = predict(&fq, &model, 7, &blocks, rows, &ctl).unwrap();
-            let err = f.iter().zip(&whole).fold(0.0f64, |a, (x, y)| a.max((x - y).abs()));
-            assert!(err < 1e-12, "rows {rows}: {err}");
+        use crate::init::InitKind;
+        for kind in [InitKind::Gaussian, InitKind::Kron { rank: 3 }] {
+            let init = InitialWeights { seed: 7, kind };
+            let (m, n, q) = (37, 9, 11);
+            let train = vec![pseudo(n, 3, 1), pseudo(n, 4, 2)];
+            let query = vec![pseudo(q, 3, 3), pseudo(q, 4, 4)];
+            let (ft, fq) = (Factors::new(views(&train)).unwrap(), Factors::new(views(&query)).unwrap());
+            let alpha_t = pseudo(n, m, 5);
+            let coef = Coefficients::from_alpha_t(alpha_t).unwrap();
+            let blocks = [Block { factors: ft.clone(), coef: &coef }];
+            let ctl = Control::new();
+            let w = dense_weights(&init, m, &[3, 4], &blocks, &ctl).unwrap();
+            let xq = materialize(&fq).unwrap();
+            let want = xq.dot(&w.t()); // q × m
+            let got = preacts_t(&fq, &init, m, &blocks, &ctl).unwrap();
+            let err = (&got.t() - &want).iter().fold(0.0f64, |a, v| a.max(v.abs()));
+            assert!(err < 1e-12, "{err}");
+            let model = Model::new(output_signs(7, m), 0.3).unwrap();
+            let whole = model.outputs(want.view());
+            for rows in [1, 4, 11, 100] {
+                let f = predict(&fq, &model, &init, &blocks, rows, &ctl).unwrap();
+                let err = f.iter().zip(&whole).fold(0.0f64, |a, (x, y)| a.max((x - y).abs()));
+                assert!(err < 1e-12, "rows {rows}: {err}");
+            }
+            let empty = vec![pseudo(0, 3, 1), pseudo(0, 4, 1)];
+            assert!(predict(&Factors::new(views(&empty)).unwrap(), &model, &init, &blocks, 4, &ctl)
+                .unwrap()
+                .is_empty());
         }
-        let empty = vec![pseudo(0, 3, 1), pseudo(0, 4, 1)];
-        assert!(predict(&Factors::new(views(&empty)).unwrap(), &model, 7, &blocks, 4, &ctl).unwrap().is_empty());
     }
 }

@@ -31,6 +31,8 @@ pub fn philox4x32(counter: [u32; 4], key: [u32; 2]) -> [u32; 4] {
 pub enum Stream {
     Weights = 0,
     Signs = 1,
+    /// Kronecker-factored init's factor vectors (`kron_init.rs`).
+    KronFactors = 2,
 }
 
 /// Philox blocks computed per refill of a stream's buffer.

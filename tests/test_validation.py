@@ -215,9 +215,9 @@ def test_core_refuses_impossible_sizes_without_crashing():
     from kronnet import _core
 
     with pytest.raises(MemoryError, match="needs"):
-        _core.initial_weights(0, 2**40, 2**40)
+        _core.initial_weights((0, "gaussian", 1), 2**40, [2**20, 2**20])
     with pytest.raises(ValueError, match="width"):
-        _core.preacts(([np.ones((2, 2)), np.ones((2, 2))], 1, [None, None]), 0, 0, [])
+        _core.preacts(([np.ones((2, 2)), np.ones((2, 2))], 1, [None, None]), (0, "gaussian", 1), 0, [])
 
 
 # -- divergence and stale trainers -------------------------------------------
@@ -263,17 +263,20 @@ def test_nasty_inputs_do_not_crash_the_interpreter():
         "from kronnet import _core\n"
         "F = ([np.ones((2, 2))] * 2, 1, [None, None])\n"
         "T = [np.ones((3, 2))] * 2\n"
+        "G = (0, 'gaussian', 1)\n"
         "def core(y=np.ones(2), a=np.ones(4), gram='precomputed', index='scan', coef=None, **kw):\n"
         "    coef = coef if coef is not None else _core.Coefficients(2, 4)\n"
-        "    return _core.TrainerCore('kron', F, y, a, 0.0, 0, coef, [], gram, index, **kw)\n"
+        "    return _core.TrainerCore('kron', F, y, a, 0.0, G, coef, [], gram, index, **kw)\n"
         "for call in (\n"
-        "    lambda: _core.preacts(F, 0, 2**62, []),\n"
+        "    lambda: _core.preacts(F, G, 2**62, []),\n"
+        "    lambda: _core.preacts(F, (0, 'kron', 0), 2, []),\n"
+        "    lambda: _core.preacts(F, (0, 'uniform', 1), 2, []),\n"
         "    lambda: _core.cross_gram(F, ([np.ones((2, 3))] * 2, 1, [None, None])),\n"
         "    lambda: _core.cross_gram(F, (T, 1, [np.array([0, 3]), None])),\n"
         "    lambda: _core.cross_gram(F, (T, 1, [np.array([0, -1]), np.array([0, 1])])),\n"
         "    lambda: _core.cross_gram(F, (T, 1, [np.array([0, 1]), np.array([0, 1, 2])])),\n"
-        "    lambda: _core.preacts((T, 1, [np.array([0.0, 1.5]), np.array([0, 1])]), 0, 2, []),\n"
-        "    lambda: _core.preacts((T, 2, [np.array([0, 1, 2]), np.array([0, 1, 2])]), 0, 2, []),\n"
+        "    lambda: _core.preacts((T, 1, [np.array([0.0, 1.5]), np.array([0, 1])]), G, 2, []),\n"
+        "    lambda: _core.preacts((T, 2, [np.array([0, 1, 2]), np.array([0, 1, 2])]), G, 2, []),\n"
         "    lambda: core(y=np.ones(3)),\n"
         "    lambda: core().step(np.array([5]), 1.0),\n"
         "    lambda: core(gram='x'),\n"
@@ -292,6 +295,6 @@ def test_nasty_inputs_do_not_crash_the_interpreter():
     lines = res.stdout.strip().splitlines()
     # Every call is refused with a ValueError, except the float index, a
     # TypeError (ArgumentTypeError): never truncated to an integer.
-    assert len(lines) == 13, res.stdout
-    assert lines[5] == "TypeError False", res.stdout
-    assert all(line.endswith("True") for i, line in enumerate(lines) if i != 5), res.stdout
+    assert len(lines) == 15, res.stdout
+    assert lines[7] == "TypeError False", res.stdout
+    assert all(line.endswith("True") for i, line in enumerate(lines) if i != 7), res.stdout

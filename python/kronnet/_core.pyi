@@ -11,6 +11,8 @@ _I64 = npt.NDArray[np.int64]
 # (matrices, terms per point, per factor None or an index into the matrix).
 _Points = Tuple[Sequence[_F64], int, Sequence[Optional[_I64]]]
 _Blocks = Sequence[Tuple[_Points, "Coefficients"]]
+# (seed, "gaussian" or "kron", rank R of the Kronecker init).
+_Init = Tuple[int, str, int]
 _IndexName = Literal["scan", "tree", "bits"]
 _GramName = Literal["precomputed", "columns"]
 _BackendName = Literal["kron", "dense"]
@@ -26,6 +28,8 @@ __all__ = [
     "index_memory_bytes",
     "init_scratch_bytes",
     "initial_weights",
+    "kron_init_factors",
+    "kron_threshold",
     "output_signs",
     "preacts",
     "predict",
@@ -34,17 +38,26 @@ __all__ = [
     "thread_count",
 ]
 
-def preacts(points: _Points, seed: int, width: int, blocks: _Blocks) -> _F64: ...
-def predict(points: _Points, a: _F64, threshold: float, seed: int, blocks: _Blocks, chunk_rows: int) -> _F64: ...
-def dense_weights(seed: int, width: int, dims: Sequence[int], blocks: _Blocks) -> _F64: ...
+def preacts(points: _Points, init: _Init, width: int, blocks: _Blocks) -> _F64: ...
+def predict(points: _Points, a: _F64, threshold: float, init: _Init, blocks: _Blocks, chunk_rows: int) -> _F64: ...
+def dense_weights(init: _Init, width: int, dims: Sequence[int], blocks: _Blocks) -> _F64: ...
 def cross_gram(a: _Points, b: _Points) -> _F64: ...
-def initial_weights(seed: int, width: int, d: int) -> _F64: ...
+def initial_weights(init: _Init, width: int, dims: Sequence[int]) -> _F64: ...
 def output_signs(seed: int, width: int) -> _F64: ...
-def init_scratch_bytes(dims: Sequence[int], n: int, rank: int, threads: int) -> int: ...
+def init_scratch_bytes(init: _Init, dims: Sequence[int], n: int, rank: int, table_rows: int, threads: int) -> int: ...
+def kron_threshold(gaussian_b: float, rank: int, p: int) -> float: ...
+def kron_init_factors(seed: int, width: int, dims: Sequence[int], rank: int) -> List[npt.NDArray[np.float64]]: ...
 def index_memory_bytes(index: _IndexName, n: int, width: int) -> int: ...
 def predict_chunk_rows(width: int, block_sizes: Sequence[int], budget: int) -> int: ...
 def predict_chunk_bytes(
-    dims: Sequence[int], width: int, block_sizes: Sequence[int], rows: int, rank: int, threads: int
+    init: _Init,
+    dims: Sequence[int],
+    width: int,
+    block_sizes: Sequence[int],
+    rows: int,
+    rank: int,
+    table_rows: int,
+    threads: int,
 ) -> int: ...
 def thread_count() -> int: ...
 
@@ -70,7 +83,7 @@ class TrainerCore:
         y: _F64,
         a: _F64,
         threshold: float,
-        seed: int,
+        init: _Init,
         coef: Coefficients,
         blocks: _Blocks,
         gram: _GramName,

@@ -4,7 +4,7 @@ and the weights it owns (docs/design.md, "The state, and who owns it")."""
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -19,6 +19,18 @@ from .points import CoreLayout, KronPoints
 #: cross-Gram with the largest training set): prediction on any number of
 #: points stays within about this much beyond its inputs and outputs.
 PREDICT_CHUNK_BYTES = 64 << 20
+
+#: The kinds of initial weights (``TwoLayerNet(init=...)``).
+INITS = ("gaussian", "kron")
+InitName = Literal["gaussian", "kron"]
+#: Largest ``init_rank`` (each neuron draws R * sum_k d_k normals).
+MAX_INIT_RANK = 1 << 16
+
+
+def _table_rows(data: KronPoints) -> int:
+    """Rows of the largest entity table of `data` (0 without tables)."""
+    mats, _, index = data.core_layout
+    return max((int(u.shape[0]) for u, i in zip(mats, index) if i is not None), default=0)
 
 
 def default_threshold(width: int) -> float:
@@ -119,16 +131,30 @@ class TwoLayerNet:
     width : int
         m, the number of hidden neurons.
     threshold : float, optional
-        b in sigma_b(z) = max(z - b, 0); default sqrt(0.4 ln m).
+        b in sigma_b(z) = max(z - b, 0). Default: sqrt(0.4 ln m) for
+        Gaussian init; for ``init="kron"`` the b at which a unit-norm
+        rank-one point fires the same expected fraction of neurons as under
+        Gaussian init at sqrt(0.4 ln m) (docs/guide.md, "Kronecker-factored
+        initialization").
     seed : int, default 0
-        Keys the counter-based stream: a_r and w_r(0) ~ N(0, I_d) are pure
-        functions of (seed, r).
+        Keys the counter-based stream: a_r and w_r(0) are pure functions of
+        (seed, r).
+    init : {"gaussian", "kron"}, default "gaussian"
+        "gaussian": w_r(0) ~ N(0, I_d); init and prediction cost O(m d) per
+        point. "kron": w_r(0) = R^(-1/2) sum_{j<R} g_rj^(1) ⊗ ... ⊗ g_rj^(p)
+        with every g ~ N(0, I_{d_k}); init and prediction cost
+        O(m R sum_k d_k) per point, free of d. Both give <w_r(0), x> mean 0
+        and variance ||x||^2; under "kron" its kurtosis is
+        3 + (3^p - 3) / R for a rank-one unit x.
+    init_rank : int, default 8
+        R, the number of Kronecker products per neuron under
+        ``init="kron"`` (ignored for "gaussian"), at most 65536.
 
     Raises
     ------
     ArgumentError
-        p < 2, a size is not positive, `width` >= 2**32, or `threshold` is
-        not finite.
+        A size is not positive, `width` >= 2**32, `threshold` is not
+        finite, `init` is unknown or `init_rank` is out of range.
     ArgumentTypeError
         A size or the seed is not an integer.
 
@@ -153,14 +179,28 @@ class TwoLayerNet:
     (1, (256, 64))
     """
 
-    def __init__(self, dims: Sequence[int], width: int, threshold: Optional[float] = None, seed: int = 0) -> None:
+    def __init__(
+        self,
+        dims: Sequence[int],
+        width: int,
+        threshold: Optional[float] = None,
+        seed: int = 0,
+        init: InitName = "gaussian",
+        init_rank: int = 8,
+    ) -> None:
         self._dims = v.dims_tuple(dims)
         self._width = v.positive_int(width, "width")
         if self._width >= 2**32:
             raise ArgumentError("width", f"must be below 2**32, got {self._width}")
         v.ensure_fits(8.0 * self._width, "the output weights a (width values)", "width")
+        self._init = v.choice(init, "init", INITS)
+        self._init_rank = v.positive_int(init_rank, "init_rank")
+        if self._init_rank > MAX_INIT_RANK:
+            raise ArgumentError("init_rank", f"must be at most {MAX_INIT_RANK}, got {self._init_rank}")
         if threshold is None:
             self._threshold = default_threshold(self._width)
+            if self._init == "kron":
+                self._threshold = float(_core.kron_threshold(self._threshold, self._init_rank, len(self._dims)))
         else:
             self._threshold = v.finite_float(threshold, "threshold", bound=v.VALUE_BOUND)
         self._seed = v.seed_int(seed)
@@ -196,6 +236,20 @@ class TwoLayerNet:
     def seed(self) -> int:
         """The seed of a and W(0)."""
         return self._seed
+
+    @property
+    def init(self) -> str:
+        """How W(0) is drawn: "gaussian" or "kron"."""
+        return self._init
+
+    @property
+    def init_rank(self) -> int:
+        """R, the Kronecker products per neuron under ``init="kron"``."""
+        return self._init_rank
+
+    def _core_init(self) -> Tuple[int, str, int]:
+        """W(0) as the core takes it: (seed, init, init_rank)."""
+        return (self._seed, self._init, self._init_rank)
 
     @property
     def a(self) -> np.ndarray:
@@ -262,7 +316,43 @@ class TwoLayerNet:
         True
         """
         v.ensure_fits(8.0 * self._width * self.d, "the weight matrix (width × d)", "initial_weights()")
-        return _core.initial_weights(self._seed, self._width, self.d)
+        return _core.initial_weights(self._core_init(), self._width, list(self._dims))
+
+    def initial_factors(self) -> List[np.ndarray]:
+        """The factor vectors of a Kronecker-factored W(0) (``init="kron"``).
+
+        Row r of W(0) is ``R**-0.5 * sum_j kron(F[0][r, j], ..., F[p-1][r, j])``
+        for the returned arrays F; regenerated from the seed.
+
+        Returns
+        -------
+        list of p ndarray, array k of shape (m, R, d_k)
+            g_rj^(k) ~ N(0, I_{d_k}).
+
+        Raises
+        ------
+        ArgumentError
+            The net uses Gaussian init.
+        OutOfMemoryError
+            The arrays would not fit in memory.
+
+        Examples
+        --------
+        >>> import numpy as np, kronnet as kn
+        >>> net = kn.TwoLayerNet((3, 4), width=5, init="kron", init_rank=2)
+        >>> F = net.initial_factors()
+        >>> [f.shape for f in F]
+        [(5, 2, 3), (5, 2, 4)]
+        >>> w0 = (np.kron(F[0][0, 0], F[1][0, 0]) + np.kron(F[0][0, 1], F[1][0, 1])) / np.sqrt(2)
+        >>> bool(np.allclose(net.initial_weights()[0], w0))
+        True
+        """
+        if self._init != "kron":
+            raise ArgumentError("init", "the net uses Gaussian init, which has no factors (use initial_weights())")
+        v.ensure_fits(
+            8.0 * self._width * self._init_rank * sum(self._dims), "the initial factor vectors", "initial_factors()"
+        )
+        return list(_core.kron_init_factors(self._seed, self._width, list(self._dims), self._init_rank))
 
     def dense_weights(self) -> np.ndarray:
         """The current W, materialized. Only for small d.
@@ -295,7 +385,7 @@ class TwoLayerNet:
         largest = max((blk.data.n for blk in self._blocks), default=0)
         need = 8.0 * self.d * (self._width + largest)
         v.ensure_fits(need, "the weight matrix (width × d) and one block's X (n × d)", "dense_weights()")
-        return _core.dense_weights(self._seed, self._width, list(self._dims), self._core_blocks())
+        return _core.dense_weights(self._core_init(), self._width, list(self._dims), self._core_blocks())
 
     def _points(self, X: FactorsLike, name: str) -> KronPoints:
         data = as_points(X, name)
@@ -303,8 +393,13 @@ class TwoLayerNet:
             raise ArgumentError(name, f"has factor dimensions {data.dims}, the net expects {self._dims}")
         return data
 
-    def _scratch_bytes(self, n: int, rank: int) -> float:
-        return float(_core.init_scratch_bytes(list(self._dims), n, rank, _core.thread_count()))
+    def _scratch_bytes(self, data: KronPoints) -> float:
+        """Bytes init needs beyond P for `data`'s points."""
+        return float(
+            _core.init_scratch_bytes(
+                self._core_init(), list(self._dims), data.n, data.rank, _table_rows(data), _core.thread_count()
+            )
+        )
 
     def preactivations(self, X: FactorsLike) -> np.ndarray:
         """<w_r, x_j> for every point j of X and neuron r.
@@ -341,9 +436,9 @@ class TwoLayerNet:
         """
         data = self._points(X, "X")
         largest = max((blk.data.n for blk in self._blocks), default=0)
-        need = 8.0 * data.n * (self._width + largest) + self._scratch_bytes(data.n, data.rank)
+        need = 8.0 * data.n * (self._width + largest) + self._scratch_bytes(data)
         v.ensure_fits(need, "the preactivation matrix (points × width)", "X")
-        return _core.preacts(data.core_layout, self._seed, self._width, self._core_blocks())
+        return _core.preacts(data.core_layout, self._core_init(), self._width, self._core_blocks())
 
     def predict(self, X: FactorsLike) -> np.ndarray:
         """f(W, x_j) for every point of X.
@@ -392,11 +487,20 @@ class TwoLayerNet:
         sizes = [blk.data.n for blk in self._blocks if blk._coef.trained]
         rows = min(data.n, _core.predict_chunk_rows(self._width, sizes, PREDICT_CHUNK_BYTES))
         need = float(
-            _core.predict_chunk_bytes(list(self._dims), self._width, sizes, rows, data.rank, _core.thread_count())
+            _core.predict_chunk_bytes(
+                self._core_init(),
+                list(self._dims),
+                self._width,
+                sizes,
+                rows,
+                data.rank,
+                _table_rows(data),
+                _core.thread_count(),
+            )
         )
 
         v.ensure_fits(8.0 * data.n + float(need), "one chunk of prediction", "X")
-        out = _core.predict(data.core_layout, self._a, self._threshold, self._seed, self._core_blocks(), rows)
+        out = _core.predict(data.core_layout, self._a, self._threshold, self._core_init(), self._core_blocks(), rows)
         if not np.isfinite(out).all():
             raise ArgumentError("X", "the predictions overflow float64 (the points or weights are too large)")
         return out
@@ -442,6 +546,8 @@ class TwoLayerNet:
             "width": self._width,
             "threshold": self._threshold,
             "seed": self._seed,
+            "init": self._init,
+            "init_rank": self._init_rank,
             "blocks": [
                 {"kind": blk.data.kind, **blk.data._state_arrays(), "y": blk.data.y, "alpha_t": blk._coef.alpha_t()}
                 for blk in self._blocks
@@ -450,7 +556,14 @@ class TwoLayerNet:
 
     @classmethod
     def _from_state(cls, state: Dict[str, Any]) -> TwoLayerNet:
-        net = cls(state["dims"], state["width"], threshold=state["threshold"], seed=state["seed"])
+        net = cls(
+            state["dims"],
+            state["width"],
+            threshold=state["threshold"],
+            seed=state["seed"],
+            init=state.get("init", "gaussian"),
+            init_rank=state.get("init_rank", 8),
+        )
         for j, blk in enumerate(state["blocks"]):
             data = _points.from_state(blk.get("kind", "kron"), blk, blk["y"])
             if data.dims != net.dims:
@@ -468,7 +581,8 @@ class TwoLayerNet:
 
     def __repr__(self) -> str:
         return (
-            f"TwoLayerNet(dims={self._dims}, width={self._width}, threshold={self._threshold:.6g}, seed={self._seed})"
+            f"TwoLayerNet(dims={self._dims}, width={self._width}, threshold={self._threshold:.6g}, seed={self._seed}"
+            + (f", init='kron', init_rank={self._init_rank})" if self._init == "kron" else ")")
         )
 
 

@@ -65,6 +65,8 @@ def net_meta(state: Dict[str, Any]) -> Dict[str, Any]:
         "width": int(state["width"]),
         "threshold": float(state["threshold"]),
         "seed": int(state["seed"]),
+        "init": str(state["init"]),
+        "init_rank": int(state["init_rank"]),
         "blocks": len(state["blocks"]),
         "block_kinds": [blk["kind"] for blk in state["blocks"]],
     }
@@ -228,6 +230,9 @@ def read_net_state(r: Reader) -> Dict[str, Any]:
         "width": r.field(m, "width", int, "net"),
         "threshold": r.field(m, "threshold", (int, float), "net"),
         "seed": r.field(m, "seed", int, "net"),
+        # Version 1 predates Kronecker-factored init.
+        "init": r.field(m, "init", str, "net") if "init" in m else "gaussian",
+        "init_rank": r.field(m, "init_rank", int, "net") if "init_rank" in m else 8,
         "blocks": blocks,
     }
 

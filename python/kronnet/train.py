@@ -317,7 +317,7 @@ class Trainer:
             data.y,
             net.a,
             net.threshold,
-            net.seed,
+            net._core_init(),
             coef,
             net._core_blocks(),
             self._gram if self._gram != "none" else "precomputed",  # type: ignore[arg-type]
@@ -885,7 +885,7 @@ def _plan(
         # trained block's cross-Gram, n × n_s), then the Gram and the index,
         # which stay. P, the block and the factors' copy span both.
         init_phase = max(
-            float(_core.init_scratch_bytes(list(net.dims), n, data.rank, threads)),
+            net._scratch_bytes(data),
             8.0 * n * max(trained, default=0),
         )
         gram_bytes = 8.0 * n * n + 8.0 * 64 * n * threads if gram == "precomputed" else 0.0
