@@ -101,7 +101,20 @@ struct Finished<T> {
 /// allocator's per-thread arenas stay few and memory does not fragment
 /// across calls.
 fn interruptible<T: Send>(py: Python<'_>, work: impl FnOnce(&Control) -> crate::Result<T> + Send) -> Finished<T> {
+    reporting(py, None, 0, work)
+}
+
+/// `interruptible`, and at every poll `progress(done, total)` is called with
+/// the work's count of units done (`Control::advance`) and `total`. An
+/// exception from the callback stops the work like a signal.
+fn reporting<T: Send>(
+    py: Python<'_>,
+    progress: Option<&Py<PyAny>>,
+    total: u64,
+    work: impl FnOnce(&Control) -> crate::Result<T> + Send,
+) -> Finished<T> {
     let ctl = Control::new();
+    ctl.add_total(total);
     let mut signal: Option<PyErr> = None;
     let mut slot: Option<Result<crate::Result<T>, String>> = None;
     py.detach(|| {
@@ -116,7 +129,14 @@ fn interruptible<T: Send>(py: Python<'_>, work: impl FnOnce(&Control) -> crate::
             // Until the task reports (or its sender is dropped by a panic).
             while let Err(RecvTimeoutError::Timeout) = rx.recv_timeout(POLL) {
                 if signal.is_none() {
-                    if let Err(e) = Python::attach(|py| py.check_signals()) {
+                    let checked = Python::attach(|py| {
+                        py.check_signals()?;
+                        if let Some(cb) = progress {
+                            cb.call1(py, ctl.progress())?;
+                        }
+                        Ok::<(), PyErr>(())
+                    });
+                    if let Err(e) = checked {
                         *signal = Some(e);
                         ctl.request_stop();
                     }
@@ -373,24 +393,31 @@ impl<'py> HeldBlocks<'py> {
 
 /// <w_r, x_j> for every point (q of them) under W(0) + the blocks: (q, width).
 #[pyfunction]
+#[pyo3(signature = (points, init, width, blocks, progress=None))]
 fn preacts<'py>(
     py: Python<'py>,
     points: PyPoints<'py>,
     init: PyInit,
     width: usize,
     blocks: PyBlocks<'py>,
+    progress: Option<Py<PyAny>>,
 ) -> PyResult<Bound<'py, PyArray2<f64>>> {
     let init = initial(&init)?;
     let points = HeldPoints::hold(&points, "points")?;
     let held = HeldBlocks::hold(&blocks)?;
     let blocks = held.blocks().map_err(|e| to_py(py, e))?;
+    let total = (points.n() * width) as u64;
     let points = points.views();
-    let done = interruptible(py, |ctl| prediction::preacts_t(&points.factors()?, &init, width, &blocks, ctl));
+    let done = reporting(py, progress.as_ref(), total, |ctl| {
+        prediction::preacts_t(&points.factors()?, &init, width, &blocks, ctl)
+    });
     Ok(finish(py, done)?.reversed_axes().into_pyarray(py))
 }
 
 /// f(W, x_j) for every point, `chunk_rows` points at a time: (q,).
 #[pyfunction]
+#[pyo3(signature = (points, a, threshold, init, blocks, chunk_rows, progress=None))]
+#[allow(clippy::too_many_arguments)]
 fn predict<'py>(
     py: Python<'py>,
     points: PyPoints<'py>,
@@ -399,14 +426,16 @@ fn predict<'py>(
     init: PyInit,
     blocks: PyBlocks<'py>,
     chunk_rows: usize,
+    progress: Option<Py<PyAny>>,
 ) -> PyResult<Bound<'py, PyArray1<f64>>> {
     let init = initial(&init)?;
     let points = HeldPoints::hold(&points, "points")?;
     let a = f64_array::<Ix1>(a, "a")?.as_array().to_vec();
     let held = HeldBlocks::hold(&blocks)?;
     let blocks = held.blocks().map_err(|e| to_py(py, e))?;
+    let total = (points.n() * a.len()) as u64;
     let points = points.views();
-    let done = interruptible(py, |ctl| {
+    let done = reporting(py, progress.as_ref(), total, |ctl| {
         let model = Model::checked(a, threshold)?;
         prediction::predict(&points.factors()?, &model, &init, &blocks, chunk_rows, ctl)
     });
@@ -595,7 +624,7 @@ impl TrainerCore {
     /// Otherwise the state starts from the net's current weights: W(0) (from
     /// `seed`) plus `blocks`, which include `coef` itself when it is trained.
     #[new]
-    #[pyo3(signature = (backend, points, y, a, threshold, init, coef, blocks, gram, index, state=None, p_bound=None))]
+    #[pyo3(signature = (backend, points, y, a, threshold, init, coef, blocks, gram, index, state=None, p_bound=None, progress=None))]
     #[allow(clippy::too_many_arguments)]
     fn new<'py>(
         py: Python<'py>,
@@ -611,6 +640,7 @@ impl TrainerCore {
         index: &str,
         state: Option<&Bound<'py, PyAny>>,
         p_bound: Option<f64>,
+        progress: Option<Py<PyAny>>,
     ) -> PyResult<Self> {
         let backend = parse_mode(backend, "backend", &BACKENDS)?;
         let init = initial(&init)?;
@@ -628,23 +658,23 @@ impl TrainerCore {
             c.inner.check_shape(points.n(), a.len()).map_err(|e| to_py(py, e))?;
         }
         let state_view = state.as_ref().map(|s| s.as_array());
+        // Progress counts the Kronecker init's points × neurons (the dense
+        // backend and a resumed state do not count).
+        let counted = state_view.is_none() && backend == BackendKind::Kron;
+        let total = if counted { (points.n() * a.len()) as u64 } else { 0 };
         let points = points.views();
-        let done = interruptible(py, |ctl| -> crate::Result<Engine> {
+        let done = reporting(py, progress.as_ref(), total, |ctl| -> crate::Result<Engine> {
             let f = points.factors()?;
             let model = Model::checked(a, threshold)?;
             let width = model.width();
             match backend {
                 BackendKind::Kron => {
-                    // The Kronecker state keeps its own copy of the factors
-                    // (tables and indexes as given); the dense one only
-                    // needs X.
-                    let owned = f.to_owned();
                     let p_t = match state_view {
                         Some(s) => s.to_owned(),
                         None => prediction::preacts_t(&f, &init, width, &blocks, ctl)?,
                     };
                     let b = model.b;
-                    let mut st = KronState::with_points(owned, y, model, p_t, gram, |vals| index.build(vals, b))?;
+                    let mut st = KronState::with_points(&f, y, model, p_t, gram, |vals| index.build(vals, b))?;
                     if let Some(bound) = p_bound {
                         st.set_p_bound(bound)?;
                     }

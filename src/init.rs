@@ -176,6 +176,7 @@ pub fn init_preacts_t(f: &Factors<'_>, seed: u64, width: usize, ctl: &Control) -
                 }
             }
             c0 += b;
+            ctl.advance((b * n) as u64);
         }
         Ok(())
     })?;

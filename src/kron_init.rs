@@ -25,18 +25,23 @@ use crate::rng::{KeyedStream, Stream};
 use ndarray::{s, Array2, Axis};
 use rayon::prelude::*;
 
-/// Neurons × terms (columns of the per-factor GEMMs) per parallel task:
-/// fixed, so results do not depend on the thread count.
-const BLOCK_COLUMNS: usize = 64;
+/// Neurons × terms (columns of the per-factor GEMMs) per parallel task, at
+/// most: wide GEMMs run faster, but the block's factor vectors take
+/// columns × Σ d_k numbers. A function of the shape only, so results do not
+/// depend on the thread count.
+const MAX_BLOCK_COLUMNS: usize = 256;
+/// Bound on a block's factor vectors (columns × Σ d_k), in f64s.
+const MAX_BLOCK_FACTORS: usize = 1 << 24;
 /// Points per chunk of the per-factor GEMMs (bounds the intermediates).
 const CHUNK_POINTS: usize = 1024;
 
 /// Largest rank R accepted (each neuron draws R Σ d_k normals).
 pub const MAX_RANK: usize = 1 << 16;
 
-/// Neurons per task for rank R.
-fn neurons_per_block(rank: usize) -> usize {
-    (BLOCK_COLUMNS / rank).max(1)
+/// Neurons per task for rank R and Σ d_k = `sum_d`.
+fn neurons_per_block(rank: usize, sum_d: usize) -> usize {
+    let columns = (MAX_BLOCK_FACTORS / sum_d.max(1)).clamp(1, MAX_BLOCK_COLUMNS);
+    (columns / rank).max(1)
 }
 
 /// Checks the rank and the neuron count.
@@ -63,8 +68,8 @@ pub fn neuron_factors(seed: u64, neuron: usize, out: &mut [f64]) {
 /// per-factor products for one chunk of points (or whole entity tables) and
 /// one neuron's normals.
 pub fn scratch_bytes(dims: &[usize], table_rows: usize, rank: usize, threads: usize) -> u128 {
-    let cols = (neurons_per_block(rank) * rank) as u128;
     let sum_d: u128 = dims.iter().map(|&k| k as u128).sum();
+    let cols = (neurons_per_block(rank, sum_d as usize) * rank) as u128;
     let rows = (table_rows.max(CHUNK_POINTS)) as u128;
     8 * (2 * cols * sum_d + rows * cols * dims.len() as u128 + cols) * threads.max(1) as u128
 }
@@ -83,7 +88,7 @@ pub fn preacts_t(f: &Factors<'_>, seed: u64, width: usize, rank: usize, ctl: &Co
     let dims = f.dims();
     let sum_d: usize = dims.iter().sum();
     let scale = 1.0 / (rank as f64).sqrt();
-    let block = neurons_per_block(rank);
+    let block = neurons_per_block(rank, sum_d);
     let terms_per_point = f.rank();
     p_t.axis_chunks_iter_mut(Axis(0), block).into_par_iter().enumerate().try_for_each(|(blk, mut rows)| {
         ctl.check()?;
@@ -139,6 +144,7 @@ pub fn preacts_t(f: &Factors<'_>, seed: u64, width: usize, rank: usize, ctl: &Co
                     rows[[c, i]] = scale * point;
                 }
             }
+            ctl.advance(((stop - start) * b) as u64);
             start = stop;
         }
         Ok(())

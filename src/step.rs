@@ -30,16 +30,25 @@ impl GramMode {
         [("precomputed", GramMode::Precomputed), ("columns", GramMode::Columns)];
 }
 
+/// Where a step gets K[B, :] from.
+enum Kernel {
+    /// The n × n Gram.
+    Gram(Array2<f64>),
+    /// The trainer's own copy of the points (rows, or tables and indexes),
+    /// K[B, :] computed per step. Only this mode keeps the factors: with the
+    /// Gram precomputed no step reads them, and at large d_k they can be
+    /// the largest array there is.
+    Columns(OwnedFactors),
+}
+
 pub struct KronState {
-    /// The trainer's own copy of the points (rows, or tables and indexes).
-    factors: OwnedFactors,
     y: Vec<f64>,
     model: Model,
     /// Pᵀ (m × n), neuron-major: a step rewrites whole rows P[:, r] for the
     /// fired neurons r ∈ R, so each is one contiguous n-vector updated by S
     /// axpys. Point-major P would touch every cache line of P for |R| ≳ m/8.
     p_t: Array2<f64>,
-    gram: Option<Array2<f64>>,
+    kernel: Kernel,
     index: Box<dyn ActivationIndex>,
     /// An upper bound on max |P[i, r]|. While bound + the step's largest
     /// possible change stays below `SAFE_BOUND`, no entry can overflow, so
@@ -83,21 +92,18 @@ impl KronState {
         mode: GramMode,
         make_index: impl FnOnce(ArrayView2<'_, f64>) -> Box<dyn ActivationIndex>,
     ) -> Result<KronState> {
-        let owned = Factors::with_rank(views(&factors), rank)?.to_owned();
-        Self::with_points(owned, y, model, p_t, mode, make_index)
+        Self::with_points(&Factors::with_rank(views(&factors), rank)?, y, model, p_t, mode, make_index)
     }
 
-    /// `new` for any points (rank r, indexed factors): `factors` were
-    /// checked when they were made (`Factors::to_owned`).
+    /// `new` for any points (rank r, indexed factors), copied as needed.
     pub fn with_points(
-        factors: OwnedFactors,
+        f: &Factors<'_>,
         y: Vec<f64>,
         model: Model,
         p_t: Array2<f64>,
         mode: GramMode,
         make_index: impl FnOnce(ArrayView2<'_, f64>) -> Box<dyn ActivationIndex>,
     ) -> Result<KronState> {
-        let f = factors.view();
         let n = f.n();
         if n == 0 {
             return invalid("data", "has no points");
@@ -112,19 +118,18 @@ impl KronState {
         if p_t.iter().any(|v| !(v.abs() < SAFE_BOUND)) {
             return invalid("preacts", format!("must be finite with |P| < {SAFE_BOUND:e}"));
         }
-        let gram = match mode {
-            GramMode::Precomputed => Some(gram(&f)?),
-            GramMode::Columns => None,
+        let kernel = match mode {
+            GramMode::Precomputed => Kernel::Gram(gram(f)?),
+            GramMode::Columns => Kernel::Columns(f.to_owned()),
         };
         let p_t = into_standard(p_t);
         let index = make_index(p_t.t());
         let p_bound = max_abs(p_t.iter());
         Ok(KronState {
-            factors,
             y,
             model,
             p_t,
-            gram,
+            kernel,
             index,
             p_bound,
             index_seconds: 0.0,
@@ -190,10 +195,9 @@ impl KronState {
     }
 
     pub fn gram_mode(&self) -> GramMode {
-        if self.gram.is_some() {
-            GramMode::Precomputed
-        } else {
-            GramMode::Columns
+        match self.kernel {
+            Kernel::Gram(_) => GramMode::Precomputed,
+            Kernel::Columns(_) => GramMode::Columns,
         }
     }
 
@@ -228,9 +232,9 @@ impl KronState {
         }
         // K[B, :] (= K[:, B]ᵀ, K symmetric) as S contiguous rows of n: the
         // step's axpy operands.
-        let kb_t = match &self.gram {
-            Some(k) => k.select(Axis(0), batch),
-            None => gram_rows(&self.factors.view(), batch)?,
+        let kb_t = match &self.kernel {
+            Kernel::Gram(k) => k.select(Axis(0), batch),
+            Kernel::Columns(f) => gram_rows(&f.view(), batch)?,
         };
         self.check_growth(&kb_t, &upd.coef)?;
         coef.apply(batch, &upd.neurons, &upd.coef)?;
@@ -466,7 +470,7 @@ mod tests {
         let model = Model::new(output_signs(3, m), b).unwrap();
         let seed = 3;
         let p0 = init_preacts_t(f, seed, m, &Control::new()).unwrap();
-        let mut kron = KronState::with_points(f.to_owned(), y.clone(), model.clone(), p0, mode, |_| {
+        let mut kron = KronState::with_points(f, y.clone(), model.clone(), p0, mode, |_| {
             Box::new(LinearScan::default())
         })
         .unwrap();

@@ -1,6 +1,6 @@
 """Type stubs of the Rust extension `kronnet._core` (see src/bindings.rs)."""
 
-from typing import Dict, List, Literal, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Literal, Optional, Sequence, Tuple
 
 import numpy as np
 import numpy.typing as npt
@@ -38,8 +38,18 @@ __all__ = [
     "thread_count",
 ]
 
-def preacts(points: _Points, init: _Init, width: int, blocks: _Blocks) -> _F64: ...
-def predict(points: _Points, a: _F64, threshold: float, init: _Init, blocks: _Blocks, chunk_rows: int) -> _F64: ...
+_Progress = Optional[Callable[[int, int], None]]
+
+def preacts(points: _Points, init: _Init, width: int, blocks: _Blocks, progress: _Progress = None) -> _F64: ...
+def predict(
+    points: _Points,
+    a: _F64,
+    threshold: float,
+    init: _Init,
+    blocks: _Blocks,
+    chunk_rows: int,
+    progress: _Progress = None,
+) -> _F64: ...
 def dense_weights(init: _Init, width: int, dims: Sequence[int], blocks: _Blocks) -> _F64: ...
 def cross_gram(a: _Points, b: _Points) -> _F64: ...
 def initial_weights(init: _Init, width: int, dims: Sequence[int]) -> _F64: ...
@@ -90,6 +100,7 @@ class TrainerCore:
         index: _IndexName,
         state: Optional[_F64] = None,
         p_bound: Optional[float] = None,
+        progress: _Progress = None,
     ) -> TrainerCore: ...
     def step(self, batch: _I64, lr: float) -> Tuple[float, int, int]: ...
     def run(self, indices_: _I64, offsets: _I64, lr: float) -> Tuple[_F64, _I64, _I64, Optional[BaseException]]: ...

@@ -362,3 +362,53 @@ def pair_init(n_pairs: int, sizes: Sequence[int], dims: Sequence[int], width: in
         "pair_bytes": pairs.core_nbytes,
         "kron_bytes": kron.core_nbytes,
     }
+
+
+def end_to_end(
+    dims: Sequence[int],
+    n: int,
+    width: int,
+    init: str,
+    init_rank: int,
+    steps: int,
+    predicted: int,
+    batch_size: int = 8,
+) -> Dict[str, Any]:
+    """The whole pipeline in a fresh process — generate the data, build the
+    trainer (init and Gram), train `steps` steps, generate and predict
+    `predicted` new points — with each phase's wall time and the process's
+    peak resident memory (VmHWM)."""
+    code = (
+        "import json, time, kronnet as kn\n"
+        "t = [time.perf_counter()]\n"
+        f"data = kn.make_kronecker_data({n}, dims={tuple(dims)}, seed=0)\n"
+        "t.append(time.perf_counter())\n"
+        f"net = kn.TwoLayerNet(data.dims, {width}, seed=0, init={init!r}, init_rank={init_rank})\n"
+        f"tr = kn.Trainer(net, data, lr=kn.suggest_lr(net, {batch_size}), batch_size={batch_size})\n"
+        "t.append(time.perf_counter())\n"
+        f"hist = tr.fit({steps})\n"
+        "t.append(time.perf_counter())\n"
+        f"new = kn.make_kronecker_data({predicted}, dims={tuple(dims)}, seed=1)\n"
+        "t.append(time.perf_counter())\n"
+        "out = net.predict(new)\n"
+        "t.append(time.perf_counter())\n"
+        "peak = [int(l.split()[1]) * 1024 for l in open('/proc/self/status') if l.startswith('VmHWM')][0]\n"
+        "phases = ['data', 'init', 'train', 'new_data', 'predict']\n"
+        "res = {p: t[i + 1] - t[i] for i, p in enumerate(phases)}\n"
+        "res.update(total=t[-1] - t[0], peak_rss_bytes=peak, loss_start=float(hist.loss[0]),\n"
+        "           loss_end=float(hist.loss[-1]), threshold=net.threshold)\n"
+        "print(json.dumps(res))\n"
+    )
+    import json
+
+    res: Dict[str, Any] = json.loads(_child_output(code))
+    d = math.prod(dims)
+    res.update(
+        dims=list(dims), d=d, n=n, width=width, init_kind=init, init_rank=init_rank, steps=steps, predicted=predicted
+    )
+    # Multiply-adds of init and prediction: per point and neuron, R sum_k d_k
+    # (kron) or d (Gaussian); times 2 for flops.
+    per_point = init_rank * sum(dims) if init == "kron" else d
+    res["init_flops"] = 2.0 * n * width * per_point
+    res["predict_flops"] = 2.0 * predicted * width * per_point
+    return res

@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="measure: per-step time vs d against dense baselines, the activation indexes, "
         "memory churn, or PairData init",
     )
-    b.add_argument("sweep", nargs="?", choices=["scaling", "index", "churn", "pairs"], default="scaling")
+    b.add_argument("sweep", nargs="?", choices=["scaling", "index", "churn", "pairs", "endtoend"], default="scaling")
     b.add_argument("--n", type=int, default=512, help="training points (default 512)")
     b.add_argument("--width", type=int, default=2048, help="hidden neurons m for the scaling sweep (default 2048)")
     b.add_argument("--batch-size", type=int, default=8, help="S (default 8)")
@@ -38,6 +38,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--max-d", type=int, default=2**20, help="largest d of the scaling sweep (default 2^20)")
     b.add_argument("--max-width", type=int, default=2**18, help="largest m of the index sweep (default 2^18)")
     b.add_argument("--init-width", type=int, default=64, help="neurons of the pairs init comparison (default 64)")
+    b.add_argument("--init-rank", type=int, default=8, help="R of the Kronecker init in endtoend (default 8)")
+    b.add_argument("--e2e-steps", type=int, default=3000, help="training steps per endtoend run (default 3000)")
+    b.add_argument(
+        "--gaussian-max-seconds",
+        type=float,
+        default=60.0,
+        help="endtoend: Gaussian init stops after the first d slower than this (default 60)",
+    )
     b.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
     b.add_argument("--quick", action="store_true", help="fewer shapes, no peak-memory run")
     b.add_argument("--out", default="bench_results", help="folder for the JSON and PNG (default bench_results)")
@@ -50,7 +58,13 @@ def bench_command(args: argparse.Namespace) -> int:
     """Dispatches `kronnet bench SWEEP` to its sweep in sweeps.py."""
     from . import sweeps
 
-    run = {"scaling": sweeps.scaling, "index": sweeps.index, "churn": sweeps.churn, "pairs": sweeps.pairs}[args.sweep]
+    run = {
+        "scaling": sweeps.scaling,
+        "index": sweeps.index,
+        "churn": sweeps.churn,
+        "pairs": sweeps.pairs,
+        "endtoend": sweeps.endtoend,
+    }[args.sweep]
     return run(args)
 
 

@@ -14,6 +14,7 @@ from . import points as _points
 from .data import FactorsLike, as_points
 from .errors import ArgumentError
 from .points import CoreLayout, KronPoints
+from .progress import PointsBar
 
 #: Memory one chunk of `predict` may use (P of the chunk's points and their
 #: cross-Gram with the largest training set): prediction on any number of
@@ -440,7 +441,7 @@ class TwoLayerNet:
         v.ensure_fits(need, "the preactivation matrix (points × width)", "X")
         return _core.preacts(data.core_layout, self._core_init(), self._width, self._core_blocks())
 
-    def predict(self, X: FactorsLike) -> np.ndarray:
+    def predict(self, X: FactorsLike, progress: bool = False) -> np.ndarray:
         """f(W, x_j) for every point of X.
 
         The points are processed in chunks (``PREDICT_CHUNK_BYTES`` each), so
@@ -452,6 +453,9 @@ class TwoLayerNet:
         X : KronData, PairData or list of array_like of shapes (q, d_k)
             The points, as a data set or as KronData's factor matrices; the dims
             must equal the net's. Targets, if any, are ignored.
+        progress : bool, default False
+            Show a tqdm progress bar over the points once prediction has run
+            for more than a second.
 
         Returns
         -------
@@ -500,7 +504,16 @@ class TwoLayerNet:
         )
 
         v.ensure_fits(8.0 * data.n + float(need), "one chunk of prediction", "X")
-        out = _core.predict(data.core_layout, self._a, self._threshold, self._core_init(), self._core_blocks(), rows)
+        with PointsBar(v.flag(progress, "progress"), data.n, self._width, "predict") as bar:
+            out = _core.predict(
+                data.core_layout,
+                self._a,
+                self._threshold,
+                self._core_init(),
+                self._core_blocks(),
+                rows,
+                progress=bar.callback,
+            )
         if not np.isfinite(out).all():
             raise ArgumentError("X", "the predictions overflow float64 (the points or weights are too large)")
         return out

@@ -313,3 +313,91 @@ def pairs(args: argparse.Namespace) -> int:
         )
     )
     return 0
+
+
+def endtoend(args: argparse.Namespace) -> int:
+    """The whole pipeline against d (data, init, training, prediction), with
+    Kronecker-factored and Gaussian init (docs/guide.md, "Kronecker-factored
+    initialization")."""
+    from tqdm.auto import tqdm
+
+    n, m, rank = args.n, args.width, args.init_rank
+    results: List[Dict[str, Any]] = []
+    headline = [((1024, 1024, 1024), 1000)] if args.quick else [((1024, 1024, 1024), 1000), ((32768, 32768), 100)]
+    for dims, q in headline:
+        results.append(bench.end_to_end(dims, n, m, "kron", rank, args.e2e_steps, q))
+    exps = range(12, 31, 6) if args.quick else range(12, 31, 2)
+    gaussian_done = False
+    for k in tqdm(list(exps), desc="d sweep", unit="d", disable=args.no_progress):
+        dims = bench.square_dims(2**k)
+        results.append(bench.end_to_end(dims, n, m, "kron", rank, args.e2e_steps, 100))
+        if not gaussian_done:
+            r = bench.end_to_end(dims, n, m, "gaussian", rank, args.e2e_steps, 100)
+            results.append(r)
+            # Gaussian init stops at the first d where the pipeline takes
+            # more than a minute; beyond it every factor 4 in d is ~4x longer.
+            gaussian_done = r["total"] > args.gaussian_max_seconds
+    save_json(f"{args.out}/bench_endtoend.json", {"meta": meta(args), "results": results})
+    print(f"\nend to end, n={n}, m={m}, {args.e2e_steps} steps, R={rank}, {args.threads} thread(s); seconds per phase:")
+    print(endtoend_table(results))
+    plot_endtoend(results, f"{args.out}/bench_endtoend.png")
+    return 0
+
+
+def endtoend_table(results: List[Dict[str, Any]]) -> str:
+    """The end-to-end runs as a Markdown table."""
+    rows = []
+    for r in results:
+        init_rate = r["init_flops"] / r["init"] / 1e9
+        rows.append(
+            [
+                f"2^{int(math.log2(r['d']))}",
+                " x ".join(map(str, r["dims"])),
+                r["init_kind"] + (f" R={r['init_rank']}" if r["init_kind"] == "kron" else ""),
+                f"{r['data']:.2f}",
+                f"{r['init']:.2f} ({init_rate:.0f} GF/s)",
+                f"{r['train']:.2f}",
+                f"{r['predict']:.2f} ({r['predicted']} pts)",
+                f"{r['total']:.2f}",
+                f"{r['peak_rss_bytes'] / 2**20:.0f}",
+                f"{r['loss_start']:.3g} -> {r['loss_end']:.2g}",
+            ]
+        )
+    return table(["d", "dims", "init", "data", "init (rate)", "train", "predict", "total", "peak MiB", "loss"], rows)
+
+
+def plot_endtoend(results: List[Dict[str, Any]], path: str) -> None:
+    """Total end-to-end time against d for each init (needs matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed (pip install 'kronnet[plot]'): no plot")
+        return
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for init, label in [("kron", "init='kron'"), ("gaussian", "init='gaussian'")]:
+        pts = sorted((r["d"], r["total"]) for r in results if r["init_kind"] == init and len(r["dims"]) == 2)
+        if pts:
+            ax.plot(*zip(*pts), marker="o", label=f"{label}, p = 2")
+    for r in results:
+        if len(r["dims"]) == 3:
+            ax.plot(
+                [r["d"]],
+                [r["total"]],
+                marker="*",
+                markersize=12,
+                linestyle="none",
+                label=f"init='kron', p = 3 ({r['predicted']} predicted)",
+            )
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("input dimension d")
+    ax.set_ylabel("seconds: data + init + training + prediction")
+    ax.set_title("End-to-end time vs d")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"wrote {path}")

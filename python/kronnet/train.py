@@ -14,6 +14,7 @@ from . import _validate as v
 from .errors import ArgumentError, ArgumentTypeError, DivergenceError, StaleTrainerError
 from .net import TwoLayerNet
 from .points import KronPoints
+from .progress import PointsBar, steps_bar
 
 BACKENDS = ("kron", "dense")
 INDEXES = ("auto", "scan", "tree", "bits")
@@ -237,6 +238,9 @@ class Trainer:
         each step), or "auto" (precomputed when it fits `gram_budget_bytes`).
     gram_budget_bytes : int, default 2**30
         Cap on the precomputed Gram for ``gram="auto"`` (1 GiB).
+    progress : bool, default False
+        Show a tqdm progress bar over the points while the initial inner
+        products P(0) are computed, once that has taken more than a second.
 
     Raises
     ------
@@ -279,8 +283,10 @@ class Trainer:
         seed: int = 0,
         gram: GramMode = "auto",
         gram_budget_bytes: int = GRAM_BUDGET_BYTES,
+        progress: bool = False,
     ) -> None:
-        self._setup(net, data, lr, batch_size, index, backend, seed, gram, gram_budget_bytes, None)
+        progress = v.flag(progress, "progress")
+        self._setup(net, data, lr, batch_size, index, backend, seed, gram, gram_budget_bytes, None, progress)
 
     def _setup(
         self,
@@ -294,6 +300,7 @@ class Trainer:
         gram: str,
         gram_budget_bytes: int,
         resume: Optional[Dict[str, Any]],
+        progress: bool = False,
     ) -> None:
         plan = _plan(net, data, lr, batch_size, index, backend, seed, gram, gram_budget_bytes)
         self._lr = plan.lr
@@ -311,20 +318,22 @@ class Trainer:
         assert data.y is not None  # checked by _plan
         coef = net._block_for(data)
         state, p_bound = (None, None) if resume is None else (resume["state"], resume.get("p_bound"))
-        self._core = _core.TrainerCore(
-            self._backend,  # type: ignore[arg-type]  # validated by _plan
-            data.core_layout,
-            data.y,
-            net.a,
-            net.threshold,
-            net._core_init(),
-            coef,
-            net._core_blocks(),
-            self._gram if self._gram != "none" else "precomputed",  # type: ignore[arg-type]
-            self._index if self._index != "none" else "scan",  # type: ignore[arg-type]
-            state,
-            p_bound,
-        )
+        with PointsBar(progress and resume is None, data.n, net.width, "init") as bar:
+            self._core = _core.TrainerCore(
+                self._backend,  # type: ignore[arg-type]  # validated by _plan
+                data.core_layout,
+                data.y,
+                net.a,
+                net.threshold,
+                net._core_init(),
+                coef,
+                net._core_blocks(),
+                self._gram if self._gram != "none" else "precomputed",  # type: ignore[arg-type]
+                self._index if self._index != "none" else "scan",  # type: ignore[arg-type]
+                state,
+                p_bound,
+                progress=bar.callback,
+            )
         if resume is not None:
             self._sampler.set_state(resume["sampler"])
             self._steps = resume["steps_done"]
@@ -713,7 +722,7 @@ class Trainer:
         # Steps run in Rust in chunks: no Python between steps, the GIL
         # released, and still a live progress bar and checkpoints.
         chunk = max(1, min(steps // 100, 256))
-        bar = _progress_bar(steps, progress)
+        bar = steps_bar(steps, progress)
         done = 0
         try:
             try:
@@ -883,14 +892,16 @@ def _plan(
             gram = "precomputed" if 8.0 * n * n <= gram_budget_bytes else "columns"
         # Two phases follow each other: init (its per-thread buffers, or one
         # trained block's cross-Gram, n × n_s), then the Gram and the index,
-        # which stay. P, the block and the factors' copy span both.
+        # which stay. P, the block and the points' copy span both.
         init_phase = max(
             net._scratch_bytes(data),
             8.0 * n * max(trained, default=0),
         )
         gram_bytes = 8.0 * n * n + 8.0 * 64 * n * threads if gram == "precomputed" else 0.0
         state_phase = gram_bytes + float(_core.index_memory_bytes(index, n, m))
-        estimate = 8.0 * n * m + block + float(data.core_nbytes) + 8.0 * n + max(init_phase, state_phase)
+        # The trainer copies the points only to recompute Gram columns.
+        points = float(data.core_nbytes) if gram == "columns" else 0.0
+        estimate = 8.0 * n * m + block + points + 8.0 * n + max(init_phase, state_phase)
         what = "the training state (P, coefficients, Gram, index)"
     else:
         index, gram = "none", "none"
@@ -952,11 +963,3 @@ def _validation_loss(net: TwoLayerNet, data: KronPoints) -> float:
     e = pred - data.y
     with np.errstate(over="ignore"):
         return float(e @ e) / (2.0 * data.n)
-
-
-def _progress_bar(total: int, enabled: bool) -> Any:
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, unit="step", dynamic_ncols=True)
