@@ -502,6 +502,13 @@ fn kron_threshold(py: Python<'_>, gaussian_b: f64, rank: usize, p: usize) -> PyR
     guarded(py, || kron_init::threshold(gaussian_b, rank, p))
 }
 
+/// The expected fraction of neurons a rank-one unit-norm point fires at
+/// threshold b under Kronecker init of rank R with p factors.
+#[pyfunction]
+fn kron_firing_fraction(py: Python<'_>, b: f64, rank: usize, p: usize) -> PyResult<f64> {
+    guarded(py, || kron_init::firing_fraction(b, rank, p))
+}
+
 /// Kronecker-factored init's factor vectors: per factor an array (width, R, d_k).
 #[pyfunction]
 fn kron_init_factors<'py>(
@@ -685,7 +692,7 @@ impl TrainerCore {
                         Some(s) => s.to_owned(),
                         None => prediction::dense_weights(&init, width, &dims, &blocks, ctl)?,
                     };
-                    let x = prediction::materialize(&f)?;
+                    let x = f.materialize()?;
                     Ok(Engine::Dense(DenseState::new(x, y, model, w)?))
                 }
             }
@@ -948,6 +955,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(predict_chunk_bytes, m)?)?;
     m.add_function(wrap_pyfunction!(thread_count, m)?)?;
     m.add_function(wrap_pyfunction!(kron_threshold, m)?)?;
+    m.add_function(wrap_pyfunction!(kron_firing_fraction, m)?)?;
     m.add_function(wrap_pyfunction!(kron_init_factors, m)?)?;
     m.add_class::<PyCoefficients>()?;
     m.add_class::<TrainerCore>()?;

@@ -13,6 +13,7 @@
 use crate::error::{invalid, Result};
 use crate::model::VALUE_BOUND;
 use ndarray::{s, Array1, Array2, ArrayView1, ArrayView2, Axis};
+use rayon::prelude::*;
 
 /// Borrowed factors of one data set, checked for consistent shapes.
 #[derive(Clone, Debug)]
@@ -251,6 +252,20 @@ impl<'a> Factors<'a> {
             index: self.index.iter().map(|idx| idx.as_ref().map(|i| i.to_owned())).collect(),
             rank: self.rank,
         }
+    }
+
+    /// X (n × d) with rows x_i, materialized in parallel: only for small d
+    /// (the dense backend, init at small d, `dense_weights`).
+    pub fn materialize(&self) -> Result<Array2<f64>> {
+        let Some(d) = self.d() else {
+            return invalid("dims", "the product of the dimensions overflows");
+        };
+        let mut x = crate::error::try_array2(self.n(), d, "the dense data matrix (n × d)")?;
+        x.axis_iter_mut(Axis(0)).into_par_iter().enumerate().for_each_init(Vec::new, |row, (i, mut out)| {
+            self.dense_row(i, row);
+            out.assign(&ArrayView1::from(&row[..]));
+        });
+        Ok(x)
     }
 
     /// x_i materialized (length d): the sum of its terms; only for small d

@@ -104,6 +104,10 @@ pub fn scratch_bytes(dims: &[usize], n: usize, rank: usize, threads: usize) -> u
     let Some(d_usize) = usize::try_from(d).ok() else {
         return u128::MAX;
     };
+    if d_usize <= DENSE_MAX_D && n.saturating_mul(d_usize) <= DENSE_MAX_X {
+        // X once, and one block of W(0) per thread.
+        return 8 * (n as u128 * d + (DENSE_NEURON_BLOCK as u128) * d * threads.max(1) as u128);
+    }
     let terms = n.saturating_mul(rank.max(1));
     let (mut intermediate, mut batch) = (0u128, 1usize);
     for dk in [dims[0], dims[dims.len() - 1]] {
@@ -131,11 +135,22 @@ fn neurons_per_gemm(rest: usize) -> usize {
 /// order. Checks `ctl` between neurons.
 pub fn init_preacts_t(f: &Factors<'_>, seed: u64, width: usize, ctl: &Control) -> Result<Array2<f64>> {
     let d = check_shape(f, width)?;
-    let (n, rank) = (f.n(), f.rank());
+    let n = f.n();
     let mut p_t = try_array2(width, n, "preactivation matrix P (n × width)")?;
     if n == 0 {
         return Ok(p_t);
     }
+    if d <= DENSE_MAX_D && n.saturating_mul(d) <= DENSE_MAX_X {
+        dense_init(f, seed, d, &mut p_t, ctl)?;
+    } else {
+        factored_init(f, seed, d, &mut p_t, ctl)?;
+    }
+    Ok(p_t)
+}
+
+/// Init through the factors (module docs): any d.
+fn factored_init(f: &Factors<'_>, seed: u64, d: usize, p_t: &mut Array2<f64>, ctl: &Control) -> Result<()> {
+    let (n, rank) = (f.n(), f.rank());
     let terms = f.terms();
     let plan = Plan::new(&terms, d);
     let order = Order::new(&terms, plan.outer)?;
@@ -179,8 +194,35 @@ pub fn init_preacts_t(f: &Factors<'_>, seed: u64, width: usize, ctl: &Control) -
             ctl.advance((b * n) as u64);
         }
         Ok(())
-    })?;
-    Ok(p_t)
+    })
+}
+
+/// Up to this d, init materializes the points (below).
+const DENSE_MAX_D: usize = 1 << 12;
+/// ... as long as X (n × d) has at most this many values (64 MiB).
+const DENSE_MAX_X: usize = 1 << 23;
+/// Neurons per task of the dense path.
+const DENSE_NEURON_BLOCK: usize = 64;
+
+/// Init at small d: X (n × d) materialized once, shared by all tasks, and
+/// each task's block of W(0) multiplied by it in one GEMM, W_B Xᵀ. At
+/// d ≤ 2^12 the factored contraction's per-point work (n · m dot products
+/// of length d / d_k) costs as much as the GEMM itself; materializing X
+/// costs n · d once, a 1/m share of the product.
+fn dense_init(f: &Factors<'_>, seed: u64, d: usize, p_t: &mut Array2<f64>, ctl: &Control) -> Result<()> {
+    let x = f.materialize()?;
+    let n = x.nrows();
+    p_t.axis_chunks_iter_mut(Axis(0), DENSE_NEURON_BLOCK).into_par_iter().enumerate().try_for_each(|(blk, mut rows)| {
+        ctl.check()?;
+        let b = rows.nrows();
+        let mut w = try_array2(b, d, "the initial weights of a block of neurons")?;
+        for (c, mut row) in w.rows_mut().into_iter().enumerate() {
+            initial_weights(seed, blk * DENSE_NEURON_BLOCK + c, row.as_slice_mut().expect("fresh array"));
+        }
+        matmul_into(&w.view(), &x.t(), &mut rows);
+        ctl.advance((b * n) as u64);
+        Ok(())
+    })
 }
 
 /// Which outer factor the GEMM contracts, and the shape that remains.
@@ -432,6 +474,15 @@ mod tests {
     use crate::factors::views;
     use ndarray::Array1;
 
+    /// P(0)ᵀ through the factors whatever d is (at small d the public
+    /// function materializes the points instead).
+    fn factored(f: &Factors<'_>, seed: u64, width: usize, ctl: &Control) -> Array2<f64> {
+        let d = check_shape(f, width).unwrap();
+        let mut p_t = Array2::zeros((width, f.n()));
+        factored_init(f, seed, d, &mut p_t, ctl).unwrap();
+        p_t
+    }
+
     fn pseudo(n: usize, d: usize, salt: u64) -> Array2<f64> {
         let mut z = vec![0.0; n * d];
         crate::rng::initial_weights(salt, 1, &mut z);
@@ -444,6 +495,7 @@ mod tests {
         let d = f.d().unwrap();
         let ctl = Control::new();
         let p = init_preacts_t(&f, 5, m, &ctl).unwrap().reversed_axes();
+        let pf = factored(&f, 5, m, &ctl).reversed_axes();
         let w = initial_weight_matrix(5, m, d, &ctl).unwrap();
         let mut x = Vec::new();
         for i in 0..n {
@@ -452,6 +504,7 @@ mod tests {
                 let brute: f64 = w.row(r).iter().zip(&x).map(|(a, b)| a * b).sum();
                 let scale: f64 = w.row(r).iter().zip(&x).map(|(a, b)| (a * b).abs()).sum();
                 assert!((p[[i, r]] - brute).abs() <= 1e-12 * scale, "dims {dims:?} i {i} r {r}");
+                assert!((pf[[i, r]] - brute).abs() <= 1e-12 * scale, "factored: dims {dims:?} i {i} r {r}");
             }
         }
     }
@@ -465,7 +518,9 @@ mod tests {
             let f = Factors::with_rank(views(&mats), rank).unwrap();
             let d = f.d().unwrap();
             let ctl = Control::new();
-            let p = init_preacts_t(&f, 3, m, &ctl).unwrap().reversed_axes();
+            let p = factored(&f, 3, m, &ctl).reversed_axes();
+            let pd = init_preacts_t(&f, 3, m, &ctl).unwrap().reversed_axes();
+            assert!((&p - &pd).iter().all(|v| v.abs() <= 1e-12), "{dims:?} r={rank}: paths differ");
             let w = initial_weight_matrix(3, m, d, &ctl).unwrap();
             let mut x = Vec::new();
             for i in 0..n {
@@ -497,8 +552,8 @@ mod tests {
                 .collect();
             let f = Factors::indexed(views(&tables), idx.iter().map(|i| Some(i.view())).collect(), 1).unwrap();
             let ctl = Control::new();
-            let got = init_preacts_t(&f, 9, 13, &ctl).unwrap();
-            let want = init_preacts_t(&f.gathered().view(), 9, 13, &ctl).unwrap();
+            let got = factored(&f, 9, 13, &ctl);
+            let want = factored(&f.gathered().view(), 9, 13, &ctl);
             let err = (&got - &want).iter().fold(0.0f64, |m, v| m.max(v.abs()));
             assert!(err <= 1e-12, "{dims:?}: {err}");
         }
@@ -511,6 +566,9 @@ mod tests {
         let ctl = Control::new();
         ctl.request_stop();
         assert_eq!(init_preacts_t(&f, 1, 64, &ctl).unwrap_err(), crate::error::KronError::Interrupted);
+        let d = check_shape(&f, 64).unwrap();
+        let mut p_t = Array2::zeros((64, f.n()));
+        assert_eq!(factored_init(&f, 1, d, &mut p_t, &ctl).unwrap_err(), crate::error::KronError::Interrupted);
     }
 
     #[test]

@@ -254,24 +254,65 @@ const CALIBRATION_SAMPLES: usize = 1 << 16;
 /// The calibration's own stream key (no user seed is involved).
 const CALIBRATION_SEED: u64 = 0x6B72_6F6E_6361_6C69;
 
-/// The threshold b at which a rank-one unit-norm point fires the same
-/// expected fraction of neurons under Kronecker-factored init of rank R
-/// with p factors as under Gaussian init at `gaussian_b`:
-/// P(Z > b) = P(N(0, 1) > gaussian_b) for Z = R^{-1/2} Σ_j Π_k ξ_jk.
+/// The tail P(Z > b) of Z = R^{-1/2} Σ_{j<R} Π_{k<p} ξ_jk (ξ iid N(0, 1)),
+/// the preactivation of a rank-one unit-norm point under Kronecker init.
 ///
-/// Computed deterministically by conditioning: given c_j = Π_{k<p} ξ_jk,
+/// Computed deterministically by conditioning: given c_j = Π_{k<p-1} ξ_jk,
 /// Z is normal with variance ‖c‖²/R, so P(Z > b) = E[Φ̄(b √R / ‖c‖)]. The
 /// expectation is the mean over a fixed sample of 2^16 vectors c (drawn
-/// from a fixed Philox stream), which is smooth and decreasing in b; b is
-/// then found by bisection to 1e-12. For p = 1, Z is standard normal and b
-/// is `gaussian_b` exactly.
+/// from a fixed Philox stream, no user seed): smooth and decreasing in b.
+/// For p = 1, Z is standard normal and the tail is exact.
+struct KronTail {
+    /// √R / ‖c‖ per sample; empty for p = 1.
+    inv_sd: Vec<f64>,
+}
+
+impl KronTail {
+    fn new(rank: usize, p: usize) -> Result<KronTail> {
+        if rank == 0 || rank > MAX_RANK {
+            return invalid("init_rank", format!("must be in [1, {MAX_RANK}], got {rank}"));
+        }
+        if p == 0 {
+            return invalid("dims", "need at least one factor");
+        }
+        if p == 1 {
+            return Ok(KronTail { inv_sd: Vec::new() });
+        }
+        let mut stream = KeyedStream::new(CALIBRATION_SEED, Stream::KronFactors, ((rank << 8) | p.min(255)) as u32);
+        let mut xi = vec![0.0; rank * (p - 1)];
+        let mut inv_sd = Vec::with_capacity(CALIBRATION_SAMPLES);
+        for _ in 0..CALIBRATION_SAMPLES {
+            stream.fill_normal(&mut xi);
+            let norm2: f64 = xi.chunks_exact(p - 1).map(|c| c.iter().product::<f64>().powi(2)).sum();
+            inv_sd.push((rank as f64).sqrt() / norm2.sqrt());
+        }
+        Ok(KronTail { inv_sd })
+    }
+
+    fn at(&self, b: f64) -> f64 {
+        if self.inv_sd.is_empty() {
+            return upper_tail(b);
+        }
+        self.inv_sd.iter().map(|&s| upper_tail(b * s)).sum::<f64>() / self.inv_sd.len() as f64
+    }
+}
+
+/// The expected fraction of neurons a rank-one unit-norm point fires at
+/// threshold b under Kronecker init of rank R with p factors (`KronTail`).
+pub fn firing_fraction(b: f64, rank: usize, p: usize) -> Result<f64> {
+    if b.is_nan() {
+        return invalid("threshold", "must not be NaN");
+    }
+    Ok(KronTail::new(rank, p)?.at(b))
+}
+
+/// The threshold b at which a rank-one unit-norm point fires the same
+/// expected fraction of neurons under Kronecker-factored init of rank R
+/// with p factors as under Gaussian init at `gaussian_b`: the b with
+/// `firing_fraction(b) = Φ̄(gaussian_b)`, by bisection to 1e-12 (the tail
+/// is decreasing in b). For p = 1 it is `gaussian_b` exactly.
 pub fn threshold(gaussian_b: f64, rank: usize, p: usize) -> Result<f64> {
-    if rank == 0 || rank > MAX_RANK {
-        return invalid("init_rank", format!("must be in [1, {MAX_RANK}], got {rank}"));
-    }
-    if p == 0 {
-        return invalid("dims", "need at least one factor");
-    }
+    let tail = KronTail::new(rank, p)?;
     if !gaussian_b.is_finite() {
         return invalid("threshold", "must be finite");
     }
@@ -279,20 +320,10 @@ pub fn threshold(gaussian_b: f64, rank: usize, p: usize) -> Result<f64> {
         return Ok(gaussian_b);
     }
     let target = upper_tail(gaussian_b);
-    let mut stream = KeyedStream::new(CALIBRATION_SEED, Stream::KronFactors, (rank * 64 + p) as u32);
-    let mut xi = vec![0.0; rank * (p - 1)];
-    let mut inv_sd = Vec::with_capacity(CALIBRATION_SAMPLES);
-    for _ in 0..CALIBRATION_SAMPLES {
-        stream.fill_normal(&mut xi);
-        let norm2: f64 = xi.chunks_exact(p - 1).map(|c| c.iter().product::<f64>().powi(2)).sum();
-        // Z | c ~ N(0, ‖c‖² / R): P(Z > b | c) = Φ̄(b / sd), sd = ‖c‖ / √R.
-        inv_sd.push((rank as f64).sqrt() / norm2.sqrt());
-    }
-    let tail = |b: f64| inv_sd.iter().map(|&s| upper_tail(b * s)).sum::<f64>() / inv_sd.len() as f64;
     let (mut lo, mut hi) = (-64.0f64, 64.0f64);
     for _ in 0..200 {
         let mid = 0.5 * (lo + hi);
-        if tail(mid) > target {
+        if tail.at(mid) > target {
             lo = mid;
         } else {
             hi = mid;
@@ -412,6 +443,11 @@ mod tests {
             assert!((fired - want).abs() < 0.05 * want, "p {p} R {rank}: fired {fired}, Gaussian {want}");
         }
         assert!(threshold(b, 0, 2).is_err());
+        for (p, rank) in [(2usize, 3usize), (4, 1)] {
+            let kb = threshold(b, rank, p).unwrap();
+            assert!((firing_fraction(kb, rank, p).unwrap() - upper_tail(b)).abs() < 1e-10);
+        }
+        assert_eq!(firing_fraction(b, 5, 1).unwrap(), upper_tail(b));
     }
 
     #[test]

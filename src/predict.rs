@@ -7,7 +7,7 @@
 
 use crate::coef::Coefficients;
 use crate::control::Control;
-use crate::error::{invalid, try_array2, Result};
+use crate::error::{invalid, Result};
 use crate::factors::Factors;
 use crate::gram::cross_gram;
 use crate::init::InitialWeights;
@@ -137,7 +137,7 @@ pub fn dense_weights(
             return invalid("blocks", format!("block {j} has dims {:?}, the net has {dims:?}", b.factors.dims()));
         }
         b.coef.check_shape(b.factors.n(), width)?;
-        let x = materialize(&b.factors)?;
+        let x = b.factors.materialize()?;
         // W[R, :] += α[R, :] X in fixed neuron blocks.
         let alpha_t = b.coef.alpha_t();
         w.axis_chunks_iter_mut(Axis(0), NEURON_BLOCK).into_par_iter().enumerate().for_each(|(blk, mut rows)| {
@@ -147,19 +147,6 @@ pub fn dense_weights(
         });
     }
     Ok(w)
-}
-
-/// X (n × d) with rows x_i = u_i^(1) ⊗ … ⊗ u_i^(p).
-pub fn materialize(f: &Factors<'_>) -> Result<Array2<f64>> {
-    let Some(d) = f.d() else {
-        return invalid("dims", "the product of the dimensions overflows");
-    };
-    let mut x = try_array2(f.n(), d, "the dense data matrix (n × d)")?;
-    x.axis_iter_mut(Axis(0)).into_par_iter().enumerate().for_each_init(Vec::new, |row, (i, mut out)| {
-        f.dense_row(i, row);
-        out.assign(&ndarray::ArrayView1::from(&row[..]));
-    });
-    Ok(x)
 }
 
 #[cfg(test)]
@@ -191,7 +178,7 @@ mod tests {
             let blocks = [Block { factors: ft.clone(), coef: &coef }];
             let ctl = Control::new();
             let w = dense_weights(&init, m, &[3, 4], &blocks, &ctl).unwrap();
-            let xq = materialize(&fq).unwrap();
+            let xq = fq.materialize().unwrap();
             let want = xq.dot(&w.t()); // q × m
             let got = preacts_t(&fq, &init, m, &blocks, &ctl).unwrap();
             let err = (&got.t() - &want).iter().fold(0.0f64, |a, v| a.max(v.abs()));

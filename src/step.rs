@@ -470,10 +470,8 @@ mod tests {
         let model = Model::new(output_signs(3, m), b).unwrap();
         let seed = 3;
         let p0 = init_preacts_t(f, seed, m, &Control::new()).unwrap();
-        let mut kron = KronState::with_points(f, y.clone(), model.clone(), p0, mode, |_| {
-            Box::new(LinearScan::default())
-        })
-        .unwrap();
+        let mut kron =
+            KronState::with_points(f, y.clone(), model.clone(), p0, mode, |_| Box::new(LinearScan::default())).unwrap();
         let mut alpha = Coefficients::zeros(n, m).unwrap();
         let mut dense_alpha = Coefficients::zeros(n, m).unwrap();
         let x = materialize(f);

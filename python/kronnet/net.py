@@ -248,6 +248,32 @@ class TwoLayerNet:
         """R, the Kronecker products per neuron under ``init="kron"``."""
         return self._init_rank
 
+    def firing_fraction(self) -> float:
+        """The expected fraction of neurons a unit-norm rank-one point fires
+        at initialization.
+
+        P(<w_r(0), x> > b): P(N(0, 1) > b) for Gaussian init; for
+        ``init="kron"`` the tail of R^(-1/2) sum_j prod_k xi_jk (xi iid
+        N(0, 1)), computed deterministically (docs/guide.md,
+        "Kronecker-factored initialization").
+
+        Returns
+        -------
+        float
+            In [0, 1].
+
+        Examples
+        --------
+        >>> import kronnet as kn
+        >>> round(kn.TwoLayerNet((8, 8), width=2048).firing_fraction(), 4)
+        0.0404
+        >>> round(kn.TwoLayerNet((8, 8), width=2048, init="kron").firing_fraction(), 4)
+        0.0404
+        """
+        if self._init == "kron":
+            return float(_core.kron_firing_fraction(self._threshold, self._init_rank, len(self._dims)))
+        return 0.5 * math.erfc(self._threshold / math.sqrt(2.0))
+
     def _core_init(self) -> Tuple[int, str, int]:
         """W(0) as the core takes it: (seed, init, init_rank)."""
         return (self._seed, self._init, self._init_rank)

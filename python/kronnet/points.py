@@ -114,6 +114,7 @@ class KronPoints(ABC):
         Returns
         -------
         ndarray of shape (n,)
+            ||x_i|| for every point i.
 
         Examples
         --------
@@ -129,6 +130,7 @@ class KronPoints(ABC):
         Returns
         -------
         ndarray of shape (n, d)
+            Row i is x_i.
 
         Examples
         --------

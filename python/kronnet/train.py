@@ -39,7 +39,7 @@ def suggest_lr(net: TwoLayerNet, batch_size: int = 8) -> float:
     """A learning rate of the right scale for this model on unit-norm inputs.
 
     An SGD step on a batch of S points moves each point's output by about
-    -(lr / S) * q * e_i, where q = P(z > b), z ~ N(0, 1), is the fraction of
+    -(lr / S) * q * e_i, where q = P(<w_r(0), x> > b) is the fraction of
     neurons a unit-norm input fires (the diagonal of the model's tangent
     kernel). lr = S / (2 q) halves a point's residual each time it is
     sampled, and stays well inside the stable range lr < 2 S / q.
@@ -54,7 +54,8 @@ def suggest_lr(net: TwoLayerNet, batch_size: int = 8) -> float:
     Returns
     -------
     float
-        S / (2 q), with q = P(N(0, 1) > b) floored at 1/m. Far above the
+        S / (2 q), with q = :meth:`TwoLayerNet.firing_fraction` (P(N(0, 1) > b)
+        for Gaussian init) floored at 1/m. Far above the
         usual 0.1: about 99 for m = 2048 and S = 8.
 
     Raises
@@ -72,7 +73,7 @@ def suggest_lr(net: TwoLayerNet, batch_size: int = 8) -> float:
     2.0
     """
     batch_size = v.positive_int(batch_size, "batch_size")
-    q = 0.5 * math.erfc(net.threshold / math.sqrt(2.0))
+    q = net.firing_fraction()
     return batch_size / (2.0 * max(q, 1.0 / net.width))
 
 
