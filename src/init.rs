@@ -202,7 +202,7 @@ const DENSE_MAX_D: usize = 1 << 12;
 /// ... as long as X (n × d) has at most this many values (64 MiB).
 const DENSE_MAX_X: usize = 1 << 23;
 /// Neurons per task of the dense path.
-const DENSE_NEURON_BLOCK: usize = 64;
+const DENSE_NEURON_BLOCK: usize = 256;
 
 /// Init at small d: X (n × d) materialized once, shared by all tasks, and
 /// each task's block of W(0) multiplied by it in one GEMM, W_B Xᵀ. At
