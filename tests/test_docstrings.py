@@ -13,6 +13,7 @@ import importlib
 import inspect
 
 import kronnet
+import kronnet.sklearn
 import pytest
 
 #: The modules whose docstrings hold examples (or may).
@@ -27,6 +28,7 @@ MODULES = [
     "kronnet.errors",
     "kronnet.tree",
     "kronnet.checkpoint",
+    "kronnet.sklearn",
 ]
 #: Modules that must have at least one example of their own.
 MODULES_WITH_EXAMPLES = {
@@ -37,6 +39,7 @@ MODULES_WITH_EXAMPLES = {
     "kronnet.storage",
     "kronnet.errors",
     "kronnet.tree",
+    "kronnet.sklearn",
 }
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 #: A floor on the number of doctest examples over all modules, so that
@@ -52,6 +55,8 @@ CLASSES = [
     kronnet.PairData,
     kronnet.History,
     kronnet.AsyncTree,
+    kronnet.sklearn.KronNetRegressor,
+    kronnet.sklearn.KronNetClassifier,
 ]
 
 

@@ -107,6 +107,48 @@ class KronPoints(ABC):
         mats, _, index = self.core_layout
         return sum(int(u.nbytes) for u in mats) + sum(int(i.nbytes) for i in index if i is not None)
 
+    def inner_products(self, other: Optional[KronPoints] = None) -> np.ndarray:
+        """<x_i, x'_j> for every point of this set and of `other` (default:
+        this set), from the factors alone (no d-dimensional vector is formed).
+
+        Parameters
+        ----------
+        other : KronPoints, optional
+            q points with the same dims; default ``self``.
+
+        Returns
+        -------
+        ndarray of shape (n, q)
+            The (cross-)Gram matrix.
+
+        Raises
+        ------
+        ArgumentError
+            `other` has other dims.
+        OutOfMemoryError
+            The n × q matrix would not fit in memory.
+
+        Examples
+        --------
+        >>> import numpy as np, kronnet as kn
+        >>> data = kn.make_pair_data(6, 3, dims=(2, 3), seed=0)
+        >>> G = data.inner_products()
+        >>> bool(np.allclose(G, data.dense() @ data.dense().T))
+        True
+        """
+        from . import _core
+        from . import _validate as v
+        from .errors import ArgumentError, ArgumentTypeError
+
+        other = self if other is None else other
+        if not isinstance(other, KronPoints):
+            raise ArgumentTypeError("other", f"expected a KronData or PairData, got {type(other).__name__}")
+        if other.dims != self.dims:
+            raise ArgumentError("other", f"has factor dimensions {other.dims}, this data set {self.dims}")
+        v.ensure_fits(8.0 * self.n * other.n, "the Gram matrix (n × q)", "other")
+        gram: np.ndarray = _core.cross_gram(self.core_layout, other.core_layout)
+        return gram
+
     @abstractmethod
     def norms(self) -> np.ndarray:
         """||x_i|| for every point, computed from the factors.
