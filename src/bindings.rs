@@ -18,7 +18,7 @@ use crate::index::{ActivationIndex, IndexKind, IndexStats};
 use crate::init::{InitKind, InitialWeights};
 use crate::model::{run_steps, Backend, Model, StepStats};
 use crate::predict::{self as prediction, Block};
-use crate::step::{GramMode, KronState};
+use crate::step::{GramMode, KernelSpec, KronState};
 use crate::tree::AsyncTree;
 use crate::{gram, kron_init, rng};
 use ndarray::{Array1, Array2, ArrayView2, Ix1, Ix2};
@@ -631,7 +631,7 @@ impl TrainerCore {
     /// Otherwise the state starts from the net's current weights: W(0) (from
     /// `seed`) plus `blocks`, which include `coef` itself when it is trained.
     #[new]
-    #[pyo3(signature = (backend, points, y, a, threshold, init, coef, blocks, gram, index, state=None, p_bound=None, progress=None))]
+    #[pyo3(signature = (backend, points, y, a, threshold, init, coef, blocks, gram, index, state=None, p_bound=None, progress=None, gram_from=None))]
     #[allow(clippy::too_many_arguments)]
     fn new<'py>(
         py: Python<'py>,
@@ -648,10 +648,20 @@ impl TrainerCore {
         state: Option<&Bound<'py, PyAny>>,
         p_bound: Option<f64>,
         progress: Option<Py<PyAny>>,
+        gram_from: Option<PyRef<'py, TrainerCore>>,
     ) -> PyResult<Self> {
         let backend = parse_mode(backend, "backend", &BACKENDS)?;
+        // Another trainer's Gram on the same points (the caller checks that
+        // they are the same), shared without a copy.
+        let kernel: KernelSpec = match &gram_from {
+            None => parse_mode(gram, "gram", &GramMode::NAMES)?.into(),
+            Some(other) => match other.engine.kron().and_then(|k| k.shared_gram()) {
+                Some(k) => KernelSpec::Shared(k),
+                None => return Err(PyValueError::new_err("gram_from: that trainer has no precomputed Gram")),
+            },
+        };
+        drop(gram_from);
         let init = initial(&init)?;
-        let gram = parse_mode(gram, "gram", &GramMode::NAMES)?;
         let index = parse_mode(index, "index", &IndexKind::NAMES)?;
         let points = HeldPoints::hold(&points, "points")?;
         let y = f64_array::<Ix1>(y, "y")?.as_array().to_vec();
@@ -681,7 +691,7 @@ impl TrainerCore {
                         None => prediction::preacts_t(&f, &init, width, &blocks, ctl)?,
                     };
                     let b = model.b;
-                    let mut st = KronState::with_points(&f, y, model, p_t, gram, |vals| index.build(vals, b))?;
+                    let mut st = KronState::with_points(&f, y, model, p_t, kernel, |vals| index.build(vals, b))?;
                     if let Some(bound) = p_bound {
                         st.set_p_bound(bound)?;
                     }

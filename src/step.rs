@@ -15,6 +15,7 @@ use crate::index::{ActivationIndex, IndexStats};
 use crate::model::{check_batch, check_lr, check_targets, half_mse, plan_update, Model, StepStats, SAFE_BOUND};
 use ndarray::{Array2, ArrayView1, ArrayView2, Axis};
 use rayon::prelude::*;
+use std::sync::Arc;
 
 /// How the step obtains K[:, B] (`Trainer(gram=...)`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,10 +31,25 @@ impl GramMode {
         [("precomputed", GramMode::Precomputed), ("columns", GramMode::Columns)];
 }
 
+/// Where a new state's Gram comes from.
+pub enum KernelSpec {
+    /// Computed by the state itself, in this mode.
+    Compute(GramMode),
+    /// Another state's Gram of the same points, shared without a copy
+    /// (one-vs-rest nets on one data set). Only its shape is checked.
+    Shared(Arc<Array2<f64>>),
+}
+
+impl From<GramMode> for KernelSpec {
+    fn from(mode: GramMode) -> Self {
+        KernelSpec::Compute(mode)
+    }
+}
+
 /// Where a step gets K[B, :] from.
 enum Kernel {
-    /// The n × n Gram.
-    Gram(Array2<f64>),
+    /// The n × n Gram (possibly shared with other states on the same points).
+    Gram(Arc<Array2<f64>>),
     /// The trainer's own copy of the points (rows, or tables and indexes),
     /// K[B, :] computed per step. Only this mode keeps the factors: with the
     /// Gram precomputed no step reads them, and at large d_k they can be
@@ -92,7 +108,7 @@ impl KronState {
         mode: GramMode,
         make_index: impl FnOnce(ArrayView2<'_, f64>) -> Box<dyn ActivationIndex>,
     ) -> Result<KronState> {
-        Self::with_points(&Factors::with_rank(views(&factors), rank)?, y, model, p_t, mode, make_index)
+        Self::with_points(&Factors::with_rank(views(&factors), rank)?, y, model, p_t, mode.into(), make_index)
     }
 
     /// `new` for any points (rank r, indexed factors), copied as needed.
@@ -101,7 +117,7 @@ impl KronState {
         y: Vec<f64>,
         model: Model,
         p_t: Array2<f64>,
-        mode: GramMode,
+        kernel: KernelSpec,
         make_index: impl FnOnce(ArrayView2<'_, f64>) -> Box<dyn ActivationIndex>,
     ) -> Result<KronState> {
         let n = f.n();
@@ -118,9 +134,13 @@ impl KronState {
         if p_t.iter().any(|v| !(v.abs() < SAFE_BOUND)) {
             return invalid("preacts", format!("must be finite with |P| < {SAFE_BOUND:e}"));
         }
-        let kernel = match mode {
-            GramMode::Precomputed => Kernel::Gram(gram(f)?),
-            GramMode::Columns => Kernel::Columns(f.to_owned()),
+        let kernel = match kernel {
+            KernelSpec::Compute(GramMode::Precomputed) => Kernel::Gram(Arc::new(gram(f)?)),
+            KernelSpec::Compute(GramMode::Columns) => Kernel::Columns(f.to_owned()),
+            KernelSpec::Shared(k) if k.dim() == (n, n) => Kernel::Gram(k),
+            KernelSpec::Shared(k) => {
+                return invalid("gram_from", format!("has a Gram of shape {:?}, these points need ({n}, {n})", k.dim()))
+            }
         };
         let p_t = into_standard(p_t);
         let index = make_index(p_t.t());
@@ -192,6 +212,14 @@ impl KronState {
     /// (seconds, nominal FLOPs) spent in the step's GEMM so far.
     pub fn update_work(&self) -> (f64, f64) {
         (self.update_seconds, self.update_flops)
+    }
+
+    /// The precomputed Gram, for another state on the same points.
+    pub fn shared_gram(&self) -> Option<Arc<Array2<f64>>> {
+        match &self.kernel {
+            Kernel::Gram(k) => Some(Arc::clone(k)),
+            Kernel::Columns(_) => None,
+        }
     }
 
     pub fn gram_mode(&self) -> GramMode {
@@ -471,7 +499,8 @@ mod tests {
         let seed = 3;
         let p0 = init_preacts_t(f, seed, m, &Control::new()).unwrap();
         let mut kron =
-            KronState::with_points(f, y.clone(), model.clone(), p0, mode, |_| Box::new(LinearScan::default())).unwrap();
+            KronState::with_points(f, y.clone(), model.clone(), p0, mode.into(), |_| Box::new(LinearScan::default()))
+                .unwrap();
         let mut alpha = Coefficients::zeros(n, m).unwrap();
         let mut dense_alpha = Coefficients::zeros(n, m).unwrap();
         let x = materialize(f);

@@ -88,3 +88,23 @@ def test_index_choices_give_identical_trajectories():
     for h in hists[1:]:
         assert h.loss.tobytes() == hists[0].loss.tobytes()
         assert np.array_equal(h.fired_total, hists[0].fired_total)
+
+
+def test_a_shared_gram_trains_exactly_like_an_own_one():
+    data = kn.make_kronecker_data(60, dims=(4, 5), seed=0)
+    other = kn.KronData(data.factors, -data.y)  # same points, other targets
+    nets = [kn.TwoLayerNet(data.dims, 128, seed=s) for s in (1, 2, 2)]
+    lr = kn.suggest_lr(nets[0], 8)
+    first = kn.Trainer(nets[0], data, lr=lr, gram="precomputed")
+    shared = kn.Trainer(nets[1], other, lr=lr, gram_from=first)
+    own = kn.Trainer(nets[2], other, lr=lr, gram="precomputed")
+    assert shared.gram == "precomputed"
+    assert np.array_equal(shared.fit(200).loss, own.fit(200).loss)
+    assert np.array_equal(nets[1].predict(data), nets[2].predict(data))
+    first.fit(10)  # the owner goes on unaffected
+    with pytest.raises(kn.ArgumentError, match="other points"):
+        kn.Trainer(nets[1], data.take(range(59)), lr=lr, gram_from=first)
+    with pytest.raises(kn.ArgumentError, match="precomputed"):
+        kn.Trainer(nets[1], data, lr=lr, gram_from=kn.Trainer(nets[0], data, lr=lr, gram="columns"))
+    with pytest.raises(kn.ArgumentTypeError, match="Trainer"):
+        kn.Trainer(nets[1], data, lr=lr, gram_from="first")

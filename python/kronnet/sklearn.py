@@ -301,10 +301,24 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
         if same:
             return
         batch = min(self.batch_size_, data.n)
-        self._trainers = [
-            Trainer(net, _with_targets(data, t), lr=lr, batch_size=batch, index=self._index_kind(), seed=seed)
-            for net, t, lr, seed in zip(self.nets_, targets, self.lr_, self.trainer_seeds_)
-        ]
+        trainers: List[Optional[Trainer]] = []
+        first: Optional[Trainer] = None
+        for net, t, lr, seed in zip(self.nets_, targets, self.lr_, self.trainer_seeds_):
+            # One-vs-rest nets train on the same points: the first trainer's
+            # Gram serves them all (no copy).
+            share = first if first is not None and first.gram == "precomputed" else None
+            tr = Trainer(
+                net,
+                _with_targets(data, t),
+                lr=lr,
+                batch_size=batch,
+                index=self._index_kind(),
+                seed=seed,
+                gram_from=share,
+            )
+            first = first or tr
+            trainers.append(tr)
+        self._trainers = trainers
         self._train_points = data
 
     def _index_kind(self) -> IndexKind:
@@ -339,6 +353,7 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
                         batch_size=tr.batch_size,
                         index=self._index_kind(),
                         seed=tr.seed,
+                        gram_from=tr if tr.gram == "precomputed" else None,
                     )
                     self._trainers[j] = tr
         self.t_ += steps

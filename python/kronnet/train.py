@@ -242,6 +242,11 @@ class Trainer:
     progress : bool, default False
         Show a tqdm progress bar over the points while the initial inner
         products P(0) are computed, once that has taken more than a second.
+    gram_from : Trainer, optional
+        A Kronecker trainer on the same points (same fingerprint) with a
+        precomputed Gram: this trainer uses that Gram without a copy (e.g.
+        one net per class on one data set, other targets). Implies
+        ``gram="precomputed"``.
 
     Raises
     ------
@@ -285,9 +290,12 @@ class Trainer:
         gram: GramMode = "auto",
         gram_budget_bytes: int = GRAM_BUDGET_BYTES,
         progress: bool = False,
+        gram_from: Optional[Trainer] = None,
     ) -> None:
         progress = v.flag(progress, "progress")
-        self._setup(net, data, lr, batch_size, index, backend, seed, gram, gram_budget_bytes, None, progress)
+        if gram_from is not None:
+            gram = _shared_gram_mode(gram_from, data, backend)
+        self._setup(net, data, lr, batch_size, index, backend, seed, gram, gram_budget_bytes, None, progress, gram_from)
 
     def _setup(
         self,
@@ -302,8 +310,9 @@ class Trainer:
         gram_budget_bytes: int,
         resume: Optional[Dict[str, Any]],
         progress: bool = False,
+        gram_from: Optional[Trainer] = None,
     ) -> None:
-        plan = _plan(net, data, lr, batch_size, index, backend, seed, gram, gram_budget_bytes)
+        plan = _plan(net, data, lr, batch_size, index, backend, seed, gram, gram_budget_bytes, gram_from is not None)
         self._lr = plan.lr
         self._batch_size = plan.batch_size
         self._backend = plan.backend
@@ -334,12 +343,17 @@ class Trainer:
                 state,
                 p_bound,
                 progress=bar.callback,
+                gram_from=None if gram_from is None else gram_from._core_handle(),
             )
         if resume is not None:
             self._sampler.set_state(resume["sampler"])
             self._steps = resume["steps_done"]
         net._version += 1
         self._version = net._version
+
+    def _core_handle(self) -> Any:
+        """The core trainer (for sharing its Gram with another trainer)."""
+        return self._core
 
     @staticmethod
     def estimate_memory(
@@ -860,6 +874,7 @@ def _plan(
     seed: Any,
     gram: Any,
     gram_budget_bytes: Any,
+    shared_gram: bool = False,
 ) -> _Plan:
     """Validates a trainer's arguments and works out its index, Gram mode
     and peak memory."""
@@ -898,7 +913,9 @@ def _plan(
             net._scratch_bytes(data),
             8.0 * n * max(trained, default=0),
         )
-        gram_bytes = 8.0 * n * n + 8.0 * 64 * n * threads if gram == "precomputed" else 0.0
+        # A shared Gram is another trainer's: no new n × n matrix.
+        own_gram = gram == "precomputed" and not shared_gram
+        gram_bytes = 8.0 * n * n + 8.0 * 64 * n * threads if own_gram else 0.0
         state_phase = gram_bytes + float(_core.index_memory_bytes(index, n, m))
         # The trainer copies the points only to recompute Gram columns.
         points = float(data.core_nbytes) if gram == "columns" else 0.0
@@ -909,6 +926,22 @@ def _plan(
         estimate = 8.0 * data.d * (n + m + max(trained, default=0)) + block + 8.0 * n * m
         what = "the dense backend's X (n × d) and W (width × d)"
     return _Plan(lr, batch_size, backend, index, gram, seed, gram_budget_bytes, estimate + ALLOCATOR_SLACK_BYTES, what)
+
+
+def _shared_gram_mode(gram_from: Any, data: Any, backend: Any) -> GramMode:
+    """Checks ``Trainer(gram_from=...)``: a Kronecker trainer with a
+    precomputed Gram of the same points. Returns the Gram mode to use."""
+    if not isinstance(gram_from, Trainer):
+        raise ArgumentTypeError("gram_from", f"expected a Trainer, got {type(gram_from).__name__}")
+    if backend != "kron" or gram_from.backend != "kron" or gram_from.gram != "precomputed":
+        raise ArgumentError(
+            "gram_from", 'both trainers must use backend="kron", and gram_from a precomputed Gram (gram="precomputed")'
+        )
+    if not isinstance(data, KronPoints) or data.n != gram_from.data.n or data.fingerprint != gram_from.data.fingerprint:
+        raise ArgumentError(
+            "gram_from", "trains on other points; its Gram can only be shared by trainers on the same points"
+        )
+    return "precomputed"
 
 
 #: "auto" uses the crossing bits while n · q <= this, where q = P(N(0,1) > b)
