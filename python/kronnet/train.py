@@ -923,7 +923,9 @@ def _plan(
         what = "the training state (P, coefficients, Gram, index)"
     else:
         index, gram = "none", "none"
-        estimate = 8.0 * data.d * (n + m + max(trained, default=0)) + block + 8.0 * n * m
+        # W (m × d) stays; a trained block's X_s (n_s × d) lives only while
+        # W is built, and this trainer's X (n × d) only after: never both.
+        estimate = 8.0 * data.d * (m + max(n, max(trained, default=0))) + block + 8.0 * n * m
         what = "the dense backend's X (n × d) and W (width × d)"
     return _Plan(lr, batch_size, backend, index, gram, seed, gram_budget_bytes, estimate + ALLOCATOR_SLACK_BYTES, what)
 
