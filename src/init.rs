@@ -51,9 +51,15 @@ impl InitialWeights {
 
     /// P(0)ᵀ (m × n) of the points in `f`.
     pub fn preacts_t(&self, f: &Factors<'_>, width: usize, ctl: &Control) -> Result<Array2<f64>> {
+        self.preacts_t_range(f, 0, width, ctl)
+    }
+
+    /// Rows `first .. first + count` of P(0)ᵀ: the neurons of that range
+    /// only, each regenerated once for all the points.
+    pub fn preacts_t_range(&self, f: &Factors<'_>, first: usize, count: usize, ctl: &Control) -> Result<Array2<f64>> {
         match self.kind {
-            InitKind::Gaussian => init_preacts_t(f, self.seed, width, ctl),
-            InitKind::Kron { rank } => crate::kron_init::preacts_t(f, self.seed, width, rank, ctl),
+            InitKind::Gaussian => init_preacts_range(f, self.seed, first, count, ctl),
+            InitKind::Kron { rank } => crate::kron_init::preacts_range(f, self.seed, first, count, rank, ctl),
         }
     }
 
@@ -134,22 +140,43 @@ fn neurons_per_gemm(rest: usize) -> usize {
 /// term (every term is a rank-one point) and the r values summed in term
 /// order. Checks `ctl` between neurons.
 pub fn init_preacts_t(f: &Factors<'_>, seed: u64, width: usize, ctl: &Control) -> Result<Array2<f64>> {
-    let d = check_shape(f, width)?;
+    init_preacts_range(f, seed, 0, width, ctl)
+}
+
+/// Rows `first .. first + count` of `init_preacts_t`'s result.
+pub fn init_preacts_range(
+    f: &Factors<'_>,
+    seed: u64,
+    first: usize,
+    count: usize,
+    ctl: &Control,
+) -> Result<Array2<f64>> {
+    let Some(end) = first.checked_add(count) else {
+        return invalid("width", "must be below 2^32");
+    };
+    let d = check_shape(f, end)?;
     let n = f.n();
-    let mut p_t = try_array2(width, n, "preactivation matrix P (n × width)")?;
-    if n == 0 {
+    let mut p_t = try_array2(count, n, "preactivation matrix P (n × width)")?;
+    if n == 0 || count == 0 {
         return Ok(p_t);
     }
     if d <= DENSE_MAX_D && n.saturating_mul(d) <= DENSE_MAX_X {
-        dense_init(f, seed, d, &mut p_t, ctl)?;
+        dense_init(f, seed, d, first, &mut p_t, ctl)?;
     } else {
-        factored_init(f, seed, d, &mut p_t, ctl)?;
+        factored_init(f, seed, d, first, &mut p_t, ctl)?;
     }
     Ok(p_t)
 }
 
 /// Init through the factors (module docs): any d.
-fn factored_init(f: &Factors<'_>, seed: u64, d: usize, p_t: &mut Array2<f64>, ctl: &Control) -> Result<()> {
+fn factored_init(
+    f: &Factors<'_>,
+    seed: u64,
+    d: usize,
+    first: usize,
+    p_t: &mut Array2<f64>,
+    ctl: &Control,
+) -> Result<()> {
     let (n, rank) = (f.n(), f.rank());
     let terms = f.terms();
     let plan = Plan::new(&terms, d);
@@ -170,7 +197,7 @@ fn factored_init(f: &Factors<'_>, seed: u64, d: usize, p_t: &mut Array2<f64>, ct
             ctl.check()?;
             let b = plan.batch.min(rows.nrows() - c0);
             for (c, wc) in w.chunks_exact_mut(d).take(b).enumerate() {
-                initial_weights(seed, blk * NEURON_BLOCK + c0 + c, wc);
+                initial_weights(seed, first + blk * NEURON_BLOCK + c0 + c, wc);
             }
             let weights = if plan.batch > 1 {
                 plan.lay_out(&w[..b * d], b, &mut laid_out[..b * d]);
@@ -209,7 +236,7 @@ const DENSE_NEURON_BLOCK: usize = 256;
 /// d ≤ 2^12 the factored contraction's per-point work (n · m dot products
 /// of length d / d_k) costs as much as the GEMM itself; materializing X
 /// costs n · d once, a 1/m share of the product.
-fn dense_init(f: &Factors<'_>, seed: u64, d: usize, p_t: &mut Array2<f64>, ctl: &Control) -> Result<()> {
+fn dense_init(f: &Factors<'_>, seed: u64, d: usize, first: usize, p_t: &mut Array2<f64>, ctl: &Control) -> Result<()> {
     let x = f.materialize()?;
     let n = x.nrows();
     p_t.axis_chunks_iter_mut(Axis(0), DENSE_NEURON_BLOCK).into_par_iter().enumerate().try_for_each(|(blk, mut rows)| {
@@ -217,7 +244,7 @@ fn dense_init(f: &Factors<'_>, seed: u64, d: usize, p_t: &mut Array2<f64>, ctl: 
         let b = rows.nrows();
         let mut w = try_array2(b, d, "the initial weights of a block of neurons")?;
         for (c, mut row) in w.rows_mut().into_iter().enumerate() {
-            initial_weights(seed, blk * DENSE_NEURON_BLOCK + c, row.as_slice_mut().expect("fresh array"));
+            initial_weights(seed, first + blk * DENSE_NEURON_BLOCK + c, row.as_slice_mut().expect("fresh array"));
         }
         matmul_into(&w.view(), &x.t(), &mut rows);
         ctl.advance((b * n) as u64);
@@ -479,7 +506,7 @@ mod tests {
     fn factored(f: &Factors<'_>, seed: u64, width: usize, ctl: &Control) -> Array2<f64> {
         let d = check_shape(f, width).unwrap();
         let mut p_t = Array2::zeros((width, f.n()));
-        factored_init(f, seed, d, &mut p_t, ctl).unwrap();
+        factored_init(f, seed, d, 0, &mut p_t, ctl).unwrap();
         p_t
     }
 
@@ -568,7 +595,7 @@ mod tests {
         assert_eq!(init_preacts_t(&f, 1, 64, &ctl).unwrap_err(), crate::error::KronError::Interrupted);
         let d = check_shape(&f, 64).unwrap();
         let mut p_t = Array2::zeros((64, f.n()));
-        assert_eq!(factored_init(&f, 1, d, &mut p_t, &ctl).unwrap_err(), crate::error::KronError::Interrupted);
+        assert_eq!(factored_init(&f, 1, d, 0, &mut p_t, &ctl).unwrap_err(), crate::error::KronError::Interrupted);
     }
 
     #[test]

@@ -79,10 +79,25 @@ pub fn scratch_bytes(dims: &[usize], table_rows: usize, rank: usize, threads: us
 /// factors are multiplied through their tables. Checks `ctl` between
 /// neuron blocks and chunks.
 pub fn preacts_t(f: &Factors<'_>, seed: u64, width: usize, rank: usize, ctl: &Control) -> Result<Array2<f64>> {
-    check(width, rank)?;
+    preacts_range(f, seed, 0, width, rank, ctl)
+}
+
+/// Rows `first .. first + count` of `preacts_t`'s result.
+pub fn preacts_range(
+    f: &Factors<'_>,
+    seed: u64,
+    first: usize,
+    count: usize,
+    rank: usize,
+    ctl: &Control,
+) -> Result<Array2<f64>> {
+    let Some(end) = first.checked_add(count) else {
+        return invalid("width", "must be below 2^32");
+    };
+    check(end, rank)?;
     let n = f.n();
-    let mut p_t = try_array2(width, n, "preactivation matrix P (n × width)")?;
-    if n == 0 {
+    let mut p_t = try_array2(count, n, "preactivation matrix P (n × width)")?;
+    if n == 0 || count == 0 {
         return Ok(p_t);
     }
     let dims = f.dims();
@@ -94,7 +109,7 @@ pub fn preacts_t(f: &Factors<'_>, seed: u64, width: usize, rank: usize, ctl: &Co
         ctl.check()?;
         let b = rows.nrows();
         let cols = b * rank;
-        let g = block_factors(seed, blk * block, b, rank, &dims, sum_d)?;
+        let g = block_factors(seed, first + blk * block, b, rank, &dims, sum_d)?;
         // Indexed factors: the table's products once per block.
         let mut tables: Vec<Option<Array2<f64>>> = Vec::with_capacity(dims.len());
         for (k, gk) in g.iter().enumerate() {

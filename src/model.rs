@@ -105,16 +105,15 @@ impl Model {
             .collect()
     }
 
-    /// `outputs` from Pᵀ (m × points, rows contiguous), blocks of points in
-    /// parallel; the additions run in ascending r, as in `output`.
-    pub fn outputs_neuron_major(&self, pt: ArrayView2<'_, f64>) -> Vec<f64> {
+    /// acc[i] += Σ_r a_r (P[r, i] − b)_+ over the rows of `pt`, which are
+    /// neurons first, first + 1, …, added in ascending r (unscaled): passes
+    /// over consecutive neuron ranges give `outputs_neuron_major`'s sums.
+    pub fn accumulate_outputs(&self, first: usize, pt: ArrayView2<'_, f64>, acc: &mut [f64]) {
         const POINTS: usize = 256;
-        let q = pt.ncols();
-        let mut out = vec![0.0; q];
-        out.par_chunks_mut(POINTS).enumerate().for_each(|(blk, acc)| {
+        acc.par_chunks_mut(POINTS).enumerate().for_each(|(blk, acc)| {
             let start = blk * POINTS;
             for (r, row) in pt.axis_iter(Axis(0)).enumerate() {
-                let a = self.a[r];
+                let a = self.a[first + r];
                 let row = &row.as_slice().expect("rows of Pᵀ are contiguous")[start..start + acc.len()];
                 for (o, &z) in acc.iter_mut().zip(row) {
                     if z > self.b {
@@ -122,9 +121,21 @@ impl Model {
                     }
                 }
             }
-            let scale = self.scale();
-            acc.iter_mut().for_each(|o| *o *= scale);
         });
+    }
+
+    /// The sums of `accumulate_outputs` scaled by 1/√m: the outputs.
+    pub fn scale_outputs(&self, acc: &mut [f64]) {
+        let scale = self.scale();
+        acc.iter_mut().for_each(|o| *o *= scale);
+    }
+
+    /// `outputs` from Pᵀ (m × points, rows contiguous), blocks of points in
+    /// parallel; the additions run in ascending r, as in `output`.
+    pub fn outputs_neuron_major(&self, pt: ArrayView2<'_, f64>) -> Vec<f64> {
+        let mut out = vec![0.0; pt.ncols()];
+        self.accumulate_outputs(0, pt, &mut out);
+        self.scale_outputs(&mut out);
         out
     }
 }

@@ -109,6 +109,9 @@ pub fn predict(
 ) -> Result<Vec<f64>> {
     check_blocks(query, model.width(), blocks)?;
     let q = query.n();
+    if let Some(neurons) = neurons_per_pass(q, model.width(), blocks, rows) {
+        return predict_by_neurons(query, model, init, blocks, neurons, ctl);
+    }
     let mut out = Vec::new();
     out.try_reserve_exact(q).map_err(|_| crate::error::out_of_memory("predictions", 8 * q as u128))?;
     let mut start = 0;
@@ -120,6 +123,64 @@ pub fn predict(
         start = stop;
     }
     Ok(out)
+}
+
+/// When the points need several chunks of `rows` but the cross-Grams of all
+/// of them fit the chunk budget (rows × (m + largest n_s) values), the
+/// neurons per pass of `predict_by_neurons`, which regenerates W(0) once
+/// per call instead of once per chunk: the budget left after the
+/// cross-Grams, divided among the points.
+fn neurons_per_pass(q: usize, width: usize, blocks: &[Block<'_>], rows: usize) -> Option<usize> {
+    if q <= rows {
+        return None;
+    }
+    let trained: Vec<usize> = blocks.iter().filter(|b| b.coef.trained()).map(|b| b.factors.n()).collect();
+    let largest = trained.iter().copied().max().unwrap_or(0);
+    let budget = rows.checked_mul(width + largest)?;
+    let grams = q.checked_mul(trained.iter().sum())?;
+    let neurons = budget.checked_sub(grams)? / q;
+    (neurons >= 1).then_some(neurons.min(width))
+}
+
+/// `predict` with the neurons in the outer loop: each pass regenerates
+/// `neurons` neurons' W(0) for all the points (`InitialWeights::
+/// preacts_t_range`), adds the trained part from cross-Grams computed once,
+/// and adds a_r (P − b)_+ to every point's running sum in ascending r — the
+/// order of `Model::outputs_neuron_major` (the GEMMs group neurons
+/// differently, so results agree to rounding, not bit for bit).
+fn predict_by_neurons(
+    query: &Factors<'_>,
+    model: &Model,
+    init: &InitialWeights,
+    blocks: &[Block<'_>],
+    neurons: usize,
+    ctl: &Control,
+) -> Result<Vec<f64>> {
+    let q = query.n();
+    let mut grams = Vec::new();
+    for b in blocks.iter().filter(|b| b.coef.trained()) {
+        ctl.check()?;
+        grams.push((cross_gram(query, &b.factors)?, b.coef.alpha_t()));
+    }
+    let mut acc = crate::error::try_zeros(q, "predictions")?;
+    let width = model.width();
+    let mut first = 0;
+    while first < width {
+        ctl.check()?;
+        let count = neurons.min(width - first);
+        let mut p_t = init.preacts_t_range(query, first, count, ctl)?;
+        for (k, alpha_t) in &grams {
+            p_t.axis_chunks_iter_mut(Axis(0), NEURON_BLOCK).into_par_iter().enumerate().for_each(|(blk, mut rows)| {
+                let start = first + blk * NEURON_BLOCK;
+                let a = alpha_t.slice(s![.., start..start + rows.nrows()]);
+                matmul_acc(&a.t(), &k.t(), &mut rows.view_mut());
+            });
+        }
+        model.accumulate_outputs(first, p_t.view(), &mut acc);
+        first += count;
+    }
+    model.scale_outputs(&mut acc);
+    Ok(acc)
 }
 
 /// The trained W (m × d), materialized: only for small d.
@@ -190,6 +251,10 @@ mod tests {
                 let err = f.iter().zip(&whole).fold(0.0f64, |a, (x, y)| a.max((x - y).abs()));
                 assert!(err < 1e-12, "rows {rows}: {err}");
             }
+            // rows = 4 leaves room for all cross-Grams: neurons outermost
+            // (7 per pass, W(0) regenerated once); rows = 1 does not.
+            assert_eq!(neurons_per_pass(q, m, &blocks, 4), Some(7));
+            assert_eq!(neurons_per_pass(q, m, &blocks, 1), None);
             let empty = vec![pseudo(0, 3, 1), pseudo(0, 4, 1)];
             assert!(predict(&Factors::new(views(&empty)).unwrap(), &model, &init, &blocks, 4, &ctl)
                 .unwrap()

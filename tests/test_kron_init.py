@@ -145,3 +145,23 @@ def test_bad_init_arguments_are_refused_by_name():
         kn.TwoLayerNet((2, 2), 4, init="kron", init_rank=2**17)
     with pytest.raises(kn.ArgumentError, match="Gaussian init"):
         kn.TwoLayerNet((2, 2), 4).initial_factors()
+
+
+@pytest.mark.parametrize("init", ["gaussian", "kron"])
+def test_predicting_many_points_regenerates_w0_once_and_agrees(monkeypatch, init):
+    # With a small chunk budget the points need several chunks but their
+    # cross-Grams fit it: predict then loops over neurons and regenerates
+    # W(0) once. Same numbers as the dense formula, to rounding.
+    import kronnet.net as knet
+
+    data = kn.make_kronecker_data(40, dims=(4, 6), seed=0)
+    net = kn.TwoLayerNet(data.dims, 300, seed=1, init=init, init_rank=3)
+    kn.Trainer(net, data, lr=kn.suggest_lr(net, 8)).fit(100)
+    query = kn.make_kronecker_data(900, dims=(4, 6), seed=2)
+    want = forward(net.dense_weights(), kron_rows(query.factors), net.a, net.threshold)
+    whole = net.predict(query)
+    # 200 points per chunk: 900 points need 5 chunks, while their cross-Grams
+    # with the 40 training points (36 000 values) fit one chunk's 68 000.
+    monkeypatch.setattr(knet, "PREDICT_CHUNK_BYTES", 8 * 340 * 200)
+    by_neurons = net.predict(query)
+    assert rel_err(whole, want) < 1e-12 and rel_err(by_neurons, want) < 1e-12
