@@ -13,7 +13,7 @@ use crate::gram::cross_gram;
 use crate::init::InitialWeights;
 use crate::matmul::matmul_acc;
 use crate::model::Model;
-use ndarray::{s, Array2, Axis};
+use ndarray::{s, Array2, ArrayView2, Axis};
 use rayon::prelude::*;
 
 /// Neurons per task of the α · K product: fixed, so results do not depend on
@@ -63,13 +63,19 @@ fn add_trained(p_t: &mut Array2<f64>, query: &Factors<'_>, b: &Block<'_>) -> Res
         return Ok(());
     }
     let k = cross_gram(query, &b.factors)?;
-    let alpha_t = b.coef.alpha_t();
+    add_alpha_gram(p_t, 0, b.coef.alpha_t(), &k);
+    Ok(())
+}
+
+/// Pᵀ[r, j] += Σ_i αᵀ[i, first + r] K[j, i] for the rows r of `p_t`
+/// (neurons first, first + 1, …; K the q × n_s cross-Gram), in fixed blocks
+/// of neurons.
+fn add_alpha_gram(p_t: &mut Array2<f64>, first: usize, alpha_t: ArrayView2<'_, f64>, k: &Array2<f64>) {
     p_t.axis_chunks_iter_mut(Axis(0), NEURON_BLOCK).into_par_iter().enumerate().for_each(|(blk, mut rows)| {
-        let start = blk * NEURON_BLOCK;
+        let start = first + blk * NEURON_BLOCK;
         let a = alpha_t.slice(s![.., start..start + rows.nrows()]);
         matmul_acc(&a.t(), &k.t(), &mut rows.view_mut());
     });
-    Ok(())
 }
 
 /// Bytes one chunk of `rows` points of `rank` terms needs: Pᵀ (m × rows),
@@ -170,11 +176,7 @@ fn predict_by_neurons(
         let count = neurons.min(width - first);
         let mut p_t = init.preacts_t_range(query, first, count, ctl)?;
         for (k, alpha_t) in &grams {
-            p_t.axis_chunks_iter_mut(Axis(0), NEURON_BLOCK).into_par_iter().enumerate().for_each(|(blk, mut rows)| {
-                let start = first + blk * NEURON_BLOCK;
-                let a = alpha_t.slice(s![.., start..start + rows.nrows()]);
-                matmul_acc(&a.t(), &k.t(), &mut rows.view_mut());
-            });
+            add_alpha_gram(&mut p_t, first, *alpha_t, k);
         }
         model.accumulate_outputs(first, p_t.view(), &mut acc);
         first += count;

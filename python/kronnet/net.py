@@ -34,6 +34,12 @@ def _table_rows(data: KronPoints) -> int:
     return max((int(u.shape[0]) for u, i in zip(mats, index) if i is not None), default=0)
 
 
+def gaussian_tail(z: float) -> float:
+    """P(N(0, 1) > z): the fraction of neurons a unit-norm point fires at
+    threshold z under Gaussian init."""
+    return 0.5 * math.erfc(z / math.sqrt(2.0))
+
+
 def default_threshold(width: int) -> float:
     """The default threshold b = sqrt(0.4 ln m).
 
@@ -272,7 +278,7 @@ class TwoLayerNet:
         """
         if self._init == "kron":
             return float(_core.kron_firing_fraction(self._threshold, self._init_rank, len(self._dims)))
-        return 0.5 * math.erfc(self._threshold / math.sqrt(2.0))
+        return gaussian_tail(self._threshold)
 
     def _core_init(self) -> Tuple[int, str, int]:
         """W(0) as the core takes it: (seed, init, init_rank)."""

@@ -41,7 +41,7 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d  # type: igno
 
 from .data import KronData
 from .errors import DivergenceError
-from .net import TwoLayerNet
+from .net import TwoLayerNet, gaussian_tail
 from .pairs import PairData
 from .points import KronPoints
 from .train import IndexKind, Trainer, suggest_lr
@@ -72,10 +72,6 @@ class _LossGrowth(Exception):
 Targets = Optional[Any]
 
 
-def _gauss_tail(z: float) -> float:
-    return 0.5 * math.erfc(z / math.sqrt(2.0))
-
-
 #: Points sampled (evenly spaced) to estimate how correlated a batch is.
 LR_SAMPLE = 256
 
@@ -98,12 +94,12 @@ def _auto_lr(net: TwoLayerNet, batch_size: int, data: KronPoints) -> float:
     if data.n == 0:
         return lr
     b = net.threshold
-    unit = _gauss_tail(b)
+    unit = gaussian_tail(b)
     scale = net.firing_fraction() / unit if unit > 0 else 1.0
     sample = data.take(np.unique(np.linspace(0, data.n - 1, min(data.n, LR_SAMPLE)).astype(np.int64)))
     gram = sample.inner_products()
     r = np.sqrt(np.maximum(np.diag(gram), 0.0))
-    q = np.array([scale * _gauss_tail(b / x) if x > 0 else 0.0 for x in r])
+    q = np.array([scale * gaussian_tail(b / x) if x > 0 else 0.0 for x in r])
     diag = float(np.max(r * r * q))
     k = gram.shape[0]
     off = 0.0
@@ -260,7 +256,6 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
         self.batch_size_ = min(int(self.batch_size), data.n)
         self.nets_: List[TwoLayerNet] = []
         self.trainer_seeds_: List[int] = []
-        self.lr_: List[float] = []
         self._trainers: List[Optional[Trainer]] = []
         for _ in targets:
             net_seed, trainer_seed = (int(s) for s in rs.randint(0, SEED_BOUND, size=2))
@@ -274,8 +269,11 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
             )
             self.nets_.append(net)
             self.trainer_seeds_.append(trainer_seed)
-            self.lr_.append(self._lr_for(net, self.batch_size_, data) * self._lr_scale)
             self._trainers.append(None)
+        # The rate depends on the data, the width and the threshold, which
+        # all nets share (not on their seeds): estimated once.
+        rate = self._lr_for(self.nets_[0], self.batch_size_, data) * self._lr_scale
+        self.lr_ = [rate for _ in self.nets_]
         self._train_points: Optional[KronPoints] = None
         self.t_ = 0
         self.n_iter_ = 0

@@ -165,8 +165,9 @@ def scaling(args: argparse.Namespace) -> int:
     return 0
 
 
-def plot_scaling(results: List[Dict[str, Any]], path: str) -> None:
-    """Per-step time against d, one line per implementation (needs matplotlib)."""
+def pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend, or None (with a note) when
+    matplotlib is not installed."""
     try:
         import matplotlib
 
@@ -174,6 +175,14 @@ def plot_scaling(results: List[Dict[str, Any]], path: str) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         print("matplotlib is not installed (pip install 'kronnet[plot]'): no plot")
+        return None
+    return plt
+
+
+def plot_scaling(results: List[Dict[str, Any]], path: str) -> None:
+    """Per-step time against d, one line per implementation (needs matplotlib)."""
+    plt = pyplot()
+    if plt is None:
         return
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for key, label in [
@@ -368,13 +377,8 @@ def endtoend_table(results: List[Dict[str, Any]]) -> str:
 
 def plot_endtoend(results: List[Dict[str, Any]], path: str) -> None:
     """Total end-to-end time against d for each init (needs matplotlib)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed (pip install 'kronnet[plot]'): no plot")
+    plt = pyplot()
+    if plt is None:
         return
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     for init, label in [("kron", "init='kron'"), ("gaussian", "init='gaussian'")]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Literal, Optional, Tuple
@@ -12,7 +11,7 @@ import numpy as np
 from . import _core
 from . import _validate as v
 from .errors import ArgumentError, ArgumentTypeError, DivergenceError, StaleTrainerError
-from .net import TwoLayerNet
+from .net import TwoLayerNet, gaussian_tail
 from .points import KronPoints
 from .progress import PointsBar, steps_bar
 
@@ -965,7 +964,7 @@ def _resolve_index(index: str, n: int, m: int, threshold: float) -> str:
     """
     if index != "auto":
         return index
-    q = 0.5 * math.erfc(threshold / math.sqrt(2.0))
+    q = gaussian_tail(threshold)
     return "bits" if n * q <= AUTO_BITS_MAX_NQ else "scan"
 
 
