@@ -5,6 +5,43 @@ from __future__ import annotations
 
 import numpy as np
 
+#: The relative agreement every exactness test asks for.
+RTOL = 1e-9
+
+
+def rel_err(a, b):
+    """max |a - b| / max |b|."""
+    a, b = np.asarray(a), np.asarray(b)
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300))
+
+
+def assert_losses_close(actual, desired):
+    """Relative 1e-9, except where the loss has cancelled down to the rounding
+    of f itself: L = e^2 / 2 with e = f - y carries an absolute error of about
+    eps * |f| * sqrt(L) in any float64 implementation, whatever its order."""
+    actual, desired = np.asarray(actual), np.asarray(desired)
+    tol = RTOL * np.abs(desired) + 1e-14 * np.sqrt(np.abs(desired))
+    bad = np.flatnonzero(np.abs(actual - desired) > tol)
+    assert bad.size == 0, f"steps {bad[:5]}: {actual[bad[:5]]} vs {desired[bad[:5]]}"
+
+
+def kron_sum_rows(factors):
+    """Row i = sum_j kron(U_1[i, j], ..., U_p[i, j]) by np.kron, for factors
+    of shape (n, r, d_k); a 2-D factor (n, d_k) is the same vector in every
+    term: (n, d)."""
+    factors = [u if u.ndim == 3 else u[:, None, :] for u in factors]
+    n, r = factors[0].shape[0], max(u.shape[1] for u in factors)
+    rows = []
+    for i in range(n):
+        x = 0.0
+        for j in range(r):
+            term = np.ones(1)
+            for u in factors:
+                term = np.kron(term, u[i, j if u.shape[1] > 1 else 0])
+            x = x + term
+        rows.append(x)
+    return np.array(rows)
+
 
 def kron_rows(factors):
     """x_i = kron(u_i^(1), ..., u_i^(p)), row by row with np.kron: (n, d)."""

@@ -5,24 +5,7 @@ predictions on unseen points agree to 1e-9 relative (docs/design.md, "The algori
 import kronnet as kn
 import numpy as np
 import pytest
-from reference import ReferenceSGD, forward, kron_rows
-
-RTOL = 1e-9
-
-
-def rel_err(a, b):
-    a, b = np.asarray(a), np.asarray(b)
-    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(b)), 1e-300))
-
-
-def assert_losses_close(actual, desired):
-    """Relative 1e-9, except where the loss has cancelled down to the rounding
-    of f itself: L = e^2 / 2 with e = f - y carries an absolute error of about
-    eps * |f| * sqrt(L) in any float64 implementation, whatever its order."""
-    actual, desired = np.asarray(actual), np.asarray(desired)
-    tol = RTOL * np.abs(desired) + 1e-14 * np.sqrt(np.abs(desired))
-    bad = np.flatnonzero(np.abs(actual - desired) > tol)
-    assert bad.size == 0, f"steps {bad[:5]}: {actual[bad[:5]]} vs {desired[bad[:5]]}"
+from reference import RTOL, ReferenceSGD, assert_losses_close, forward, kron_rows, rel_err
 
 
 def explicit_batches(n, steps, size, seed):

@@ -9,29 +9,13 @@ import pickle
 import kronnet as kn
 import numpy as np
 import pytest
-from reference import ReferenceSGD, forward, kron_rows
-
-RTOL = 1e-9
+from reference import RTOL, ReferenceSGD, forward, kron_rows, kron_sum_rows, rel_err
 
 
 def w0_from_factors(net):
     """W(0) row r = R^-1/2 sum_j kron(F_1[r, j], ..., F_p[r, j]) by np.kron."""
     factors = net.initial_factors()
-    m, rank = factors[0].shape[:2]
-    rows = []
-    for r in range(m):
-        w = 0.0
-        for j in range(rank):
-            term = np.ones(1)
-            for f in factors:
-                term = np.kron(term, f[r, j])
-            w = w + term
-        rows.append(w / math.sqrt(rank))
-    return np.array(rows)
-
-
-def rel_err(a, b):
-    return float(np.max(np.abs(np.asarray(a) - b)) / max(np.max(np.abs(b)), 1e-300))
+    return kron_sum_rows(factors) / math.sqrt(factors[0].shape[1])
 
 
 @pytest.mark.parametrize("dims", [(3, 4), (2, 3, 2)])

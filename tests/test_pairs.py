@@ -9,20 +9,13 @@ import pickle
 import kronnet as kn
 import numpy as np
 import pytest
-from reference import ReferenceSGD, forward
-
-RTOL = 1e-9
+from reference import RTOL, ReferenceSGD, assert_losses_close, forward, kron_rows, rel_err
 
 
 def reference_rows(tables, pairs):
     """x_i = kron(T_1[pairs[i, 0]], ..., T_p[pairs[i, p-1]]) by np.kron."""
-    rows = []
-    for pair in pairs:
-        x = np.ones(1)
-        for t, e in zip(tables, pair):
-            x = np.kron(x, t[e])
-        rows.append(x)
-    return np.array(rows)
+    pairs = np.asarray(pairs)
+    return kron_rows([t[pairs[:, k]] for k, t in enumerate(tables)])
 
 
 def unit_tables(sizes, dims, seed):
@@ -40,16 +33,6 @@ def pair_data(n, sizes, dims, seed):
     pairs[1] = pairs[0]
     pairs[5] = pairs[0]
     return kn.PairData(tables, pairs, np.tanh(rng.standard_normal(n)))
-
-
-def rel_err(a, b):
-    return float(np.max(np.abs(np.asarray(a) - b)) / max(np.max(np.abs(b)), 1e-300))
-
-
-def assert_losses_close(actual, desired):
-    actual, desired = np.asarray(actual), np.asarray(desired)
-    tol = RTOL * np.abs(desired) + 1e-14 * np.sqrt(np.abs(desired))
-    assert np.all(np.abs(actual - desired) <= tol), np.max(np.abs(actual - desired) / np.abs(desired))
 
 
 CASES = [((3, 4), (4, 5)), ((4, 3), (6, 2)), ((2, 3, 2), (3, 4, 2)), ((5,), (6,))]
