@@ -13,12 +13,13 @@ use crate::coef::Coefficients;
 use crate::control::Control;
 use crate::dense::DenseState;
 use crate::error::KronError;
+use crate::exact_sum::{ExactSum, WORDS};
 use crate::factors::Factors;
 use crate::index::{ActivationIndex, IndexKind, IndexStats};
 use crate::init::{InitKind, InitialWeights};
 use crate::model::{run_steps, Backend, Model, StepStats};
 use crate::predict::{self as prediction, Block};
-use crate::step::{GramMode, KernelSpec, KronState};
+use crate::step::{GramMode, KernelSpec, KronState, Pending};
 use crate::tree::AsyncTree;
 use crate::{gram, kron_init, rng};
 use ndarray::{Array1, Array2, ArrayView2, Ix1, Ix2};
@@ -442,6 +443,81 @@ fn predict<'py>(
     Ok(Array1::from(finish(py, done)?).into_pyarray(py))
 }
 
+/// One rank's part of `predict`: the exact sums over the net's neurons
+/// `first .. first + count` (`a` and `threshold` are the whole net's; the
+/// blocks hold α for those neurons only) as int64 words, (q, EXACT_WORDS).
+/// Summed element-wise over the ranks, `outputs_from_words` gives f.
+#[pyfunction]
+#[pyo3(signature = (points, a, threshold, init, neurons, blocks, chunk_rows, progress=None))]
+#[allow(clippy::too_many_arguments)]
+fn predict_words<'py>(
+    py: Python<'py>,
+    points: PyPoints<'py>,
+    a: &Bound<'py, PyAny>,
+    threshold: f64,
+    init: PyInit,
+    neurons: (usize, usize),
+    blocks: PyBlocks<'py>,
+    chunk_rows: usize,
+    progress: Option<Py<PyAny>>,
+) -> PyResult<Bound<'py, PyArray2<i64>>> {
+    let init = initial(&init)?;
+    let points = HeldPoints::hold(&points, "points")?;
+    let a = f64_array::<Ix1>(a, "a")?.as_array().to_vec();
+    let held = HeldBlocks::hold(&blocks)?;
+    let blocks = held.blocks().map_err(|e| to_py(py, e))?;
+    let (first, count) = neurons;
+    let total = (points.n() * count) as u64;
+    let points = points.views();
+    let done = reporting(py, progress.as_ref(), total, |ctl| {
+        let model = Model::checked(a, threshold)?.shard(first, count)?;
+        let f = points.factors()?;
+        let mut words: Vec<i64> = Vec::new();
+        let len = f.n() * WORDS;
+        words.try_reserve_exact(len).map_err(|_| crate::error::out_of_memory("predictions", 8 * len as u128))?;
+        words.resize(len, 0);
+        let mut at = 0;
+        prediction::predict_sums(&f, &model, &init, first, &blocks, chunk_rows, ctl, |sums| {
+            for s in sums {
+                s.write_words(&mut words[at..at + WORDS]);
+                at += WORDS;
+            }
+        })?;
+        Ok(words)
+    });
+    let words: Vec<i64> = finish(py, done)?;
+    let q = words.len() / WORDS;
+    Ok(Array2::from_shape_vec((q, WORDS), words).expect("q · WORDS words").into_pyarray(py))
+}
+
+/// f from exact sums summed over ranks: (k, EXACT_WORDS) int64 → (k,),
+/// f = (the sum rounded once) / √width.
+#[pyfunction]
+fn outputs_from_words<'py>(
+    py: Python<'py>,
+    words: PyReadonlyArray2<'py, i64>,
+    width: usize,
+) -> PyResult<Bound<'py, PyArray1<f64>>> {
+    let model = Model::new(vec![1.0; width.max(1)], 0.0).map_err(|e| to_py(py, e))?;
+    let words = words.as_array();
+    if words.ncols() != WORDS {
+        return Err(PyValueError::new_err(format!("words: need {WORDS} columns, got {}", words.ncols())));
+    }
+    let w = words.as_standard_layout();
+    let f =
+        crate::step::outputs_from_words(&model, w.as_slice().expect("standard layout")).map_err(|e| to_py(py, e))?;
+    Ok(Array1::from(f).into_pyarray(py))
+}
+
+/// The sum of `values` computed exactly and rounded once (what every
+/// output sum uses), for tests against math.fsum.
+#[pyfunction]
+fn exact_sum(values: PyReadonlyArray1<'_, f64>) -> f64 {
+    let mut acc = ExactSum::new();
+    values.as_array().iter().for_each(|&v| acc.add(v));
+    acc.value()
+}
+
 /// The trained W materialized: (width, d).
 #[pyfunction]
 fn dense_weights<'py>(
@@ -622,6 +698,8 @@ struct TrainerCore {
     steps_taken: u64,
     /// The figures of the last `run`, kept for the same reason.
     last_run: Vec<StepStats>,
+    /// A sharded step between `begin_step` and `finish_step`.
+    pending: Option<Pending>,
 }
 
 #[pymethods]
@@ -631,7 +709,12 @@ impl TrainerCore {
     /// Otherwise the state starts from the net's current weights: W(0) (from
     /// `seed`) plus `blocks`, which include `coef` itself when it is trained.
     #[new]
-    #[pyo3(signature = (backend, points, y, a, threshold, init, coef, blocks, gram, index, state=None, p_bound=None, progress=None, gram_from=None))]
+    ///
+    /// `neurons` = (first, count) makes this core one rank's shard of a
+    /// sharded trainer: it holds neurons first .. first + count of the net
+    /// (`a` is the whole net's; `coef` and the blocks hold α for those
+    /// neurons only) and is driven by `begin_step`/`finish_step`.
+    #[pyo3(signature = (backend, points, y, a, threshold, init, coef, blocks, gram, index, state=None, p_bound=None, progress=None, gram_from=None, neurons=None))]
     #[allow(clippy::too_many_arguments)]
     fn new<'py>(
         py: Python<'py>,
@@ -649,8 +732,13 @@ impl TrainerCore {
         p_bound: Option<f64>,
         progress: Option<Py<PyAny>>,
         gram_from: Option<PyRef<'py, TrainerCore>>,
+        neurons: Option<(usize, usize)>,
     ) -> PyResult<Self> {
         let backend = parse_mode(backend, "backend", &BACKENDS)?;
+        if neurons.is_some() && backend != BackendKind::Kron {
+            return Err(PyValueError::new_err("neurons: only the Kronecker backend can be sharded"));
+        }
+        let (first, count) = neurons.unwrap_or((0, a.len()?));
         // Another trainer's Gram on the same points (the caller checks that
         // they are the same), shared without a copy.
         let kernel: KernelSpec = match &gram_from {
@@ -672,13 +760,13 @@ impl TrainerCore {
         let dims: Vec<usize> = points.mats.iter().map(|u| u.as_array().ncols()).collect();
         {
             let c = coef.try_borrow()?;
-            c.inner.check_shape(points.n(), a.len()).map_err(|e| to_py(py, e))?;
+            c.inner.check_shape(points.n(), count).map_err(|e| to_py(py, e))?;
         }
         let state_view = state.as_ref().map(|s| s.as_array());
         // Progress counts the Kronecker init's points × neurons (the dense
         // backend and a resumed state do not count).
         let counted = state_view.is_none() && backend == BackendKind::Kron;
-        let total = if counted { (points.n() * a.len()) as u64 } else { 0 };
+        let total = if counted { (points.n() * count) as u64 } else { 0 };
         let points = points.views();
         let done = reporting(py, progress.as_ref(), total, |ctl| -> crate::Result<Engine> {
             let f = points.factors()?;
@@ -686,9 +774,10 @@ impl TrainerCore {
             let width = model.width();
             match backend {
                 BackendKind::Kron => {
+                    let model = model.shard(first, count)?;
                     let p_t = match state_view {
                         Some(s) => s.to_owned(),
-                        None => prediction::preacts_t(&f, &init, width, &blocks, ctl)?,
+                        None => prediction::preacts_t_part(&f, &init, first, count, &blocks, ctl)?,
                     };
                     let b = model.b;
                     let mut st = KronState::with_points(&f, y, model, p_t, kernel, |vals| index.build(vals, b))?;
@@ -708,7 +797,7 @@ impl TrainerCore {
             }
         });
         let engine = finish(py, done)?;
-        Ok(TrainerCore { engine, coef: coef.unbind(), steps_taken: 0, last_run: Vec::new() })
+        Ok(TrainerCore { engine, coef: coef.unbind(), steps_taken: 0, last_run: Vec::new(), pending: None })
     }
 
     /// One step; returns (batch loss before the update, |R|, Σ|A_i|).
@@ -719,6 +808,80 @@ impl TrainerCore {
         let s: StepStats = guarded(py, || engine.backend().step(alpha, &b, lr))?;
         self.steps_taken += 1;
         Ok((s.loss, s.fired_union, s.fired_total))
+    }
+
+    /// A sharded step's first half: this shard's words for `batch` (int64,
+    /// length `S · EXACT_WORDS + 2`), to be summed over the ranks and passed
+    /// to `finish_step`. Checks everything, so a step that starts finishes
+    /// unless it diverges (on every rank alike).
+    fn begin_step<'py>(
+        &mut self,
+        py: Python<'py>,
+        batch: &Bound<'_, PyAny>,
+        lr: f64,
+    ) -> PyResult<Bound<'py, PyArray1<i64>>> {
+        let b = indices(batch, "batch")?;
+        let coef = self.coef.bind(py).try_borrow()?;
+        let Engine::Kron(state) = &mut self.engine else {
+            return Err(PyValueError::new_err("begin_step: only the Kronecker backend can be sharded"));
+        };
+        let alpha = &coef.inner;
+        let pending = guarded(py, || state.begin_step(alpha, &b, lr))?;
+        let words = Array1::from(pending.words.clone()).into_pyarray(py);
+        self.pending = Some(pending);
+        Ok(words)
+    }
+
+    /// A sharded step's second half, from the words of every rank summed
+    /// element-wise: returns (batch loss, |R|, Σ|A_i|) of the whole net.
+    fn finish_step(&mut self, py: Python<'_>, reduced: PyReadonlyArray1<'_, i64>) -> PyResult<(f64, usize, usize)> {
+        let Some(pending) = self.pending.take() else {
+            return Err(PyValueError::new_err("finish_step: no step was begun"));
+        };
+        let reduced = reduced.as_array().to_vec();
+        let mut coef = self.coef.bind(py).try_borrow_mut()?;
+        let Engine::Kron(state) = &mut self.engine else {
+            return Err(PyValueError::new_err("finish_step: only the Kronecker backend can be sharded"));
+        };
+        let alpha = &mut coef.inner;
+        let s: StepStats = guarded(py, || state.finish_step(alpha, pending, &reduced))?;
+        self.steps_taken += 1;
+        Ok((s.loss, s.fired_union, s.fired_total))
+    }
+
+    /// This shard's exact output sums for training points start .. stop:
+    /// (stop − start, EXACT_WORDS) int64.
+    fn output_words<'py>(&self, py: Python<'py>, start: usize, stop: usize) -> PyResult<Bound<'py, PyArray2<i64>>> {
+        let Some(state) = self.engine.kron() else {
+            return Err(PyValueError::new_err("output_words: only the Kronecker backend can be sharded"));
+        };
+        let words = guarded(py, || state.output_words(start, stop))?;
+        Ok(Array2::from_shape_vec((stop - start, WORDS), words).expect("rows · WORDS words").into_pyarray(py))
+    }
+
+    /// (1/2n) Σ (f_i − y_i)² for the outputs f (n,) of the training points.
+    fn loss_of(&self, py: Python<'_>, f: PyReadonlyArray1<'_, f64>) -> PyResult<f64> {
+        let Some(state) = self.engine.kron() else {
+            return Err(PyValueError::new_err("loss_of: only the Kronecker backend can be sharded"));
+        };
+        let f = f.as_array().to_vec();
+        guarded(py, || state.loss_of(&f))
+    }
+
+    /// The running bound on max |P| (Kronecker backend).
+    #[getter]
+    fn p_bound(&self) -> f64 {
+        self.engine.kron().map_or(0.0, |k| k.p_bound())
+    }
+
+    /// Sets the running bound (a sharded trainer sets every rank's to the
+    /// maximum over ranks).
+    #[setter]
+    fn set_p_bound(&mut self, py: Python<'_>, bound: f64) -> PyResult<()> {
+        match &mut self.engine {
+            Engine::Kron(k) => k.set_p_bound(bound).map_err(|e| to_py(py, e)),
+            Engine::Dense(_) => Err(PyValueError::new_err("p_bound: only the Kronecker backend has one")),
+        }
     }
 
     /// Many steps without returning to Python between them: the batches are
@@ -955,6 +1118,11 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_function(wrap_pyfunction!(preacts, m)?)?;
     m.add_function(wrap_pyfunction!(predict, m)?)?;
+    m.add_function(wrap_pyfunction!(predict_words, m)?)?;
+    m.add_function(wrap_pyfunction!(outputs_from_words, m)?)?;
+    m.add_function(wrap_pyfunction!(exact_sum, m)?)?;
+    m.add("EXACT_WORDS", WORDS)?;
+    m.add("NEURON_BLOCK", prediction::NEURON_BLOCK)?;
     m.add_function(wrap_pyfunction!(dense_weights, m)?)?;
     m.add_function(wrap_pyfunction!(cross_gram, m)?)?;
     m.add_function(wrap_pyfunction!(initial_weights, m)?)?;

@@ -76,7 +76,8 @@ impl DenseState {
         let fired_values: Vec<Vec<f64>> =
             fire.iter().zip(z.rows()).map(|(a, row)| a.iter().map(|&r| row[r as usize]).collect()).collect();
         let upd = plan_update(&self.model, &fire, &fired_values, &targets, lr)?;
-        let stats = StepStats { loss: upd.loss, fired_union: upd.neurons.len(), fired_total: upd.fired_total };
+        let fired_total = fire.iter().map(|a| a.len()).sum();
+        let stats = StepStats { loss: upd.loss, fired_union: upd.neurons.len(), fired_total };
         // New rows first, committed only if every preactivation they can
         // produce stays below SAFE_BOUND: the model never reaches a state
         // whose loss overflows.

@@ -16,6 +16,7 @@ pub mod coef;
 pub mod control;
 pub mod dense;
 pub mod error;
+pub mod exact_sum;
 pub mod factors;
 pub mod gram;
 pub mod index;

@@ -5,6 +5,7 @@
 use crate::coef::Coefficients;
 use crate::control::Control;
 use crate::error::{invalid, KronError, Result};
+use crate::exact_sum::ExactSum;
 use ndarray::{Array2, ArrayView2, Axis};
 use rayon::prelude::*;
 
@@ -28,11 +29,19 @@ pub fn check_targets(y: &[f64]) -> Result<()> {
     Ok(())
 }
 
-/// Output signs a (±1, never trained) and threshold b.
+/// Output signs a (±1, never trained) and threshold b of some of a net's
+/// neurons: all of them, or the contiguous range one rank of a sharded
+/// trainer owns (`shard`). The outputs' 1/√m and the growth guard's max |a|
+/// stay those of the whole net, so a shard's partial sums are exactly its
+/// part of the net's.
 #[derive(Clone, Debug)]
 pub struct Model {
     pub a: Vec<f64>,
     pub b: f64,
+    /// m of the whole net.
+    net_width: usize,
+    /// max |a_r| over the whole net.
+    a_max: f64,
 }
 
 impl Model {
@@ -46,26 +55,8 @@ impl Model {
         if a.iter().any(|v| !v.is_finite()) {
             return invalid("a", "output weights must be finite");
         }
-        Ok(Model { a, b })
-    }
-
-    pub fn width(&self) -> usize {
-        self.a.len()
-    }
-
-    fn scale(&self) -> f64 {
-        1.0 / (self.width() as f64).sqrt()
-    }
-
-    /// f from one point's fire set (sorted) and the preactivations at those
-    /// neurons: the sum runs in ascending r, exactly as in `output`, so both
-    /// give the same bits.
-    pub fn output_fired(&self, fired: &[u32], values: &[f64]) -> f64 {
-        let mut acc = 0.0;
-        for (&r, &z) in fired.iter().zip(values) {
-            acc += self.a[r as usize] * (z - self.b);
-        }
-        acc * self.scale()
+        let a_max = a.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        Ok(Model { net_width: a.len(), a, b, a_max })
     }
 
     /// Output signs and threshold after checks on everything a caller can
@@ -77,20 +68,75 @@ impl Model {
         Model::new(a, b)
     }
 
-    /// f from one point's full preactivation row (m values).
-    pub fn output(&self, row: &[f64]) -> f64 {
-        let mut acc = 0.0;
+    /// Neurons `first .. first + count` of this (whole) net: the part one
+    /// rank of a sharded trainer holds.
+    pub fn shard(self, first: usize, count: usize) -> Result<Model> {
+        let m = self.a.len();
+        if count == 0 || first.checked_add(count).is_none_or(|end| end > m) {
+            return invalid("neurons", format!("range {first}..{} is not a nonempty part of 0..{m}", first + count));
+        }
+        Ok(Model { a: self.a[first..first + count].to_vec(), ..self })
+    }
+
+    /// Neurons this model holds (m, or a shard's count).
+    pub fn width(&self) -> usize {
+        self.a.len()
+    }
+
+    /// m of the whole net.
+    pub fn net_width(&self) -> usize {
+        self.net_width
+    }
+
+    /// max |a_r| over the whole net.
+    pub fn a_max(&self) -> f64 {
+        self.a_max
+    }
+
+    fn scale(&self) -> f64 {
+        1.0 / (self.net_width as f64).sqrt()
+    }
+
+    /// Σ a_r (z_r − b) over one point's fire set, exactly: the same sum
+    /// whatever the order of the terms or how they are split between ranks.
+    pub fn sum_fired(&self, fired: &[u32], values: &[f64]) -> ExactSum {
+        let mut acc = ExactSum::new();
+        for (&r, &z) in fired.iter().zip(values) {
+            acc.add(self.a[r as usize] * (z - self.b));
+        }
+        acc
+    }
+
+    /// f from the exact sum of a point's terms: rounded once, then scaled.
+    /// Every path to an output (step, loss, predict; one rank or many)
+    /// ends here, so they all give the same bits.
+    pub fn output_of(&self, sum: &ExactSum) -> f64 {
+        sum.value() * self.scale()
+    }
+
+    /// f for each exact sum.
+    pub fn outputs_of(&self, sums: &[ExactSum]) -> Vec<f64> {
+        sums.iter().map(|s| self.output_of(s)).collect()
+    }
+
+    /// The exact Σ_r a_r (z_r − b)_+ of one point's full preactivation row.
+    fn sum_row(&self, row: &[f64]) -> ExactSum {
+        let mut acc = ExactSum::new();
         for (a, z) in self.a.iter().zip(row) {
             if *z > self.b {
-                acc += a * (z - self.b);
+                acc.add(a * (z - self.b));
             }
         }
-        acc * self.scale()
+        acc
+    }
+
+    /// f from one point's full preactivation row (m values).
+    pub fn output(&self, row: &[f64]) -> f64 {
+        self.output_of(&self.sum_row(row))
     }
 
     /// f for every row of a preactivation matrix (points × m), in any
-    /// memory layout: row by row when rows are contiguous, otherwise neuron
-    /// by neuron into per-point accumulators (same order of additions).
+    /// memory layout.
     pub fn outputs(&self, preacts: ArrayView2<'_, f64>) -> Vec<f64> {
         if preacts.t().is_standard_layout() && !preacts.is_standard_layout() {
             return self.outputs_neuron_major(preacts.t());
@@ -105,10 +151,10 @@ impl Model {
             .collect()
     }
 
-    /// acc[i] += Σ_r a_r (P[r, i] − b)_+ over the rows of `pt`, which are
-    /// neurons first, first + 1, …, added in ascending r (unscaled): passes
-    /// over consecutive neuron ranges give `outputs_neuron_major`'s sums.
-    pub fn accumulate_outputs(&self, first: usize, pt: ArrayView2<'_, f64>, acc: &mut [f64]) {
+    /// acc[i] += Σ_r a_r (P[r, i] − b)_+ exactly over the rows of `pt`,
+    /// which are this model's neurons first, first + 1, …: any passes over
+    /// any neuron ranges give the same sums.
+    pub fn accumulate_outputs(&self, first: usize, pt: ArrayView2<'_, f64>, acc: &mut [ExactSum]) {
         const POINTS: usize = 256;
         acc.par_chunks_mut(POINTS).enumerate().for_each(|(blk, acc)| {
             let start = blk * POINTS;
@@ -117,25 +163,32 @@ impl Model {
                 let row = &row.as_slice().expect("rows of Pᵀ are contiguous")[start..start + acc.len()];
                 for (o, &z) in acc.iter_mut().zip(row) {
                     if z > self.b {
-                        *o += a * (z - self.b);
+                        o.add(a * (z - self.b));
                     }
                 }
             }
         });
     }
 
-    /// The sums of `accumulate_outputs` scaled by 1/√m: the outputs.
-    pub fn scale_outputs(&self, acc: &mut [f64]) {
-        let scale = self.scale();
-        acc.iter_mut().for_each(|o| *o *= scale);
+    /// The exact sums of all this model's neurons for each column of Pᵀ
+    /// (m × points, rows contiguous).
+    pub fn sums_neuron_major(&self, pt: ArrayView2<'_, f64>) -> Vec<ExactSum> {
+        let mut acc = vec![ExactSum::new(); pt.ncols()];
+        self.accumulate_outputs(0, pt, &mut acc);
+        acc
     }
 
-    /// `outputs` from Pᵀ (m × points, rows contiguous), blocks of points in
-    /// parallel; the additions run in ascending r, as in `output`.
+    /// `outputs` from Pᵀ (m × points, rows contiguous), a few thousand
+    /// points at a time so that the exact sums (`WORDS` words each) stay
+    /// small next to Pᵀ.
     pub fn outputs_neuron_major(&self, pt: ArrayView2<'_, f64>) -> Vec<f64> {
-        let mut out = vec![0.0; pt.ncols()];
-        self.accumulate_outputs(0, pt, &mut out);
-        self.scale_outputs(&mut out);
+        const POINTS: usize = 4096;
+        let q = pt.ncols();
+        let mut out = Vec::with_capacity(q);
+        for start in (0..q).step_by(POINTS) {
+            let part = pt.slice(ndarray::s![.., start..(start + POINTS).min(q)]);
+            out.extend(self.outputs_of(&self.sums_neuron_major(part)));
+        }
         out
     }
 }
@@ -153,7 +206,8 @@ pub struct Update {
     pub loss: f64,
     pub neurons: Vec<u32>,
     pub coef: Array2<f64>,
-    pub fired_total: usize,
+    /// (lr/S)(1/√m) e_s per batch point: |C[s, j]| ≤ |c_s| · max |a|.
+    pub c: Vec<f64>,
 }
 
 /// Builds the update of a batch from each batch point's fire set, the
@@ -166,8 +220,22 @@ pub fn plan_update(
     targets: &[f64],
     lr: f64,
 ) -> Result<Update> {
+    let sums: Vec<ExactSum> = fire.iter().zip(fired_values).map(|(a, v)| model.sum_fired(a, v)).collect();
+    plan_update_from(model, fire, &sums, targets, lr)
+}
+
+/// `plan_update` from each batch point's exact sum over the whole net
+/// (`sums`: this model's terms plus, when sharded, every other rank's) and
+/// this model's fire sets.
+pub fn plan_update_from(
+    model: &Model,
+    fire: &[Vec<u32>],
+    sums: &[ExactSum],
+    targets: &[f64],
+    lr: f64,
+) -> Result<Update> {
     let s_len = fire.len();
-    let f: Vec<f64> = (0..s_len).map(|s| model.output_fired(&fire[s], &fired_values[s])).collect();
+    let f = model.outputs_of(sums);
     let loss = half_mse(&f, targets);
     if !loss.is_finite() {
         return Err(KronError::Diverged(format!(
@@ -179,19 +247,18 @@ pub fn plan_update(
     neurons.dedup();
     let mut coef = Array2::zeros((s_len, neurons.len()));
     let step = lr / s_len as f64 * model.scale();
+    let c: Vec<f64> = f.iter().zip(targets).map(|(f, y)| step * (f - y)).collect();
     for s in 0..s_len {
-        let e = f[s] - targets[s];
         // Both lists are sorted: walk them together instead of searching.
         let mut j = 0;
         for &r in &fire[s] {
             while neurons[j] != r {
                 j += 1;
             }
-            coef[[s, j]] = step * e * model.a[r as usize];
+            coef[[s, j]] = c[s] * model.a[r as usize];
         }
     }
-    let fired_total = fire.iter().map(|a| a.len()).sum();
-    Ok(Update { loss, neurons, coef, fired_total })
+    Ok(Update { loss, neurons, coef, c })
 }
 
 /// What both backends offer a training loop. The coefficient block the

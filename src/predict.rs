@@ -8,6 +8,7 @@
 use crate::coef::Coefficients;
 use crate::control::Control;
 use crate::error::{invalid, Result};
+use crate::exact_sum::{ExactSum, WORDS};
 use crate::factors::Factors;
 use crate::gram::cross_gram;
 use crate::init::InitialWeights;
@@ -17,8 +18,9 @@ use ndarray::{s, Array2, ArrayView2, Axis};
 use rayon::prelude::*;
 
 /// Neurons per task of the α · K product: fixed, so results do not depend on
-/// the thread count.
-const NEURON_BLOCK: usize = 64;
+/// the thread count. Shards of a sharded net start at multiples of it
+/// (`kronnet.shard.neuron_range`), so their blocks are the same GEMMs.
+pub const NEURON_BLOCK: usize = 64;
 
 /// One training set's part of the weights: its points and their α.
 pub struct Block<'a> {
@@ -47,8 +49,21 @@ pub fn preacts_t(
     blocks: &[Block<'_>],
     ctl: &Control,
 ) -> Result<Array2<f64>> {
-    check_blocks(query, width, blocks)?;
-    let mut p_t = init.preacts_t(query, width, ctl)?;
+    preacts_t_part(query, init, 0, width, blocks, ctl)
+}
+
+/// Rows `first .. first + count` of Pᵀ: the neurons of one rank's shard,
+/// whose blocks hold α for exactly those neurons (n_s × count).
+pub fn preacts_t_part(
+    query: &Factors<'_>,
+    init: &InitialWeights,
+    first: usize,
+    count: usize,
+    blocks: &[Block<'_>],
+    ctl: &Control,
+) -> Result<Array2<f64>> {
+    check_blocks(query, count, blocks)?;
+    let mut p_t = init.preacts_t_range(query, first, count, ctl)?;
     for b in blocks {
         ctl.check()?;
         add_trained(&mut p_t, query, b)?;
@@ -113,29 +128,53 @@ pub fn predict(
     rows: usize,
     ctl: &Control,
 ) -> Result<Vec<f64>> {
-    check_blocks(query, model.width(), blocks)?;
-    let q = query.n();
-    if let Some(neurons) = neurons_per_pass(q, model.width(), blocks, rows) {
-        return predict_by_neurons(query, model, init, blocks, neurons, ctl);
-    }
     let mut out = Vec::new();
-    out.try_reserve_exact(q).map_err(|_| crate::error::out_of_memory("predictions", 8 * q as u128))?;
+    out.try_reserve_exact(query.n()).map_err(|_| crate::error::out_of_memory("predictions", 8 * query.n() as u128))?;
+    predict_sums(query, model, init, 0, blocks, rows, ctl, |sums| out.extend(model.outputs_of(sums)))?;
+    Ok(out)
+}
+
+/// The exact sums Σ_r a_r (<w_r, x'_j> − b)_+ over `model`'s neurons (the
+/// net's `first .. first + model.width()`; the blocks hold their α) for
+/// every point of `query`, handed to `sink` in order, a chunk of points at
+/// a time: `predict` on one rank, each rank's part of it when sharded.
+#[allow(clippy::too_many_arguments)]
+pub fn predict_sums(
+    query: &Factors<'_>,
+    model: &Model,
+    init: &InitialWeights,
+    first: usize,
+    blocks: &[Block<'_>],
+    rows: usize,
+    ctl: &Control,
+    mut sink: impl FnMut(&[ExactSum]),
+) -> Result<()> {
+    let width = model.width();
+    check_blocks(query, width, blocks)?;
+    let q = query.n();
+    // The whole net's width decides the path, so that every rank of a
+    // sharded net groups the points as one process would (GEMMs of other
+    // shapes may round differently).
+    if let Some(neurons) = neurons_per_pass(q, model.net_width(), blocks, rows) {
+        sink(&predict_by_neurons(query, model, init, first, blocks, neurons, ctl)?);
+        return Ok(());
+    }
     let mut start = 0;
     while start < q {
         ctl.check()?;
         let stop = (start + rows.max(1)).min(q);
-        let p_t = preacts_t(&query.rows(start, stop), init, model.width(), blocks, ctl)?;
-        out.extend(model.outputs_neuron_major(p_t.view()));
+        let p_t = preacts_t_part(&query.rows(start, stop), init, first, width, blocks, ctl)?;
+        sink(&model.sums_neuron_major(p_t.view()));
         start = stop;
     }
-    Ok(out)
+    Ok(())
 }
 
 /// When the points need several chunks of `rows` but the cross-Grams of all
-/// of them fit the chunk budget (rows × (m + largest n_s) values), the
-/// neurons per pass of `predict_by_neurons`, which regenerates W(0) once
-/// per call instead of once per chunk: the budget left after the
-/// cross-Grams, divided among the points.
+/// of them and their exact sums fit the chunk budget (rows × (m + largest
+/// n_s) values), the neurons per pass of `predict_by_neurons`, which
+/// regenerates W(0) once per call instead of once per chunk: the budget
+/// left after the cross-Grams and sums, divided among the points.
 fn neurons_per_pass(q: usize, width: usize, blocks: &[Block<'_>], rows: usize) -> Option<usize> {
     if q <= rows {
         return None;
@@ -143,45 +182,49 @@ fn neurons_per_pass(q: usize, width: usize, blocks: &[Block<'_>], rows: usize) -
     let trained: Vec<usize> = blocks.iter().filter(|b| b.coef.trained()).map(|b| b.factors.n()).collect();
     let largest = trained.iter().copied().max().unwrap_or(0);
     let budget = rows.checked_mul(width + largest)?;
-    let grams = q.checked_mul(trained.iter().sum())?;
+    let grams = q.checked_mul(trained.iter().sum::<usize>() + WORDS)?;
     let neurons = budget.checked_sub(grams)? / q;
-    (neurons >= 1).then_some(neurons.min(width))
+    // Whole blocks of NEURON_BLOCK, so that passes start where the α · K
+    // blocks of a one-pass run (and of every shard, which starts at a
+    // multiple of NEURON_BLOCK) start.
+    (neurons >= 1).then_some(neurons.next_multiple_of(NEURON_BLOCK).min(width))
 }
 
-/// `predict` with the neurons in the outer loop: each pass regenerates
+/// `predict_sums` with the neurons in the outer loop: each pass regenerates
 /// `neurons` neurons' W(0) for all the points (`InitialWeights::
 /// preacts_t_range`), adds the trained part from cross-Grams computed once,
-/// and adds a_r (P − b)_+ to every point's running sum in ascending r — the
-/// order of `Model::outputs_neuron_major` (the GEMMs group neurons
-/// differently, so results agree to rounding, not bit for bit).
+/// and adds a_r (P − b)_+ to every point's exact sum. The sums are exact, so
+/// this gives the same bits as the chunked path.
 fn predict_by_neurons(
     query: &Factors<'_>,
     model: &Model,
     init: &InitialWeights,
+    first: usize,
     blocks: &[Block<'_>],
     neurons: usize,
     ctl: &Control,
-) -> Result<Vec<f64>> {
+) -> Result<Vec<ExactSum>> {
     let q = query.n();
     let mut grams = Vec::new();
     for b in blocks.iter().filter(|b| b.coef.trained()) {
         ctl.check()?;
         grams.push((cross_gram(query, &b.factors)?, b.coef.alpha_t()));
     }
-    let mut acc = crate::error::try_zeros(q, "predictions")?;
+    let mut acc = Vec::new();
+    acc.try_reserve_exact(q).map_err(|_| crate::error::out_of_memory("predictions", (8 * WORDS * q) as u128))?;
+    acc.resize(q, ExactSum::new());
     let width = model.width();
-    let mut first = 0;
-    while first < width {
+    let mut done = 0;
+    while done < width {
         ctl.check()?;
-        let count = neurons.min(width - first);
-        let mut p_t = init.preacts_t_range(query, first, count, ctl)?;
+        let count = neurons.min(width - done);
+        let mut p_t = init.preacts_t_range(query, first + done, count, ctl)?;
         for (k, alpha_t) in &grams {
-            add_alpha_gram(&mut p_t, first, *alpha_t, k);
+            add_alpha_gram(&mut p_t, done, *alpha_t, k);
         }
-        model.accumulate_outputs(first, p_t.view(), &mut acc);
-        first += count;
+        model.accumulate_outputs(done, p_t.view(), &mut acc);
+        done += count;
     }
-    model.scale_outputs(&mut acc);
     Ok(acc)
 }
 
@@ -232,7 +275,7 @@ mod tests {
         use crate::init::InitKind;
         for kind in [InitKind::Gaussian, InitKind::Kron { rank: 3 }] {
             let init = InitialWeights { seed: 7, kind };
-            let (m, n, q) = (37, 9, 11);
+            let (m, n, q) = (151, 9, 11);
             let train = vec![pseudo(n, 3, 1), pseudo(n, 4, 2)];
             let query = vec![pseudo(q, 3, 3), pseudo(q, 4, 4)];
             let (ft, fq) = (Factors::new(views(&train)).unwrap(), Factors::new(views(&query)).unwrap());
@@ -248,15 +291,17 @@ mod tests {
             assert!(err < 1e-12, "{err}");
             let model = Model::new(output_signs(7, m), 0.3).unwrap();
             let whole = model.outputs(want.view());
-            for rows in [1, 4, 11, 100] {
+            // Room for every cross-Gram and exact sum plus a few neurons per
+            // point: neurons outermost, W(0) regenerated once, in passes.
+            let by_neurons = (q * (n + WORDS + 7)).div_ceil(m + n);
+            let passes = neurons_per_pass(q, m, &blocks, by_neurons).expect("neurons outermost");
+            assert_eq!(passes, NEURON_BLOCK);
+            assert_eq!(neurons_per_pass(q, m, &blocks, 1), None);
+            for rows in [1, 4, 11, 100, by_neurons] {
                 let f = predict(&fq, &model, &init, &blocks, rows, &ctl).unwrap();
                 let err = f.iter().zip(&whole).fold(0.0f64, |a, (x, y)| a.max((x - y).abs()));
                 assert!(err < 1e-12, "rows {rows}: {err}");
             }
-            // rows = 4 leaves room for all cross-Grams: neurons outermost
-            // (7 per pass, W(0) regenerated once); rows = 1 does not.
-            assert_eq!(neurons_per_pass(q, m, &blocks, 4), Some(7));
-            assert_eq!(neurons_per_pass(q, m, &blocks, 1), None);
             let empty = vec![pseudo(0, 3, 1), pseudo(0, 4, 1)];
             assert!(predict(&Factors::new(views(&empty)).unwrap(), &model, &init, &blocks, 4, &ctl)
                 .unwrap()

@@ -9,10 +9,11 @@
 
 use crate::coef::Coefficients;
 use crate::error::{into_standard, invalid, KronError, Result};
+use crate::exact_sum::{ExactSum, WORDS};
 use crate::factors::{views, Factors, OwnedFactors};
 use crate::gram::{gram, gram_rows};
 use crate::index::{ActivationIndex, IndexStats};
-use crate::model::{check_batch, check_lr, check_targets, half_mse, plan_update, Model, StepStats, SAFE_BOUND};
+use crate::model::{check_batch, check_lr, check_targets, half_mse, plan_update_from, Model, StepStats, SAFE_BOUND};
 use ndarray::{Array2, ArrayView1, ArrayView2, Axis};
 use rayon::prelude::*;
 use std::sync::Arc;
@@ -76,6 +77,29 @@ pub struct KronState {
     /// FLOP count 2 · n · S · |R|, for comparing its rate with a BLAS GEMM.
     update_seconds: f64,
     update_flops: f64,
+}
+
+/// A step between its two halves (`KronState::begin_step`).
+pub struct Pending {
+    batch: Vec<usize>,
+    lr: f64,
+    fire: Vec<Vec<u32>>,
+    /// S exact sums (`WORDS` each), then |R| and Σ|A_i| of this state's
+    /// neurons: summed element-wise over ranks, the whole net's.
+    pub words: Vec<i64>,
+}
+
+/// Words a step on S points exchanges.
+pub fn exchange_len(s: usize) -> usize {
+    s * WORDS + 2
+}
+
+/// f of each point from its exact sum's words (`WORDS` per point).
+pub fn outputs_from_words(model: &Model, words: &[i64]) -> Result<Vec<f64>> {
+    if words.len() % WORDS != 0 {
+        return invalid("words", format!("has {} words, not a multiple of {WORDS}", words.len()));
+    }
+    Ok(words.chunks_exact(WORDS).map(|w| model.output_of(&ExactSum::from_words(w))).collect())
 }
 
 fn max_abs<'a>(values: impl IntoIterator<Item = &'a f64>) -> f64 {
@@ -237,35 +261,74 @@ impl KronState {
 
     /// Full training loss (1/2n) Σ (f(x_i) − y_i)², from P in O(n · m).
     pub fn full_loss(&self) -> f64 {
-        half_mse(&self.model.outputs(self.preacts()), &self.y)
+        half_mse(&self.model.outputs_neuron_major(self.p_t.view()), &self.y)
     }
 
     /// One SGD step on `batch` (indices may repeat), accumulating into
     /// `coef` (n × m). Returns L_B before the update. On `Diverged` the
     /// state and `coef` are exactly as before the call.
     pub fn step(&mut self, coef: &mut Coefficients, batch: &[usize], lr: f64) -> Result<StepStats> {
+        let pending = self.begin_step(coef, batch, lr)?;
+        let words = pending.words.clone();
+        self.finish_step(coef, pending, &words)
+    }
+
+    /// The first half of a step: checks the arguments, finds this state's
+    /// fire sets of `batch` and returns them with the words every rank of a
+    /// sharded trainer contributes (`Pending::words`). A sharded trainer
+    /// sums the words of all ranks element-wise (MPI_SUM on int64) and
+    /// passes the sum to `finish_step`; one state alone passes its own.
+    pub fn begin_step(&mut self, coef: &Coefficients, batch: &[usize], lr: f64) -> Result<Pending> {
         check_batch(batch, self.n())?;
         check_lr(lr)?;
         coef.check_shape(self.n(), self.model.width())?;
         let started = std::time::Instant::now();
         let fire = self.index.fire_sets(self.p_t.t(), batch, self.model.b);
         self.index_seconds += started.elapsed().as_secs_f64();
+        let mut words = vec![0i64; exchange_len(batch.len())];
+        for ((a, &i), out) in fire.iter().zip(batch).zip(words.chunks_exact_mut(WORDS)) {
+            let values: Vec<f64> = a.iter().map(|&r| self.p_t[[r as usize, i]]).collect();
+            self.model.sum_fired(a, &values).write_words(out);
+        }
+        let mut union: Vec<u32> = fire.iter().flatten().copied().collect();
+        union.sort_unstable();
+        union.dedup();
+        let tail = batch.len() * WORDS;
+        words[tail] = union.len() as i64;
+        words[tail + 1] = fire.iter().map(|a| a.len() as i64).sum();
+        Ok(Pending { batch: batch.to_vec(), lr, fire, words })
+    }
+
+    /// The second half of a step: `reduced` is the element-wise sum of
+    /// every rank's `Pending::words` for this batch (this state's own words
+    /// when it holds the whole net). Computes the outputs and the loss from
+    /// the exact sums, then moves this state's fired neurons.
+    pub fn finish_step(&mut self, coef: &mut Coefficients, pending: Pending, reduced: &[i64]) -> Result<StepStats> {
+        let Pending { batch, lr, fire, .. } = pending;
+        if reduced.len() != exchange_len(batch.len()) {
+            return invalid(
+                "reduced",
+                format!("has {} words, the step exchanges {}", reduced.len(), exchange_len(batch.len())),
+            );
+        }
+        let sums: Vec<ExactSum> = reduced.chunks_exact(WORDS).map(ExactSum::from_words).collect();
         let targets: Vec<f64> = batch.iter().map(|&i| self.y[i]).collect();
-        let fired_values: Vec<Vec<f64>> =
-            fire.iter().zip(batch).map(|(a, &i)| a.iter().map(|&r| self.p_t[[r as usize, i]]).collect()).collect();
-        let upd = plan_update(&self.model, &fire, &fired_values, &targets, lr)?;
-        let stats = StepStats { loss: upd.loss, fired_union: upd.neurons.len(), fired_total: upd.fired_total };
+        let upd = plan_update_from(&self.model, &fire, &sums, &targets, lr)?;
+        let tail = batch.len() * WORDS;
+        let stats =
+            StepStats { loss: upd.loss, fired_union: reduced[tail] as usize, fired_total: reduced[tail + 1] as usize };
+        // K[B, :] (= K[:, B]ᵀ, K symmetric) as S contiguous rows of n: the
+        // step's axpy operands. Every rank needs it for the growth guard,
+        // even one whose neurons did not fire.
+        let kb_t = match &self.kernel {
+            Kernel::Gram(k) => k.select(Axis(0), &batch),
+            Kernel::Columns(f) => gram_rows(&f.view(), &batch)?,
+        };
+        self.check_growth(&kb_t, &upd.c)?;
         if upd.neurons.is_empty() {
             return Ok(stats);
         }
-        // K[B, :] (= K[:, B]ᵀ, K symmetric) as S contiguous rows of n: the
-        // step's axpy operands.
-        let kb_t = match &self.kernel {
-            Kernel::Gram(k) => k.select(Axis(0), batch),
-            Kernel::Columns(f) => gram_rows(&f.view(), batch)?,
-        };
-        self.check_growth(&kb_t, &upd.coef)?;
-        coef.apply(batch, &upd.neurons, &upd.coef)?;
+        coef.apply(&batch, &upd.neurons, &upd.coef)?;
         let started = std::time::Instant::now();
         let masks = self.update_preacts(&kb_t, &upd.neurons, &upd.coef, self.index.crossing_threshold());
         self.update_seconds += started.elapsed().as_secs_f64();
@@ -277,28 +340,49 @@ impl KronState {
         Ok(stats)
     }
 
+    /// The exact sums Σ_r a_r (P[i, r] − b)_+ over this state's neurons for
+    /// the training points `start .. stop`, as words (one `WORDS` row per
+    /// point): summed over every rank, `outputs_from_words` gives f there.
+    pub fn output_words(&self, start: usize, stop: usize) -> Result<Vec<i64>> {
+        if !(start <= stop && stop <= self.n()) {
+            return invalid("points", format!("range {start}..{stop} is not within 0..{}", self.n()));
+        }
+        let sums = self.model.sums_neuron_major(self.p_t.slice(ndarray::s![.., start..stop]));
+        let mut words = vec![0i64; (stop - start) * WORDS];
+        for (s, out) in sums.iter().zip(words.chunks_exact_mut(WORDS)) {
+            s.write_words(out);
+        }
+        Ok(words)
+    }
+
+    /// f of every training point from the words of all ranks summed.
+    pub fn outputs_from_words(&self, words: &[i64]) -> Result<Vec<f64>> {
+        outputs_from_words(&self.model, words)
+    }
+
+    /// (1/2n) Σ (f_i − y_i)² from the outputs of all n training points.
+    pub fn loss_of(&self, f: &[f64]) -> Result<f64> {
+        if f.len() != self.n() {
+            return invalid("outputs", format!("has {} values for {} points", f.len(), self.n()));
+        }
+        Ok(half_mse(f, &self.y))
+    }
+
     /// Refuses a step that could push |P| to `SAFE_BOUND` (so the in-place
-    /// update can never produce inf/NaN), and advances the bound.
-    fn check_growth(&mut self, kb_t: &Array2<f64>, coef: &Array2<f64>) -> Result<()> {
-        let kmax: Vec<f64> = kb_t.axis_iter(Axis(0)).map(|row| max_abs(row.iter())).collect();
-        let growth = coef
-            .axis_iter(Axis(1))
-            .map(|c| c.iter().zip(&kmax).map(|(c, k)| c.abs() * k).sum::<f64>())
-            .fold(0.0, f64::max);
+    /// update can never produce inf/NaN), and advances the bound. The bound
+    /// on the step's change, max |a| · Σ_s |c_s| · max_i |K[i, B_s]|, uses
+    /// only figures every rank of a sharded trainer has (the batch's
+    /// outputs, the Gram rows, the whole net's max |a|), so all ranks take
+    /// the same decision and keep the same bound with no further message.
+    fn check_growth(&mut self, kb_t: &Array2<f64>, c: &[f64]) -> Result<()> {
+        let growth: f64 = kb_t.axis_iter(Axis(0)).zip(c).map(|(row, c)| c.abs() * max_abs(row.iter())).sum::<f64>()
+            * self.model.a_max();
         // Relative slack covers the rounding of the sums above and of the update.
         let next = (self.p_bound + growth) * (1.0 + 1e-9);
         if next < SAFE_BOUND {
             self.p_bound = next;
             return Ok(());
         }
-        // The running bound is loose; tighten it from P itself (rare).
-        let exact = max_abs(self.p_t.iter());
-        let next = (exact + growth) * (1.0 + 1e-9);
-        if next.is_finite() && next < SAFE_BOUND {
-            self.p_bound = next;
-            return Ok(());
-        }
-        self.p_bound = exact;
         Err(KronError::Diverged(format!(
             "the step could push preactivations to {next:.3e} (the loss would overflow); \
              the model is left at its last finite state (lower lr)"

@@ -18,13 +18,18 @@ _GramName = Literal["precomputed", "columns"]
 _BackendName = Literal["kron", "dense"]
 
 __version__: str
+EXACT_WORDS: int
+NEURON_BLOCK: int
 __all__ = [
     "AsyncTree",
     "Coefficients",
     "TrainerCore",
+    "EXACT_WORDS",
+    "NEURON_BLOCK",
     "__version__",
     "cross_gram",
     "dense_weights",
+    "exact_sum",
     "index_memory_bytes",
     "init_scratch_bytes",
     "initial_weights",
@@ -32,10 +37,12 @@ __all__ = [
     "kron_init_factors",
     "kron_threshold",
     "output_signs",
+    "outputs_from_words",
     "preacts",
     "predict",
     "predict_chunk_bytes",
     "predict_chunk_rows",
+    "predict_words",
     "thread_count",
 ]
 
@@ -51,6 +58,18 @@ def predict(
     chunk_rows: int,
     progress: _Progress = None,
 ) -> _F64: ...
+def predict_words(
+    points: _Points,
+    a: _F64,
+    threshold: float,
+    init: _Init,
+    neurons: Tuple[int, int],
+    blocks: _Blocks,
+    chunk_rows: int,
+    progress: _Progress = None,
+) -> _I64: ...
+def outputs_from_words(words: _I64, width: int) -> _F64: ...
+def exact_sum(values: _F64) -> float: ...
 def dense_weights(init: _Init, width: int, dims: Sequence[int], blocks: _Blocks) -> _F64: ...
 def cross_gram(a: _Points, b: _Points) -> _F64: ...
 def initial_weights(init: _Init, width: int, dims: Sequence[int]) -> _F64: ...
@@ -104,8 +123,17 @@ class TrainerCore:
         p_bound: Optional[float] = None,
         progress: _Progress = None,
         gram_from: Optional[TrainerCore] = None,
+        neurons: Optional[Tuple[int, int]] = None,
     ) -> TrainerCore: ...
     def step(self, batch: _I64, lr: float) -> Tuple[float, int, int]: ...
+    def begin_step(self, batch: _I64, lr: float) -> _I64: ...
+    def finish_step(self, reduced: _I64) -> Tuple[float, int, int]: ...
+    def output_words(self, start: int, stop: int) -> _I64: ...
+    def loss_of(self, f: _F64) -> float: ...
+    @property
+    def p_bound(self) -> float: ...
+    @p_bound.setter
+    def p_bound(self, bound: float) -> None: ...
     def run(self, indices_: _I64, offsets: _I64, lr: float) -> Tuple[_F64, _I64, _I64, Optional[BaseException]]: ...
     def full_loss(self) -> float: ...
     @property
