@@ -20,8 +20,21 @@ from .errors import FileFormatError
 
 
 def write(trainer: Any, path: Any) -> None:
-    """Writes `trainer` (see `Trainer.checkpoint`)."""
-    net = trainer.net
+    """Writes `trainer` (see `Trainer.checkpoint`). A sharded trainer gathers
+    the net and P on rank 0, which writes the same file one process would."""
+    group = trainer._group
+    if group is None:
+        _write(trainer, trainer.net, trainer._core.export_state(), path)
+        return
+    whole = trainer.net.gather(root=0)
+    core_state = trainer._core.export_state()
+    parts = group.comm.gather(core_state["state"], root=0)
+    if whole is not None:
+        core_state["state"] = np.concatenate(parts, axis=0)
+    group.run(lambda: None if whole is None else _write(trainer, whole, core_state, path))
+
+
+def _write(trainer: Any, net: Any, core_state: Dict[str, Any], path: Any) -> None:
     state = net._state()
     block = net._block_index(trainer.data)
     assert block is not None  # a trainer creates its block when it is built
@@ -29,7 +42,6 @@ def write(trainer: Any, path: Any) -> None:
     # The trainer's own targets, which may differ from those stored with the
     # block when another data set with the same points made it.
     arrays["trainer/y"] = trainer.data.y
-    core_state = trainer._core.export_state()
     arrays["trainer/state"] = core_state["state"]
     sampler = trainer._sampler.state()
     arrays["trainer/order"] = sampler["order"]
@@ -55,8 +67,21 @@ def write(trainer: Any, path: Any) -> None:
     storage.write(path, "checkpoint", meta, arrays)
 
 
-def restore(cls: Any, path: Any) -> Any:
-    """A Trainer continued from the checkpoint at `path`."""
+def restore(cls: Any, path: Any, comm: Any = None) -> Any:
+    """A Trainer continued from the checkpoint at `path` (sharded over `comm`
+    if given: every rank reads the whole file, then keeps its neurons)."""
+    if comm is None:
+        return _read(cls, path, None)
+    from .shard import Group
+
+    net, data, resume, args = Group(comm).run(lambda: _read(cls, path, comm))
+    tr = cls.__new__(cls)
+    tr._setup(net, data, resume=resume, comm=comm, **args)
+    return tr
+
+
+def _read(cls: Any, path: Any, comm: Any) -> Any:
+    """The trainer (or, for a sharded one, what it is built from) in the file at `path`."""
     from . import points
     from .net import TwoLayerNet
 
@@ -101,6 +126,8 @@ def restore(cls: Any, path: Any) -> Any:
                 args["index"] = "auto"
             if args["gram"] == "none":
                 args["gram"] = "auto"
+            if comm is not None:
+                return net, data, resume, args
             tr = cls.__new__(cls)
             tr._setup(net, data, resume=resume, **args)
             return tr

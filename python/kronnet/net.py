@@ -215,6 +215,10 @@ class TwoLayerNet:
         a.flags.writeable = False
         self._a = a
         self._blocks: List[CoefficientBlock] = []
+        # (group, first, count) once a sharded Trainer has split the net
+        # over an MPI communicator (kronnet.shard): the blocks then hold α
+        # of neurons first .. first + count only.
+        self._shard: Optional[Tuple[Any, int, int]] = None
         # Bumped by every change of the weights, so a trainer can tell when
         # another trainer has moved the net under it.
         self._version = 0
@@ -312,13 +316,99 @@ class TwoLayerNet:
         j = self._block_index(data)
         if j is not None:
             return self._blocks[j]._coef
-        v.ensure_fits(8.0 * data.n * self._width, "the coefficient block alpha (width × n)", "data")
-        coef = _core.Coefficients(data.n, self._width)
+        width = self._width if self._shard is None else self._shard[2]
+        v.ensure_fits(8.0 * data.n * width, "the coefficient block alpha (width × n)", "data")
+        coef = _core.Coefficients(data.n, width)
         self._blocks.append(CoefficientBlock(data, coef))
         return coef
 
     def _core_blocks(self) -> List[Tuple[CoreLayout, Any]]:
         return [(blk.data.core_layout, blk._coef) for blk in self._blocks if blk._coef.trained]
+
+    # -- sharding over MPI ranks (kronnet.shard) --------------------------------
+
+    @property
+    def sharded(self) -> bool:
+        """Whether a Trainer with ``comm=`` has split this net over MPI ranks.
+
+        A sharded net holds only its rank's neurons' coefficients; its
+        :meth:`predict`, :meth:`dense_weights`, :meth:`preactivations`,
+        :meth:`save` and :meth:`gather` are collective (every rank must call
+        them) and return the same values on every rank.
+        """
+        return self._shard is not None
+
+    def _shard_over(self, group: Any) -> Tuple[int, int]:
+        """Keeps only this rank's neurons (first, count); idempotent for the same group."""
+        from .shard import neuron_range
+
+        if self._shard is not None:
+            if self._shard[0].comm is not group.comm:
+                raise ArgumentError("comm", "the net is already sharded over another communicator")
+            return self._shard[1], self._shard[2]
+        if group.size > self._width:
+            raise ArgumentError("comm", f"has {group.size} ranks, more than the net's {self._width} neurons")
+        first, count = neuron_range(self._width, group.size, group.rank)
+        self._blocks = [
+            CoefficientBlock(blk.data, _core.Coefficients.from_alpha_t(blk._coef.alpha_t()[:, first : first + count]))
+            if blk._coef.trained
+            else CoefficientBlock(blk.data, _core.Coefficients(blk.data.n, count))
+            for blk in self._blocks
+        ]
+        self._shard = (group, first, count)
+        self._version += 1
+        return first, count
+
+    def _whole(self) -> TwoLayerNet:
+        whole = self.gather()
+        assert whole is not None
+        return whole
+
+    def gather(self, root: Optional[int] = None) -> Optional[TwoLayerNet]:
+        """The whole net from a sharded one, as a plain (unsharded) net.
+
+        Collective: every rank of the communicator must call it.
+
+        Parameters
+        ----------
+        root : int, optional
+            The rank that receives the net; None: every rank does.
+
+        Returns
+        -------
+        TwoLayerNet or None
+            A new net with every neuron's coefficients, equal to the sharded
+            one (its predictions are bitwise the same); None on ranks other
+            than `root`. An unsharded net returns itself.
+
+        Notes
+        -----
+        The receiving ranks hold all coefficients (m × n per block) at once.
+
+        Examples
+        --------
+        >>> import kronnet as kn
+        >>> net = kn.TwoLayerNet((4, 4), width=64)
+        >>> net.gather() is net  # not sharded: nothing to gather
+        True
+
+        Under ``mpiexec -n 2``, after ``kn.Trainer(net, data, comm=MPI.COMM_WORLD)``,
+        ``net.gather()`` returns on every rank a plain net with all 64 neurons.
+        """
+        if self._shard is None:
+            return self
+        group = self._shard[0]
+        state = self._state_local()
+        full = []
+        for blk in state["blocks"]:
+            parts = (
+                group.comm.allgather(blk["alpha_t"]) if root is None else group.comm.gather(blk["alpha_t"], root=root)
+            )
+            if parts is not None:
+                full.append({**blk, "alpha_t": np.concatenate(parts, axis=1)})
+        if root is not None and group.rank != root:
+            return None
+        return TwoLayerNet._from_state({**state, "blocks": full})
 
     # -- weights and predictions ----------------------------------------------
 
@@ -418,6 +508,8 @@ class TwoLayerNet:
         largest = max((blk.data.n for blk in self._blocks), default=0)
         need = 8.0 * self.d * (self._width + largest)
         v.ensure_fits(need, "the weight matrix (width × d) and one block's X (n × d)", "dense_weights()")
+        if self._shard is not None:
+            return self._whole().dense_weights()
         return _core.dense_weights(self._core_init(), self._width, list(self._dims), self._core_blocks())
 
     def _points(self, X: FactorsLike, name: str) -> KronPoints:
@@ -471,6 +563,8 @@ class TwoLayerNet:
         largest = max((blk.data.n for blk in self._blocks), default=0)
         need = 8.0 * data.n * (self._width + largest) + self._scratch_bytes(data)
         v.ensure_fits(need, "the preactivation matrix (points × width)", "X")
+        if self._shard is not None:
+            return self._whole().preactivations(data)
         return _core.preacts(data.core_layout, self._core_init(), self._width, self._core_blocks())
 
     def predict(self, X: FactorsLike, progress: bool = False) -> np.ndarray:
@@ -517,9 +611,33 @@ class TwoLayerNet:
         >>> net.predict(data.factors).shape  # the factor matrices work too
         (16,)
         """
-        data = self._points(X, "X")
+        if self._shard is not None:
+            # Checked on every rank, and agreed, before any message.
+            data, rows, progress = self._shard[0].run(lambda: self._predict_plan(X, progress))
+            return self._predict_sharded(data, rows, progress) if data.n else np.empty(0)
+        data, rows, progress = self._predict_plan(X, progress)
         if data.n == 0:
             return np.empty(0)
+        with PointsBar(progress, data.n, self._width, "predict") as bar:
+            out = _core.predict(
+                data.core_layout,
+                self._a,
+                self._threshold,
+                self._core_init(),
+                self._core_blocks(),
+                rows,
+                progress=bar.callback,
+            )
+        if not np.isfinite(out).all():
+            raise ArgumentError("X", "the predictions overflow float64 (the points or weights are too large)")
+        return out
+
+    def _predict_plan(self, X: FactorsLike, progress: bool) -> Tuple[KronPoints, int, bool]:
+        """The checked points, the points per chunk, and the progress flag."""
+        data = self._points(X, "X")
+        progress = v.flag(progress, "progress")
+        if data.n == 0:
+            return data, 0, progress
         sizes = [blk.data.n for blk in self._blocks if blk._coef.trained]
         rows = min(data.n, _core.predict_chunk_rows(self._width, sizes, PREDICT_CHUNK_BYTES))
         need = float(
@@ -536,16 +654,31 @@ class TwoLayerNet:
         )
 
         v.ensure_fits(8.0 * data.n + float(need), "one chunk of prediction", "X")
-        with PointsBar(v.flag(progress, "progress"), data.n, self._width, "predict") as bar:
-            out = _core.predict(
-                data.core_layout,
-                self._a,
-                self._threshold,
-                self._core_init(),
-                self._core_blocks(),
-                rows,
-                progress=bar.callback,
-            )
+        return data, rows, progress
+
+    def _predict_sharded(self, data: KronPoints, rows: int, progress: bool) -> np.ndarray:
+        """Collective: this rank's exact sums for its neurons, summed over the ranks."""
+        from .shard import output_sums
+
+        group, first, count = self._shard  # type: ignore[misc]
+        blocks = self._core_blocks()
+
+        def words() -> np.ndarray:
+            # All points in one call, chunked by the core exactly as one
+            # process would chunk them.
+            with PointsBar(progress and group.rank == 0, data.n, count, "predict") as bar:
+                return _core.predict_words(
+                    data.core_layout,
+                    self._a,
+                    self._threshold,
+                    self._core_init(),
+                    (first, count),
+                    blocks,
+                    rows,
+                    progress=bar.callback,
+                )
+
+        out = output_sums(group, self._width, words)
         if not np.isfinite(out).all():
             raise ArgumentError("X", "the predictions overflow float64 (the points or weights are too large)")
         return out
@@ -582,10 +715,24 @@ class TwoLayerNet:
         """
         from . import storage
 
-        storage.save_net(self, path)
+        if self._shard is None:
+            storage.save_net(self, path)
+            return
+        group = self._shard[0]
+        whole = self.gather(root=0)
+        group.run(lambda: None if whole is None else storage.save_net(whole, path))
 
     def _state(self) -> Dict[str, Any]:
         """Plain values and arrays describing the net (for pickle and files)."""
+        if self._shard is not None:
+            raise ArgumentError(
+                "net",
+                "is sharded over MPI ranks and holds only this rank's neurons: "
+                "use net.gather() for the whole net (net.save gathers by itself)",
+            )
+        return self._state_local()
+
+    def _state_local(self) -> Dict[str, Any]:
         return {
             "dims": list(self._dims),
             "width": self._width,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Literal, Optional, Tuple
@@ -246,6 +247,15 @@ class Trainer:
         precomputed Gram: this trainer uses that Gram without a copy (e.g.
         one net per class on one data set, other targets). Implies
         ``gram="precomputed"``.
+    comm : mpi4py.MPI.Comm, optional
+        Shard the net's neurons over this communicator's ranks (docs/mpi.md):
+        rank q of K holds neurons [q m / K, (q + 1) m / K) of P, of the
+        coefficients and of the index; every rank holds the data and the
+        Gram and must build the trainer with the same arguments. Every
+        method is then collective and returns the same values on every rank,
+        bitwise those of a single-process trainer; progress bars show on
+        rank 0 only. Kronecker backend only; needs mpi4py
+        (``pip install "kronnet[mpi]"``).
 
     Raises
     ------
@@ -277,6 +287,9 @@ class Trainer:
     True
     """
 
+    # The core: the Rust TrainerCore, or a kronnet.shard.ShardedCore with the same methods.
+    _core: Any
+
     def __init__(
         self,
         net: TwoLayerNet,
@@ -290,11 +303,14 @@ class Trainer:
         gram_budget_bytes: int = GRAM_BUDGET_BYTES,
         progress: bool = False,
         gram_from: Optional[Trainer] = None,
+        comm: Any = None,
     ) -> None:
         progress = v.flag(progress, "progress")
         if gram_from is not None:
             gram = _shared_gram_mode(gram_from, data, backend)
-        self._setup(net, data, lr, batch_size, index, backend, seed, gram, gram_budget_bytes, None, progress, gram_from)
+        self._setup(
+            net, data, lr, batch_size, index, backend, seed, gram, gram_budget_bytes, None, progress, gram_from, comm
+        )
 
     def _setup(
         self,
@@ -310,7 +326,14 @@ class Trainer:
         resume: Optional[Dict[str, Any]],
         progress: bool = False,
         gram_from: Optional[Trainer] = None,
+        comm: Any = None,
     ) -> None:
+        if comm is not None:
+            self._setup_sharded(
+                comm, net, data, lr, batch_size, index, backend, seed, gram, gram_budget_bytes, resume, gram_from
+            )
+            return
+        self._group: Any = None
         plan = _plan(net, data, lr, batch_size, index, backend, seed, gram, gram_budget_bytes, gram_from is not None)
         self._lr = plan.lr
         self._batch_size = plan.batch_size
@@ -345,6 +368,105 @@ class Trainer:
                 gram_from=None if gram_from is None else gram_from._core_handle(),
             )
         if resume is not None:
+            self._sampler.set_state(resume["sampler"])
+            self._steps = resume["steps_done"]
+        net._version += 1
+        self._version = net._version
+
+    def _setup_sharded(
+        self,
+        comm: Any,
+        net: TwoLayerNet,
+        data: KronPoints,
+        lr: float,
+        batch_size: int,
+        index: str,
+        backend: str,
+        seed: int,
+        gram: str,
+        gram_budget_bytes: int,
+        resume: Optional[Dict[str, Any]],
+        gram_from: Optional[Trainer],
+    ) -> None:
+        """`_setup` for one rank of a sharded trainer: collective. Each phase
+        runs locally and is agreed on before the next message, so a rank
+        that refuses makes every rank raise instead of leaving them waiting."""
+        from .shard import Group, ShardedCore, neuron_range
+
+        group = Group(comm)
+
+        def plan_locally() -> _Plan:
+            if backend != "kron":
+                raise ArgumentError("backend", f"only the Kronecker backend can be sharded (comm=), got {backend!r}")
+            if gram_from is not None:
+                raise ArgumentError("gram_from", "cannot be combined with comm=")
+            return _plan(net, data, lr, batch_size, index, backend, seed, gram, gram_budget_bytes)
+
+        plan = group.run(plan_locally)
+        # Every rank must train the same net on the same data the same way,
+        # or their shards would silently belong to different models.
+        assert data.y is not None  # checked by _plan
+        group.same(
+            (
+                net.dims,
+                net.width,
+                net.seed,
+                net.init,
+                net.init_rank,
+                net.threshold,
+                net.sharded,
+                data.n,
+                data.fingerprint,
+                hashlib.sha256(np.ascontiguousarray(data.y).tobytes()).hexdigest(),
+                plan.lr,
+                plan.batch_size,
+                plan.index,
+                plan.gram,
+                plan.seed,
+                None if resume is None else resume["steps_done"],
+            ),
+            "net, data and trainer arguments",
+            "comm",
+        )
+        first, count = neuron_range(net.width, group.size, group.rank)
+
+        def build_locally() -> Any:
+            net._shard_over(group)
+            coef = net._block_for(data)
+            state = None if resume is None else np.ascontiguousarray(resume["state"][first : first + count], np.float64)
+            assert data.y is not None  # checked by _plan
+            return _core.TrainerCore(
+                "kron",
+                data.core_layout,
+                data.y,
+                net.a,
+                net.threshold,
+                net._core_init(),
+                coef,
+                net._core_blocks(),
+                plan.gram if plan.gram != "none" else "precomputed",  # type: ignore[arg-type]  # validated by _plan
+                plan.index if plan.index != "none" else "scan",  # type: ignore[arg-type]
+                state,
+                None if resume is None else resume["p_bound"],
+                neurons=(first, count),
+            )
+
+        core = group.run(build_locally)
+        self._group = group
+        self._lr = plan.lr
+        self._batch_size = plan.batch_size
+        self._backend = plan.backend
+        self._index = plan.index
+        self._gram = plan.gram
+        self._seed = plan.seed
+        self._gram_budget_bytes = plan.gram_budget_bytes
+        self._net = net
+        self._data = data
+        self._sampler = _Sampler(data.n, self._batch_size, self._seed)
+        self._steps = 0
+        self._core = ShardedCore(core, group, net.width, data.n)
+        if resume is not None:
+            self._core.p_bound = resume["p_bound"]
             self._sampler.set_state(resume["sampler"])
             self._steps = resume["steps_done"]
         net._version += 1
@@ -412,7 +534,7 @@ class Trainer:
         return int(_plan(net, data, 1.0, 1, index, backend, 0, gram, gram_budget_bytes).estimate)
 
     @classmethod
-    def restore(cls, path: Any) -> Trainer:
+    def restore(cls, path: Any, comm: Any = None) -> Trainer:
         """A trainer continued from a file written by :meth:`checkpoint`.
 
         Its net (``restored.net``) and data (``restored.data``) are loaded
@@ -423,6 +545,10 @@ class Trainer:
         ----------
         path : str or os.PathLike
             A file written by :meth:`checkpoint`.
+        comm : mpi4py.MPI.Comm, optional
+            Continue sharded over this communicator (collective: every rank
+            reads the file, then keeps its neurons). Any number of ranks
+            works, whatever the number that wrote the file.
 
         Returns
         -------
@@ -455,7 +581,7 @@ class Trainer:
         """
         from . import checkpoint
 
-        restored: Trainer = checkpoint.restore(cls, path)
+        restored: Trainer = checkpoint.restore(cls, path, comm)
         return restored
 
     def checkpoint(self, path: Any) -> None:
@@ -494,7 +620,7 @@ class Trainer:
         """
         from . import checkpoint
 
-        self._check_current()
+        self._agreed(self._check_current)
         checkpoint.write(self, path)
 
     # -- properties ---------------------------------------------------------
@@ -580,6 +706,39 @@ class Trainer:
 
     # -- training -----------------------------------------------------------
 
+    def _agreed(self, fn: Any) -> Any:
+        """``fn()``, agreed on by every rank when sharded (kronnet.shard.Group.run)."""
+        return fn() if self._group is None else self._group.run(fn)
+
+    @property
+    def comm(self) -> Any:
+        """The mpi4py communicator the net is sharded over, or None."""
+        return None if self._group is None else self._group.comm
+
+    def comm_stats(self) -> Dict[str, float]:
+        """The steps' messages so far (sharded trainers; empty otherwise).
+
+        Returns
+        -------
+        dict of str to float
+            ``allreduce_seconds``: wall time this rank spent in the steps'
+            ``Allreduce`` (waiting for the other ranks included);
+            ``allreduce_bytes``: bytes this rank contributed to them.
+
+        Examples
+        --------
+        >>> import kronnet as kn
+        >>> data = kn.make_kronecker_data(32, dims=(4, 4), seed=0)
+        >>> kn.Trainer(kn.TwoLayerNet(data.dims, width=64), data).comm_stats()  # one process
+        {}
+        """
+        if self._group is None:
+            return {}
+        return {
+            "allreduce_seconds": float(self._core.allreduce_seconds),
+            "allreduce_bytes": float(self._core.allreduce_bytes),
+        }
+
     def _check_current(self) -> None:
         if self._net._version != self._version:
             raise StaleTrainerError(
@@ -633,7 +792,8 @@ class Trainer:
             before = self._sampler.state()
             b = self._sampler.draw()
         else:
-            before, b = None, v.index_array(batch, "batch", self._data.n)
+            before = None
+            b = self._agreed(lambda: v.index_array(batch, "batch", self._data.n))
         try:
             loss, _, _ = self._core.step(b, self._lr)
         except BaseException:
@@ -736,7 +896,7 @@ class Trainer:
         # Steps run in Rust in chunks: no Python between steps, the GIL
         # released, and still a live progress bar and checkpoints.
         chunk = max(1, min(steps // 100, 256))
-        bar = steps_bar(steps, progress)
+        bar = steps_bar(steps, progress and (self._group is None or self._group.rank == 0))
         done = 0
         try:
             try:

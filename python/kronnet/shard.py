@@ -1,0 +1,324 @@
+"""Neuron-sharded training over MPI (docs/mpi.md).
+
+Rank q of K holds neurons ``[q m / K, (q + 1) m / K)`` of the net: their
+columns of P, their coefficients, their part of the activation index. Every
+rank holds the data (factors or entity tables) and the Gram, and draws the
+same batches. A step sends one message: each rank's exact sums of its
+neurons' terms of f(x_i) for the S batch points (``EXACT_WORDS`` int64 words
+each), summed with one ``Allreduce``. Integer sums are associative, and the
+words hold the terms' sum exactly, so every rank rounds the same total to
+the same double whatever K is: a run on K ranks is bitwise the run on one
+rank and the run of the single-process :class:`~kronnet.Trainer`.
+
+Failures are collective too: a rank that raises makes every rank raise the
+same exception (:meth:`Group.agree`), and Ctrl-C stops every rank after the
+same step.
+"""
+
+from __future__ import annotations
+
+import pickle
+import signal
+import threading
+from typing import Any, Callable, List, Optional, Tuple, TypeVar
+
+import numpy as np
+
+from . import _core
+from .errors import ArgumentError, ArgumentTypeError, DivergenceError
+
+T = TypeVar("T")
+
+#: int64 words of one exact sum (an output's terms, summed without rounding).
+EXACT_WORDS: int = int(_core.EXACT_WORDS)
+#: Points per ``Allreduce`` of output sums in ``full_loss`` and ``predict``
+#: (about 2 MiB of words), so no rank holds the words of all points at once.
+POINTS_PER_MESSAGE = 4096
+
+
+#: Shards start at multiples of this many neurons: the core computes
+#: products with the coefficients in blocks of it, and a shard made of whole
+#: blocks runs the same products as one process, so it rounds the same.
+NEURON_BLOCK: int = int(_core.NEURON_BLOCK)
+
+
+def neuron_range(width: int, size: int, rank: int) -> Tuple[int, int]:
+    """(first, count): the neurons ``[first, first + count)`` rank `rank` of `size` holds.
+
+    The ``ceil(width / NEURON_BLOCK)`` blocks of ``NEURON_BLOCK`` neurons are
+    split as evenly as possible: rank q holds blocks
+    ``[q B / K, (q + 1) B / K)``. Needs at least one block per rank.
+    """
+    blocks = -(-width // NEURON_BLOCK)
+    if size > blocks:
+        raise ArgumentError(
+            "comm",
+            f"has {size} ranks, but a net of width {width} has only {blocks} blocks of {NEURON_BLOCK} "
+            "neurons to share (each rank needs at least one)",
+        )
+    first = NEURON_BLOCK * (blocks * rank // size)
+    stop = min(width, NEURON_BLOCK * (blocks * (rank + 1) // size))
+    return first, stop - first
+
+
+class Group:
+    """An mpi4py communicator, as kronnet uses it.
+
+    Parameters
+    ----------
+    comm : mpi4py.MPI.Comm
+        An intracommunicator; every rank of it must make the same calls.
+
+    Raises
+    ------
+    ArgumentTypeError
+        `comm` is not an mpi4py intracommunicator.
+    ImportError
+        mpi4py is not installed (``pip install "kronnet[mpi]"``).
+    """
+
+    def __init__(self, comm: Any) -> None:
+        try:
+            from mpi4py import MPI
+        except ImportError as e:  # pragma: no cover - depends on the install
+            raise ImportError('comm= needs mpi4py: pip install "kronnet[mpi]"') from e
+        if not isinstance(comm, MPI.Intracomm):
+            raise ArgumentTypeError("comm", f"expected an mpi4py intracommunicator, got {type(comm).__name__}")
+        self.comm = comm
+        self.rank: int = comm.Get_rank()
+        self.size: int = comm.Get_size()
+        self._mpi = MPI
+
+    def agree(self, error: Optional[BaseException]) -> None:
+        """Collective: raises on every rank if any rank passes an error.
+
+        Each rank passes the exception it caught (or None). When any did,
+        every rank raises: a failing rank its own exception, the others the
+        exception of the lowest failing rank (same type and message, with a
+        note naming that rank).
+        """
+        reports = self.comm.allgather(None if error is None else _portable(error))
+        failed = [(r, e) for r, e in enumerate(reports) if e is not None]
+        if not failed:
+            return
+        if error is not None:
+            raise error
+        rank, exc = failed[0]
+        note = f"(raised on rank {rank} of {self.size}; every rank raises it)"
+        if hasattr(exc, "add_note"):  # Python >= 3.11
+            exc.add_note(note)
+        raise exc
+
+    def run(self, fn: Callable[[], T]) -> T:
+        """Collective: ``fn()`` on every rank, raising everywhere if it raised anywhere."""
+        result: Any = None
+        error: Optional[BaseException] = None
+        try:
+            result = fn()
+        except BaseException as e:  # every rank must reach `agree`
+            error = e
+        self.agree(error)
+        return result  # type: ignore[no-any-return]
+
+    def sum_words(self, words: np.ndarray) -> None:
+        """Collective: `words` (int64, contiguous) becomes its sum over the ranks, in place."""
+        if self.size > 1:
+            self.comm.Allreduce(self._mpi.IN_PLACE, words, op=self._mpi.SUM)
+
+    def max(self, value: float) -> float:
+        """Collective: the largest `value` of any rank."""
+        return float(self.comm.allreduce(float(value), op=self._mpi.MAX))
+
+    def same(self, value: Any, what: str, arg: str) -> None:
+        """Collective: raises ArgumentError on every rank unless all ranks passed an equal `value`."""
+        values = self.comm.allgather(value)
+        if any(x != values[0] for x in values):
+            raise ArgumentError(arg, f"every rank must pass the same {what}; ranks differ: {values}")
+
+
+def _portable(error: BaseException) -> BaseException:
+    """`error` if it survives pickling (to be sent to the other ranks), else a RuntimeError saying what it was."""
+    try:
+        back = pickle.loads(pickle.dumps(error))
+        if isinstance(back, BaseException):
+            return back
+    except Exception:
+        pass
+    return RuntimeError(f"{type(error).__name__}: {error}")
+
+
+def output_sums(group: Group, width: int, words: Callable[[], np.ndarray]) -> np.ndarray:
+    """Collective: f at n points from each rank's exact sums (``words()``,
+    (n, EXACT_WORDS)), summed a message of at most ``POINTS_PER_MESSAGE``
+    points at a time."""
+    mine = group.run(lambda: np.ascontiguousarray(words(), dtype=np.int64))
+    out = np.empty(mine.shape[0])
+    for start in range(0, mine.shape[0], POINTS_PER_MESSAGE):
+        part = mine[start : start + POINTS_PER_MESSAGE]
+        group.sum_words(part)
+        out[start : start + part.shape[0]] = _core.outputs_from_words(part, width)
+    return out
+
+
+class _Interrupt:
+    """Turns SIGINT into a flag for the duration of a sharded run (main thread
+    only), so that every rank can stop after the same step instead of one
+    rank leaving a collective the others are in."""
+
+    def __init__(self) -> None:
+        self.flag = False
+        self._old: Any = None
+
+    def __enter__(self) -> _Interrupt:
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.flag = True
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+
+class _LocalFailure(Exception):
+    """A step failed on this rank only, after the message: the other ranks
+    learn of it from the next message."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class ShardedCore:
+    """One rank's part of a sharded trainer, with the interface of the
+    single-process core (``step``, ``run``, ``full_loss``, ...): each step
+    is ``begin_step``, one ``Allreduce`` of the words, ``finish_step``.
+
+    Every message ends with three status words, summed over the ranks like
+    the rest: ranks that failed before the message, ranks that failed after
+    the last one (their state may differ from the others'), and ranks asked
+    to stop (Ctrl-C).
+    """
+
+    def __init__(self, core: Any, group: Group, width: int, n: int) -> None:
+        self._core = core
+        self._group = group
+        self._width = width
+        self._n = n
+        self._last: List[Tuple[float, int, int]] = []
+        #: Set when a rank failed after changing its state while the others
+        #: went on: the states may differ, so the trainer refuses to go on.
+        self._broken: Optional[str] = None
+        #: Seconds spent in the steps' Allreduce, and its bytes, so far.
+        self.allreduce_seconds = 0.0
+        self.allreduce_bytes = 0
+        # P(0) was bounded per rank; the guard needs the whole net's bound.
+        core.p_bound = group.max(core.p_bound)
+
+    def __getattr__(self, name: str) -> Any:
+        # Index statistics and the like: this rank's own.
+        return getattr(self._core, name)
+
+    @property
+    def steps_taken(self) -> int:
+        return int(self._core.steps_taken)
+
+    def _check(self) -> None:
+        if self._broken is not None:
+            raise RuntimeError(self._broken)
+
+    def _message(
+        self, words: np.ndarray, before: Optional[BaseException], after: Optional[BaseException], stop: bool
+    ) -> None:
+        """Sums `words` (with the three status words at its end) over the
+        ranks; raises on every rank if any rank reported a failure."""
+        import time
+
+        words[-3], words[-2], words[-1] = before is not None, after is not None, stop
+        started = time.perf_counter()
+        self._group.sum_words(words)
+        self.allreduce_seconds += time.perf_counter() - started
+        self.allreduce_bytes += words.nbytes
+        if words[-2]:
+            self._broken = (
+                "a rank failed during a step and the others went on, so the ranks' states may differ: "
+                "this sharded trainer cannot continue (restore a checkpoint)"
+            )
+        if words[-3] or words[-2]:
+            self._group.agree(before if before is not None else after)
+
+    def _one(self, batch: np.ndarray, lr: float, stop: bool, after: Optional[BaseException]) -> Any:
+        """One collective step: (loss, |R|, Σ|A_i|), or None when a rank asked
+        to stop (nothing changed)."""
+        words = np.zeros(len(batch) * EXACT_WORDS + 2 + 3, dtype=np.int64)
+        before: Optional[BaseException] = None
+        if after is None and not stop:
+            try:
+                words[:-3] = self._core.begin_step(batch, lr)
+            except BaseException as e:  # reported to every rank by the message
+                before = e
+        self._message(words, before, after, stop)
+        if words[-1]:
+            return None
+        try:
+            return self._core.finish_step(words[:-3])
+        except DivergenceError:
+            # Decided from figures every rank shares: every rank refuses
+            # this step, and every state is as before it.
+            raise
+        except BaseException as e:
+            raise _LocalFailure(e) from e
+
+    def step(self, batch: np.ndarray, lr: float) -> Tuple[float, int, int]:
+        """Collective: one step; raises on every rank if it fails anywhere."""
+        stats, err = self._run([batch], lr)
+        if err is not None:
+            raise err
+        return stats[0]
+
+    def _run(
+        self, batches: List[np.ndarray], lr: float
+    ) -> Tuple[List[Tuple[float, int, int]], Optional[BaseException]]:
+        self._check()
+        stats: List[Tuple[float, int, int]] = []
+        err: Optional[BaseException] = None
+        after: Optional[BaseException] = None
+        with _Interrupt() as intr:
+            try:
+                for b in batches:
+                    try:
+                        s = self._one(b, lr, intr.flag, after)
+                    except _LocalFailure as f:
+                        after = f.error  # told to the others by the next message
+                        continue
+                    if s is None:
+                        raise KeyboardInterrupt
+                    stats.append(s)
+                # A failure in the last step reaches the others here.
+                self._message(np.zeros(3, dtype=np.int64), None, after, False)
+            except BaseException as e:
+                err = e
+        return stats, err
+
+    def run(self, indices: np.ndarray, offsets: np.ndarray, lr: float) -> Any:
+        """Collective: the steps on ``indices[offsets[t]:offsets[t + 1]]``;
+        returns (losses, |R|, Σ|A_i|, error or None) like the single-process core."""
+        batches = [indices[offsets[t] : offsets[t + 1]] for t in range(len(offsets) - 1)]
+        self._last, err = self._run(batches, lr)
+        return (*self.last_run(), err)
+
+    def last_run(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        s = self._last
+        return (
+            np.array([x[0] for x in s], dtype=np.float64),
+            np.array([x[1] for x in s], dtype=np.int64),
+            np.array([x[2] for x in s], dtype=np.int64),
+        )
+
+    def full_loss(self) -> float:
+        """Collective: (1/2n) Σ (f(x_i) − y_i)², bitwise the single-process value."""
+        self._check()
+        f = output_sums(self._group, self._width, lambda: self._core.output_words(0, self._n))
+        return float(self._group.run(lambda: self._core.loss_of(f)))

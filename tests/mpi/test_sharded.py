@@ -1,0 +1,179 @@
+"""Sharded training under ``mpiexec -n K`` (run by tests/test_mpi.py, or by
+hand: ``mpiexec -n 2 python -m pytest tests/mpi``).
+
+Every rank trains the same net twice: sharded over COMM_WORLD, and alone
+with a plain single-process Trainer on its own copy. The two must agree bit
+for bit: losses, full losses, dense weights, predictions, checkpoints. A
+test that passes on some ranks and fails on others fails the run (pytest's
+exit code of each rank reaches mpiexec).
+"""
+
+import os
+import tempfile
+
+import kronnet as kn
+import numpy as np
+import pytest
+from kronnet import shard
+
+MPI = pytest.importorskip("mpi4py.MPI")
+COMM = MPI.COMM_WORLD
+K = COMM.Get_size()
+
+
+def bitwise(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    return a.shape == b.shape and a.dtype == b.dtype and a.tobytes() == b.tobytes()
+
+
+def same_everywhere(x):
+    """x is bitwise the same on every rank."""
+    return all(bitwise(x, y) for y in COMM.allgather(np.asarray(x)))
+
+
+def shared_tmpdir():
+    path = tempfile.mkdtemp() if COMM.rank == 0 else None
+    return COMM.bcast(path, root=0)
+
+
+def pair_data(seed):
+    data = kn.make_pair_data(300, (40, 50), dims=(8, 8), seed=seed)
+    return data
+
+
+CASES = [
+    # (dims, init, index, gram, data kind)
+    ((8, 8), "gaussian", "scan", "precomputed", "kron"),
+    ((8, 8), "gaussian", "bits", "columns", "kron"),
+    ((4, 4, 4), "gaussian", "tree", "precomputed", "kron"),
+    ((8, 8), "kron", "tree", "precomputed", "kron"),
+    ((4, 4, 4), "kron", "bits", "precomputed", "kron"),
+    ((8, 8), "gaussian", "scan", "precomputed", "pairs"),
+    ((8, 8), "kron", "tree", "columns", "pairs"),
+]
+
+
+def make(dims, init, kind, seed=0):
+    data = pair_data(seed) if kind == "pairs" else kn.make_kronecker_data(200, dims=dims, seed=seed)
+    net = kn.TwoLayerNet(data.dims, width=400, seed=7, init=init)
+    return data, net
+
+
+@pytest.mark.parametrize("dims,init,index,gram,kind", CASES)
+def test_sharded_training_is_bitwise_the_single_process_run(dims, init, index, gram, kind):
+    data, net = make(dims, init, kind)
+    _, alone = make(dims, init, kind)
+    lr = kn.suggest_lr(net, 8)
+    tr = kn.Trainer(net, data, lr=lr, batch_size=8, index=index, gram=gram, comm=COMM)
+    ref = kn.Trainer(alone, data, lr=lr, batch_size=8, index=index, gram=gram)
+    assert net.sharded and not alone.sharded
+    hist = tr.fit(300, eval_every=100)
+    want = ref.fit(300, eval_every=100)
+    assert ref.full_loss() < 0.5 * want.full_loss[0][1]  # it trains
+    assert bitwise(hist.loss, want.loss)
+    assert bitwise(hist.fired_union, want.fired_union)
+    assert bitwise(hist.fired_total, want.fired_total)
+    assert hist.full_loss == want.full_loss
+    assert tr.full_loss() == ref.full_loss()
+    explicit = [0, 5, 5, 9]
+    assert tr.step(explicit) == ref.step(explicit)
+    held_out, _ = make(dims, init, kind, seed=1)
+    assert bitwise(net.predict(held_out), alone.predict(held_out))
+    assert bitwise(net.predict(data), alone.predict(data))
+    if kind == "kron":
+        assert bitwise(net.dense_weights(), alone.dense_weights())
+    assert same_everywhere(net.predict(held_out))
+    stats = tr.comm_stats()
+    assert stats["allreduce_bytes"] > 0 and stats["allreduce_seconds"] >= 0
+
+
+def test_each_rank_holds_its_share_of_the_state():
+    data, net = make((8, 8), "gaussian", "kron")
+    tr = kn.Trainer(net, data, lr=50.0, comm=COMM)
+    tr.fit(20)
+    first, count = shard.neuron_range(net.width, K, COMM.rank)
+    (block,) = net.coefficients
+    assert block.alpha.shape == (count, data.n)
+    assert tr._core.export_state()["state"].shape == (count, data.n)
+    assert COMM.allreduce(count) == net.width
+    whole = net.gather()
+    assert whole.coefficients[0].alpha.shape == (net.width, data.n)
+    assert bitwise(whole.predict(data), net.predict(data))
+
+
+def test_checkpoint_and_save_write_the_single_process_file_and_resume_on_any_rank_count():
+    data, net = make((8, 8), "kron", "kron")
+    _, alone = make((8, 8), "kron", "kron")
+    lr = kn.suggest_lr(net, 8)
+    tr = kn.Trainer(net, data, lr=lr, index="bits", comm=COMM)
+    ref = kn.Trainer(alone, data, lr=lr, index="bits")
+    tr.fit(150)
+    ref.fit(150)
+    tmp = shared_tmpdir()
+    ckpt, saved = os.path.join(tmp, "run.ckpt"), os.path.join(tmp, "net.kronnet")
+    tr.checkpoint(ckpt)
+    net.save(saved)
+    COMM.Barrier()
+    # One process reads what K ranks wrote...
+    alone_again = kn.Trainer.restore(ckpt)
+    assert bitwise(kn.load(saved).predict(data), alone.predict(data))
+    # ...and K ranks read it back; both continue exactly as the uninterrupted runs.
+    sharded_again = kn.Trainer.restore(ckpt, comm=COMM)
+    assert sharded_again.net.sharded
+    want = ref.fit(100).loss
+    assert bitwise(alone_again.fit(100).loss, want)
+    assert bitwise(sharded_again.fit(100).loss, want)
+    assert bitwise(tr.fit(100).loss, want)
+    # A checkpoint of a single-process run resumes sharded, too.
+    if COMM.rank == 0:
+        ref.checkpoint(os.path.join(tmp, "single.ckpt"))
+    COMM.Barrier()
+    resumed = kn.Trainer.restore(os.path.join(tmp, "single.ckpt"), comm=COMM)
+    assert bitwise(resumed.fit(50).loss, ref.fit(50).loss)
+
+
+def test_a_refusal_on_one_rank_raises_on_every_rank():
+    data, net = make((8, 8), "gaussian", "kron")
+    # Rank 0 alone asks for a batch index out of range.
+    tr = kn.Trainer(net, data, lr=50.0, comm=COMM)
+    bad = [0, data.n + 5] if COMM.rank == 0 else [0, 1]
+    with pytest.raises(kn.ArgumentError, match="batch"):
+        tr.step(bad)
+    # Nothing moved: the trainer goes on, still equal to one process.
+    _, alone = make((8, 8), "gaussian", "kron")
+    ref = kn.Trainer(alone, data, lr=50.0)
+    assert bitwise(tr.fit(30).loss, ref.fit(30).loss)
+
+
+def test_ranks_with_different_data_are_refused_before_training():
+    seed = COMM.rank if K > 1 else 0
+    data = kn.make_kronecker_data(100, dims=(8, 8), seed=seed)
+    net = kn.TwoLayerNet(data.dims, width=256)
+    if K == 1:
+        kn.Trainer(net, data, comm=COMM)
+        return
+    with pytest.raises(kn.ArgumentError, match="same net, data and trainer arguments"):
+        kn.Trainer(net, data, comm=COMM)
+
+
+def test_divergence_raises_on_every_rank_and_leaves_the_state():
+    data, net = make((8, 8), "gaussian", "kron")
+    _, alone = make((8, 8), "gaussian", "kron")
+    tr = kn.Trainer(net, data, lr=1e60, comm=COMM)
+    ref = kn.Trainer(alone, data, lr=1e60)
+    with pytest.raises(kn.DivergenceError) as got:
+        tr.fit(50)
+    with pytest.raises(kn.DivergenceError) as want:
+        ref.fit(50)
+    assert bitwise(got.value.history.loss, want.value.history.loss)
+    assert tr.steps_done == ref.steps_done
+    assert tr.full_loss() == ref.full_loss()
+
+
+def test_too_many_ranks_for_the_width_is_an_argument_error():
+    data = kn.make_kronecker_data(50, dims=(4, 4), seed=0)
+    net = kn.TwoLayerNet(data.dims, width=shard.NEURON_BLOCK * (K - 1) or 1)
+    if K == 1:
+        pytest.skip("one rank always has a block")
+    with pytest.raises(kn.ArgumentError, match="blocks"):
+        kn.Trainer(net, data, comm=COMM)
