@@ -76,3 +76,21 @@ def test_bench_pairs_cli_reports_the_ratio(tmp_path):
     assert "| pairs | entities | d |" in out
     (row,) = json.loads((tmp_path / "bench_pairs.json").read_text())["results"]
     assert row["n_pairs"] == 20000 and row["entities"] == [100, 200] and row["dims"] == [256, 256]
+
+
+def test_mpi_bench_jobs_agree_and_count_their_messages():
+    pytest.importorskip("mpi4py")
+    from kronnet import mpi_bench
+    from kronnet.shard import EXACT_WORDS
+
+    cfg = dict(n=64, width=256, dims=[4, 4], batch_size=4, index="auto", warmup=3, steps=20)
+    one = mpi_bench.run(cfg, None, 1)
+    two = mpi_bench.run(cfg, 2, 1)
+    # The same training, bitwise, on one process and on two ranks.
+    assert two["loss"] == one["loss"] and two["last_batch_loss"] == one["last_batch_loss"]
+    assert [r["p_rows"] for r in two["per_rank"]] == [128, 128]
+    # One Allreduce per step, S exact sums and 5 counters (int64), plus a
+    # 3-word status message closing the run.
+    per_step = 8 * (4 * EXACT_WORDS + 5) + 8 * 3 / cfg["steps"]
+    assert all(r["bytes_per_step"] == pytest.approx(per_step, rel=1e-12) for r in two["per_rank"])
+    assert one["per_rank"][0]["bytes_per_step"] == 0

@@ -26,9 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser(
         "bench",
         help="measure: per-step time vs d against dense baselines, the activation indexes, "
-        "memory churn, or PairData init",
+        "memory churn, PairData init, the d-free pipeline end to end, or sharded training on MPI",
     )
-    b.add_argument("sweep", nargs="?", choices=["scaling", "index", "churn", "pairs", "endtoend"], default="scaling")
+    b.add_argument("sweep", nargs="?", choices=["scaling", "index", "churn", "pairs", "endtoend", "mpi"], default="scaling")
     b.add_argument("--n", type=int, default=512, help="training points (default 512)")
     b.add_argument("--width", type=int, default=2048, help="hidden neurons m for the scaling sweep (default 2048)")
     b.add_argument("--batch-size", type=int, default=8, help="S (default 8)")
@@ -46,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=60.0,
         help="endtoend: Gaussian init stops after the first d slower than this (default 60)",
     )
+    b.add_argument("--rounds", type=int, default=3, help="mpi: alternating rounds of each job (default 3)")
     b.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
     b.add_argument("--quick", action="store_true", help="fewer shapes, no peak-memory run")
     b.add_argument("--out", default="bench_results", help="folder for the JSON and PNG (default bench_results)")
@@ -64,6 +65,7 @@ def bench_command(args: argparse.Namespace) -> int:
         "churn": sweeps.churn,
         "pairs": sweeps.pairs,
         "endtoend": sweeps.endtoend,
+        "mpi": sweeps.mpi,
     }[args.sweep]
     return run(args)
 

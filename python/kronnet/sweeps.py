@@ -353,6 +353,90 @@ def endtoend(args: argparse.Namespace) -> int:
     return 0
 
 
+def mpi(args: argparse.Namespace) -> int:
+    """Sharded training (docs/mpi.md): seconds per step of the single-process
+    Trainer, of one rank and of two ranks side by side, round by round, with
+    each rank's Allreduce time and peak memory; then the bytes a step sends
+    at several n, m, d and S."""
+    from . import mpi_bench
+
+    shapes = [(512, 2048, 64)] if args.quick else [(512, 2048, 64), (8192, 2**16, 8)]
+    rounds = 1 if args.quick else args.rounds
+    jobs = [("one process", None, args.threads), ("1 rank", 1, args.threads), ("2 ranks", 2, max(1, args.threads // 2))]
+    results: List[Dict[str, Any]] = []
+    for n, m, steps_scale in shapes:
+        cfg = dict(
+            n=n,
+            width=m,
+            dims=[16, 16],
+            batch_size=args.batch_size,
+            index="auto",
+            warmup=20,
+            steps=args.steps * steps_scale // 8,
+        )
+        for r in range(rounds):
+            for label, ranks, threads in jobs:
+                res = mpi_bench.run(cfg, ranks, threads)
+                res.update(job=label, round=r)
+                results.append(res)
+                print(f"n={n} m={m} {label}: {1e3 * res['seconds_per_step']:.3f} ms/step", flush=True)
+    traffic = []
+    for n, m, d, size in [(512, 2048, 2**8, 8), (2048, 8192, 2**12, 8), (512, 2048, 2**16, 8), (512, 2048, 2**8, 64)]:
+        dims = list(bench.square_dims(d))
+        cfg = dict(n=n, width=m, dims=dims, batch_size=size, index="auto", warmup=5, steps=50)
+        res = mpi_bench.run(cfg, 2, 1)
+        traffic.append(res)
+    save_json(f"{args.out}/bench_mpi.json", {"meta": meta(args), "results": results, "traffic": traffic})
+    print(f"\nsharded training, S={args.batch_size}, dims 16 x 16, {rounds} round(s), median (min-max):")
+    print(mpi_table(results))
+    print("\nbytes each rank sends per step (one Allreduce of S exact sums + 5 counters):")
+    rows = [
+        [
+            str(r["n"]),
+            str(r["width"]),
+            f"2^{int(math.log2(r['d']))}",
+            str(r["batch_size"]),
+            f"{r['per_rank'][0]['bytes_per_step']:.0f}",
+        ]
+        for r in traffic
+    ]
+    print(table(["n", "m", "d", "S", "bytes/step"], rows))
+    return 0
+
+
+def mpi_table(results: List[Dict[str, Any]]) -> str:
+    """Per shape and job: ms/step, Allreduce share, peak memory per rank."""
+
+    def spread(values: List[float], scale: float = 1.0) -> str:
+        v = np.array(values) * scale
+        return f"{np.median(v):.3g} ({v.min():.3g}-{v.max():.3g})"
+
+    rows = []
+    for n, m in sorted({(r["n"], r["width"]) for r in results}):
+        for job in dict.fromkeys(r["job"] for r in results):
+            rs = [r for r in results if (r["n"], r["width"], r["job"]) == (n, m, job)]
+            if not rs:
+                continue
+            single = [r for r in results if (r["n"], r["width"], r["job"]) == (n, m, "one process")]
+            ratio = [a["seconds_per_step"] / b["seconds_per_step"] for a, b in zip(rs, single)]
+            allreduce = [max(x["allreduce_per_step"] for x in r["per_rank"]) / r["seconds_per_step"] for r in rs]
+            peak = [max(x["peak_rss_bytes"] for x in r["per_rank"]) for r in rs]
+            rows.append(
+                [
+                    str(n),
+                    str(m),
+                    job,
+                    spread([r["seconds_per_step"] for r in rs], 1e3),
+                    spread(ratio),
+                    spread(allreduce, 100.0) if rs[0]["sharded"] else "-",
+                    f"{np.median(peak) / 2**30:.2f}",
+                ]
+            )
+    return table(
+        ["n", "m", "job", "ms/step", "vs one process", "Allreduce % of step (max rank)", "peak GiB per rank"], rows
+    )
+
+
 def endtoend_table(results: List[Dict[str, Any]]) -> str:
     """The end-to-end runs as a Markdown table."""
     rows = []
