@@ -29,6 +29,7 @@ MODULES = [
     "kronnet.tree",
     "kronnet.checkpoint",
     "kronnet.sklearn",
+    "kronnet.shard",
 ]
 #: Modules that must have at least one example of their own.
 MODULES_WITH_EXAMPLES = {
@@ -40,6 +41,7 @@ MODULES_WITH_EXAMPLES = {
     "kronnet.errors",
     "kronnet.tree",
     "kronnet.sklearn",
+    "kronnet.shard",
 }
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 #: A floor on the number of doctest examples over all modules, so that

@@ -84,7 +84,7 @@ def _worker(config: Dict[str, Any]) -> None:
     idx, off = batches(steps)
     before = tr.comm_stats()
     t.append(time.perf_counter())
-    losses, _, _, err = tr._core.run(idx, off, tr.lr)
+    losses, union, total, err = tr._core.run(idx, off, tr.lr)
     t.append(time.perf_counter())
     if err is not None:
         raise err
@@ -115,6 +115,8 @@ def _worker(config: Dict[str, Any]) -> None:
             "full_loss_seconds": t[5] - t[4],
             "loss": loss,
             "last_batch_loss": float(losses[-1]),
+            "fired_union_mean": float(np.mean(union)),
+            "fired_per_point_mean": float(np.sum(total) / len(idx)),
             "per_rank": ranks,
         }
         print(json.dumps(out), flush=True)

@@ -17,10 +17,11 @@ same step.
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 import signal
 import threading
-from typing import Any, Callable, List, Optional, Tuple, TypeVar
+from typing import Any, Callable, Iterator, List, Optional, Tuple, TypeVar
 
 import numpy as np
 
@@ -43,11 +44,36 @@ NEURON_BLOCK: int = int(_core.NEURON_BLOCK)
 
 
 def neuron_range(width: int, size: int, rank: int) -> Tuple[int, int]:
-    """(first, count): the neurons ``[first, first + count)`` rank `rank` of `size` holds.
+    """The neurons one rank of a sharded trainer holds.
 
-    The ``ceil(width / NEURON_BLOCK)`` blocks of ``NEURON_BLOCK`` neurons are
-    split as evenly as possible: rank q holds blocks
-    ``[q B / K, (q + 1) B / K)``. Needs at least one block per rank.
+    The B = ``ceil(width / NEURON_BLOCK)`` blocks of ``NEURON_BLOCK``
+    neurons are split as evenly as possible: rank q of K holds blocks
+    ``[q B / K, (q + 1) B / K)``.
+
+    Parameters
+    ----------
+    width : int
+        m, the net's neurons.
+    size : int
+        K, the communicator's ranks.
+    rank : int
+        q, this rank (0 <= q < K).
+
+    Returns
+    -------
+    (int, int)
+        (first, count): the rank holds neurons ``first .. first + count - 1``.
+
+    Raises
+    ------
+    ArgumentError
+        K exceeds B: some rank would get no block.
+
+    Examples
+    --------
+    >>> from kronnet.shard import neuron_range
+    >>> [neuron_range(2048, 3, q) for q in range(3)]
+    [(0, 640), (640, 704), (1344, 704)]
     """
     blocks = -(-width // NEURON_BLOCK)
     if size > blocks:
@@ -214,6 +240,7 @@ class ShardedCore:
         #: Seconds spent in the steps' Allreduce, and its bytes, so far.
         self.allreduce_seconds = 0.0
         self.allreduce_bytes = 0
+        self._intr: Optional[_Interrupt] = None
         # P(0) was bounded per rank; the guard needs the whole net's bound.
         core.p_bound = group.max(core.p_bound)
 
@@ -285,7 +312,7 @@ class ShardedCore:
         stats: List[Tuple[float, int, int]] = []
         err: Optional[BaseException] = None
         after: Optional[BaseException] = None
-        with _Interrupt() as intr:
+        with self.interrupts() as intr:
             try:
                 for b in batches:
                     try:
@@ -301,6 +328,21 @@ class ShardedCore:
             except BaseException as e:
                 err = e
         return stats, err
+
+    @contextlib.contextmanager
+    def interrupts(self) -> Iterator[_Interrupt]:
+        """While active, SIGINT only sets a flag that the next step's message
+        carries to every rank (the Trainer holds it over a whole `fit`, so a
+        Ctrl-C between two runs of steps is not lost either)."""
+        if self._intr is not None:
+            yield self._intr
+            return
+        with _Interrupt() as intr:
+            self._intr = intr
+            try:
+                yield intr
+            finally:
+                self._intr = None
 
     def run(self, indices: np.ndarray, offsets: np.ndarray, lr: float) -> Any:
         """Collective: the steps on ``indices[offsets[t]:offsets[t + 1]]``;

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
 from dataclasses import dataclass, field
@@ -400,7 +401,12 @@ class Trainer:
                 raise ArgumentError("backend", f"only the Kronecker backend can be sharded (comm=), got {backend!r}")
             if gram_from is not None:
                 raise ArgumentError("gram_from", "cannot be combined with comm=")
-            return _plan(net, data, lr, batch_size, index, backend, seed, gram, gram_budget_bytes)
+            if not isinstance(net, TwoLayerNet):
+                raise ArgumentTypeError("net", f"expected a TwoLayerNet, got {type(net).__name__}")
+            _, held = neuron_range(net.width, group.size, group.rank)
+            plan = _plan(net, data, lr, batch_size, index, backend, seed, gram, gram_budget_bytes, held=held)
+            v.ensure_fits(plan.estimate, plan.what + " of this rank", "data, net.width")
+            return plan
 
         plan = group.run(plan_locally)
         # Every rank must train the same net on the same data the same way,
@@ -868,11 +874,24 @@ class Trainer:
         >>> [step for step, _ in hist.val_loss]
         [100, 125, 150]
         """
-        steps = v.positive_int(steps, "steps")
-        eval_every = v.nonnegative_int(eval_every, "eval_every")
-        progress = v.flag(progress, "progress")
-        val = _validation_set(validation, self._net)
-        self._check_current()
+
+        def check() -> Tuple[int, int, bool, Optional[KronPoints]]:
+            self._check_current()
+            return (
+                v.positive_int(steps, "steps"),
+                v.nonnegative_int(eval_every, "eval_every"),
+                v.flag(progress, "progress"),
+                _validation_set(validation, self._net),
+            )
+
+        steps, eval_every, progress, val = self._agreed(check)
+        # Sharded, Ctrl-C must stop every rank after the same step: it only
+        # sets a flag that the next step's message carries to all ranks.
+        interrupts = self._core.interrupts() if self._group is not None else contextlib.nullcontext()
+        with interrupts:
+            return self._fit(steps, eval_every, progress, val)
+
+    def _fit(self, steps: int, eval_every: int, progress: bool, val: Optional[KronPoints]) -> History:
         start = time.perf_counter()
         parts: List[Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
         checkpoints: List[Tuple[int, float]] = []
@@ -1034,9 +1053,11 @@ def _plan(
     gram: Any,
     gram_budget_bytes: Any,
     shared_gram: bool = False,
+    held: Optional[int] = None,
 ) -> _Plan:
     """Validates a trainer's arguments and works out its index, Gram mode
-    and peak memory."""
+    and peak memory (of one rank holding `held` of the neurons, when
+    sharded: its P, block and index shrink, the Gram and points do not)."""
     if not isinstance(net, TwoLayerNet):
         raise ArgumentTypeError("net", f"expected a TwoLayerNet, got {type(net).__name__}")
     if not isinstance(data, KronPoints):
@@ -1058,8 +1079,9 @@ def _plan(
     if batch_size > data.n:
         raise ArgumentError("batch_size", f"{batch_size} exceeds the {data.n} training points")
     n, m = data.n, net.width
+    mine = m if held is None else held
     threads = _core.thread_count()
-    block = 0.0 if net._block_index(data) is not None else 8.0 * n * m
+    block = 0.0 if net._block_index(data) is not None else 8.0 * n * mine
     trained = [b.data.n for b in net.coefficients if b._coef.trained]
     if backend == "kron":
         index = _resolve_index(index, n, m, net.threshold)
@@ -1075,10 +1097,10 @@ def _plan(
         # A shared Gram is another trainer's: no new n × n matrix.
         own_gram = gram == "precomputed" and not shared_gram
         gram_bytes = 8.0 * n * n + 8.0 * 64 * n * threads if own_gram else 0.0
-        state_phase = gram_bytes + float(_core.index_memory_bytes(index, n, m))
+        state_phase = gram_bytes + float(_core.index_memory_bytes(index, n, mine))
         # The trainer copies the points only to recompute Gram columns.
         points = float(data.core_nbytes) if gram == "columns" else 0.0
-        estimate = 8.0 * n * m + block + points + 8.0 * n + max(init_phase, state_phase)
+        estimate = 8.0 * n * mine + block + points + 8.0 * n + max(init_phase, state_phase)
         what = "the training state (P, coefficients, Gram, index)"
     else:
         index, gram = "none", "none"

@@ -177,3 +177,25 @@ def test_too_many_ranks_for_the_width_is_an_argument_error():
         pytest.skip("one rank always has a block")
     with pytest.raises(kn.ArgumentError, match="blocks"):
         kn.Trainer(net, data, comm=COMM)
+
+
+def test_ctrl_c_on_one_rank_stops_every_rank_after_the_same_step():
+    import signal
+    import threading
+
+    data, net = make((8, 8), "gaussian", "kron")
+    tr = kn.Trainer(net, data, lr=50.0, comm=COMM)
+    if COMM.rank == 0:
+        threading.Timer(0.5, lambda: signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)).start()
+    with pytest.raises(KeyboardInterrupt) as got:
+        tr.fit(10**7)
+    steps = tr.steps_done
+    assert 0 < steps < 10**7 and same_everywhere(np.array(steps))
+    assert got.value.history.steps == steps
+    # Consistent and resumable: it goes on exactly like one process that
+    # took the same steps.
+    _, alone = make((8, 8), "gaussian", "kron")
+    ref = kn.Trainer(alone, data, lr=50.0)
+    ref.fit(steps)
+    assert tr.full_loss() == ref.full_loss()
+    assert bitwise(tr.fit(20).loss, ref.fit(20).loss)
