@@ -334,8 +334,24 @@ class Trainer:
                 comm, net, data, lr, batch_size, index, backend, seed, gram, gram_budget_bytes, resume, gram_from
             )
             return
-        self._group: Any = None
         plan = _plan(net, data, lr, batch_size, index, backend, seed, gram, gram_budget_bytes, gram_from is not None)
+        v.ensure_fits(plan.estimate, plan.what, "data, net.width")
+        with PointsBar(progress and resume is None, data.n, net.width, "init") as bar:
+            core = _make_core(
+                plan,
+                net,
+                data,
+                resume,
+                progress=bar.callback,
+                gram_from=None if gram_from is None else gram_from._core_handle(),
+            )
+        self._adopt(plan, net, data, core, None, resume)
+
+    def _adopt(
+        self, plan: _Plan, net: TwoLayerNet, data: KronPoints, core: Any, group: Any, resume: Optional[Dict[str, Any]]
+    ) -> None:
+        """Takes over a built core: the plan's settings, a fresh or resumed sampler."""
+        self._group = group
         self._lr = plan.lr
         self._batch_size = plan.batch_size
         self._backend = plan.backend
@@ -347,27 +363,7 @@ class Trainer:
         self._data = data
         self._sampler = _Sampler(data.n, self._batch_size, self._seed)
         self._steps = 0
-        v.ensure_fits(plan.estimate, plan.what, "data, net.width")
-        assert data.y is not None  # checked by _plan
-        coef = net._block_for(data)
-        state, p_bound = (None, None) if resume is None else (resume["state"], resume.get("p_bound"))
-        with PointsBar(progress and resume is None, data.n, net.width, "init") as bar:
-            self._core = _core.TrainerCore(
-                self._backend,  # type: ignore[arg-type]  # validated by _plan
-                data.core_layout,
-                data.y,
-                net.a,
-                net.threshold,
-                net._core_init(),
-                coef,
-                net._core_blocks(),
-                self._gram if self._gram != "none" else "precomputed",  # type: ignore[arg-type]
-                self._index if self._index != "none" else "scan",  # type: ignore[arg-type]
-                state,
-                p_bound,
-                progress=bar.callback,
-                gram_from=None if gram_from is None else gram_from._core_handle(),
-            )
+        self._core = core
         if resume is not None:
             self._sampler.set_state(resume["sampler"])
             self._steps = resume["steps_done"]
@@ -438,45 +434,12 @@ class Trainer:
 
         def build_locally() -> Any:
             net._shard_over(group)
-            coef = net._block_for(data)
-            state = None if resume is None else np.ascontiguousarray(resume["state"][first : first + count], np.float64)
-            assert data.y is not None  # checked by _plan
-            return _core.TrainerCore(
-                "kron",
-                data.core_layout,
-                data.y,
-                net.a,
-                net.threshold,
-                net._core_init(),
-                coef,
-                net._core_blocks(),
-                plan.gram if plan.gram != "none" else "precomputed",  # type: ignore[arg-type]  # validated by _plan
-                plan.index if plan.index != "none" else "scan",  # type: ignore[arg-type]
-                state,
-                None if resume is None else resume["p_bound"],
-                neurons=(first, count),
-            )
+            return _make_core(plan, net, data, resume, neurons=(first, count))
 
-        core = group.run(build_locally)
-        self._group = group
-        self._lr = plan.lr
-        self._batch_size = plan.batch_size
-        self._backend = plan.backend
-        self._index = plan.index
-        self._gram = plan.gram
-        self._seed = plan.seed
-        self._gram_budget_bytes = plan.gram_budget_bytes
-        self._net = net
-        self._data = data
-        self._sampler = _Sampler(data.n, self._batch_size, self._seed)
-        self._steps = 0
-        self._core = ShardedCore(core, group, net.width, data.n)
-        if resume is not None:
-            self._core.p_bound = resume["p_bound"]
-            self._sampler.set_state(resume["sampler"])
-            self._steps = resume["steps_done"]
-        net._version += 1
-        self._version = net._version
+        # (A resumed state's p_bound is the whole net's already: the max over
+        # ranks that ShardedCore takes leaves it as it is.)
+        core = ShardedCore(group.run(build_locally), group, net.width, data.n)
+        self._adopt(plan, net, data, core, group, resume)
 
     def _core_handle(self) -> Any:
         """The core trainer (for sharing its Gram with another trainer)."""
@@ -1025,6 +988,42 @@ class Trainer:
             f"Trainer(backend={self._backend!r}, index={self._index!r}, lr={self._lr:g}, "
             f"batch_size={self._batch_size}, n={self._data.n}, width={self._net.width}, steps_done={self._steps})"
         )
+
+
+def _make_core(
+    plan: Any,
+    net: TwoLayerNet,
+    data: KronPoints,
+    resume: Optional[Dict[str, Any]],
+    neurons: Optional[Tuple[int, int]] = None,
+    progress: Any = None,
+    gram_from: Any = None,
+) -> Any:
+    """The Rust trainer core for `plan`: from the net's current weights, or
+    from a checkpoint's state (`resume`); for neurons first .. first + count
+    only when sharded (`neurons`)."""
+    assert data.y is not None  # checked by _plan
+    coef = net._block_for(data)
+    state, p_bound = (None, None) if resume is None else (resume["state"], resume.get("p_bound"))
+    if state is not None and neurons is not None:
+        state = np.ascontiguousarray(state[neurons[0] : neurons[0] + neurons[1]], np.float64)
+    return _core.TrainerCore(
+        plan.backend,
+        data.core_layout,
+        data.y,
+        net.a,
+        net.threshold,
+        net._core_init(),
+        coef,
+        net._core_blocks(),
+        plan.gram if plan.gram != "none" else "precomputed",
+        plan.index if plan.index != "none" else "scan",
+        state,
+        p_bound,
+        progress=progress,
+        gram_from=gram_from,
+        neurons=neurons,
+    )
 
 
 @dataclass(frozen=True)
