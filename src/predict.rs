@@ -193,8 +193,10 @@ fn neurons_per_pass(q: usize, width: usize, blocks: &[Block<'_>], rows: usize) -
 /// `predict_sums` with the neurons in the outer loop: each pass regenerates
 /// `neurons` neurons' W(0) for all the points (`InitialWeights::
 /// preacts_t_range`), adds the trained part from cross-Grams computed once,
-/// and adds a_r (P − b)_+ to every point's exact sum. The sums are exact, so
-/// this gives the same bits as the chunked path.
+/// and adds a_r (P − b)_+ to every point's exact sum. Its GEMMs group the
+/// points differently from the chunked path's, so the two agree to
+/// rounding, not bit for bit; which path runs depends only on the whole
+/// net's width, never on a shard's.
 fn predict_by_neurons(
     query: &Factors<'_>,
     model: &Model,

@@ -28,7 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="measure: per-step time vs d against dense baselines, the activation indexes, "
         "memory churn, PairData init, the d-free pipeline end to end, or sharded training on MPI",
     )
-    b.add_argument("sweep", nargs="?", choices=["scaling", "index", "churn", "pairs", "endtoend", "mpi"], default="scaling")
+    b.add_argument(
+        "sweep", nargs="?", choices=["scaling", "index", "churn", "pairs", "endtoend", "mpi"], default="scaling"
+    )
     b.add_argument("--n", type=int, default=512, help="training points (default 512)")
     b.add_argument("--width", type=int, default=2048, help="hidden neurons m for the scaling sweep (default 2048)")
     b.add_argument("--batch-size", type=int, default=8, help="S (default 8)")
