@@ -19,7 +19,7 @@ use crate::index::{ActivationIndex, IndexKind, IndexStats};
 use crate::init::{InitKind, InitialWeights};
 use crate::model::{run_steps, Backend, Model, StepStats};
 use crate::predict::{self as prediction, Block};
-use crate::step::{GramMode, KernelSpec, KronState, Pending};
+use crate::step::{GramMode, KernelSpec, KronState, RunEnd};
 use crate::tree::AsyncTree;
 use crate::{gram, kron_init, rng};
 use ndarray::{Array1, Array2, ArrayView2, Ix1, Ix2};
@@ -698,8 +698,6 @@ struct TrainerCore {
     steps_taken: u64,
     /// The figures of the last `run`, kept for the same reason.
     last_run: Vec<StepStats>,
-    /// A sharded step between `begin_step` and `finish_step`.
-    pending: Option<Pending>,
 }
 
 #[pymethods]
@@ -713,7 +711,7 @@ impl TrainerCore {
     /// `neurons` = (first, count) makes this core one rank's shard of a
     /// sharded trainer: it holds neurons first .. first + count of the net
     /// (`a` is the whole net's; `coef` and the blocks hold α for those
-    /// neurons only) and is driven by `begin_step`/`finish_step`.
+    /// neurons only) and is driven by `run_sharded`.
     #[pyo3(signature = (backend, points, y, a, threshold, init, coef, blocks, gram, index, state=None, p_bound=None, progress=None, gram_from=None, neurons=None))]
     #[allow(clippy::too_many_arguments)]
     fn new<'py>(
@@ -797,7 +795,7 @@ impl TrainerCore {
             }
         });
         let engine = finish(py, done)?;
-        Ok(TrainerCore { engine, coef: coef.unbind(), steps_taken: 0, last_run: Vec::new(), pending: None })
+        Ok(TrainerCore { engine, coef: coef.unbind(), steps_taken: 0, last_run: Vec::new() })
     }
 
     /// One step; returns (batch loss before the update, |R|, Σ|A_i|).
@@ -810,43 +808,88 @@ impl TrainerCore {
         Ok((s.loss, s.fired_union, s.fired_total))
     }
 
-    /// A sharded step's first half: this shard's words for `batch` (int64,
-    /// length `S · EXACT_WORDS + 2`), to be summed over the ranks and passed
-    /// to `finish_step`. Checks everything, so a step that starts finishes
-    /// unless it diverges (on every rank alike).
-    fn begin_step<'py>(
+    /// A sharded trainer's steps on `indices[offsets[t]:offsets[t + 1]]`
+    /// (`step::run_sharded`), run in the core's thread pool like `run`.
+    /// `exchange(words)` is called once per message with an int64 array it
+    /// must sum over the ranks in place (and may set the last word, the
+    /// stop request). Returns (losses, |R|, Σ|A_i|, end, error, changed):
+    /// end is "done", "stopped", "diverged" (error: the DivergenceError),
+    /// "failed" (error: this rank's exception or None; changed: whether the
+    /// ranks' states may now differ) or "exchange" (error: what `exchange`
+    /// raised).
+    #[allow(clippy::type_complexity)]
+    fn run_sharded<'py>(
         &mut self,
         py: Python<'py>,
-        batch: &Bound<'_, PyAny>,
+        indices_: &Bound<'py, PyAny>,
+        offsets: &Bound<'py, PyAny>,
         lr: f64,
-    ) -> PyResult<Bound<'py, PyArray1<i64>>> {
-        let b = indices(batch, "batch")?;
-        let coef = self.coef.bind(py).try_borrow()?;
-        let Engine::Kron(state) = &mut self.engine else {
-            return Err(PyValueError::new_err("begin_step: only the Kronecker backend can be sharded"));
-        };
-        let alpha = &coef.inner;
-        let pending = guarded(py, || state.begin_step(alpha, &b, lr))?;
-        let words = Array1::from(pending.words.clone()).into_pyarray(py);
-        self.pending = Some(pending);
-        Ok(words)
-    }
-
-    /// A sharded step's second half, from the words of every rank summed
-    /// element-wise: returns (batch loss, |R|, Σ|A_i|) of the whole net.
-    fn finish_step(&mut self, py: Python<'_>, reduced: PyReadonlyArray1<'_, i64>) -> PyResult<(f64, usize, usize)> {
-        let Some(pending) = self.pending.take() else {
-            return Err(PyValueError::new_err("finish_step: no step was begun"));
-        };
-        let reduced = reduced.as_array().to_vec();
+        exchange: Py<PyAny>,
+    ) -> PyResult<(
+        Bound<'py, PyArray1<f64>>,
+        Bound<'py, PyArray1<i64>>,
+        Bound<'py, PyArray1<i64>>,
+        &'static str,
+        Option<PyErr>,
+        bool,
+    )> {
+        let idx = indices(indices_, "indices")?;
+        let off = indices(offsets, "offsets")?;
+        check_offsets(idx.len(), &off)?;
         let mut coef = self.coef.bind(py).try_borrow_mut()?;
         let Engine::Kron(state) = &mut self.engine else {
-            return Err(PyValueError::new_err("finish_step: only the Kronecker backend can be sharded"));
+            return Err(PyValueError::new_err("run_sharded: only the Kronecker backend can be sharded"));
         };
         let alpha = &mut coef.inner;
-        let s: StepStats = guarded(py, || state.finish_step(alpha, pending, &reduced))?;
-        self.steps_taken += 1;
-        Ok((s.loss, s.fired_union, s.fired_total))
+        let mut failed_exchange: Option<PyErr> = None;
+        let slot = &mut failed_exchange;
+        let done = interruptible(py, |ctl| {
+            let mut send = |words: &mut [i64]| -> bool {
+                Python::attach(|py| {
+                    let arr = PyArray1::from_slice(py, words);
+                    match exchange.call1(py, (arr.clone(),)) {
+                        Ok(_) => match numpy::PyArrayMethods::try_readonly(&arr) {
+                            Ok(back) => {
+                                words.copy_from_slice(back.as_slice().expect("a fresh contiguous array"));
+                                true
+                            }
+                            Err(e) => {
+                                *slot = Some(e.into());
+                                false
+                            }
+                        },
+                        Err(e) => {
+                            *slot = Some(e);
+                            false
+                        }
+                    }
+                })
+            };
+            Ok(crate::step::run_sharded(state, alpha, &idx, &off, lr, ctl, &mut send))
+        });
+        let (stats, end) = match done.result {
+            Ok(Ok(v)) => v,
+            Ok(Err(e)) => return Err(to_py(py, e)),
+            Err(msg) => return Err(internal_error(py, msg)),
+        };
+        self.steps_taken += stats.len() as u64;
+        self.last_run = stats;
+        let (loss, union, total) = stats_arrays(py, &self.last_run);
+        let (name, err, changed) = match end {
+            RunEnd::Done => ("done", None, false),
+            RunEnd::Stopped => ("stopped", None, false),
+            RunEnd::Diverged(e) => ("diverged", Some(to_py(py, e)), false),
+            RunEnd::Failed { local, changed } => ("failed", local.map(|e| to_py(py, e)), changed),
+            RunEnd::Exchange => ("exchange", failed_exchange, false),
+        };
+        // A signal that arrived meanwhile (no handler of the sharded trainer's
+        // own was installed) is this rank's alone: it is raised after the
+        // run's figures are recorded, like `run` does.
+        let err = match (done.signal, name) {
+            (Some(sig), "done") => Some(sig),
+            (_, _) => err,
+        };
+        Ok((loss, union, total, name, err, changed))
     }
 
     /// This shard's exact output sums for training points start .. stop:

@@ -102,6 +102,95 @@ pub fn outputs_from_words(model: &Model, words: &[i64]) -> Result<Vec<f64>> {
     Ok(words.chunks_exact(WORDS).map(|w| model.output_of(&ExactSum::from_words(w))).collect())
 }
 
+/// Status words at the end of every message of a sharded run (`run_sharded`):
+/// ranks that failed before this message, ranks that failed after the
+/// previous one (their state may differ from the others'), ranks asked to
+/// stop. Summed over the ranks like the rest.
+pub const STATUS_WORDS: usize = 3;
+
+/// How a sharded run of steps ended; every rank reaches the same end, since
+/// each is decided from summed words or from figures all ranks share.
+#[derive(Debug)]
+pub enum RunEnd {
+    /// Every batch ran and the closing message reported no failure.
+    Done,
+    /// A rank asked to stop: every rank stopped before the same step.
+    Stopped,
+    /// Every rank refused the same step; every state is as before it.
+    Diverged(KronError),
+    /// Some rank failed. `local` is this rank's own error, if it failed;
+    /// `changed` says a rank failed after the others had moved on, so the
+    /// ranks' states may differ.
+    Failed { local: Option<KronError>, changed: bool },
+    /// The exchange itself failed (the caller holds its error).
+    Exchange,
+}
+
+/// Steps on the batches `indices[offsets[t]..offsets[t + 1]]` for one rank
+/// of a sharded trainer: per step `begin_step`, `exchange` (which must sum
+/// the words over the ranks in place, e.g. MPI_Allreduce, and may raise the
+/// stop word; it returns false if it failed), `finish_step`. A failure that
+/// is this rank's alone is reported to the others by the next message, and
+/// a closing status message ends the run, so no rank is left waiting.
+pub fn run_sharded(
+    state: &mut KronState,
+    coef: &mut Coefficients,
+    indices: &[usize],
+    offsets: &[usize],
+    lr: f64,
+    ctl: &crate::control::Control,
+    exchange: &mut dyn FnMut(&mut [i64]) -> bool,
+) -> (Vec<StepStats>, RunEnd) {
+    let mut out = Vec::with_capacity(offsets.len().saturating_sub(1));
+    let mut after: Option<KronError> = None;
+    for w in offsets.windows(2) {
+        let batch = &indices[w[0]..w[1]];
+        let len = exchange_len(batch.len());
+        let mut words = vec![0i64; len + STATUS_WORDS];
+        let (mut pending, mut before) = (None, None);
+        if after.is_none() {
+            match state.begin_step(coef, batch, lr) {
+                Ok(p) => {
+                    words[..len].copy_from_slice(&p.words);
+                    pending = Some(p);
+                }
+                Err(e) => before = Some(e),
+            }
+        }
+        words[len] = before.is_some() as i64;
+        words[len + 1] = after.is_some() as i64;
+        words[len + 2] = ctl.check().is_err() as i64;
+        if !exchange(&mut words) {
+            return (out, RunEnd::Exchange);
+        }
+        if words[len] > 0 || words[len + 1] > 0 {
+            return (out, RunEnd::Failed { local: before.or(after), changed: words[len + 1] > 0 });
+        }
+        let Some(pending) = pending else {
+            unreachable!("every rank began the step: the status words say so");
+        };
+        if words[len + 2] > 0 {
+            return (out, RunEnd::Stopped);
+        }
+        match state.finish_step(coef, pending, &words[..len]) {
+            Ok(s) => out.push(s),
+            Err(e @ KronError::Diverged(_)) => return (out, RunEnd::Diverged(e)),
+            Err(e) => after = Some(e),
+        }
+    }
+    let mut words = [0, after.is_some() as i64, ctl.check().is_err() as i64];
+    if !exchange(&mut words) {
+        return (out, RunEnd::Exchange);
+    }
+    if words[0] > 0 || words[1] > 0 {
+        return (out, RunEnd::Failed { local: after, changed: words[1] > 0 });
+    }
+    if words[2] > 0 {
+        return (out, RunEnd::Stopped);
+    }
+    (out, RunEnd::Done)
+}
+
 fn max_abs<'a>(values: impl IntoIterator<Item = &'a f64>) -> f64 {
     values.into_iter().fold(0.0, |m, v| m.max(v.abs()))
 }
@@ -780,5 +869,100 @@ mod tests {
         assert!(st.step(&mut alpha, &[0], -1.0).is_err());
         let mut wrong = Coefficients::zeros(3, 5).unwrap();
         assert!(st.step(&mut wrong, &[0], 1.0).is_err());
+    }
+    /// `run_sharded` on K in-process "ranks" (threads that sum their words
+    /// through a barrier, as MPI_Allreduce would) against one state holding
+    /// the whole net: bitwise the same losses and P, for shards of whole
+    /// 64-neuron blocks; and a batch refused by one rank ends every rank's
+    /// run with `Failed`, states untouched.
+    #[test]
+    fn sharded_runs_equal_the_whole_net_bit_for_bit() {
+        use std::sync::{Arc, Barrier, Mutex};
+        let (n, m, dims) = (40, 320, [4usize, 6]);
+        let mats: Vec<_> = dims.iter().enumerate().map(|(k, &dk)| unit_rows(n, dk, 60 + k as u64)).collect();
+        let f = Factors::new(views(&mats)).unwrap();
+        let y: Vec<f64> = (0..n).map(|i| ((i * 13 % 7) as f64 / 3.0) - 1.0).collect();
+        let model = Model::new(output_signs(5, m), 0.9).unwrap();
+        let p0 = init_preacts_t(&f, 5, m, &Control::new()).unwrap();
+        let bs = batches(n, 60, 6);
+        let idx: Vec<usize> = bs.concat();
+        let off: Vec<usize> = (0..=bs.len()).map(|t| 6 * t).collect();
+        let (lr, make_index) =
+            (40.0, |_: ArrayView2<'_, f64>| -> Box<dyn ActivationIndex> { Box::new(LinearScan::default()) });
+        let mut whole =
+            KronState::with_points(&f, y.clone(), model.clone(), p0.clone(), GramMode::Precomputed.into(), make_index)
+                .unwrap();
+        let mut alpha = Coefficients::zeros(n, m).unwrap();
+        let ctl = Control::new();
+        let (want, end) = run_sharded(&mut whole, &mut alpha, &idx, &off, lr, &ctl, &mut |_| true);
+        assert!(matches!(end, RunEnd::Done), "{end:?}");
+        assert!(want[want.len() - 1].loss < 0.5 * want[0].loss, "it trains");
+        for ranges in [vec![(0, 128), (128, 192)], vec![(0, 64), (64, 128), (192, 128)]] {
+            let k = ranges.len();
+            let barrier = Arc::new(Barrier::new(k));
+            let total: Arc<Mutex<Vec<i64>>> = Arc::new(Mutex::new(Vec::new()));
+            let results: Vec<_> = std::thread::scope(|scope| {
+                let handles: Vec<_> = ranges
+                    .iter()
+                    .enumerate()
+                    .map(|(rank, &(first, count))| {
+                        let (barrier, total, f, y, model, p0) = (barrier.clone(), total.clone(), &f, &y, &model, &p0);
+                        let (idx, off) = (&idx, &off);
+                        scope.spawn(move || {
+                            let shard = model.clone().shard(first, count).unwrap();
+                            let p = p0.slice(ndarray::s![first..first + count, ..]).to_owned();
+                            let mut st = KronState::with_points(
+                                f,
+                                y.clone(),
+                                shard,
+                                p,
+                                GramMode::Precomputed.into(),
+                                make_index,
+                            )
+                            .unwrap();
+                            let mut alpha = Coefficients::zeros(n, count).unwrap();
+                            let mut exchange = |words: &mut [i64]| {
+                                {
+                                    let mut t = total.lock().unwrap();
+                                    if t.len() != words.len() {
+                                        *t = vec![0; words.len()];
+                                    }
+                                    t.iter_mut().zip(words.iter()).for_each(|(a, b)| *a += b);
+                                }
+                                barrier.wait();
+                                words.copy_from_slice(&total.lock().unwrap());
+                                if barrier.wait().is_leader() {
+                                    total.lock().unwrap().clear();
+                                }
+                                barrier.wait();
+                                true
+                            };
+                            let ctl = Control::new();
+                            let (stats, end) = run_sharded(&mut st, &mut alpha, idx, off, lr, &ctl, &mut exchange);
+                            assert!(matches!(end, RunEnd::Done), "rank {rank}: {end:?}");
+                            // Rank 0 alone is given an index out of range.
+                            let bad = if rank == 0 { [0, n + 3] } else { [0, 1] };
+                            let before = st.preacts_t().to_owned();
+                            let (none, end) = run_sharded(&mut st, &mut alpha, &bad, &[0, 2], lr, &ctl, &mut exchange);
+                            assert!(none.is_empty());
+                            match end {
+                                RunEnd::Failed { local, changed: false } => assert_eq!(local.is_some(), rank == 0),
+                                other => panic!("rank {rank}: {other:?}"),
+                            }
+                            assert_eq!(st.preacts_t(), before.view());
+                            (stats, st.preacts_t().to_owned())
+                        })
+                    })
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            for ((stats, p), &(first, count)) in results.iter().zip(&ranges) {
+                let bits = |s: &[StepStats]| {
+                    s.iter().map(|s| (s.loss.to_bits(), s.fired_union, s.fired_total)).collect::<Vec<_>>()
+                };
+                assert_eq!(bits(stats), bits(&want));
+                assert_eq!(p.view(), whole.preacts_t().slice(ndarray::s![first..first + count, ..]));
+            }
+        }
     }
 }

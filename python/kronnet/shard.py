@@ -21,12 +21,13 @@ import contextlib
 import pickle
 import signal
 import threading
-from typing import Any, Callable, Iterator, List, Optional, Tuple, TypeVar
+import time
+from typing import Any, Callable, Iterator, Optional, Tuple, TypeVar
 
 import numpy as np
 
 from . import _core
-from .errors import ArgumentError, ArgumentTypeError, DivergenceError
+from .errors import ArgumentError, ArgumentTypeError
 
 T = TypeVar("T")
 
@@ -208,24 +209,18 @@ class _Interrupt:
             signal.signal(signal.SIGINT, self._old)
 
 
-class _LocalFailure(Exception):
-    """A step failed on this rank only, after the message: the other ranks
-    learn of it from the next message."""
-
-    def __init__(self, error: BaseException) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
 class ShardedCore:
     """One rank's part of a sharded trainer, with the interface of the
-    single-process core (``step``, ``run``, ``full_loss``, ...): each step
-    is ``begin_step``, one ``Allreduce`` of the words, ``finish_step``.
+    single-process core (``step``, ``run``, ``full_loss``, ...). The core's
+    ``run_sharded`` runs the steps in Rust; each step is ``begin_step``, one
+    message (:meth:`_exchange`: an ``Allreduce`` of the words), and
+    ``finish_step``.
 
     Every message ends with three status words, summed over the ranks like
     the rest: ranks that failed before the message, ranks that failed after
     the last one (their state may differ from the others'), and ranks asked
-    to stop (Ctrl-C).
+    to stop (Ctrl-C). A closing message ends every run, so a failure in its
+    last step reaches every rank too.
     """
 
     def __init__(self, core: Any, group: Group, width: int, n: int) -> None:
@@ -233,7 +228,6 @@ class ShardedCore:
         self._group = group
         self._width = width
         self._n = n
-        self._last: List[Tuple[float, int, int]] = []
         #: Set when a rank failed after changing its state while the others
         #: went on: the states may differ, so the trainer refuses to go on.
         self._broken: Optional[str] = None
@@ -256,82 +250,47 @@ class ShardedCore:
         if self._broken is not None:
             raise RuntimeError(self._broken)
 
-    def _message(
-        self, words: np.ndarray, before: Optional[BaseException], after: Optional[BaseException], stop: bool
-    ) -> None:
-        """Sums `words` (with the three status words at its end) over the
-        ranks; raises on every rank if any rank reported a failure."""
-        import time
-
-        words[-3], words[-2], words[-1] = before is not None, after is not None, stop
+    def _exchange(self, words: np.ndarray) -> None:
+        """One message of a run (called by the core for every step, and once
+        to close the run): raises the stop word on Ctrl-C, then sums the
+        words over the ranks."""
+        if self._intr is not None and self._intr.flag:
+            words[-1] = max(words[-1], 1)
         started = time.perf_counter()
         self._group.sum_words(words)
         self.allreduce_seconds += time.perf_counter() - started
         self.allreduce_bytes += words.nbytes
-        if words[-2]:
-            self._broken = (
-                "a rank failed during a step and the others went on, so the ranks' states may differ: "
-                "this sharded trainer cannot continue (restore a checkpoint)"
-            )
-        if words[-3] or words[-2]:
-            self._group.agree(before if before is not None else after)
-
-    def _one(self, batch: np.ndarray, lr: float, stop: bool, after: Optional[BaseException]) -> Any:
-        """One collective step: (loss, |R|, Σ|A_i|), or None when a rank asked
-        to stop (nothing changed)."""
-        words = np.zeros(len(batch) * EXACT_WORDS + 2 + 3, dtype=np.int64)
-        before: Optional[BaseException] = None
-        if after is None and not stop:
-            try:
-                words[:-3] = self._core.begin_step(batch, lr)
-            except BaseException as e:  # reported to every rank by the message
-                before = e
-        self._message(words, before, after, stop)
-        if words[-1]:
-            return None
-        try:
-            return self._core.finish_step(words[:-3])
-        except DivergenceError:
-            # Decided from figures every rank shares: every rank refuses
-            # this step, and every state is as before it.
-            raise
-        except BaseException as e:
-            raise _LocalFailure(e) from e
 
     def step(self, batch: np.ndarray, lr: float) -> Tuple[float, int, int]:
         """Collective: one step; raises on every rank if it fails anywhere."""
-        stats, err = self._run([batch], lr)
+        batch = np.asarray(batch, dtype=np.int64)
+        (loss, union, total), err = self._run(batch, np.array([0, len(batch)], dtype=np.int64), lr)
         if err is not None:
             raise err
-        return stats[0]
+        return float(loss[0]), int(union[0]), int(total[0])
 
-    def _run(
-        self, batches: List[np.ndarray], lr: float
-    ) -> Tuple[List[Tuple[float, int, int]], Optional[BaseException]]:
+    def _run(self, indices: np.ndarray, offsets: np.ndarray, lr: float) -> Tuple[Any, Optional[BaseException]]:
+        """The core's sharded run, its end turned into the exception every rank raises."""
         self._check()
-        stats: List[Tuple[float, int, int]] = []
-        err: Optional[BaseException] = None
-        after: Optional[BaseException] = None
-        with self.interrupts() as intr:
+        with self.interrupts():
+            loss, union, total, end, err, changed = self._core.run_sharded(indices, offsets, lr, self._exchange)
+        if end == "failed":
+            if changed:
+                self._broken = (
+                    "a rank failed during a step and the others went on, so the ranks' states may differ: "
+                    "this sharded trainer cannot continue (restore a checkpoint)"
+                )
             try:
-                for b in batches:
-                    try:
-                        s = self._one(b, lr, intr.flag, after)
-                    except _LocalFailure as f:
-                        after = f.error  # told to the others by the next message
-                        continue
-                    if s is None:
-                        raise KeyboardInterrupt
-                    stats.append(s)
-                # A failure in the last step reaches the others here.
-                self._message(np.zeros(3, dtype=np.int64), None, after, False)
-            except BaseException as e:
+                self._group.agree(err)
+            except BaseException as e:  # the same exception on every rank
                 err = e
-        return stats, err
+        elif end == "stopped":
+            err = KeyboardInterrupt()
+        return (loss, union, total), err
 
     @contextlib.contextmanager
     def interrupts(self) -> Iterator[_Interrupt]:
-        """While active, SIGINT only sets a flag that the next step's message
+        """While active, SIGINT only sets a flag that the next message
         carries to every rank (the Trainer holds it over a whole `fit`, so a
         Ctrl-C between two runs of steps is not lost either)."""
         if self._intr is not None:
@@ -347,17 +306,11 @@ class ShardedCore:
     def run(self, indices: np.ndarray, offsets: np.ndarray, lr: float) -> Any:
         """Collective: the steps on ``indices[offsets[t]:offsets[t + 1]]``;
         returns (losses, |R|, Σ|A_i|, error or None) like the single-process core."""
-        batches = [indices[offsets[t] : offsets[t + 1]] for t in range(len(offsets) - 1)]
-        self._last, err = self._run(batches, lr)
-        return (*self.last_run(), err)
+        stats, err = self._run(indices, offsets, lr)
+        return (*stats, err)
 
     def last_run(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-        s = self._last
-        return (
-            np.array([x[0] for x in s], dtype=np.float64),
-            np.array([x[1] for x in s], dtype=np.int64),
-            np.array([x[2] for x in s], dtype=np.int64),
-        )
+        return self._core.last_run()  # type: ignore[no-any-return]
 
     def full_loss(self) -> float:
         """Collective: (1/2n) Σ (f(x_i) − y_i)², bitwise the single-process value."""
