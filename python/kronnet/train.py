@@ -331,7 +331,19 @@ class Trainer:
     ) -> None:
         if comm is not None:
             self._setup_sharded(
-                comm, net, data, lr, batch_size, index, backend, seed, gram, gram_budget_bytes, resume, gram_from
+                comm,
+                net,
+                data,
+                lr,
+                batch_size,
+                index,
+                backend,
+                seed,
+                gram,
+                gram_budget_bytes,
+                resume,
+                gram_from,
+                progress,
             )
             return
         plan = _plan(net, data, lr, batch_size, index, backend, seed, gram, gram_budget_bytes, gram_from is not None)
@@ -384,6 +396,7 @@ class Trainer:
         gram_budget_bytes: int,
         resume: Optional[Dict[str, Any]],
         gram_from: Optional[Trainer],
+        progress: bool,
     ) -> None:
         """`_setup` for one rank of a sharded trainer: collective. Each phase
         runs locally and is agreed on before the next message, so a rank
@@ -434,7 +447,9 @@ class Trainer:
 
         def build_locally() -> Any:
             net._shard_over(group)
-            return _make_core(plan, net, data, resume, neurons=(first, count))
+            # Rank 0's bar stands for all: the shards are alike in size.
+            with PointsBar(progress and resume is None and group.rank == 0, data.n, count, "init") as bar:
+                return _make_core(plan, net, data, resume, neurons=(first, count), progress=bar.callback)
 
         # (A resumed state's p_bound is the whole net's already: the max over
         # ranks that ShardedCore takes leaves it as it is.)

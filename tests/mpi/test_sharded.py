@@ -89,8 +89,8 @@ def test_sharded_training_is_bitwise_the_single_process_run(dims, init, index, g
 
 def test_each_rank_holds_its_share_of_the_state():
     data, net = make((8, 8), "gaussian", "kron")
-    tr = kn.Trainer(net, data, lr=50.0, comm=COMM)
-    tr.fit(20)
+    tr = kn.Trainer(net, data, lr=50.0, comm=COMM, progress=True)
+    tr.fit(20, progress=True)
     first, count = shard.neuron_range(net.width, K, COMM.rank)
     (block,) = net.coefficients
     assert block.alpha.shape == (count, data.n)
