@@ -56,6 +56,7 @@ def _worker(config: Dict[str, Any]) -> None:
     import numpy as np
 
     import kronnet as kn
+    import kronnet.shard
 
     comm = None
     if config["sharded"]:
@@ -99,6 +100,17 @@ def _worker(config: Dict[str, Any]) -> None:
         "peak_rss_bytes": _peak_rss(),
         "p_rows": int(tr._core.export_state()["state"].shape[0]),
     }
+    if comm is not None:
+        # The message alone, in lockstep: what a step's Allreduce costs
+        # without waiting for a slower rank.
+        from mpi4py import MPI
+
+        buf = np.zeros(S * kn.shard.EXACT_WORDS + 5, dtype=np.int64)
+        comm.Barrier()
+        started = time.perf_counter()
+        for _ in range(1000):
+            comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
+        mine["message_alone_seconds"] = (time.perf_counter() - started) / 1000
     ranks: Optional[List[Dict[str, Any]]] = [mine] if comm is None else comm.gather(mine, root=0)
     if rank == 0:
         out = {

@@ -405,7 +405,9 @@ def mpi(args: argparse.Namespace) -> int:
 
 
 def mpi_table(results: List[Dict[str, Any]]) -> str:
-    """Per shape and job: ms/step, Allreduce share, peak memory per rank."""
+    """Per shape and job: ms/step, the share of a step a rank spends in the
+    step's Allreduce (waiting for the other ranks included), the same message
+    alone in lockstep, and peak memory per rank."""
 
     def spread(values: List[float], scale: float = 1.0) -> str:
         v = np.array(values) * scale
@@ -420,6 +422,7 @@ def mpi_table(results: List[Dict[str, Any]]) -> str:
             single = [r for r in results if (r["n"], r["width"], r["job"]) == (n, m, "one process")]
             ratio = [a["seconds_per_step"] / b["seconds_per_step"] for a, b in zip(rs, single)]
             allreduce = [max(x["allreduce_per_step"] for x in r["per_rank"]) / r["seconds_per_step"] for r in rs]
+            alone = [max(x.get("message_alone_seconds", 0.0) for x in r["per_rank"]) for r in rs]
             peak = [max(x["peak_rss_bytes"] for x in r["per_rank"]) for r in rs]
             rows.append(
                 [
@@ -429,11 +432,22 @@ def mpi_table(results: List[Dict[str, Any]]) -> str:
                     spread([r["seconds_per_step"] for r in rs], 1e3),
                     spread(ratio),
                     spread(allreduce, 100.0) if rs[0]["sharded"] else "-",
+                    spread(alone, 1e6) if rs[0]["sharded"] else "-",
                     f"{np.median(peak) / 2**30:.2f}",
                 ]
             )
     return table(
-        ["n", "m", "job", "ms/step", "vs one process", "Allreduce % of step (max rank)", "peak GiB per rank"], rows
+        [
+            "n",
+            "m",
+            "job",
+            "ms/step",
+            "vs one process",
+            "in Allreduce, % of step (max rank)",
+            "message alone, µs",
+            "peak GiB per rank",
+        ],
+        rows,
     )
 
 
