@@ -84,9 +84,27 @@ pub struct Pending {
     batch: Vec<usize>,
     lr: f64,
     fire: Vec<Vec<u32>>,
-    /// S exact sums (`WORDS` each), then |R| and Σ|A_i| of this state's
-    /// neurons: summed element-wise over ranks, the whole net's.
-    pub words: Vec<i64>,
+    /// This state's exact part of each batch point's output sum.
+    sums: Vec<ExactSum>,
+}
+
+impl Pending {
+    /// What this rank contributes to the step's message: the S exact sums
+    /// (`WORDS` each), then |R| and Σ|A_i| of this state's neurons; summed
+    /// element-wise over the ranks, the whole net's.
+    pub fn words(&self) -> Vec<i64> {
+        let s = self.batch.len();
+        let mut words = vec![0i64; exchange_len(s)];
+        for (sum, out) in self.sums.iter().zip(words.chunks_exact_mut(WORDS)) {
+            sum.write_words(out);
+        }
+        let mut union: Vec<u32> = self.fire.iter().flatten().copied().collect();
+        union.sort_unstable();
+        union.dedup();
+        words[s * WORDS] = union.len() as i64;
+        words[s * WORDS + 1] = self.fire.iter().map(|a| a.len() as i64).sum();
+        words
+    }
 }
 
 /// Words a step on S points exchanges.
@@ -151,7 +169,7 @@ pub fn run_sharded(
         if after.is_none() {
             match state.begin_step(coef, batch, lr) {
                 Ok(p) => {
-                    words[..len].copy_from_slice(&p.words);
+                    words[..len].copy_from_slice(&p.words());
                     pending = Some(p);
                 }
                 Err(e) => before = Some(e),
@@ -172,7 +190,7 @@ pub fn run_sharded(
         if words[len + 2] > 0 {
             return (out, RunEnd::Stopped);
         }
-        match state.finish_step(coef, pending, &words[..len]) {
+        match state.finish_step(coef, pending, Some(&words[..len])) {
             Ok(s) => out.push(s),
             Err(e @ KronError::Diverged(_)) => return (out, RunEnd::Diverged(e)),
             Err(e) => after = Some(e),
@@ -358,8 +376,7 @@ impl KronState {
     /// state and `coef` are exactly as before the call.
     pub fn step(&mut self, coef: &mut Coefficients, batch: &[usize], lr: f64) -> Result<StepStats> {
         let pending = self.begin_step(coef, batch, lr)?;
-        let words = pending.words.clone();
-        self.finish_step(coef, pending, &words)
+        self.finish_step(coef, pending, None)
     }
 
     /// The first half of a step: checks the arguments, finds this state's
@@ -374,38 +391,52 @@ impl KronState {
         let started = std::time::Instant::now();
         let fire = self.index.fire_sets(self.p_t.t(), batch, self.model.b);
         self.index_seconds += started.elapsed().as_secs_f64();
-        let mut words = vec![0i64; exchange_len(batch.len())];
-        for ((a, &i), out) in fire.iter().zip(batch).zip(words.chunks_exact_mut(WORDS)) {
-            let values: Vec<f64> = a.iter().map(|&r| self.p_t[[r as usize, i]]).collect();
-            self.model.sum_fired(a, &values).write_words(out);
-        }
-        let mut union: Vec<u32> = fire.iter().flatten().copied().collect();
-        union.sort_unstable();
-        union.dedup();
-        let tail = batch.len() * WORDS;
-        words[tail] = union.len() as i64;
-        words[tail + 1] = fire.iter().map(|a| a.len() as i64).sum();
-        Ok(Pending { batch: batch.to_vec(), lr, fire, words })
+        let sums = fire
+            .iter()
+            .zip(batch)
+            .map(|(a, &i)| {
+                let values: Vec<f64> = a.iter().map(|&r| self.p_t[[r as usize, i]]).collect();
+                self.model.sum_fired(a, &values)
+            })
+            .collect();
+        Ok(Pending { batch: batch.to_vec(), lr, fire, sums })
     }
 
-    /// The second half of a step: `reduced` is the element-wise sum of
-    /// every rank's `Pending::words` for this batch (this state's own words
-    /// when it holds the whole net). Computes the outputs and the loss from
-    /// the exact sums, then moves this state's fired neurons.
-    pub fn finish_step(&mut self, coef: &mut Coefficients, pending: Pending, reduced: &[i64]) -> Result<StepStats> {
-        let Pending { batch, lr, fire, .. } = pending;
-        if reduced.len() != exchange_len(batch.len()) {
-            return invalid(
-                "reduced",
-                format!("has {} words, the step exchanges {}", reduced.len(), exchange_len(batch.len())),
-            );
-        }
-        let sums: Vec<ExactSum> = reduced.chunks_exact(WORDS).map(ExactSum::from_words).collect();
+    /// The second half of a step. `reduced` is the element-wise sum of
+    /// every rank's `Pending::words` for this batch when the net is sharded;
+    /// None when this state holds the whole net (its own sums are the
+    /// totals). Computes the outputs and the loss from the exact sums, then
+    /// moves this state's fired neurons.
+    pub fn finish_step(
+        &mut self,
+        coef: &mut Coefficients,
+        pending: Pending,
+        reduced: Option<&[i64]>,
+    ) -> Result<StepStats> {
+        let Pending { batch, lr, fire, sums } = pending;
         let targets: Vec<f64> = batch.iter().map(|&i| self.y[i]).collect();
-        let upd = plan_update_from(&self.model, &fire, &sums, &targets, lr)?;
-        let tail = batch.len() * WORDS;
-        let stats =
-            StepStats { loss: upd.loss, fired_union: reduced[tail] as usize, fired_total: reduced[tail + 1] as usize };
+        let (upd, stats) = match reduced {
+            None => {
+                let upd = plan_update_from(&self.model, &fire, &sums, &targets, lr)?;
+                let total = fire.iter().map(|a| a.len()).sum();
+                let stats = StepStats { loss: upd.loss, fired_union: upd.neurons.len(), fired_total: total };
+                (upd, stats)
+            }
+            Some(words) => {
+                let len = exchange_len(batch.len());
+                if words.len() != len {
+                    return invalid("reduced", format!("has {} words, the step exchanges {len}", words.len()));
+                }
+                let sums: Vec<ExactSum> = words[..len - 2].chunks_exact(WORDS).map(ExactSum::from_words).collect();
+                let upd = plan_update_from(&self.model, &fire, &sums, &targets, lr)?;
+                let stats = StepStats {
+                    loss: upd.loss,
+                    fired_union: words[len - 2] as usize,
+                    fired_total: words[len - 1] as usize,
+                };
+                (upd, stats)
+            }
+        };
         // K[B, :] (= K[:, B]ᵀ, K symmetric) as S contiguous rows of n: the
         // step's axpy operands. Every rank needs it for the growth guard,
         // even one whose neurons did not fire.
