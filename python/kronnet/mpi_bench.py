@@ -98,7 +98,8 @@ def _worker(config: Dict[str, Any]) -> None:
         "allreduce_per_step": allreduce,
         "bytes_per_step": sent,
         "peak_rss_bytes": _peak_rss(),
-        "p_rows": int(tr._core.export_state()["state"].shape[0]),
+        # Rows of P this rank holds (without copying P to count them).
+        "p_rows": config["width"] if comm is None else kn.shard.neuron_range(config["width"], comm.size, rank)[1],
     }
     if comm is not None:
         # The message alone, in lockstep: what a step's Allreduce costs
