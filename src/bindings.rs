@@ -13,7 +13,7 @@ use crate::coef::Coefficients;
 use crate::control::Control;
 use crate::dense::DenseState;
 use crate::error::KronError;
-use crate::exact_sum::{ExactSum, WORDS};
+use crate::exact_sum::{write_all, ExactSum, WORDS};
 use crate::factors::Factors;
 use crate::index::{ActivationIndex, IndexKind, IndexStats};
 use crate::init::{InitKind, InitialWeights};
@@ -478,10 +478,8 @@ fn predict_words<'py>(
         words.resize(len, 0);
         let mut at = 0;
         prediction::predict_sums(&f, &model, &init, first, &blocks, chunk_rows, ctl, |sums| {
-            for s in sums {
-                s.write_words(&mut words[at..at + WORDS]);
-                at += WORDS;
-            }
+            write_all(sums, &mut words[at..at + sums.len() * WORDS]);
+            at += sums.len() * WORDS;
         })?;
         Ok(words)
     });

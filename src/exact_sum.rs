@@ -343,6 +343,28 @@ fn round_magnitude(n: &[i64; LIMBS]) -> u64 {
     ((shift << 52) + mant).min(INF_BITS)
 }
 
+/// The words of each accumulator, one [`WORDS`] row after another, into
+/// `out` (`sums.len() · WORDS` words): a message of several sums.
+///
+/// # Panics
+/// If `out.len() != sums.len() · WORDS`.
+pub fn write_all(sums: &[ExactSum], out: &mut [i64]) {
+    assert_eq!(out.len(), sums.len() * WORDS, "write_all needs WORDS = {WORDS} words per sum");
+    for (sum, row) in sums.iter().zip(out.chunks_exact_mut(WORDS)) {
+        sum.write_words(row);
+    }
+}
+
+/// The accumulators of consecutive [`WORDS`] rows of `words` (any
+/// element-wise sum of [`write_all`] outputs).
+///
+/// # Panics
+/// If `words.len()` is not a multiple of `WORDS`.
+pub fn read_all(words: &[i64]) -> Vec<ExactSum> {
+    assert_eq!(words.len() % WORDS, 0, "read_all needs WORDS = {WORDS} words per sum");
+    words.chunks_exact(WORDS).map(ExactSum::from_words).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,7 @@
 
 use crate::coef::Coefficients;
 use crate::error::{into_standard, invalid, KronError, Result};
-use crate::exact_sum::{ExactSum, WORDS};
+use crate::exact_sum::{read_all, write_all, ExactSum, WORDS};
 use crate::factors::{views, Factors, OwnedFactors};
 use crate::gram::{gram, gram_rows};
 use crate::index::{ActivationIndex, IndexStats};
@@ -95,9 +95,7 @@ impl Pending {
     pub fn words(&self) -> Vec<i64> {
         let s = self.batch.len();
         let mut words = vec![0i64; exchange_len(s)];
-        for (sum, out) in self.sums.iter().zip(words.chunks_exact_mut(WORDS)) {
-            sum.write_words(out);
-        }
+        write_all(&self.sums, &mut words[..s * WORDS]);
         let mut union: Vec<u32> = self.fire.iter().flatten().copied().collect();
         union.sort_unstable();
         union.dedup();
@@ -117,7 +115,7 @@ pub fn outputs_from_words(model: &Model, words: &[i64]) -> Result<Vec<f64>> {
     if words.len() % WORDS != 0 {
         return invalid("words", format!("has {} words, not a multiple of {WORDS}", words.len()));
     }
-    Ok(words.chunks_exact(WORDS).map(|w| model.output_of(&ExactSum::from_words(w))).collect())
+    Ok(model.outputs_of(&read_all(words)))
 }
 
 /// Status words at the end of every message of a sharded run (`run_sharded`):
@@ -175,38 +173,44 @@ pub fn run_sharded(
                 Err(e) => before = Some(e),
             }
         }
-        words[len] = before.is_some() as i64;
-        words[len + 1] = after.is_some() as i64;
-        words[len + 2] = ctl.check().is_err() as i64;
+        set_status(&mut words[len..], before.is_some(), after.is_some(), ctl);
         if !exchange(&mut words) {
             return (out, RunEnd::Exchange);
         }
-        if words[len] > 0 || words[len + 1] > 0 {
-            return (out, RunEnd::Failed { local: before.or(after), changed: words[len + 1] > 0 });
+        if let Some(end) = status_end(&words[len..], before.or(after.take())) {
+            return (out, end);
         }
         let Some(pending) = pending else {
             unreachable!("every rank began the step: the status words say so");
         };
-        if words[len + 2] > 0 {
-            return (out, RunEnd::Stopped);
-        }
         match state.finish_step(coef, pending, Some(&words[..len])) {
             Ok(s) => out.push(s),
             Err(e @ KronError::Diverged(_)) => return (out, RunEnd::Diverged(e)),
             Err(e) => after = Some(e),
         }
     }
-    let mut words = [0, after.is_some() as i64, ctl.check().is_err() as i64];
+    let mut words = [0; STATUS_WORDS];
+    set_status(&mut words, false, after.is_some(), ctl);
     if !exchange(&mut words) {
         return (out, RunEnd::Exchange);
     }
-    if words[0] > 0 || words[1] > 0 {
-        return (out, RunEnd::Failed { local: after, changed: words[1] > 0 });
+    (out, status_end(&words, after).unwrap_or(RunEnd::Done))
+}
+
+/// This rank's status words (`STATUS_WORDS`): failed before the message,
+/// failed after the previous one, asked to stop.
+fn set_status(status: &mut [i64], before: bool, after: bool, ctl: &crate::control::Control) {
+    status.copy_from_slice(&[before as i64, after as i64, ctl.check().is_err() as i64]);
+}
+
+/// The end the status words summed over the ranks call for, if any: a
+/// failure anywhere (with this rank's own error, `local`, if it has one)
+/// comes before a stop request.
+fn status_end(status: &[i64], local: Option<KronError>) -> Option<RunEnd> {
+    if status[0] > 0 || status[1] > 0 {
+        return Some(RunEnd::Failed { local, changed: status[1] > 0 });
     }
-    if words[2] > 0 {
-        return (out, RunEnd::Stopped);
-    }
-    (out, RunEnd::Done)
+    (status[2] > 0).then_some(RunEnd::Stopped)
 }
 
 fn max_abs<'a>(values: impl IntoIterator<Item = &'a f64>) -> f64 {
@@ -414,29 +418,23 @@ impl KronState {
         reduced: Option<&[i64]>,
     ) -> Result<StepStats> {
         let Pending { batch, lr, fire, sums } = pending;
-        let targets: Vec<f64> = batch.iter().map(|&i| self.y[i]).collect();
-        let (upd, stats) = match reduced {
-            None => {
-                let upd = plan_update_from(&self.model, &fire, &sums, &targets, lr)?;
-                let total = fire.iter().map(|a| a.len()).sum();
-                let stats = StepStats { loss: upd.loss, fired_union: upd.neurons.len(), fired_total: total };
-                (upd, stats)
-            }
+        // The whole net's sums and fired counts: this state's own, or the
+        // ranks' summed words.
+        let (sums, counts) = match reduced {
+            None => (sums, None),
             Some(words) => {
                 let len = exchange_len(batch.len());
                 if words.len() != len {
                     return invalid("reduced", format!("has {} words, the step exchanges {len}", words.len()));
                 }
-                let sums: Vec<ExactSum> = words[..len - 2].chunks_exact(WORDS).map(ExactSum::from_words).collect();
-                let upd = plan_update_from(&self.model, &fire, &sums, &targets, lr)?;
-                let stats = StepStats {
-                    loss: upd.loss,
-                    fired_union: words[len - 2] as usize,
-                    fired_total: words[len - 1] as usize,
-                };
-                (upd, stats)
+                (read_all(&words[..len - 2]), Some((words[len - 2] as usize, words[len - 1] as usize)))
             }
         };
+        let targets: Vec<f64> = batch.iter().map(|&i| self.y[i]).collect();
+        let upd = plan_update_from(&self.model, &fire, &sums, &targets, lr)?;
+        let (fired_union, fired_total) =
+            counts.unwrap_or_else(|| (upd.neurons.len(), fire.iter().map(|a| a.len()).sum()));
+        let stats = StepStats { loss: upd.loss, fired_union, fired_total };
         // K[B, :] (= K[:, B]ᵀ, K symmetric) as S contiguous rows of n: the
         // step's axpy operands. Every rank needs it for the growth guard,
         // even one whose neurons did not fire.
@@ -469,15 +467,8 @@ impl KronState {
         }
         let sums = self.model.sums_neuron_major(self.p_t.slice(ndarray::s![.., start..stop]));
         let mut words = vec![0i64; (stop - start) * WORDS];
-        for (s, out) in sums.iter().zip(words.chunks_exact_mut(WORDS)) {
-            s.write_words(out);
-        }
+        write_all(&sums, &mut words);
         Ok(words)
-    }
-
-    /// f of every training point from the words of all ranks summed.
-    pub fn outputs_from_words(&self, words: &[i64]) -> Result<Vec<f64>> {
-        outputs_from_words(&self.model, words)
     }
 
     /// (1/2n) Σ (f_i − y_i)² from the outputs of all n training points.
