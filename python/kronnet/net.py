@@ -346,8 +346,6 @@ class TwoLayerNet:
             if self._shard[0].comm is not group.comm:
                 raise ArgumentError("comm", "the net is already sharded over another communicator")
             return self._shard[1], self._shard[2]
-        if group.size > self._width:
-            raise ArgumentError("comm", f"has {group.size} ranks, more than the net's {self._width} neurons")
         first, count = neuron_range(self._width, group.size, group.rank)
         self._blocks = [
             CoefficientBlock(blk.data, _core.Coefficients.from_alpha_t(blk._coef.alpha_t()[:, first : first + count]))
@@ -505,11 +503,14 @@ class TwoLayerNet:
         >>> bool(np.allclose(data.dense() @ W.T, net.preactivations(data)))
         True
         """
+        if self._shard is not None:
+            # Every rank gathers, then checks and computes; a refusal on
+            # one rank is agreed so that no rank waits in a later message.
+            whole = self._whole()
+            return self._shard[0].run(whole.dense_weights)  # type: ignore[no-any-return]
         largest = max((blk.data.n for blk in self._blocks), default=0)
         need = 8.0 * self.d * (self._width + largest)
         v.ensure_fits(need, "the weight matrix (width × d) and one block's X (n × d)", "dense_weights()")
-        if self._shard is not None:
-            return self._whole().dense_weights()
         return _core.dense_weights(self._core_init(), self._width, list(self._dims), self._core_blocks())
 
     def _points(self, X: FactorsLike, name: str) -> KronPoints:
@@ -559,12 +560,13 @@ class TwoLayerNet:
         >>> bool(np.allclose(P, data.dense() @ net.initial_weights().T))
         True
         """
+        if self._shard is not None:
+            whole = self._whole()
+            return self._shard[0].run(lambda: whole.preactivations(X))  # type: ignore[no-any-return]
         data = self._points(X, "X")
         largest = max((blk.data.n for blk in self._blocks), default=0)
         need = 8.0 * data.n * (self._width + largest) + self._scratch_bytes(data)
         v.ensure_fits(need, "the preactivation matrix (points × width)", "X")
-        if self._shard is not None:
-            return self._whole().preactivations(data)
         return _core.preacts(data.core_layout, self._core_init(), self._width, self._core_blocks())
 
     def predict(self, X: FactorsLike, progress: bool = False) -> np.ndarray:
@@ -614,20 +616,24 @@ class TwoLayerNet:
         if self._shard is not None:
             # Checked on every rank, and agreed, before any message.
             data, rows, progress = self._shard[0].run(lambda: self._predict_plan(X, progress))
-            return self._predict_sharded(data, rows, progress) if data.n else np.empty(0)
-        data, rows, progress = self._predict_plan(X, progress)
+        else:
+            data, rows, progress = self._predict_plan(X, progress)
         if data.n == 0:
             return np.empty(0)
-        with PointsBar(progress, data.n, self._width, "predict") as bar:
-            out = _core.predict(
-                data.core_layout,
-                self._a,
-                self._threshold,
-                self._core_init(),
-                self._core_blocks(),
-                rows,
-                progress=bar.callback,
-            )
+        if self._shard is not None:
+            out = self._predict_sharded(data, rows, progress)
+        else:
+            with PointsBar(progress, data.n, self._width, "predict") as bar:
+                out = _core.predict(
+                    data.core_layout,
+                    self._a,
+                    self._threshold,
+                    self._core_init(),
+                    self._core_blocks(),
+                    rows,
+                    progress=bar.callback,
+                )
+        # The same outputs on every rank: all raise alike.
         if not np.isfinite(out).all():
             raise ArgumentError("X", "the predictions overflow float64 (the points or weights are too large)")
         return out
@@ -678,10 +684,7 @@ class TwoLayerNet:
                     progress=bar.callback,
                 )
 
-        out = output_sums(group, self._width, words)
-        if not np.isfinite(out).all():
-            raise ArgumentError("X", "the predictions overflow float64 (the points or weights are too large)")
-        return out
+        return output_sums(group, self._width, words)
 
     def __call__(self, X: FactorsLike) -> np.ndarray:
         """Same as :meth:`predict`."""

@@ -405,19 +405,19 @@ class Trainer:
 
         group = Group(comm)
 
-        def plan_locally() -> _Plan:
+        def plan_locally() -> Tuple[_Plan, int, int]:
             if backend != "kron":
                 raise ArgumentError("backend", f"only the Kronecker backend can be sharded (comm=), got {backend!r}")
             if gram_from is not None:
                 raise ArgumentError("gram_from", "cannot be combined with comm=")
             if not isinstance(net, TwoLayerNet):
                 raise ArgumentTypeError("net", f"expected a TwoLayerNet, got {type(net).__name__}")
-            _, held = neuron_range(net.width, group.size, group.rank)
-            plan = _plan(net, data, lr, batch_size, index, backend, seed, gram, gram_budget_bytes, held=held)
+            first, count = neuron_range(net.width, group.size, group.rank)
+            plan = _plan(net, data, lr, batch_size, index, backend, seed, gram, gram_budget_bytes, held=count)
             v.ensure_fits(plan.estimate, plan.what + " of this rank", "data, net.width")
-            return plan
+            return plan, first, count
 
-        plan = group.run(plan_locally)
+        plan, first, count = group.run(plan_locally)
         # Every rank must train the same net on the same data the same way,
         # or their shards would silently belong to different models.
         assert data.y is not None  # checked by _plan
@@ -443,7 +443,6 @@ class Trainer:
             "net, data and trainer arguments",
             "comm",
         )
-        first, count = neuron_range(net.width, group.size, group.rank)
 
         def build_locally() -> Any:
             net._shard_over(group)
