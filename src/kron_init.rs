@@ -64,14 +64,14 @@ pub fn neuron_factors(seed: u64, neuron: usize, out: &mut [f64]) {
     KeyedStream::new(seed, Stream::KronFactors, neuron as u32).fill_normal(out);
 }
 
-/// Bytes per worker thread beyond the output: a block's factor vectors, the
-/// per-factor products for one chunk of points (or whole entity tables) and
-/// one neuron's normals.
+/// Bytes per worker thread beyond the output (`Workspace`): a block's
+/// factor vectors and the per-factor products for one chunk of points (or
+/// whole entity tables).
 pub fn scratch_bytes(dims: &[usize], table_rows: usize, rank: usize, threads: usize) -> u128 {
     let sum_d: u128 = dims.iter().map(|&k| k as u128).sum();
     let cols = (neurons_per_block(rank, sum_d as usize) * rank) as u128;
     let rows = (table_rows.max(CHUNK_POINTS)) as u128;
-    8 * (2 * cols * sum_d + rows * cols * dims.len() as u128 + cols) * threads.max(1) as u128
+    8 * (cols * sum_d + rows * cols * dims.len() as u128) * threads.max(1) as u128
 }
 
 /// P(0)ᵀ (m × n) under Kronecker-factored init of rank `rank`. Points of r
@@ -105,97 +105,121 @@ pub fn preacts_range(
     let scale = 1.0 / (rank as f64).sqrt();
     let block = neurons_per_block(rank, sum_d);
     let terms_per_point = f.rank();
-    p_t.axis_chunks_iter_mut(Axis(0), block).into_par_iter().enumerate().try_for_each(|(blk, mut rows)| {
-        ctl.check()?;
-        let b = rows.nrows();
-        let cols = b * rank;
-        let g = block_factors(seed, first + blk * block, b, rank, &dims, sum_d)?;
-        // Indexed factors: the table's products once per block.
-        let mut tables: Vec<Option<Array2<f64>>> = Vec::with_capacity(dims.len());
-        for (k, gk) in g.iter().enumerate() {
-            tables.push(match f.index(k) {
-                Some(_) => {
-                    let t = f.mat(k);
-                    let mut a = try_array2(t.nrows(), cols, "a table's products with the factor vectors")?;
-                    matmul_into(&t, &gk.t(), &mut a.view_mut());
-                    Some(a)
-                }
-                None => None,
-            });
-        }
-        let mut chunk: Vec<Array2<f64>> = Vec::with_capacity(dims.len());
-        for _ in 0..dims.len() {
-            chunk.push(try_array2(CHUNK_POINTS.min(n) * terms_per_point, cols, "per-factor products")?);
-        }
-        let mut start = 0;
-        while start < n {
+    let shape = BlockShape { cols: block.min(count) * rank, points: CHUNK_POINTS.min(n) * terms_per_point };
+    let blocks = p_t.axis_chunks_iter_mut(Axis(0), block).into_par_iter().enumerate();
+    blocks.try_for_each_init(
+        || None,
+        |work: &mut Option<Workspace>, (blk, mut rows)| {
             ctl.check()?;
-            let stop = (start + CHUNK_POINTS).min(n);
-            let (t0, t1) = (start * terms_per_point, stop * terms_per_point);
+            let work = match work {
+                Some(w) => w,
+                None => work.insert(Workspace::new(f, shape)?),
+            };
+            let b = rows.nrows();
+            let cols = b * rank;
+            work.draw_factors(seed, first + blk * block, b, rank);
+            let g: Vec<_> = work.g.iter().map(|gk| gk.slice(s![..cols, ..])).collect();
+            // Indexed factors: the table's products once per block.
             for (k, gk) in g.iter().enumerate() {
-                if f.index(k).is_none() {
-                    let u = f.mat(k);
-                    matmul_into(&u.slice(s![t0..t1, ..]), &gk.t(), &mut chunk[k].slice_mut(s![..t1 - t0, ..]));
+                if let Some(a) = work.tables[k].as_mut() {
+                    matmul_into(&f.mat(k), &gk.t(), &mut a.slice_mut(s![.., ..cols]));
                 }
             }
-            for i in start..stop {
-                for c in 0..b {
-                    let mut point = 0.0;
-                    for t in i * terms_per_point..(i + 1) * terms_per_point {
-                        let mut term = 0.0;
-                        for j in 0..rank {
-                            let col = c * rank + j;
-                            let mut prod = 1.0;
-                            for (k, table) in tables.iter().enumerate() {
-                                prod *= match table {
-                                    Some(a) => a[[f.table_row(k, t), col]],
-                                    None => chunk[k][[t - t0, col]],
-                                };
-                            }
-                            term += prod;
-                        }
-                        point += term;
+            let mut start = 0;
+            while start < n {
+                ctl.check()?;
+                let stop = (start + CHUNK_POINTS).min(n);
+                let (t0, t1) = (start * terms_per_point, stop * terms_per_point);
+                for (k, gk) in g.iter().enumerate() {
+                    if f.index(k).is_none() {
+                        let u = f.mat(k);
+                        matmul_into(
+                            &u.slice(s![t0..t1, ..]),
+                            &gk.t(),
+                            &mut work.chunk[k].slice_mut(s![..t1 - t0, ..cols]),
+                        );
                     }
-                    rows[[c, i]] = scale * point;
                 }
+                for i in start..stop {
+                    for c in 0..b {
+                        let mut point = 0.0;
+                        for t in i * terms_per_point..(i + 1) * terms_per_point {
+                            let mut term = 0.0;
+                            for j in 0..rank {
+                                let col = c * rank + j;
+                                let mut prod = 1.0;
+                                for (k, table) in work.tables.iter().enumerate() {
+                                    prod *= match table {
+                                        Some(a) => a[[f.table_row(k, t), col]],
+                                        None => work.chunk[k][[t - t0, col]],
+                                    };
+                                }
+                                term += prod;
+                            }
+                            point += term;
+                        }
+                        rows[[c, i]] = scale * point;
+                    }
+                }
+                ctl.advance(((stop - start) * b) as u64);
+                start = stop;
             }
-            ctl.advance(((stop - start) * b) as u64);
-            start = stop;
-        }
-        Ok(())
-    })?;
+            Ok(())
+        },
+    )?;
     Ok(p_t)
 }
 
-/// The factor vectors of neurons first .. first + b: one (b·R) × d_k matrix
-/// per factor, row c·R + j = g_{first+c, j}^(k).
-fn block_factors(
-    seed: u64,
-    first: usize,
-    b: usize,
-    rank: usize,
-    dims: &[usize],
-    sum_d: usize,
-) -> Result<Vec<Array2<f64>>> {
-    let mut g = Vec::with_capacity(dims.len());
-    for &dk in dims {
-        g.push(try_array2(b * rank, dk, "the initial factor vectors of a block of neurons")?);
+/// The largest block a worker runs: factor-vector columns (neurons × R)
+/// and rows of the per-factor products (points of a chunk × their terms).
+#[derive(Clone, Copy)]
+struct BlockShape {
+    cols: usize,
+    points: usize,
+}
+
+/// One worker's buffers, allocated once and reused for every block it runs:
+/// at d_k = 2^15 a block's factor vectors take 128 MiB, and allocating them
+/// afresh per block (the kernel zeroing every new page) cost about as much
+/// as drawing the normals that fill them.
+struct Workspace {
+    /// Per factor, (cols × d_k): row c·R + j is g_{first+c, j}^(k).
+    g: Vec<Array2<f64>>,
+    /// Per factor: an indexed factor's table times the factor vectors.
+    tables: Vec<Option<Array2<f64>>>,
+    /// Per unindexed factor: a chunk of points' products with the vectors.
+    chunk: Vec<Array2<f64>>,
+}
+
+impl Workspace {
+    fn new(f: &Factors<'_>, shape: BlockShape) -> Result<Workspace> {
+        let (mut g, mut tables, mut chunk) = (Vec::new(), Vec::new(), Vec::new());
+        for (k, &dk) in f.dims().iter().enumerate() {
+            g.push(try_array2(shape.cols, dk, "the initial factor vectors of a block of neurons")?);
+            let indexed = f.index(k).is_some();
+            tables.push(match indexed {
+                true => Some(try_array2(f.mat(k).nrows(), shape.cols, "a table's products with the factor vectors")?),
+                false => None,
+            });
+            let rows = if indexed { 0 } else { shape.points };
+            chunk.push(try_array2(rows, shape.cols, "per-factor products")?);
+        }
+        Ok(Workspace { g, tables, chunk })
     }
-    let mut buf = try_zeros(rank * sum_d, "one neuron's initial factor vectors")?;
-    for c in 0..b {
-        neuron_factors(seed, first + c, &mut buf);
-        for j in 0..rank {
-            let mut offset = j * sum_d;
-            for (k, &dk) in dims.iter().enumerate() {
-                g[k].row_mut(c * rank + j)
-                    .as_slice_mut()
-                    .expect("fresh array")
-                    .copy_from_slice(&buf[offset..offset + dk]);
-                offset += dk;
+
+    /// Draws the factor vectors of neurons first .. first + b into `g`,
+    /// straight from each neuron's stream in its order (term j's factors
+    /// in turn), which is `neuron_factors`' layout: no staging copy.
+    fn draw_factors(&mut self, seed: u64, first: usize, b: usize, rank: usize) {
+        for c in 0..b {
+            let mut stream = KeyedStream::new(seed, Stream::KronFactors, (first + c) as u32);
+            for j in 0..rank {
+                for gk in self.g.iter_mut() {
+                    stream.fill_normal(gk.row_mut(c * rank + j).as_slice_mut().expect("rows of a fresh array"));
+                }
             }
         }
     }
-    Ok(g)
 }
 
 /// The factor vectors of every neuron: per factor an (m, R, d_k) array, for
