@@ -88,7 +88,10 @@ class KronData(KronPoints):
         # Stored with every term as a row, term j of point i at i·r + j (a
         # view of a C-contiguous (n, r, d_k) array; a 2-D factor among 3-D
         # ones is repeated for every term).
-        mats = [u.reshape(n * rank, u.shape[-1]) if u.ndim == 3 else np.repeat(u, rank, axis=0) for u in arrays]
+        mats = [
+            u.reshape(n * rank, u.shape[-1]) if u.ndim == 3 else u if rank == 1 else np.repeat(u, rank, axis=0)
+            for u in arrays
+        ]
         _balance(mats, copy or rank > 1, rank)
         self._rank = rank
         self._mats = [_frozen(u) for u in mats]
@@ -462,9 +465,9 @@ def as_points(x: FactorsLike, name: str = "X") -> KronPoints:
 
 
 def _unit_rows(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
-    u = rng.standard_normal((n, d))
-    out: np.ndarray = u / np.linalg.norm(u, axis=1, keepdims=True)
-    return out
+    u: np.ndarray = rng.standard_normal((n, d))
+    u /= np.linalg.norm(u, axis=1, keepdims=True)
+    return u
 
 
 def make_kronecker_data(
