@@ -429,6 +429,31 @@ mod tests {
         assert!((tail - expected).abs() < 0.25 * expected, "tail {tail} vs {expected}");
     }
 
+    /// Nanoseconds per normal and per 64 random bits, one thread:
+    /// `cargo test --release rng::tests::bench_normals -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn bench_normals() {
+        let mut out = vec![0.0; 1 << 16];
+        let rounds = 400;
+        let mut st = KeyedStream::new(5, Stream::Weights, 0);
+        let start = std::time::Instant::now();
+        for _ in 0..rounds {
+            st.fill_normal(&mut out);
+            std::hint::black_box(&out);
+        }
+        let normal_ns = start.elapsed().as_secs_f64() * 1e9 / (rounds * out.len()) as f64;
+        let mut words = [0u64; 2 * LANES];
+        let start = std::time::Instant::now();
+        let refills = rounds * out.len() / (2 * LANES);
+        for b in 0..refills {
+            philox_lanes((b * LANES) as u64, [0, 0], [5, 0], &mut words);
+            std::hint::black_box(&words);
+        }
+        let word_ns = start.elapsed().as_secs_f64() * 1e9 / (refills * 2 * LANES) as f64;
+        println!("normal {normal_ns:.2} ns, 64 random bits {word_ns:.2} ns");
+    }
+
     #[test]
     fn signs_are_balanced() {
         let a = output_signs(3, 20_000);
