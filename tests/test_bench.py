@@ -71,6 +71,17 @@ def test_pair_init_measures_both_inits_of_the_same_points():
     assert r["pair_bytes"] < r["kron_bytes"]
 
 
+def test_bench_init_cli_times_p0_against_numpy(tmp_path):
+    out = run_cli(tmp_path, "init", "--quick", "--dense-max-d", "4096", "--n", "64", "--width", "256")
+    assert "| d | kronnet P(0) ms | NumPy X W0^T ms | ratio (quartiles) |" in out
+    rows = json.loads((tmp_path / "bench_init.json").read_text())["results"]
+    assert [r["d"] for r in rows] == [2**8, 2**12]
+    for r in rows:
+        assert r["n"] == 64 and r["width"] == 256 and r["rounds"] == 3
+        assert r["kronnet_seconds"] > 0 and r["numpy_seconds"] > 0
+        assert r["ratio_q1"] <= r["ratio"] <= r["ratio_q3"]
+
+
 def test_bench_pairs_cli_reports_the_ratio(tmp_path):
     out = run_cli(tmp_path, "pairs", "--quick", "--init-width", "2")
     assert "| pairs | entities | d |" in out

@@ -178,6 +178,48 @@ def numpy_gemm_seconds(
     return median_time(lambda: a @ b, min_seconds=min_seconds, repeats=5)
 
 
+def init_over_blas(d: int, n: int, width: int, rounds: int = 9, pause: float = 0.25, seed: int = 0) -> Dict[str, Any]:
+    """P(0) against the machine's BLAS at input dimension d (two equal
+    factors): kronnet's `preactivations` (W(0) regenerated, normals
+    included, never held whole) and NumPy's X @ W(0)^T on materialized
+    random arrays of the same shapes, timed alternately for `rounds` rounds.
+
+    Each timed call follows a `pause`: OpenBLAS's worker threads spin for
+    about 0.1 s after a call, and a kronnet call started inside that window
+    shares its cores with them. Returns both medians and the per-round
+    ratio's median and quartiles."""
+    dims = square_dims(d)
+    data = make_kronecker_data(n, dims=dims, seed=seed)
+    net = TwoLayerNet(dims, width, seed=seed)
+    rng = np.random.default_rng(seed)
+    x, w_t = rng.standard_normal((n, d)), rng.standard_normal((d, width))
+    net.preactivations(data)
+    _ = x @ w_t
+    ours, blas = [], []
+    for _ in range(rounds):
+        time.sleep(pause)
+        start = time.perf_counter()
+        net.preactivations(data)
+        ours.append(time.perf_counter() - start)
+        time.sleep(pause)
+        start = time.perf_counter()
+        _ = x @ w_t
+        blas.append(time.perf_counter() - start)
+    ratio = np.array(ours) / np.array(blas)
+    return {
+        "d": d,
+        "dims": list(dims),
+        "n": n,
+        "width": width,
+        "rounds": rounds,
+        "kronnet_seconds": float(np.median(ours)),
+        "numpy_seconds": float(np.median(blas)),
+        "ratio": float(np.median(ratio)),
+        "ratio_q1": float(np.percentile(ratio, 25)),
+        "ratio_q3": float(np.percentile(ratio, 75)),
+    }
+
+
 def time_kron(
     d: int, n: int, width: int, batch_size: int, steps: int, index: str = "auto", seed: int = 0
 ) -> Dict[str, Any]:

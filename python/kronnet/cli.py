@@ -26,17 +26,20 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser(
         "bench",
         help="measure: per-step time vs d against dense baselines, the activation indexes, "
-        "memory churn, PairData init, the d-free pipeline end to end, or sharded training on MPI",
+        "memory churn, PairData init, Gaussian init against BLAS, the d-free pipeline end to end, "
+        "or sharded training on MPI",
     )
     b.add_argument(
-        "sweep", nargs="?", choices=["scaling", "index", "churn", "pairs", "endtoend", "mpi"], default="scaling"
+        "sweep", nargs="?", choices=["scaling", "index", "churn", "pairs", "init", "endtoend", "mpi"], default="scaling"
     )
     b.add_argument("--n", type=int, default=512, help="training points (default 512)")
     b.add_argument("--width", type=int, default=2048, help="hidden neurons m for the scaling sweep (default 2048)")
     b.add_argument("--batch-size", type=int, default=8, help="S (default 8)")
     b.add_argument("--steps", type=int, default=128, help="timed Kronecker steps per shape (default 128)")
     b.add_argument("--threads", type=int, default=2, help="threads for rayon, BLAS and PyTorch alike (default 2)")
-    b.add_argument("--dense-max-d", type=int, default=2**16, help="largest d for the dense baselines (default 2^16)")
+    b.add_argument(
+        "--dense-max-d", type=int, default=2**16, help="largest d of the dense baselines and of init (default 2^16)"
+    )
     b.add_argument("--max-d", type=int, default=2**20, help="largest d of the scaling sweep (default 2^20)")
     b.add_argument("--max-width", type=int, default=2**18, help="largest m of the index sweep (default 2^18)")
     b.add_argument("--init-width", type=int, default=64, help="neurons of the pairs init comparison (default 64)")
@@ -66,6 +69,7 @@ def bench_command(args: argparse.Namespace) -> int:
         "index": sweeps.index,
         "churn": sweeps.churn,
         "pairs": sweeps.pairs,
+        "init": sweeps.init,
         "endtoend": sweeps.endtoend,
         "mpi": sweeps.mpi,
     }[args.sweep]

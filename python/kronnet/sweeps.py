@@ -359,6 +359,33 @@ def endtoend(args: argparse.Namespace) -> int:
     return 0
 
 
+def init(args: argparse.Namespace) -> int:
+    """Gaussian init's P(0) against NumPy's X W(0)^T from d = 2^8 to
+    `--dense-max-d` (docs/guide.md, "Initialization speed")."""
+    from tqdm.auto import tqdm
+
+    exps = range(8, 17, 4) if args.quick else range(8, 17, 2)
+    ds = [2**k for k in exps if 2**k <= args.dense_max_d]
+    rounds = 3 if args.quick else 9
+    results = [
+        bench.init_over_blas(d, args.n, args.width, rounds=rounds if d <= 2**12 else max(3, rounds // 2))
+        for d in tqdm(ds, desc="d sweep", unit="d", disable=args.no_progress)
+    ]
+    save_json(f"{args.out}/bench_init.json", {"meta": meta(args), "results": results})
+    print(f"\nP(0) of n={args.n} points, m={args.width}, Gaussian W(0), {args.threads} thread(s); medians:")
+    rows = [
+        [
+            f"2^{int(math.log2(r['d']))}",
+            f"{r['kronnet_seconds'] * 1e3:.1f}",
+            f"{r['numpy_seconds'] * 1e3:.1f}",
+            f"{r['ratio']:.2f} ({r['ratio_q1']:.2f}-{r['ratio_q3']:.2f})",
+        ]
+        for r in results
+    ]
+    print(table(["d", "kronnet P(0) ms", "NumPy X W0^T ms", "ratio (quartiles)"], rows))
+    return 0
+
+
 def mpi(args: argparse.Namespace) -> int:
     """Sharded training (docs/mpi.md): seconds per step of the single-process
     Trainer, of one rank and of two ranks side by side, round by round, with
