@@ -11,7 +11,7 @@ differently), W for the dense one.
 
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import numpy as np
 
@@ -20,29 +20,42 @@ from .errors import FileFormatError
 
 
 def write(trainer: Any, path: Any) -> None:
-    """Writes `trainer` (see `Trainer.checkpoint`). A sharded trainer gathers
-    the net and P on rank 0, which writes the same file one process would."""
+    """Writes `trainer` (see `Trainer.checkpoint`). A sharded trainer writes
+    the same file one process would: rank 0 writes it while the coefficients
+    and P arrive from the ranks a piece at a time (`shard.stream_rows`)."""
     group = trainer._group
+    net = trainer.net
     if group is None:
-        _write(trainer, trainer.net, trainer._core.export_state(), path)
+        _write(trainer, net._state(), trainer._core.export_state(), path)
         return
-    whole = trainer.net.gather(root=0)
+    from .shard import stream_rows
+
+    state = net._state_local()
     core_state = trainer._core.export_state()
-    parts = group.comm.gather(core_state["state"], root=0)
-    if whole is not None:
-        core_state["state"] = np.concatenate(parts, axis=0)
-    group.run(lambda: None if whole is None else _write(trainer, whole, core_state, path))
+    # Neuron-major row blocks: α as (neurons, n_j), P as (neurons, n).
+    parts = [blk["alpha_t"].T for blk in state["blocks"]] + [core_state["state"]]
+    names = [f"block{j}/alpha" for j in range(len(state["blocks"]))] + ["trainer/state"]
+    stream_rows(group, parts, lambda streams: _write(trainer, state, core_state, path, dict(zip(names, streams))))
 
 
-def _write(trainer: Any, net: Any, core_state: Dict[str, Any], path: Any) -> None:
-    state = net._state()
-    block = net._block_index(trainer.data)
+def _write(
+    trainer: Any,
+    state: Dict[str, Any],
+    core_state: Dict[str, Any],
+    path: Any,
+    streamed: Optional[Dict[str, storage.Streamed]] = None,
+) -> None:
+    """Writes the checkpoint of `trainer`, whose net's state is `state`;
+    `streamed` members (a sharded trainer's α and P) replace the local ones."""
+    block = trainer.net._block_index(trainer.data)
     assert block is not None  # a trainer creates its block when it is built
     arrays = storage.net_arrays(state)
     # The trainer's own targets, which may differ from those stored with the
     # block when another data set with the same points made it.
     arrays["trainer/y"] = trainer.data.y
     arrays["trainer/state"] = core_state["state"]
+    for name in streamed or {}:
+        del arrays[name]
     sampler = trainer._sampler.state()
     arrays["trainer/order"] = sampler["order"]
     rng = sampler["rng"]
@@ -64,7 +77,7 @@ def _write(trainer: Any, net: Any, core_state: Dict[str, Any], path: Any) -> Non
     }
     if "p_bound" in core_state:
         meta["trainer"]["p_bound"] = float(core_state["p_bound"])
-    storage.write(path, "checkpoint", meta, arrays)
+    storage.write(path, "checkpoint", meta, arrays, streamed)
 
 
 def restore(cls: Any, path: Any, comm: Any = None) -> Any:

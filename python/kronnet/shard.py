@@ -22,7 +22,7 @@ import pickle
 import signal
 import threading
 import time
-from typing import Any, Callable, Iterator, Optional, Tuple, TypeVar
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple, TypeVar
 
 import numpy as np
 
@@ -185,6 +185,94 @@ def output_sums(group: Group, width: int, words: Callable[[], np.ndarray]) -> np
         group.sum_words(part)
         out[start : start + part.shape[0]] = _core.outputs_from_words(part, width)
     return out
+
+
+#: float64 values per message when rows are streamed to one rank (64 MiB):
+#: the receiving rank holds one such piece of another rank's rows at a time.
+PIECE_VALUES = 1 << 23
+#: MPI tags of streamed rows: array i of a stream travels under tag ROWS_TAG + i.
+ROWS_TAG = 7100
+
+#: One streamed array on the receiving rank: its whole shape, and its row
+#: blocks in order (rank 0's rows, then rank 1's, ...).
+RowStream = Tuple[Tuple[int, int], Iterator[np.ndarray]]
+
+
+def _pieces(rows: int, cols: int) -> List[Tuple[int, int]]:
+    """The row ranges one rank's part of `rows` × `cols` travels in."""
+    step = max(1, PIECE_VALUES // max(cols, 1))
+    return [(r, min(rows, r + step)) for r in range(0, rows, step)] if cols else []
+
+
+def stream_rows(
+    group: Group, parts: Sequence[np.ndarray], write: Callable[[List[RowStream]], None], root: int = 0
+) -> None:
+    """Collective: the 2-D float64 arrays whose row blocks the ranks hold
+    (rank q's `parts[i]` is rows q of array i, in rank order), handed to
+    `write` on `root` as they arrive, a piece of at most ``PIECE_VALUES``
+    values at a time: the root never holds another rank's part whole, so
+    writing a sharded net or checkpoint needs no more memory on the root
+    than on any rank.
+
+    `write` must consume the streams in order. If it raises (a full disk, a
+    bad path), the root still receives every piece, so no rank is left
+    waiting, and every rank then raises the root's exception.
+    """
+    # Views stay views (α arrives as a transposed view): each piece is made
+    # contiguous only when it is sent or written.
+    mine = group.run(lambda: [np.asarray(p, dtype=np.float64) for p in parts])
+    shapes = group.comm.allgather([a.shape for a in mine])
+    for i in range(len(mine)):
+        if any(len(s[i]) != 2 for s in shapes) or len({s[i][1] for s in shapes}) != 1:
+            raise ArgumentError("parts", f"array {i} has row blocks of shapes {[s[i] for s in shapes]} on the ranks")
+    comm = group.comm
+    if group.rank != root:
+        for i, a in enumerate(mine):
+            for start, stop in _pieces(*a.shape):
+                comm.Send(np.ascontiguousarray(a[start:stop]), dest=root, tag=ROWS_TAG + i)
+        group.agree(None)
+        return
+    # Every piece the root must receive, in the order the senders send them.
+    pending = [
+        (i, q, start, stop)
+        for i in range(len(mine))
+        for q in range(group.size)
+        if q != root
+        for start, stop in _pieces(*shapes[q][i])
+    ]
+    cursor = 0
+    buffer = np.empty(0)
+
+    def receive(i: int, q: int, start: int, stop: int) -> np.ndarray:
+        nonlocal buffer
+        cols = shapes[q][i][1]
+        if buffer.size < (stop - start) * cols:
+            buffer = np.empty((stop - start) * cols)
+        piece = buffer[: (stop - start) * cols].reshape(stop - start, cols)
+        comm.Recv(piece, source=q, tag=ROWS_TAG + i)
+        return piece
+
+    def blocks(i: int) -> Iterator[np.ndarray]:
+        nonlocal cursor
+        for q in range(group.size):
+            if q == root:
+                for start, stop in _pieces(*mine[i].shape):
+                    yield np.ascontiguousarray(mine[i][start:stop])
+                continue
+            while cursor < len(pending) and pending[cursor][:2] == (i, q):
+                piece = receive(*pending[cursor])
+                cursor += 1
+                yield piece
+
+    error: Optional[BaseException] = None
+    try:
+        write([((sum(s[i][0] for s in shapes), shapes[root][i][1]), blocks(i)) for i in range(len(mine))])
+    except BaseException as e:  # the other ranks are still sending
+        error = e
+    while cursor < len(pending):
+        receive(*pending[cursor])
+        cursor += 1
+    group.agree(error)
 
 
 class _Interrupt:

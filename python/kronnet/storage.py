@@ -18,7 +18,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from typing import Any, Dict, List, Optional, Tuple, Union
+import zipfile
+from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -72,8 +73,44 @@ def net_meta(state: Dict[str, Any]) -> Dict[str, Any]:
     }
 
 
-def write(path: Any, kind: str, meta: Dict[str, Any], arrays: Dict[str, np.ndarray]) -> None:
-    """Writes one file atomically: temporary file, fsync, rename."""
+#: A float64 member written a row block at a time: (its shape, the blocks
+#: in row order).
+Streamed = Tuple[Tuple[int, int], Iterable[np.ndarray]]
+
+
+def _write_members(fh: Any, arrays: Dict[str, np.ndarray], streamed: Dict[str, Streamed]) -> None:
+    """The archive np.savez writes (uncompressed zip, one ``.npy`` per
+    member), with the `streamed` members written as their row blocks arrive,
+    so that no more than one block of them is ever in memory."""
+    with zipfile.ZipFile(fh, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for name, arr in arrays.items():
+            with zf.open(name + ".npy", mode="w", force_zip64=True) as out:
+                np.lib.format.write_array(out, np.asanyarray(arr), allow_pickle=False)
+        for name, (shape, blocks) in streamed.items():
+            with zf.open(name + ".npy", mode="w", force_zip64=True) as out:
+                header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float64)), "fortran_order": False}
+                np.lib.format.write_array_header_1_0(out, {**header, "shape": tuple(shape)})
+                rows = 0
+                for block in blocks:
+                    block = np.ascontiguousarray(block, dtype=np.float64)
+                    if block.ndim != 2 or block.shape[1] != shape[1]:
+                        raise ValueError(f"{name}: a row block of shape {block.shape} for an array of shape {shape}")
+                    out.write(block.data.cast("B"))
+                    rows += block.shape[0]
+                if rows != shape[0] and shape[1] != 0:
+                    raise ValueError(f"{name}: {rows} rows written for an array of shape {shape}")
+
+
+def write(
+    path: Any,
+    kind: str,
+    meta: Dict[str, Any],
+    arrays: Dict[str, np.ndarray],
+    streamed: Optional[Dict[str, Streamed]] = None,
+) -> None:
+    """Writes one file atomically: temporary file, fsync, rename. `streamed`
+    members (float64, 2-D) are written row block by row block as their
+    iterables yield them."""
     path = os.fspath(path)
     if not isinstance(path, str):
         raise ArgumentTypeError("path", f"expected a str or os.PathLike path, got {type(path).__name__}")
@@ -82,8 +119,7 @@ def write(path: Any, kind: str, meta: Dict[str, Any], arrays: Dict[str, np.ndarr
     fd, tmp = tempfile.mkstemp(prefix=".kronnet-", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as fh:
-            members: Dict[str, np.ndarray] = {META: _meta_array(doc), **arrays}
-            np.savez(fh, **members)  # type: ignore[arg-type]  # numpy's stub types **kwds too narrowly
+            _write_members(fh, {META: _meta_array(doc), **arrays}, streamed or {})
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)

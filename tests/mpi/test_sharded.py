@@ -101,14 +101,21 @@ def test_each_rank_holds_its_share_of_the_state():
     assert bitwise(whole.predict(data), net.predict(data))
 
 
-def test_checkpoint_and_save_write_the_single_process_file_and_resume_on_any_rank_count():
-    data, net = make((8, 8), "kron", "kron")
-    _, alone = make((8, 8), "kron", "kron")
+def trained_twice(dims, init, index, steps):
+    """The same run sharded over COMM and alone on this rank: (data, sharded
+    net and trainer, lone net and trainer)."""
+    data, net = make(dims, init, "kron")
+    _, alone = make(dims, init, "kron")
     lr = kn.suggest_lr(net, 8)
-    tr = kn.Trainer(net, data, lr=lr, index="bits", comm=COMM)
-    ref = kn.Trainer(alone, data, lr=lr, index="bits")
-    tr.fit(150)
-    ref.fit(150)
+    tr = kn.Trainer(net, data, lr=lr, index=index, comm=COMM)
+    ref = kn.Trainer(alone, data, lr=lr, index=index)
+    tr.fit(steps)
+    ref.fit(steps)
+    return data, net, tr, alone, ref
+
+
+def test_checkpoint_and_save_write_the_single_process_file_and_resume_on_any_rank_count():
+    data, net, tr, alone, ref = trained_twice((8, 8), "kron", "bits", 150)
     tmp = shared_tmpdir()
     ckpt, saved = os.path.join(tmp, "run.ckpt"), os.path.join(tmp, "net.kronnet")
     tr.checkpoint(ckpt)
@@ -130,6 +137,68 @@ def test_checkpoint_and_save_write_the_single_process_file_and_resume_on_any_ran
     COMM.Barrier()
     resumed = kn.Trainer.restore(os.path.join(tmp, "single.ckpt"), comm=COMM)
     assert bitwise(resumed.fit(50).loss, ref.fit(50).loss)
+
+
+def members(path):
+    with np.load(path, allow_pickle=False) as z:
+        return {name: z[name] for name in z.files}
+
+
+def test_a_sharded_checkpoint_is_the_single_process_file_member_for_member(monkeypatch):
+    # Pieces of one row: every rank's α and P reach rank 0 in many messages.
+    monkeypatch.setattr(shard, "PIECE_VALUES", 64)
+    _, net, tr, alone, ref = trained_twice((4, 4, 4), "gaussian", "scan", 120)
+    tmp = shared_tmpdir()
+    tr.checkpoint(os.path.join(tmp, "sharded.ckpt"))
+    net.save(os.path.join(tmp, "sharded.kronnet"))
+    if COMM.rank == 0:
+        ref.checkpoint(os.path.join(tmp, "alone.ckpt"))
+        alone.save(os.path.join(tmp, "alone.kronnet"))
+    COMM.Barrier()
+    for kind in ("ckpt", "kronnet"):
+        got, want = members(os.path.join(tmp, f"sharded.{kind}")), members(os.path.join(tmp, f"alone.{kind}"))
+        assert sorted(got) == sorted(want)
+        for name in want:
+            assert bitwise(got[name], want[name]), name
+
+
+def test_streamed_rows_arrive_in_rank_order_and_a_failed_write_strands_no_rank(monkeypatch):
+    monkeypatch.setattr(shard, "PIECE_VALUES", 10)
+    group = shard.Group(COMM)
+    q = COMM.rank
+
+    # Rank q holds q + 2 rows of array 0 and 3 rows of array 1; entry (r, c)
+    # of rank q's rows is 1000 q + 10 r + c.
+    def part(rows, cols):
+        return 1000.0 * q + 10.0 * np.arange(rows)[:, None] + np.arange(cols)[None, :]
+
+    def expected(rows_of, cols):
+        return np.concatenate([1000.0 * p + 10.0 * np.arange(rows_of(p))[:, None] + np.arange(cols) for p in range(K)])
+
+    got = {}
+
+    def collect(streams):
+        for i, (shape, blocks) in enumerate(streams):
+            got[i] = (shape, np.concatenate([b.copy() for b in blocks]))
+
+    def fail_midway(streams):
+        _, blocks = streams[0]
+        next(blocks)
+        next(blocks)
+        raise OSError("disk full (simulated)")
+
+    parts = [part(q + 2, 7), part(3, 4)]
+    with pytest.raises(OSError, match="simulated"):
+        shard.stream_rows(group, parts, fail_midway)
+    # Nothing of the failed stream is left in flight: the next one is exact.
+    shard.stream_rows(group, parts, collect)
+    if q == 0:
+        assert got[0][0] == (sum(p + 2 for p in range(K)), 7)
+        assert bitwise(got[0][1], expected(lambda p: p + 2, 7))
+        assert got[1][0] == (3 * K, 4)
+        assert bitwise(got[1][1], expected(lambda p: 3, 4))
+    else:
+        assert got == {}
 
 
 def test_a_refusal_on_one_rank_raises_on_every_rank():
