@@ -140,6 +140,29 @@ def test_checkpoint_in_a_new_process_continues_bitwise(tmp_path, data):
     assert np.load(tmp_path / "losses.npy").tobytes() == want.tobytes()
 
 
+def test_mapped_members_read_what_the_file_holds(tmp_path, data):
+    """Reader.mapped (a sharded restore's reads) against NumPy's own reading
+    of the archive, for a C-order member (P) and a Fortran-order one (α)."""
+    from kronnet import storage
+
+    net, tr = trained(data)
+    path = tmp_path / "run.ckpt"
+    tr.checkpoint(path)
+    with np.load(path, allow_pickle=False) as z:
+        want = {name: z[name] for name in ("block0/alpha", "trainer/state")}
+    assert want["block0/alpha"].flags.f_contiguous and want["trainer/state"].flags.c_contiguous
+    with storage.Reader(path) as r:
+        for name, arr in want.items():
+            got = r.mapped(name, np.float64, 2)
+            assert isinstance(got, np.memmap) and not got.flags.writeable
+            assert got.shape == arr.shape and np.array_equal(got, arr)
+            assert np.array_equal(got[3:17], arr[3:17])
+        with pytest.raises(kn.FileFormatError, match="missing"):
+            r.mapped("block7/alpha", np.float64, 2)
+        with pytest.raises(kn.FileFormatError, match="1-D float64"):
+            r.mapped("trainer/state", np.float64, 1)
+
+
 def test_a_crash_during_save_leaves_the_previous_file_intact(tmp_path, data, probe, monkeypatch):
     net, tr = trained(data)
     path = tmp_path / "net.kronnet"

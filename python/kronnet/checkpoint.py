@@ -87,28 +87,34 @@ def restore(cls: Any, path: Any, comm: Any = None) -> Any:
         return _read(cls, path, None)
     from .shard import Group
 
-    net, data, resume, args = Group(comm).run(lambda: _read(cls, path, comm))
+    group = Group(comm)
+    net, data, resume, args = group.run(lambda: _read(cls, path, group))
     tr = cls.__new__(cls)
     tr._setup(net, data, resume=resume, comm=comm, **args)
     return tr
 
 
-def _read(cls: Any, path: Any, comm: Any) -> Any:
-    """The trainer (or, for a sharded one, what it is built from) in the file at `path`."""
+def _read(cls: Any, path: Any, group: Any) -> Any:
+    """The trainer (or, for one sharded over `group`, what it is built from)
+    in the file at `path`. A rank of a sharded restore maps the coefficient
+    matrices and P (`storage.Reader.mapped`) and reads only its neurons' rows."""
     from . import points
     from .net import TwoLayerNet
+    from .shard import neuron_range
 
     with storage.Reader(path) as r:
         if r.field(r.meta, "kind", str) != "checkpoint":
             raise r.fail(f"holds a {r.meta['kind']!r}, not a training checkpoint (use kronnet.load for nets)")
-        net_state = storage.read_net_state(r)
+        net_state = storage.read_net_state(r, mapped=group is not None)
         t = r.field(r.meta, "trainer", dict)
         block = r.field(t, "block", int, "trainer")
         if not 0 <= block < len(net_state["blocks"]):
             raise r.fail(f"trainer: block {block} does not exist")
         backend = r.field(t, "backend", str, "trainer")
         y = r.array("trainer/y", np.float64, 1)
-        core_state = r.array("trainer/state", np.float64, 2)
+        core_state = (
+            r.mapped("trainer/state", np.float64, 2) if group is not None else r.array("trainer/state", np.float64, 2)
+        )
         order = r.array("trainer/order", np.int64, 1)
         resume = {
             "state": core_state,
@@ -130,8 +136,13 @@ def _read(cls: Any, path: Any, comm: Any) -> Any:
             "gram_budget_bytes": r.field(t, "gram_budget_bytes", int, "trainer"),
         }
 
+        # Outside `build`: too many ranks is the caller's error, not the file's.
+        # (A width below 1 is refused as the file's error when the net is built.)
+        width = net_state["width"]
+        shard = None if group is None or width < 1 else (group, *neuron_range(width, group.size, group.rank))
+
         def make() -> Any:
-            net = TwoLayerNet._from_state(net_state)
+            net = TwoLayerNet._from_state(net_state, shard=shard)
             saved = net_state["blocks"][block]
             data = points.from_state(saved["kind"], saved, y)
             _check_resume(r, resume, data.n, net.width, data.d, backend)
@@ -139,7 +150,7 @@ def _read(cls: Any, path: Any, comm: Any) -> Any:
                 args["index"] = "auto"
             if args["gram"] == "none":
                 args["gram"] = "auto"
-            if comm is not None:
+            if group is not None:
                 return net, data, resume, args
             tr = cls.__new__(cls)
             tr._setup(net, data, resume=resume, **args)

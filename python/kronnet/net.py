@@ -761,7 +761,10 @@ class TwoLayerNet:
         }
 
     @classmethod
-    def _from_state(cls, state: Dict[str, Any]) -> TwoLayerNet:
+    def _from_state(cls, state: Dict[str, Any], shard: Any = None) -> TwoLayerNet:
+        """The net `state` describes; with `shard` = (group, first, count),
+        sharded from the start: only neurons first .. first + count of each
+        coefficient matrix are read (a restore on many ranks)."""
         net = cls(
             state["dims"],
             state["width"],
@@ -774,12 +777,17 @@ class TwoLayerNet:
             data = _points.from_state(blk.get("kind", "kron"), blk, blk["y"])
             if data.dims != net.dims:
                 raise ArgumentError(f"blocks[{j}]", f"has dims {data.dims}, the net has {net.dims}")
-            alpha_t = v.float_array(blk["alpha_t"], f"blocks[{j}].alpha", 2, allow_empty=True)
-            if alpha_t.shape != (data.n, net.width):
+            alpha_t = blk["alpha_t"]
+            if np.shape(alpha_t) != (data.n, net.width):
                 raise ArgumentError(
-                    f"blocks[{j}].alpha", f"has shape {alpha_t.shape[::-1]}, expected ({net.width}, {data.n})"
+                    f"blocks[{j}].alpha", f"has shape {np.shape(alpha_t)[::-1]}, expected ({net.width}, {data.n})"
                 )
+            if shard is not None:
+                alpha_t = alpha_t[:, shard[1] : shard[1] + shard[2]]
+            alpha_t = v.float_array(alpha_t, f"blocks[{j}].alpha", 2, allow_empty=True)
             net._blocks.append(CoefficientBlock(data, _core.Coefficients.from_alpha_t(alpha_t)))
+        if shard is not None:
+            net._shard = (shard[0], int(shard[1]), int(shard[2]))
         return net
 
     def __reduce__(self) -> Tuple[Any, ...]:

@@ -233,10 +233,51 @@ class Reader:
             raise self.fail(f"member {name!r} should be a {want} {np.dtype(dtype)} array, got {got}")
         return arr
 
+    def mapped(self, name: str, dtype: Any, ndim: int) -> np.ndarray:
+        """Member `name` (a required array) mapped read-only from the file
+        instead of read: only the parts that are used are read, so a rank of
+        a sharded restore touches its own neurons' rows, not the whole
+        matrix. The archive's members are stored uncompressed, so a member's
+        ``.npy`` data is one byte range of the file; its CRC-32 was checked
+        when the file was opened. Any other member is read as by `array`."""
+        zf = self._archive.zip
+        member = name + ".npy"
+        info = zf.getinfo(member) if zf is not None and member in zf.namelist() else None
+        header = None
+        if info is not None and info.compress_type == zipfile.ZIP_STORED:
+            try:
+                with open(self.path, "rb") as fh:
+                    fh.seek(info.header_offset)
+                    local = fh.read(30)
+                    if len(local) != 30 or local[:4] != b"PK\x03\x04":
+                        raise ValueError("no local file header")
+                    skip = int.from_bytes(local[26:28], "little") + int.from_bytes(local[28:30], "little")
+                    fh.seek(info.header_offset + 30 + skip)
+                    version = np.lib.format.read_magic(fh)
+                    if version == (1, 0):
+                        header = (*np.lib.format.read_array_header_1_0(fh), fh.tell())
+                    elif version == (2, 0):
+                        header = (*np.lib.format.read_array_header_2_0(fh), fh.tell())
+            except Exception as exc:  # noqa: BLE001 - a damaged header raises many types
+                raise self.fail(f"member {name!r} cannot be read ({type(exc).__name__}: {exc})") from None
+        if header is None:
+            arr = self.array(name, dtype, ndim)
+            assert arr is not None
+            return arr
+        shape, fortran, got_dtype, offset = header
+        if got_dtype != np.dtype(dtype) or len(shape) != ndim:
+            raise self.fail(f"member {name!r} should be a {ndim}-D {np.dtype(dtype)} array, got {got_dtype}")
+        if 0 in shape:
+            return np.zeros(shape, dtype=dtype, order="F" if fortran else "C")
+        return np.memmap(
+            self.path, dtype=got_dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C"
+        )
 
-def read_net_state(r: Reader) -> Dict[str, Any]:
+
+def read_net_state(r: Reader, mapped: bool = False) -> Dict[str, Any]:
     """The net's state from an open file (the inverse of `net_arrays` and
-    `net_meta`); shapes and values are checked when the net is built."""
+    `net_meta`); shapes and values are checked when the net is built. With
+    `mapped`, the coefficient matrices are mapped, not read (`Reader.mapped`)."""
     m = r.field(r.meta, "net", dict)
     dims = r.field(m, "dims", list, "net")
     if not dims or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in dims):
@@ -257,7 +298,7 @@ def read_net_state(r: Reader) -> Dict[str, Any]:
             # (n, d_k), or (n, r, d_k) for points of r terms.
             blk["factors"] = [r.array(f"block{j}/factor{k}", np.float64, (2, 3)) for k in range(len(dims))]
         blk["y"] = r.array(f"block{j}/y", np.float64, 1, optional=True)
-        alpha = r.array(f"block{j}/alpha", np.float64, 2)
+        alpha = (r.mapped if mapped else r.array)(f"block{j}/alpha", np.float64, 2)
         assert alpha is not None
         blk["alpha_t"] = alpha.T
         blocks.append(blk)
