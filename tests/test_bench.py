@@ -105,3 +105,17 @@ def test_mpi_bench_jobs_agree_and_count_their_messages():
     per_step = 8 * (4 * EXACT_WORDS + 5) + 8 * 3 / cfg["steps"]
     assert all(r["bytes_per_step"] == pytest.approx(per_step, rel=1e-12) for r in two["per_rank"])
     assert one["per_rank"][0]["bytes_per_step"] == 0
+
+
+def test_endtoend_table_reports_init_and_predict_rates():
+    from kronnet import sweeps
+
+    row = dict(
+        d=2**30, dims=[32768, 32768], init_kind="kron", init_rank=8, data=1.0, init=20.0, train=0.5,
+        predict=5.0, predicted=100, total=26.5, peak_rss_bytes=600 * 2**20, loss_start=0.5, loss_end=1e-3,
+        init_flops=1.0e12, predict_flops=2.0e11,
+    )  # fmt: skip
+    out = sweeps.endtoend_table([row])
+    assert "20.00 (50 GF/s)" in out  # 1e12 flops in 20 s
+    assert "5.00 (100 pts, 40 GF/s)" in out  # 2e11 flops in 5 s
+    assert "| 2^30 | 32768 x 32768 | kron R=8 |" in out

@@ -489,6 +489,7 @@ def endtoend_table(results: List[Dict[str, Any]]) -> str:
     rows = []
     for r in results:
         init_rate = r["init_flops"] / r["init"] / 1e9
+        predict_rate = r["predict_flops"] / r["predict"] / 1e9
         rows.append(
             [
                 f"2^{int(math.log2(r['d']))}",
@@ -497,13 +498,15 @@ def endtoend_table(results: List[Dict[str, Any]]) -> str:
                 f"{r['data']:.2f}",
                 f"{r['init']:.2f} ({init_rate:.0f} GF/s)",
                 f"{r['train']:.2f}",
-                f"{r['predict']:.2f} ({r['predicted']} pts)",
+                f"{r['predict']:.2f} ({r['predicted']} pts, {predict_rate:.0f} GF/s)",
                 f"{r['total']:.2f}",
                 f"{r['peak_rss_bytes'] / 2**20:.0f}",
                 f"{r['loss_start']:.3g} -> {r['loss_end']:.2g}",
             ]
         )
-    return table(["d", "dims", "init", "data", "init (rate)", "train", "predict", "total", "peak MiB", "loss"], rows)
+    return table(
+        ["d", "dims", "init", "data", "init (rate)", "train", "predict (rate)", "total", "peak MiB", "loss"], rows
+    )
 
 
 def plot_endtoend(results: List[Dict[str, Any]], path: str) -> None:
