@@ -207,16 +207,36 @@ def _pieces(rows: int, cols: int) -> List[Tuple[int, int]]:
 def stream_rows(
     group: Group, parts: Sequence[np.ndarray], write: Callable[[List[RowStream]], None], root: int = 0
 ) -> None:
-    """Collective: the 2-D float64 arrays whose row blocks the ranks hold
-    (rank q's `parts[i]` is rows q of array i, in rank order), handed to
-    `write` on `root` as they arrive, a piece of at most ``PIECE_VALUES``
-    values at a time: the root never holds another rank's part whole, so
-    writing a sharded net or checkpoint needs no more memory on the root
-    than on any rank.
+    """Collective: arrays split by rows over the ranks, handed to `write` on
+    `root` a piece at a time, as they arrive.
 
-    `write` must consume the streams in order. If it raises (a full disk, a
-    bad path), the root still receives every piece, so no rank is left
-    waiting, and every rank then raises the root's exception.
+    Rank q's ``parts[i]`` is the q-th row block of array i (the rows of the
+    whole array are rank 0's, then rank 1's, ...). Pieces hold at most
+    ``PIECE_VALUES`` values, so the root never holds another rank's block
+    whole: writing a sharded net or checkpoint needs no more memory on the
+    root than on any rank.
+
+    Parameters
+    ----------
+    group : Group
+        The ranks; every one must call with the same number of arrays.
+    parts : sequence of array_like, each of shape (rows_q, cols_i)
+        This rank's row block of each array (float64; any layout: each
+        piece is made contiguous as it is sent).
+    write : callable
+        Called on `root` only, with one ``((rows, cols_i), blocks)`` per
+        array: the whole shape and an iterator over its row blocks in
+        order. It must consume the arrays in order.
+    root : int, default 0
+        The rank that calls `write`.
+
+    Raises
+    ------
+    ArgumentError
+        On every rank, when the ranks' blocks of an array differ in width.
+    Exception
+        Whatever `write` raised, on every rank. The root still receives
+        every piece first, so no rank is left waiting in a send.
     """
     # Views stay views (α arrives as a transposed view): each piece is made
     # contiguous only when it is sent or written.
