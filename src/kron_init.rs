@@ -61,7 +61,13 @@ pub fn check(width: usize, rank: usize) -> Result<()> {
 /// Neuron r's factor vectors: R Σ_k d_k values, term j's factor k at offset
 /// j Σ_k d_k + Σ_{k'<k} d_k'.
 pub fn neuron_factors(seed: u64, neuron: usize, out: &mut [f64]) {
-    KeyedStream::new(seed, Stream::KronFactors, neuron as u32).fill_normal(out);
+    neuron_stream(seed, neuron).fill_normal(out);
+}
+
+/// The stream `neuron_factors` reads, for callers that draw each factor
+/// vector straight into its place (successive draws continue the stream).
+fn neuron_stream(seed: u64, neuron: usize) -> KeyedStream {
+    KeyedStream::new(seed, Stream::KronFactors, neuron as u32)
 }
 
 /// Bytes per worker thread beyond the output (`Workspace`): a block's
@@ -212,7 +218,7 @@ impl Workspace {
     /// in turn), which is `neuron_factors`' layout: no staging copy.
     fn draw_factors(&mut self, seed: u64, first: usize, b: usize, rank: usize) {
         for c in 0..b {
-            let mut stream = KeyedStream::new(seed, Stream::KronFactors, (first + c) as u32);
+            let mut stream = neuron_stream(seed, first + c);
             for j in 0..rank {
                 for gk in self.g.iter_mut() {
                     stream.fill_normal(gk.row_mut(c * rank + j).as_slice_mut().expect("rows of a fresh array"));
@@ -226,7 +232,6 @@ impl Workspace {
 /// inspection and independent checks.
 pub fn factor_arrays(seed: u64, width: usize, dims: &[usize], rank: usize) -> Result<Vec<ndarray::Array3<f64>>> {
     check(width, rank)?;
-    let sum_d: usize = dims.iter().sum();
     let mut out = Vec::with_capacity(dims.len());
     for &dk in dims {
         let len = width.checked_mul(rank).and_then(|v| v.checked_mul(dk));
@@ -236,14 +241,11 @@ pub fn factor_arrays(seed: u64, width: usize, dims: &[usize], rank: usize) -> Re
         let data = try_zeros(len, "the initial factor vectors (width × R × d_k)")?;
         out.push(ndarray::Array3::from_shape_vec((width, rank, dk), data).expect("sizes match"));
     }
-    let mut buf = try_zeros(rank * sum_d, "one neuron's initial factor vectors")?;
     for r in 0..width {
-        neuron_factors(seed, r, &mut buf);
+        let mut stream = neuron_stream(seed, r);
         for j in 0..rank {
-            let mut offset = j * sum_d;
-            for (k, &dk) in dims.iter().enumerate() {
-                out[k].slice_mut(s![r, j, ..]).assign(&ndarray::ArrayView1::from(&buf[offset..offset + dk]));
-                offset += dk;
+            for a in out.iter_mut() {
+                stream.fill_normal(a.slice_mut(s![r, j, ..]).as_slice_mut().expect("rows of a fresh array"));
             }
         }
     }
