@@ -11,7 +11,7 @@ differently), W for the dense one.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Tuple
 
 import numpy as np
 
@@ -22,31 +22,24 @@ from .errors import FileFormatError
 def write(trainer: Any, path: Any) -> None:
     """Writes `trainer` (see `Trainer.checkpoint`). A sharded trainer writes
     the same file one process would: rank 0 writes it while the coefficients
-    and P arrive from the ranks a piece at a time (`shard.stream_rows`)."""
+    and P arrive from the ranks a piece at a time (`storage.write_sharded`)."""
     group = trainer._group
-    net = trainer.net
     if group is None:
-        _write(trainer, net._state(), trainer._core.export_state(), path)
+        storage.write(path, "checkpoint", *_members(trainer, trainer.net._state()))
         return
-    from .shard import stream_rows
+    state = trainer.net._state_local()
+    # Neuron-major rows on each rank: α as (neurons, n_j), P as (neurons, n).
+    rows = [storage.alpha_member(j) for j in range(len(state["blocks"]))] + ["trainer/state"]
+    # Agreed first: a rank that cannot copy out its state must not leave the
+    # others waiting for its rows.
+    meta, arrays = group.run(lambda: _members(trainer, state))
+    storage.write_sharded(group, path, "checkpoint", meta, arrays, rows)
 
-    state = net._state_local()
+
+def _members(trainer: Any, state: Dict[str, Any]) -> Tuple[Dict[str, Any], Dict[str, np.ndarray]]:
+    """The JSON document and the arrays of `trainer`'s checkpoint, whose
+    net's state is `state` (a sharded trainer's: this rank's neurons)."""
     core_state = trainer._core.export_state()
-    # Neuron-major row blocks: α as (neurons, n_j), P as (neurons, n).
-    parts = [blk["alpha_t"].T for blk in state["blocks"]] + [core_state["state"]]
-    names = [f"block{j}/alpha" for j in range(len(state["blocks"]))] + ["trainer/state"]
-    stream_rows(group, parts, lambda streams: _write(trainer, state, core_state, path, dict(zip(names, streams))))
-
-
-def _write(
-    trainer: Any,
-    state: Dict[str, Any],
-    core_state: Dict[str, Any],
-    path: Any,
-    streamed: Optional[Dict[str, storage.Streamed]] = None,
-) -> None:
-    """Writes the checkpoint of `trainer`, whose net's state is `state`;
-    `streamed` members (a sharded trainer's α and P) replace the local ones."""
     block = trainer.net._block_index(trainer.data)
     assert block is not None  # a trainer creates its block when it is built
     arrays = storage.net_arrays(state)
@@ -54,8 +47,6 @@ def _write(
     # block when another data set with the same points made it.
     arrays["trainer/y"] = trainer.data.y
     arrays["trainer/state"] = core_state["state"]
-    for name in streamed or {}:
-        del arrays[name]
     sampler = trainer._sampler.state()
     arrays["trainer/order"] = sampler["order"]
     rng = sampler["rng"]
@@ -77,12 +68,12 @@ def _write(
     }
     if "p_bound" in core_state:
         meta["trainer"]["p_bound"] = float(core_state["p_bound"])
-    storage.write(path, "checkpoint", meta, arrays, streamed)
+    return meta, arrays
 
 
 def restore(cls: Any, path: Any, comm: Any = None) -> Any:
     """A Trainer continued from the checkpoint at `path` (sharded over `comm`
-    if given: every rank reads the whole file, then keeps its neurons)."""
+    if given: every rank maps the file and reads only its neurons' rows)."""
     if comm is None:
         return _read(cls, path, None)
     from .shard import Group

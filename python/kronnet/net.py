@@ -721,20 +721,12 @@ class TwoLayerNet:
         if self._shard is None:
             storage.save_net(self, path)
             return
-        from .shard import stream_rows
-
         # Rank 0 writes the file while the ranks' coefficients arrive a
         # piece at a time: it never holds the whole net's α.
         state = self._state_local()
-        arrays = storage.net_arrays(state)
-        names = [f"block{j}/alpha" for j in range(len(state["blocks"]))]
-        for name in names:
-            del arrays[name]
+        alphas = [storage.alpha_member(j) for j in range(len(state["blocks"]))]
         meta = {"net": storage.net_meta(state)}
-        parts = [blk["alpha_t"].T for blk in state["blocks"]]
-        stream_rows(
-            self._shard[0], parts, lambda streams: storage.write(path, "net", meta, arrays, dict(zip(names, streams)))
-        )
+        storage.write_sharded(self._shard[0], path, "net", meta, storage.net_arrays(state), alphas)
 
     def _state(self) -> Dict[str, Any]:
         """Plain values and arrays describing the net (for pickle and files)."""

@@ -55,8 +55,13 @@ def net_arrays(state: Dict[str, Any]) -> Dict[str, np.ndarray]:
             arrays[f"block{j}/y"] = blk["y"]
         # alpha (m, n) written from alpha^T (n, m) without a copy: the .npy
         # header records Fortran order.
-        arrays[f"block{j}/alpha"] = blk["alpha_t"].T
+        arrays[alpha_member(j)] = blk["alpha_t"].T
     return arrays
+
+
+def alpha_member(block: int) -> str:
+    """The member holding block `block`'s coefficients α, (m, n_j): one row per neuron."""
+    return f"block{block}/alpha"
 
 
 def net_meta(state: Dict[str, Any]) -> Dict[str, Any]:
@@ -140,6 +145,20 @@ def write(
         pass
     finally:
         os.close(dfd)
+
+
+def write_sharded(
+    group: Any, path: Any, kind: str, meta: Dict[str, Any], arrays: Dict[str, np.ndarray], rows: List[str]
+) -> None:
+    """Collective: `write` on rank 0 for a net sharded over `group`, where
+    the members named in `rows` hold only this rank's neurons (its row block
+    of each). Those rows reach rank 0 a piece at a time
+    (`shard.stream_rows`) and are written as they arrive; the other members
+    are rank 0's."""
+    from .shard import stream_rows
+
+    parts = [arrays.pop(name) for name in rows]
+    stream_rows(group, parts, lambda streams: write(path, kind, meta, arrays, dict(zip(rows, streams))))
 
 
 class Reader:
@@ -298,7 +317,7 @@ def read_net_state(r: Reader, mapped: bool = False) -> Dict[str, Any]:
             # (n, d_k), or (n, r, d_k) for points of r terms.
             blk["factors"] = [r.array(f"block{j}/factor{k}", np.float64, (2, 3)) for k in range(len(dims))]
         blk["y"] = r.array(f"block{j}/y", np.float64, 1, optional=True)
-        alpha = (r.mapped if mapped else r.array)(f"block{j}/alpha", np.float64, 2)
+        alpha = (r.mapped if mapped else r.array)(alpha_member(j), np.float64, 2)
         assert alpha is not None
         blk["alpha_t"] = alpha.T
         blocks.append(blk)
