@@ -630,6 +630,20 @@ fn thread_count() -> usize {
     rayon::current_num_threads()
 }
 
+/// Float64 GFLOP/s of vector FMAs on all pool threads at once, over about
+/// `seconds` (None without AVX2 and FMA).
+#[pyfunction]
+fn fma_peak_gflops(py: Python<'_>, seconds: f64) -> PyResult<Option<f64>> {
+    guarded(py, || Ok(crate::roofline::fma_peak_gflops(seconds)))
+}
+
+/// Standard normals per second the W(0) generator draws on all pool
+/// threads at once, over about `seconds`.
+#[pyfunction]
+fn normals_per_second(py: Python<'_>, seconds: f64) -> PyResult<f64> {
+    guarded(py, || Ok(crate::roofline::normals_per_second(seconds)))
+}
+
 // --------------------------------------------------------------- trainer
 
 enum Engine {
@@ -1173,6 +1187,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(predict_chunk_rows, m)?)?;
     m.add_function(wrap_pyfunction!(predict_chunk_bytes, m)?)?;
     m.add_function(wrap_pyfunction!(thread_count, m)?)?;
+    m.add_function(wrap_pyfunction!(fma_peak_gflops, m)?)?;
+    m.add_function(wrap_pyfunction!(normals_per_second, m)?)?;
     m.add_function(wrap_pyfunction!(kron_threshold, m)?)?;
     m.add_function(wrap_pyfunction!(kron_firing_fraction, m)?)?;
     m.add_function(wrap_pyfunction!(kron_init_factors, m)?)?;

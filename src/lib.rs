@@ -9,7 +9,8 @@
 //! The learned coefficients α ([`coef`]) belong to the model and are lent to
 //! each step; [`control`] lets a caller stop long work at a step boundary.
 //! [`dense`] is the textbook reference trainer of the same model; [`model`]
-//! holds the arithmetic both backends share.
+//! holds the arithmetic both backends share. [`roofline`] measures the
+//! machine's ceilings that the benchmarks read achieved rates against.
 
 pub mod bitset;
 pub mod coef;
@@ -26,6 +27,7 @@ pub mod matmul;
 pub mod model;
 pub mod predict;
 pub mod rng;
+pub mod roofline;
 pub mod step;
 pub mod tree;
 

@@ -73,13 +73,17 @@ def test_pair_init_measures_both_inits_of_the_same_points():
 
 def test_bench_init_cli_times_p0_against_numpy(tmp_path):
     out = run_cli(tmp_path, "init", "--quick", "--dense-max-d", "4096", "--n", "64", "--width", "256")
-    assert "| d | kronnet P(0) ms | NumPy X W0^T ms | ratio (quartiles) |" in out
-    rows = json.loads((tmp_path / "bench_init.json").read_text())["results"]
+    assert "| d | kronnet P(0) ms | NumPy X W0^T ms (rate) | ratio (quartiles) | normals / NumPy time |" in out
+    payload = json.loads((tmp_path / "bench_init.json").read_text())
+    rows = payload["results"]
     assert [r["d"] for r in rows] == [2**8, 2**12]
+    rate = payload["normals_per_second"]
     for r in rows:
         assert r["n"] == 64 and r["width"] == 256 and r["rounds"] == 3
         assert r["kronnet_seconds"] > 0 and r["numpy_seconds"] > 0
         assert r["ratio_q1"] <= r["ratio"] <= r["ratio_q3"]
+        assert r["numpy_gflops"] == pytest.approx(2 * 64 * r["d"] * 256 / r["numpy_seconds"] / 1e9, rel=1e-12)
+        assert r["normals_share"] == pytest.approx(256 * r["d"] / rate / r["numpy_seconds"], rel=1e-12)
 
 
 def test_bench_pairs_cli_reports_the_ratio(tmp_path):
@@ -119,3 +123,27 @@ def test_endtoend_table_reports_init_and_predict_rates():
     assert "20.00 (50 GF/s)" in out  # 1e12 flops in 20 s
     assert "5.00 (100 pts, 40 GF/s)" in out  # 2e11 flops in 5 s
     assert "| 2^30 | 32768 x 32768 | kron R=8 |" in out
+    assert "| n/a |" in out  # no FMA peak measured
+
+
+def test_contraction_floor_is_flops_at_peak_plus_two_passes_of_normals():
+    run = dict(init_flops=1.0e12, predict_flops=2.0e11, fma_peak_gflops=100.0, normals_per_pass=1.0e9,
+               normals_per_second=4.0e8)  # fmt: skip
+    # 1.2e12 flops at 1e11 flop/s, and 2e9 normals at 4e8 per second.
+    assert bench.contraction_floor(run) == pytest.approx(12.0 + 5.0, rel=1e-12)
+    assert bench.contraction_floor({**run, "fma_peak_gflops": None}) is None
+
+
+def test_end_to_end_reports_every_phase_and_the_machine_ceilings():
+    r = bench.end_to_end((4, 4), 16, 32, "kron", 2, 5, 3, batch_size=4, roofline_seconds=0.02)
+    for phase in ["data", "init", "train", "new_data", "predict"]:
+        assert r[phase] > 0
+    assert r["total"] >= r["init"] + r["predict"]
+    assert r["normals_per_pass"] == 32 * 2 * (4 + 4)
+    assert r["init_flops"] == 2.0 * 16 * r["normals_per_pass"]
+    assert r["normals_per_second"] > 0
+    if r["fma_peak_gflops"] is not None:
+        assert r["floor"] == pytest.approx(bench.contraction_floor(r), rel=1e-12) and r["floor"] > 0
+    from kronnet import sweeps
+
+    assert f"{r['total']:.2f}" in sweeps.endtoend_table([r])

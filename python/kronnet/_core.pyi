@@ -30,12 +30,14 @@ __all__ = [
     "cross_gram",
     "dense_weights",
     "exact_sum",
+    "fma_peak_gflops",
     "index_memory_bytes",
     "init_scratch_bytes",
     "initial_weights",
     "kron_firing_fraction",
     "kron_init_factors",
     "kron_threshold",
+    "normals_per_second",
     "output_signs",
     "outputs_from_words",
     "preacts",
@@ -91,6 +93,8 @@ def predict_chunk_bytes(
     threads: int,
 ) -> int: ...
 def thread_count() -> int: ...
+def fma_peak_gflops(seconds: float) -> Optional[float]: ...
+def normals_per_second(seconds: float) -> float: ...
 
 @final
 class Coefficients:

@@ -415,13 +415,20 @@ def end_to_end(
     steps: int,
     predicted: int,
     batch_size: int = 8,
+    roofline_seconds: float = 1.0,
 ) -> Dict[str, Any]:
     """The whole pipeline in a fresh process — generate the data, build the
     trainer (init and Gram), train `steps` steps, generate and predict
-    `predicted` new points — with each phase's wall time and the process's
-    peak resident memory (VmHWM)."""
+    `predicted` new points — with each phase's wall time, the process's
+    peak resident memory (VmHWM), and the machine's FMA peak and normal
+    rate measured for `roofline_seconds` each just before the run (see
+    `contraction_floor`)."""
     code = (
         "import json, time, kronnet as kn\n"
+        # The machine's ceilings, measured in the same process just before
+        # the run (roofline.rs).
+        f"peak = kn._core.fma_peak_gflops({roofline_seconds})\n"
+        f"normals = kn._core.normals_per_second({roofline_seconds})\n"
         "t = [time.perf_counter()]\n"
         f"data = kn.make_kronecker_data({n}, dims={tuple(dims)}, seed=0)\n"
         "t.append(time.perf_counter())\n"
@@ -434,11 +441,12 @@ def end_to_end(
         "t.append(time.perf_counter())\n"
         "out = net.predict(new)\n"
         "t.append(time.perf_counter())\n"
-        "peak = [int(l.split()[1]) * 1024 for l in open('/proc/self/status') if l.startswith('VmHWM')][0]\n"
+        "rss = [int(l.split()[1]) * 1024 for l in open('/proc/self/status') if l.startswith('VmHWM')][0]\n"
         "phases = ['data', 'init', 'train', 'new_data', 'predict']\n"
         "res = {p: t[i + 1] - t[i] for i, p in enumerate(phases)}\n"
-        "res.update(total=t[-1] - t[0], peak_rss_bytes=peak, loss_start=float(hist.loss[0]),\n"
-        "           loss_end=float(hist.loss[-1]), threshold=net.threshold)\n"
+        "res.update(total=t[-1] - t[0], peak_rss_bytes=rss, loss_start=float(hist.loss[0]),\n"
+        "           loss_end=float(hist.loss[-1]), threshold=net.threshold,\n"
+        "           fma_peak_gflops=peak, normals_per_second=normals)\n"
         "print(json.dumps(res))\n"
     )
     import json
@@ -453,4 +461,21 @@ def end_to_end(
     per_point = init_rank * sum(dims) if init == "kron" else d
     res["init_flops"] = 2.0 * n * width * per_point
     res["predict_flops"] = 2.0 * predicted * width * per_point
+    # Init and prediction each regenerate every neuron's W(0) (or factor
+    # vectors) once: width * per_point normals per pass.
+    res["normals_per_pass"] = float(width * per_point)
+    res["floor"] = contraction_floor(res)
     return res
+
+
+def contraction_floor(run: Dict[str, Any]) -> Optional[float]:
+    """The least time init and prediction of an `end_to_end` run could take
+    on its machine at that moment: their flops at the FMA peak plus their
+    two passes of normals at the generator's rate, both measured in the run's
+    process (whatever the GEMM, these compete for the same cores). None
+    where the peak could not be measured."""
+    peak = run.get("fma_peak_gflops")
+    if not peak:
+        return None
+    flops = run["init_flops"] + run["predict_flops"]
+    return float(flops / (peak * 1e9) + 2.0 * run["normals_per_pass"] / run["normals_per_second"])

@@ -355,6 +355,10 @@ def endtoend(args: argparse.Namespace) -> int:
     print(f"\nend to end, n={n}, m={m}, {args.e2e_steps} steps, R={rank}, {args.threads} thread(s); seconds per phase:")
     print(endtoend_table(results))
     print(f"NumPy's BLAS on the p = 2 headline's block GEMM ({n} x 32768 by 32768 x 256): {blas:.0f} GF/s")
+    print(
+        "init+predict floor: their flops at the FMA peak plus their two passes of normals at the"
+        " generator's rate, both measured in each run's process just before it"
+    )
     plot_endtoend(results, f"{args.out}/bench_endtoend.png")
     return 0
 
@@ -364,25 +368,39 @@ def init(args: argparse.Namespace) -> int:
     `--dense-max-d` (docs/guide.md, "Initialization speed")."""
     from tqdm.auto import tqdm
 
+    from . import _core
+
     exps = range(8, 17, 4) if args.quick else range(8, 17, 2)
     ds = [2**k for k in exps if 2**k <= args.dense_max_d]
     rounds = 3 if args.quick else 9
-    results = [
-        bench.init_over_blas(d, args.n, args.width, rounds=rounds if d <= 2**12 else max(3, rounds // 2))
-        for d in tqdm(ds, desc="d sweep", unit="d", disable=args.no_progress)
-    ]
-    save_json(f"{args.out}/bench_init.json", {"meta": meta(args), "results": results})
+    # What the machine allows, measured before the sweep (roofline.rs): the
+    # FMA peak NumPy's rate is read against, and the normal generator's
+    # rate, at which W(0)'s m d normals alone take a share of NumPy's time
+    # that kronnet must fit into its 1.3x as well.
+    peak = _core.fma_peak_gflops(0.2 if args.quick else 1.0)
+    normals_rate = _core.normals_per_second(0.2 if args.quick else 1.0)
+    results = []
+    for d in tqdm(ds, desc="d sweep", unit="d", disable=args.no_progress):
+        r = bench.init_over_blas(d, args.n, args.width, rounds=rounds if d <= 2**12 else max(3, rounds // 2))
+        r["numpy_gflops"] = 2.0 * args.n * d * args.width / r["numpy_seconds"] / 1e9
+        r["normals_share"] = args.width * d / normals_rate / r["numpy_seconds"]
+        results.append(r)
+    payload = {"meta": meta(args), "fma_peak_gflops": peak, "normals_per_second": normals_rate, "results": results}
+    save_json(f"{args.out}/bench_init.json", payload)
     print(f"\nP(0) of n={args.n} points, m={args.width}, Gaussian W(0), {args.threads} thread(s); medians:")
     rows = [
         [
             f"2^{int(math.log2(r['d']))}",
             f"{r['kronnet_seconds'] * 1e3:.1f}",
-            f"{r['numpy_seconds'] * 1e3:.1f}",
+            f"{r['numpy_seconds'] * 1e3:.1f} ({r['numpy_gflops']:.0f} GF/s)",
             f"{r['ratio']:.2f} ({r['ratio_q1']:.2f}-{r['ratio_q3']:.2f})",
+            f"{r['normals_share']:.2f}",
         ]
         for r in results
     ]
-    print(table(["d", "kronnet P(0) ms", "NumPy X W0^T ms", "ratio (quartiles)"], rows))
+    header = ["d", "kronnet P(0) ms", "NumPy X W0^T ms (rate)", "ratio (quartiles)", "normals / NumPy time"]
+    print(table(header, rows))
+    print("machine: FMA peak " + (f"{peak:.0f} GF/s" if peak else "n/a") + f", {normals_rate / 1e6:.0f} M normals/s")
     return 0
 
 
@@ -500,13 +518,21 @@ def endtoend_table(results: List[Dict[str, Any]]) -> str:
                 f"{r['train']:.2f}",
                 f"{r['predict']:.2f} ({r['predicted']} pts, {predict_rate:.0f} GF/s)",
                 f"{r['total']:.2f}",
+                floor_cell(r),
                 f"{r['peak_rss_bytes'] / 2**20:.0f}",
                 f"{r['loss_start']:.3g} -> {r['loss_end']:.2g}",
             ]
         )
-    return table(
-        ["d", "dims", "init", "data", "init (rate)", "train", "predict (rate)", "total", "peak MiB", "loss"], rows
-    )
+    header = ["d", "dims", "init", "data", "init (rate)", "train", "predict (rate)", "total"]
+    return table(header + ["init+predict floor (FMA peak)", "peak MiB", "loss"], rows)
+
+
+def floor_cell(r: Dict[str, Any]) -> str:
+    """An end-to-end run's `contraction_floor` with the FMA peak it used."""
+    floor = r.get("floor")
+    if floor is None:
+        return "n/a"
+    return f"{floor:.2f} ({r['fma_peak_gflops']:.0f} GF/s)"
 
 
 def plot_endtoend(results: List[Dict[str, Any]], path: str) -> None:
