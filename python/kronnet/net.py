@@ -3,6 +3,7 @@ and the weights it owns (docs/design.md, "The state, and who owns it")."""
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
 
@@ -784,6 +785,25 @@ class TwoLayerNet:
 
     def __reduce__(self) -> Tuple[Any, ...]:
         return (_net_from_state, (self._state(),))
+
+    def __deepcopy__(self, memo: Dict[int, Any]) -> TwoLayerNet:
+        """An independent copy. A sharded net copies this rank's shard
+        (local, not collective) and stays sharded over the same communicator,
+        which is shared, not copied: every rank copying its own shard gives
+        a sharded copy of the whole net."""
+        if self._shard is None:
+            return _net_from_state(copy.deepcopy(self._state(), memo))
+        # (copy.copy would go through __reduce__, which refuses shards.)
+        twin = object.__new__(TwoLayerNet)
+        twin.__dict__.update(self.__dict__)
+        twin._blocks = [
+            CoefficientBlock(blk.data, _core.Coefficients.from_alpha_t(blk._coef.alpha_t()))
+            if blk._coef.trained
+            else CoefficientBlock(blk.data, _core.Coefficients(blk.data.n, self._shard[2]))
+            for blk in self._blocks
+        ]
+        twin._version = 0
+        return twin
 
     def __repr__(self) -> str:
         return (

@@ -148,6 +148,7 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
         random_state: Any = None,
         verbose: bool = False,
         tables: Optional[Sequence[Any]] = None,
+        comm: Any = None,
     ) -> None:
         self.width = width
         self.threshold = threshold
@@ -165,6 +166,7 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
         self.random_state = random_state
         self.verbose = verbose
         self.tables = tables
+        self.comm = comm
 
     # -- parameters and inputs ------------------------------------------------
 
@@ -304,7 +306,8 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
         for net, t, lr, seed in zip(self.nets_, targets, self.lr_, self.trainer_seeds_):
             # One-vs-rest nets train on the same points: the first trainer's
             # Gram serves them all (no copy).
-            share = first if first is not None and first.gram == "precomputed" else None
+            # (A sharded trainer computes its own: gram_from= is single-process.)
+            share = first if first is not None and first.gram == "precomputed" and self.comm is None else None
             tr = Trainer(
                 net,
                 _with_targets(data, t),
@@ -313,11 +316,17 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
                 index=self._index_kind(),
                 seed=seed,
                 gram_from=share,
+                comm=self.comm,
             )
             first = first or tr
             trainers.append(tr)
         self._trainers = trainers
         self._train_points = data
+
+    def _speaks(self) -> bool:
+        """Whether this process prints the epochs (`verbose`): rank 0 only
+        when sharded, as the trainers' progress bars."""
+        return bool(self.verbose) and (self.comm is None or self.comm.Get_rank() == 0)
 
     def _index_kind(self) -> IndexKind:
         return cast(IndexKind, self.index)  # checked by _check_params
@@ -351,7 +360,8 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
                         batch_size=tr.batch_size,
                         index=self._index_kind(),
                         seed=tr.seed,
-                        gram_from=tr if tr.gram == "precomputed" else None,
+                        gram_from=tr if tr.gram == "precomputed" and self.comm is None else None,
+                        comm=self.comm,
                     )
                     self._trainers[j] = tr
         self.t_ += steps
@@ -435,7 +445,7 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
                 assert y_val is not None and self.validation_scores_ is not None
                 score = self._validation_score(val_data, y_val)
                 self.validation_scores_.append(score)
-                if self.verbose:
+                if self._speaks():
                     print(f"Epoch {self.n_iter_}, loss = {loss:.8f}, validation score = {score:.6f}")
                 best = float(self.best_validation_score_)  # type: ignore[arg-type]
                 self._no_improvement_count = self._no_improvement_count + 1 if score < best + self.tol else 0
@@ -443,7 +453,7 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
                     self.best_validation_score_ = score
                     best_nets = [copy.deepcopy(net) for net in self.nets_]
             else:
-                if self.verbose:
+                if self._speaks():
                     print(f"Epoch {self.n_iter_}, loss = {loss:.8f}")
                 best_loss = float(self.best_loss_)  # type: ignore[arg-type]
                 self._no_improvement_count = self._no_improvement_count + 1 if loss > best_loss - self.tol else 0
@@ -490,11 +500,19 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
     # -- pickling: trainers hold native state and are rebuilt on demand ----------
 
     def __getstate__(self) -> Dict[str, Any]:
+        """The estimator without its trainers. A sharded estimator (``comm``)
+        pickles as a single-process one: its nets are gathered, which is
+        collective (every rank must pickle it), and ``comm`` becomes None,
+        since a communicator belongs to its processes."""
         state: Dict[str, Any] = super().__getstate__()
         state = dict(state)
         if "_trainers" in state:
             state["_trainers"] = [None for _ in state["_trainers"]]
             state["_train_points"] = None
+        if state.get("comm") is not None:
+            state["comm"] = None
+            if "nets_" in state:
+                state["nets_"] = [net.gather() for net in state["nets_"]]
         return state
 
 
@@ -547,6 +565,14 @@ class KronNetRegressor(RegressorMixin, _KronNetBase):  # type: ignore[misc]
     tables : list of array_like, optional
         Entity tables: X is then an integer array (n, p) of entity indices
         and the points are ``PairData(tables, X)``.
+    comm : mpi4py.MPI.Comm, optional
+        Train sharded over this communicator's ranks (``Trainer(comm=)``,
+        docs/mpi.md): every rank runs the same script with the same data
+        and arguments, ``fit``, ``partial_fit``, ``predict`` and ``score``
+        are collective, and every rank ends with the same model, bitwise
+        equal to the single-process fit. ``sklearn.base.clone`` deep-copies
+        it, which keeps ``MPI.COMM_WORLD``. Pickling a fitted sharded
+        estimator is collective too and gives a single-process one.
 
     Attributes
     ----------
@@ -750,6 +776,14 @@ class KronNetClassifier(ClassifierMixin, _KronNetBase):  # type: ignore[misc]
         Print the loss of every epoch.
     tables : list of array_like, optional
         Entity tables: X is then an integer array (n, p) of entity indices.
+    comm : mpi4py.MPI.Comm, optional
+        Train sharded over this communicator's ranks (``Trainer(comm=)``,
+        docs/mpi.md): every rank runs the same script with the same data
+        and arguments, ``fit``, ``partial_fit``, ``predict`` and ``score``
+        are collective, and every rank ends with the same model, bitwise
+        equal to the single-process fit. ``sklearn.base.clone`` deep-copies
+        it, which keeps ``MPI.COMM_WORLD``. Pickling a fitted sharded
+        estimator is collective too and gives a single-process one.
 
     Attributes
     ----------
