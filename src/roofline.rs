@@ -57,7 +57,13 @@ pub fn normals_per_second(seconds: f64) -> f64 {
 /// `seconds` have passed; returns the bursts run and the seconds taken.
 fn run_bursts(seconds: f64, burst: impl Fn() -> f64 + Sync) -> (usize, f64) {
     let threads = rayon::current_num_threads();
-    let budget = Duration::from_secs_f64(seconds.max(0.0));
+    // At least one burst; a budget that is not a sane number of seconds
+    // (NaN, negative, infinite) runs just that one, or at most an hour.
+    let budget = if seconds.is_finite() && seconds > 0.0 {
+        Duration::from_secs_f64(seconds.min(3600.0))
+    } else {
+        Duration::ZERO
+    };
     let start = Instant::now();
     let mut bursts = 0;
     loop {
@@ -109,6 +115,10 @@ mod tests {
         }
         let rate = normals_per_second(0.02);
         assert!(rate.is_finite() && rate > 0.0, "{rate}");
+        // Budgets that are not numbers of seconds run one burst.
+        for seconds in [f64::NAN, -1.0, f64::INFINITY, f64::NEG_INFINITY] {
+            assert!(normals_per_second(seconds) > 0.0);
+        }
     }
 
     /// The burst computes what its recurrence says (so the timed work is
