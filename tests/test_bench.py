@@ -147,3 +147,31 @@ def test_end_to_end_reports_every_phase_and_the_machine_ceilings():
     from kronnet import sweeps
 
     assert f"{r['total']:.2f}" in sweeps.endtoend_table([r])
+
+
+@pytest.mark.parametrize("quick,ran", [(True, [2**12, 2**18]), (False, [2**12, 2**14, 2**16, 2**18, 2**20])])
+def test_endtoend_sweep_stops_gaussian_init_past_the_limit_or_its_projection(monkeypatch, tmp_path, quick, ran):
+    from kronnet import cli, sweeps
+
+    calls = []
+
+    def fake_run(dims, n, width, init, init_rank, steps, predicted, batch_size=8, roofline_seconds=1.0):
+        d = int(np.prod(dims))
+        calls.append((init, d))
+        # Gaussian init's pipeline, linear in d: 0.05 s at 2^12, 12.8 s at 2^20.
+        total = 0.05 * d / 2**12 if init == "gaussian" else 1.0
+        return dict(d=d, dims=list(dims), total=total, init_kind=init)
+
+    monkeypatch.setattr(bench, "end_to_end", fake_run)
+    monkeypatch.setattr(bench, "numpy_gemm_seconds", lambda *a, **k: 1.0)
+    monkeypatch.setattr(sweeps, "endtoend_table", lambda results: "")
+    monkeypatch.setattr(sweeps, "plot_endtoend", lambda results, path: None)
+    args = cli.build_parser().parse_args(
+        ["bench", "endtoend", "--out", str(tmp_path), "--no-progress", "--gaussian-max-seconds", "10"]
+        + (["--quick"] if quick else [])
+    )
+    assert sweeps.endtoend(args) == 0
+    # Full sweep (x4 in d): runs until the first total past 10 s (2^20:
+    # 12.8 s). Quick sweep (x64): 2^18 takes 3.2 s, so 2^24 projects to
+    # 205 s > 4 x 10 and is skipped although no run passed the limit.
+    assert [d for init, d in calls if init == "gaussian"] == ran

@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--gaussian-max-seconds",
         type=float,
         default=60.0,
-        help="endtoend: Gaussian init stops after the first d slower than this (default 60)",
+        help="endtoend: Gaussian init stops after the first d slower than this, or before a d its last"
+        " run projects past 4x this (default 60)",
     )
     b.add_argument("--rounds", type=int, default=3, help="mpi: alternating rounds of each job (default 3)")
     b.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")

@@ -337,15 +337,22 @@ def endtoend(args: argparse.Namespace) -> int:
         results.append(bench.end_to_end(dims, n, m, "kron", rank, args.e2e_steps, q))
     exps = range(12, 31, 6) if args.quick else range(12, 31, 2)
     gaussian_done = False
+    last_gaussian: Optional[Dict[str, Any]] = None
     for k in tqdm(list(exps), desc="d sweep", unit="d", disable=args.no_progress):
         dims = bench.square_dims(2**k)
         results.append(bench.end_to_end(dims, n, m, "kron", rank, args.e2e_steps, 100))
+        # Gaussian init's pipeline grows about linearly in d: a run projected
+        # past 4x the limit from the previous one is skipped (the quick
+        # sweep's 64x steps in d would otherwise run for an hour).
+        if last_gaussian is not None:
+            projected = last_gaussian["total"] * 2**k / last_gaussian["d"]
+            gaussian_done = gaussian_done or projected > 4 * args.gaussian_max_seconds
         if not gaussian_done:
-            r = bench.end_to_end(dims, n, m, "gaussian", rank, args.e2e_steps, 100)
-            results.append(r)
+            last_gaussian = bench.end_to_end(dims, n, m, "gaussian", rank, args.e2e_steps, 100)
+            results.append(last_gaussian)
             # Gaussian init stops at the first d where the pipeline takes
-            # more than a minute; beyond it every factor 4 in d is ~4x longer.
-            gaussian_done = r["total"] > args.gaussian_max_seconds
+            # more than the limit (a minute by default).
+            gaussian_done = last_gaussian["total"] > args.gaussian_max_seconds
     # The machine's BLAS on the headline p = 2 init's block GEMM, in the same
     # run, as the ceiling its init rate is read against.
     block = (n, 32768), (32768, 256)
