@@ -777,13 +777,9 @@ class KronNetClassifier(ClassifierMixin, _KronNetBase):  # type: ignore[misc]
     tables : list of array_like, optional
         Entity tables: X is then an integer array (n, p) of entity indices.
     comm : mpi4py.MPI.Comm, optional
-        Train sharded over this communicator's ranks (``Trainer(comm=)``,
-        docs/mpi.md): every rank runs the same script with the same data
-        and arguments, ``fit``, ``partial_fit``, ``predict`` and ``score``
-        are collective, and every rank ends with the same model, bitwise
-        equal to the single-process fit. ``sklearn.base.clone`` deep-copies
-        it, which keeps ``MPI.COMM_WORLD``. Pickling a fitted sharded
-        estimator is collective too and gives a single-process one.
+        Train every class's net sharded over this communicator's ranks, as
+        :class:`KronNetRegressor` does (``decision_function`` is collective
+        too).
 
     Attributes
     ----------
