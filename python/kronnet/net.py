@@ -124,6 +124,15 @@ class CoefficientBlock:
         a.flags.writeable = False
         return a
 
+    def _neurons(self, first: int, count: int) -> CoefficientBlock:
+        """An independent block of neurons first .. first + count of these
+        coefficients (an untrained block stays untrained)."""
+        if not self._coef.trained:
+            return CoefficientBlock(self._data, _core.Coefficients(self._data.n, count))
+        return CoefficientBlock(
+            self._data, _core.Coefficients.from_alpha_t(self._coef.alpha_t()[:, first : first + count])
+        )
+
     def __repr__(self) -> str:
         return f"CoefficientBlock(n={self._data.n}, width={self._coef.width})"
 
@@ -348,12 +357,7 @@ class TwoLayerNet:
                 raise ArgumentError("comm", "the net is already sharded over another communicator")
             return self._shard[1], self._shard[2]
         first, count = neuron_range(self._width, group.size, group.rank)
-        self._blocks = [
-            CoefficientBlock(blk.data, _core.Coefficients.from_alpha_t(blk._coef.alpha_t()[:, first : first + count]))
-            if blk._coef.trained
-            else CoefficientBlock(blk.data, _core.Coefficients(blk.data.n, count))
-            for blk in self._blocks
-        ]
+        self._blocks = [blk._neurons(first, count) for blk in self._blocks]
         self._shard = (group, first, count)
         self._version += 1
         return first, count
@@ -796,12 +800,7 @@ class TwoLayerNet:
         # (copy.copy would go through __reduce__, which refuses shards.)
         twin = object.__new__(TwoLayerNet)
         twin.__dict__.update(self.__dict__)
-        twin._blocks = [
-            CoefficientBlock(blk.data, _core.Coefficients.from_alpha_t(blk._coef.alpha_t()))
-            if blk._coef.trained
-            else CoefficientBlock(blk.data, _core.Coefficients(blk.data.n, self._shard[2]))
-            for blk in self._blocks
-        ]
+        twin._blocks = [blk._neurons(0, self._shard[2]) for blk in self._blocks]
         twin._version = 0
         return twin
 
