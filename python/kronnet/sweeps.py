@@ -336,23 +336,20 @@ def endtoend(args: argparse.Namespace) -> int:
     for dims, q in headline:
         results.append(bench.end_to_end(dims, n, m, "kron", rank, args.e2e_steps, q))
     exps = range(12, 31, 6) if args.quick else range(12, 31, 2)
-    gaussian_done = False
+    limit = args.gaussian_max_seconds
     last_gaussian: Optional[Dict[str, Any]] = None
     for k in tqdm(list(exps), desc="d sweep", unit="d", disable=args.no_progress):
         dims = bench.square_dims(2**k)
         results.append(bench.end_to_end(dims, n, m, "kron", rank, args.e2e_steps, 100))
-        # Gaussian init's pipeline grows about linearly in d: a run projected
-        # past 4x the limit from the previous one is skipped (the quick
-        # sweep's 64x steps in d ran Gaussian init at 2^24 for about 12 minutes).
-        if last_gaussian is not None:
-            projected = last_gaussian["total"] * 2**k / last_gaussian["d"]
-            gaussian_done = gaussian_done or projected > 4 * args.gaussian_max_seconds
-        if not gaussian_done:
+        # Gaussian init stops after the first d whose pipeline takes more
+        # than the limit (a minute by default), and before a d its last run,
+        # scaled linearly in d, projects past 4x the limit (the quick sweep's
+        # 64x steps in d ran Gaussian init at 2^24 for about 12 minutes).
+        if last_gaussian is None or (
+            last_gaussian["total"] <= limit and last_gaussian["total"] * 2**k / last_gaussian["d"] <= 4 * limit
+        ):
             last_gaussian = bench.end_to_end(dims, n, m, "gaussian", rank, args.e2e_steps, 100)
             results.append(last_gaussian)
-            # Gaussian init stops at the first d where the pipeline takes
-            # more than the limit (a minute by default).
-            gaussian_done = last_gaussian["total"] > args.gaussian_max_seconds
     # The machine's BLAS on the headline p = 2 init's block GEMM, in the same
     # run, as the ceiling its init rate is read against.
     block = (n, 32768), (32768, 256)
@@ -384,8 +381,9 @@ def init(args: argparse.Namespace) -> int:
     # FMA peak NumPy's rate is read against, and the normal generator's
     # rate, at which W(0)'s m d normals alone take a share of NumPy's time
     # that kronnet must fit into its 1.3x as well.
-    peak = _core.fma_peak_gflops(0.2 if args.quick else 1.0)
-    normals_rate = _core.normals_per_second(0.2 if args.quick else 1.0)
+    budget = 0.2 if args.quick else 1.0
+    peak = _core.fma_peak_gflops(budget)
+    normals_rate = _core.normals_per_second(budget)
     results = []
     for d in tqdm(ds, desc="d sweep", unit="d", disable=args.no_progress):
         r = bench.init_over_blas(d, args.n, args.width, rounds=rounds if d <= 2**12 else max(3, rounds // 2))
