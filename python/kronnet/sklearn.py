@@ -306,8 +306,6 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
         for net, t, lr, seed in zip(self.nets_, targets, self.lr_, self.trainer_seeds_):
             # One-vs-rest nets train on the same points: the first trainer's
             # Gram serves them all (no copy).
-            # (A sharded trainer computes its own: gram_from= is single-process.)
-            share = first if first is not None and first.gram == "precomputed" and self.comm is None else None
             tr = Trainer(
                 net,
                 _with_targets(data, t),
@@ -315,13 +313,19 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
                 batch_size=batch,
                 index=self._index_kind(),
                 seed=seed,
-                gram_from=share,
+                gram_from=self._gram_source(first),
                 comm=self.comm,
             )
             first = first or tr
             trainers.append(tr)
         self._trainers = trainers
         self._train_points = data
+
+    def _gram_source(self, tr: Optional[Trainer]) -> Optional[Trainer]:
+        """`tr` when a new trainer on its points may share its Gram
+        (``gram_from=``): a precomputed one, and only without ``comm``, since
+        a sharded trainer computes its own."""
+        return tr if tr is not None and tr.gram == "precomputed" and self.comm is None else None
 
     def _speaks(self) -> bool:
         """Whether this process prints the epochs (`verbose`): rank 0 only
@@ -360,7 +364,7 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
                         batch_size=tr.batch_size,
                         index=self._index_kind(),
                         seed=tr.seed,
-                        gram_from=tr if tr.gram == "precomputed" and self.comm is None else None,
+                        gram_from=self._gram_source(tr),
                         comm=self.comm,
                     )
                     self._trainers[j] = tr
