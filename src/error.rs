@@ -44,6 +44,8 @@ pub fn try_zeros(len: usize, what: &str) -> Result<Vec<f64>> {
     }
     let mut v = Vec::new();
     v.try_reserve_exact(len).map_err(|_| oom())?;
+    // Before the first touch, which is what maps the pages.
+    crate::pages::advise_huge(v.as_mut_ptr() as *mut u8, len * 8);
     v.resize(len, 0.0);
     Ok(v)
 }

@@ -10,7 +10,8 @@
 //! each step; [`control`] lets a caller stop long work at a step boundary.
 //! [`dense`] is the textbook reference trainer of the same model; [`model`]
 //! holds the arithmetic both backends share. [`roofline`] measures the
-//! machine's ceilings that the benchmarks read achieved rates against.
+//! machine's ceilings that the benchmarks read achieved rates against;
+//! [`pages`] asks for huge pages on the large buffers every stage allocates.
 
 pub mod bitset;
 pub mod coef;
@@ -25,6 +26,7 @@ pub mod init;
 pub mod kron_init;
 pub mod matmul;
 pub mod model;
+pub mod pages;
 pub mod predict;
 pub mod rng;
 pub mod roofline;
