@@ -132,6 +132,10 @@ def test_contraction_floor_is_flops_at_peak_plus_two_passes_of_normals():
     # 1.2e12 flops at 1e11 flop/s, and 2e9 normals at 4e8 per second.
     assert bench.contraction_floor(run) == pytest.approx(12.0 + 5.0, rel=1e-12)
     assert bench.contraction_floor({**run, "fma_peak_gflops": None}) is None
+    # At 50 GF/s instead of the peak the flops take 24 s; the measured data
+    # and training phases are added on top.
+    run.update(data=1.5, new_data=0.25, train=0.75)
+    assert bench.pipeline_at_rate(run, 50.0) == pytest.approx(1.5 + 0.25 + 0.75 + 24.0 + 5.0, rel=1e-12)
 
 
 def test_end_to_end_reports_every_phase_and_the_machine_ceilings():
@@ -160,7 +164,8 @@ def test_endtoend_sweep_stops_gaussian_init_past_the_limit_or_its_projection(mon
         calls.append((init, d))
         # Gaussian init's pipeline, linear in d: 0.05 s at 2^12, 12.8 s at 2^20.
         total = 0.05 * d / 2**12 if init == "gaussian" else 1.0
-        return dict(d=d, dims=list(dims), total=total, init_kind=init)
+        return dict(d=d, dims=list(dims), total=total, init_kind=init, data=0.5, new_data=0.25, train=0.25,
+                    init_flops=1.0e12, predict_flops=2.0e11, normals_per_pass=1.0e9, normals_per_second=4.0e8)  # fmt: skip
 
     monkeypatch.setattr(bench, "end_to_end", fake_run)
     monkeypatch.setattr(bench, "numpy_gemm_seconds", lambda *a, **k: 1.0)
@@ -175,3 +180,12 @@ def test_endtoend_sweep_stops_gaussian_init_past_the_limit_or_its_projection(mon
     # 12.8 s). Quick sweep (x64): 2^18 takes 3.2 s, so 2^24 projects to
     # 205 s > 4 x 10 and is skipped although no run passed the limit.
     assert [d for init, d in calls if init == "gaussian"] == ran
+    # The p = 2 runs at d = 2^30 get the pipeline at the BLAS rate: the
+    # block GEMM's flops in the (faked) 1 s, then 1.2e12 flops at that rate
+    # plus 5 s of normals plus the 1 s of measured phases.
+    saved = json.loads((tmp_path / "bench_endtoend.json").read_text())
+    blas = 2.0 * args.n * 32768 * 256 / 1e9
+    assert saved["numpy_block_gemm_gflops"] == pytest.approx(blas, rel=1e-12)
+    p2 = [r for r in saved["results"] if r["dims"] == [32768, 32768]]
+    assert p2 and all(r["at_blas_rate"] == pytest.approx(1.0 + 1.2e12 / (blas * 1e9) + 5.0, rel=1e-12) for r in p2)
+    assert all("at_blas_rate" not in r for r in saved["results"] if r["dims"] != [32768, 32768])

@@ -468,14 +468,26 @@ def end_to_end(
     return res
 
 
-def contraction_floor(run: Dict[str, Any]) -> Optional[float]:
+def contraction_floor(run: Dict[str, Any], gflops: Optional[float] = None) -> Optional[float]:
     """The least time init and prediction of an `end_to_end` run could take
     on its machine at that moment: their flops at the FMA peak plus their
     two passes of normals at the generator's rate, both measured in the run's
     process (whatever the GEMM, these compete for the same cores). None
-    where the peak could not be measured."""
-    peak = run.get("fma_peak_gflops")
-    if not peak:
+    where the peak could not be measured. With `gflops`, the flops run at
+    that rate instead of the peak (`pipeline_at_rate`)."""
+    rate = gflops if gflops is not None else run.get("fma_peak_gflops")
+    if not rate:
         return None
     flops = run["init_flops"] + run["predict_flops"]
-    return float(flops / (peak * 1e9) + 2.0 * run["normals_per_pass"] / run["normals_per_second"])
+    return float(flops / (rate * 1e9) + 2.0 * run["normals_per_pass"] / run["normals_per_second"])
+
+
+def pipeline_at_rate(run: Dict[str, Any], gflops: float) -> float:
+    """Seconds an `end_to_end` run would take if init's and prediction's
+    products all ran at `gflops` and cost nothing else but their normals:
+    the measured data and training phases plus `contraction_floor` at that
+    rate. At the machine's BLAS rate, a bound no GEMM library short of a
+    better BLAS than the machine's could beat."""
+    floor = contraction_floor(run, gflops)
+    assert floor is not None, "a positive rate always gives a floor"
+    return float(run["data"] + run["new_data"] + run["train"] + floor)
