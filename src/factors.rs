@@ -261,9 +261,8 @@ impl<'a> Factors<'a> {
             return invalid("dims", "the product of the dimensions overflows");
         };
         let mut x = crate::error::try_array2(self.n(), d, "the dense data matrix (n × d)")?;
-        x.axis_iter_mut(Axis(0)).into_par_iter().enumerate().for_each_init(Vec::new, |row, (i, mut out)| {
-            self.dense_row(i, row);
-            out.assign(&ArrayView1::from(&row[..]));
+        x.axis_iter_mut(Axis(0)).into_par_iter().enumerate().for_each_init(Vec::new, |term, (i, mut out)| {
+            self.dense_row_into(i, out.as_slice_mut().expect("rows of a fresh array"), term);
         });
         Ok(x)
     }
@@ -271,23 +270,42 @@ impl<'a> Factors<'a> {
     /// x_i materialized (length d): the sum of its terms; only for small d
     /// (tests, dense backend).
     pub fn dense_row(&self, i: usize, out: &mut Vec<f64>) {
-        let mut term = Vec::new();
         out.clear();
+        out.resize(self.d().expect("d fits in usize (checked at construction)"), 0.0);
+        self.dense_row_into(i, out, &mut Vec::new());
+    }
+
+    /// x_i into `out` (length d), with `term` as scratch for points of
+    /// several terms. Each Kronecker product is expanded in place, last
+    /// entry first (entry a moves to a · d_k and later, so nothing unread is
+    /// overwritten): every value is ((1 · u_1[a_1]) · u_2[a_2]) · …, and
+    /// terms are summed in order.
+    pub fn dense_row_into(&self, i: usize, out: &mut [f64], term: &mut Vec<f64>) {
+        if out.is_empty() {
+            return;
+        }
         for t in i * self.rank..(i + 1) * self.rank {
-            term.clear();
-            term.push(1.0);
+            let dst: &mut [f64] = if t == i * self.rank {
+                out
+            } else {
+                term.resize(out.len(), 0.0);
+                term
+            };
+            dst[0] = 1.0;
+            let mut len = 1;
             for k in 0..self.p() {
                 let row = self.row(k, t);
-                let prev = std::mem::take(&mut term);
-                term.reserve(prev.len() * row.len());
-                for p in &prev {
-                    term.extend(row.iter().map(|v| p * v));
+                let dk = row.len();
+                for a in (0..len).rev() {
+                    let v = dst[a];
+                    for (o, &u) in dst[a * dk..(a + 1) * dk].iter_mut().zip(row.iter()) {
+                        *o = v * u;
+                    }
                 }
+                len *= dk;
             }
-            if out.is_empty() {
-                out.extend_from_slice(&term);
-            } else {
-                out.iter_mut().zip(&term).for_each(|(o, v)| *o += v);
+            if t != i * self.rank {
+                out.iter_mut().zip(term.iter()).for_each(|(o, v)| *o += v);
             }
         }
     }

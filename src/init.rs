@@ -111,8 +111,12 @@ pub fn scratch_bytes(dims: &[usize], n: usize, rank: usize, threads: usize) -> u
         return u128::MAX;
     };
     if d_usize <= DENSE_MAX_D && n.saturating_mul(d_usize) <= DENSE_MAX_X {
-        // X once, and one block of W(0) per thread.
-        return 8 * (n as u128 * d + (DENSE_NEURON_BLOCK as u128) * d * threads.max(1) as u128);
+        // X once, and one block of W(0) per thread (the general GEMM's
+        // path; the drawn path holds Xᵀ packed and a small workspace).
+        let gemm = 8 * (n as u128 * d + (DENSE_NEURON_BLOCK as u128) * d * threads.max(1) as u128);
+        let drawn =
+            crate::packed::PackedRhs::bytes(n, d_usize) + crate::packed::Workspace::bytes() * threads.max(1) as u128;
+        return gemm.max(drawn);
     }
     let terms = n.saturating_mul(rank.max(1));
     let (mut intermediate, mut batch) = (0u128, 1usize);
@@ -231,12 +235,29 @@ const DENSE_MAX_X: usize = 1 << 23;
 /// Neurons per task of the dense path.
 const DENSE_NEURON_BLOCK: usize = 256;
 
-/// Init at small d: X (n × d) materialized once, shared by all tasks, and
-/// each task's block of W(0) multiplied by it in one GEMM, W_B Xᵀ. At
-/// d ≤ 2^12 the factored contraction's per-point work (n · m dot products
-/// of length d / d_k) costs as much as the GEMM itself; materializing X
-/// costs n · d once, a 1/m share of the product.
+/// Init at small d: each task's block of W(0) multiplied by all the points
+/// at once, W_B Xᵀ. At d ≤ 2^12 the factored contraction's per-point work
+/// (n · m dot products of length d / d_k) costs as much as the product
+/// itself; building X costs n · d once, a 1/m share of the product. Where
+/// the CPU allows, W_B is drawn inside the product (`packed.rs`).
 fn dense_init(f: &Factors<'_>, seed: u64, d: usize, first: usize, p_t: &mut Array2<f64>, ctl: &Control) -> Result<()> {
+    if crate::packed::supported() {
+        dense_init_drawn(f, seed, first, p_t, ctl)
+    } else {
+        dense_init_gemm(f, seed, d, first, p_t, ctl)
+    }
+}
+
+/// `dense_init` through `matmul`'s general GEMM, on X materialized once
+/// and shared by all tasks.
+fn dense_init_gemm(
+    f: &Factors<'_>,
+    seed: u64,
+    d: usize,
+    first: usize,
+    p_t: &mut Array2<f64>,
+    ctl: &Control,
+) -> Result<()> {
     let x = f.materialize()?;
     let n = x.nrows();
     p_t.axis_chunks_iter_mut(Axis(0), DENSE_NEURON_BLOCK).into_par_iter().enumerate().try_for_each(|(blk, mut rows)| {
@@ -250,6 +271,48 @@ fn dense_init(f: &Factors<'_>, seed: u64, d: usize, first: usize, p_t: &mut Arra
         ctl.advance((b * n) as u64);
         Ok(())
     })
+}
+
+/// `dense_init` with Xᵀ packed once and W_B drawn block by block inside
+/// the product, never stored.
+fn dense_init_drawn(f: &Factors<'_>, seed: u64, first: usize, p_t: &mut Array2<f64>, ctl: &Control) -> Result<()> {
+    use crate::packed::{multiply_drawn, PackedRhs, Workspace};
+    let xt = PackedRhs::points_of(f)?;
+    let n = f.n();
+    p_t.axis_chunks_iter_mut(Axis(0), DENSE_NEURON_BLOCK).into_par_iter().enumerate().try_for_each_init(
+        Workspace::new,
+        |work, (blk, mut rows)| {
+            ctl.check()?;
+            let work = work.as_mut().map_err(|e| e.clone())?;
+            let mut weights =
+                WeightRows { seed, base: first + blk * DENSE_NEURON_BLOCK, first: 0, streams: Vec::new() };
+            multiply_drawn(rows.nrows(), &mut weights, &xt, &mut rows, work);
+            ctl.advance((rows.nrows() * n) as u64);
+            Ok(())
+        },
+    )
+}
+
+/// Rows of W(0) for `packed::multiply_drawn`: row r is neuron base + r,
+/// drawn from its own stream.
+struct WeightRows {
+    seed: u64,
+    base: usize,
+    /// The first started row, and the started rows' streams.
+    first: usize,
+    streams: Vec<crate::rng::KeyedStream>,
+}
+
+impl crate::packed::DrawnRows for WeightRows {
+    fn start(&mut self, first: usize, count: usize) {
+        self.first = first;
+        self.streams.clear();
+        self.streams.extend((first..first + count).map(|r| crate::rng::weight_stream(self.seed, self.base + r)));
+    }
+
+    fn draw(&mut self, r: usize, out: &mut [f64]) {
+        self.streams[r - self.first].fill_normal(out);
+    }
 }
 
 /// Which outer factor the GEMM contracts, and the shape that remains.
@@ -611,5 +674,28 @@ mod tests {
         check(&[256, 300], 3, 2);
         // A batch of neurons per GEMM with a partial last batch.
         check(&[8, 8], 4, NEURON_BLOCK + 3);
+        // The dense path: two tasks, the first of several blocks of rows.
+        check(&[8, 8], 4, DENSE_NEURON_BLOCK + 44);
+    }
+
+    /// The two dense paths (W(0) drawn inside the product, and the general
+    /// GEMM on X materialized) on the same rows of P(0)ᵀ, for a range that
+    /// starts mid-task and points of two terms.
+    #[test]
+    fn the_dense_paths_agree() {
+        if !crate::packed::supported() {
+            return;
+        }
+        let mats = vec![pseudo(2 * 9, 12, 41), pseudo(2 * 9, 25, 42)];
+        let f = Factors::with_rank(views(&mats), 2).unwrap();
+        let (d, ctl) = (f.d().unwrap(), Control::new());
+        let (first, count) = (7, DENSE_NEURON_BLOCK + 101);
+        let mut gemm = Array2::zeros((count, f.n()));
+        dense_init_gemm(&f, 3, d, first, &mut gemm, &ctl).unwrap();
+        let mut drawn = Array2::from_elem((count, f.n()), f64::NAN);
+        dense_init_drawn(&f, 3, first, &mut drawn, &ctl).unwrap();
+        let err = (&gemm - &drawn).iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        let size = gemm.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        assert!(err <= 1e-12 * size, "{err} against {size}");
     }
 }

@@ -26,6 +26,7 @@ pub mod init;
 pub mod kron_init;
 pub mod matmul;
 pub mod model;
+pub mod packed;
 pub mod pages;
 pub mod predict;
 pub mod rng;

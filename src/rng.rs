@@ -349,7 +349,13 @@ fn ziggurat() -> &'static Ziggurat {
 
 /// w_r(0) ~ N(0, I_d): neuron r's initial weights, regenerated from (seed, r).
 pub fn initial_weights(seed: u64, neuron: usize, out: &mut [f64]) {
-    KeyedStream::new(seed, Stream::Weights, neuron as u32).fill_normal(out);
+    weight_stream(seed, neuron).fill_normal(out);
+}
+
+/// The stream `initial_weights` draws neuron r's weights from, for callers
+/// that take them in pieces (filling in pieces gives the same values).
+pub fn weight_stream(seed: u64, neuron: usize) -> KeyedStream {
+    KeyedStream::new(seed, Stream::Weights, neuron as u32)
 }
 
 /// The output signs a_r in {-1, +1}, one independent stream per neuron.
