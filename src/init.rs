@@ -165,7 +165,7 @@ pub fn init_preacts_range(
         return Ok(p_t);
     }
     if d <= DENSE_MAX_D && n.saturating_mul(d) <= DENSE_MAX_X {
-        dense_init(f, seed, d, first, &mut p_t, ctl)?;
+        dense_init(f, seed, first, &mut p_t, ctl)?;
     } else {
         factored_init(f, seed, d, first, &mut p_t, ctl)?;
     }
@@ -240,26 +240,19 @@ const DENSE_NEURON_BLOCK: usize = 256;
 /// (n · m dot products of length d / d_k) costs as much as the product
 /// itself; building X costs n · d once, a 1/m share of the product. Where
 /// the CPU allows, W_B is drawn inside the product (`packed.rs`).
-fn dense_init(f: &Factors<'_>, seed: u64, d: usize, first: usize, p_t: &mut Array2<f64>, ctl: &Control) -> Result<()> {
+fn dense_init(f: &Factors<'_>, seed: u64, first: usize, p_t: &mut Array2<f64>, ctl: &Control) -> Result<()> {
     if crate::packed::supported() {
         dense_init_drawn(f, seed, first, p_t, ctl)
     } else {
-        dense_init_gemm(f, seed, d, first, p_t, ctl)
+        dense_init_gemm(f, seed, first, p_t, ctl)
     }
 }
 
 /// `dense_init` through `matmul`'s general GEMM, on X materialized once
 /// and shared by all tasks.
-fn dense_init_gemm(
-    f: &Factors<'_>,
-    seed: u64,
-    d: usize,
-    first: usize,
-    p_t: &mut Array2<f64>,
-    ctl: &Control,
-) -> Result<()> {
+fn dense_init_gemm(f: &Factors<'_>, seed: u64, first: usize, p_t: &mut Array2<f64>, ctl: &Control) -> Result<()> {
     let x = f.materialize()?;
-    let n = x.nrows();
+    let (n, d) = x.dim();
     p_t.axis_chunks_iter_mut(Axis(0), DENSE_NEURON_BLOCK).into_par_iter().enumerate().try_for_each(|(blk, mut rows)| {
         ctl.check()?;
         let b = rows.nrows();
@@ -688,10 +681,10 @@ mod tests {
         }
         let mats = vec![pseudo(2 * 9, 12, 41), pseudo(2 * 9, 25, 42)];
         let f = Factors::with_rank(views(&mats), 2).unwrap();
-        let (d, ctl) = (f.d().unwrap(), Control::new());
+        let ctl = Control::new();
         let (first, count) = (7, DENSE_NEURON_BLOCK + 101);
         let mut gemm = Array2::zeros((count, f.n()));
-        dense_init_gemm(&f, 3, d, first, &mut gemm, &ctl).unwrap();
+        dense_init_gemm(&f, 3, first, &mut gemm, &ctl).unwrap();
         let mut drawn = Array2::from_elem((count, f.n()), f64::NAN);
         dense_init_drawn(&f, 3, first, &mut drawn, &ctl).unwrap();
         let err = (&gemm - &drawn).iter().fold(0.0f64, |m, v| m.max(v.abs()));
