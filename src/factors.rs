@@ -271,7 +271,7 @@ impl<'a> Factors<'a> {
     /// (tests, dense backend).
     pub fn dense_row(&self, i: usize, out: &mut Vec<f64>) {
         out.clear();
-        out.resize(self.d().expect("d fits in usize (checked at construction)"), 0.0);
+        out.resize(self.d().expect("dense_row is for small d, whose product fits in usize"), 0.0);
         self.dense_row_into(i, out, &mut Vec::new());
     }
 
@@ -281,9 +281,7 @@ impl<'a> Factors<'a> {
     /// overwritten): every value is ((1 · u_1[a_1]) · u_2[a_2]) · …, and
     /// terms are summed in order.
     pub fn dense_row_into(&self, i: usize, out: &mut [f64], term: &mut Vec<f64>) {
-        if out.is_empty() {
-            return;
-        }
+        debug_assert_eq!(Some(out.len()), self.d(), "out holds one point (d values)");
         for t in i * self.rank..(i + 1) * self.rank {
             let dst: &mut [f64] = if t == i * self.rank {
                 out

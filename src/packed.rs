@@ -42,7 +42,8 @@ pub fn supported() -> bool {
 }
 
 /// A k × n right operand in panels: the columns in groups of NR, each
-/// group k × NR values, row by row (columns past n are zeros).
+/// group k × NR values, row by row (columns past n are zeros). Built from
+/// points, so k = d ≥ 1 (`Factors` refuses a zero dimension).
 pub struct PackedRhs {
     k: usize,
     n: usize,
@@ -61,22 +62,20 @@ impl PackedRhs {
         };
         let n = f.n();
         let mut data = try_zeros(n.next_multiple_of(NR) * k, "the points packed for init's product (n × d)")?;
-        if k > 0 {
-            data.par_chunks_mut(NR * k).enumerate().for_each_init(
-                || (vec![0.0; NR * k], Vec::new()),
-                |(rows, term), (j, panel)| {
-                    let cols = NR.min(n - j * NR);
-                    for (c, row) in rows.chunks_exact_mut(k).take(cols).enumerate() {
-                        f.dense_row_into(j * NR + c, row, term);
+        data.par_chunks_mut(NR * k).enumerate().for_each_init(
+            || (vec![0.0; NR * k], Vec::new()),
+            |(rows, term), (j, panel)| {
+                let cols = NR.min(n - j * NR);
+                for (c, row) in rows.chunks_exact_mut(k).take(cols).enumerate() {
+                    f.dense_row_into(j * NR + c, row, term);
+                }
+                for (q, group) in panel.chunks_exact_mut(NR).enumerate() {
+                    for (c, v) in group.iter_mut().take(cols).enumerate() {
+                        *v = rows[c * k + q];
                     }
-                    for (q, group) in panel.chunks_exact_mut(NR).enumerate() {
-                        for (c, v) in group.iter_mut().take(cols).enumerate() {
-                            *v = rows[c * k + q];
-                        }
-                    }
-                },
-            );
-        }
+                }
+            },
+        );
         Ok(PackedRhs { k, n, data })
     }
 
@@ -129,19 +128,13 @@ pub fn multiply_drawn(
     let (n, k) = (b.n, b.k);
     assert_eq!(c.dim(), (m, n), "output shape");
     assert!(supported(), "the packed kernel needs AVX2 and FMA");
-    if m == 0 {
+    if m == 0 || n == 0 {
         return;
     }
     let (rs, cs) = (c.strides()[0], c.strides()[1]);
     for ic in (0..m).step_by(MC) {
         let mc = MC.min(m - ic);
         a.start(ic, mc);
-        if k == 0 || n == 0 {
-            for r in ic..ic + mc {
-                c.row_mut(r).fill(0.0);
-            }
-            continue;
-        }
         for pc in (0..k).step_by(KC) {
             let kc = KC.min(k - pc);
             // Row r of this block goes to panel r / MR, lane r % MR; a
