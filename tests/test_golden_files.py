@@ -1,0 +1,71 @@
+"""Files written by earlier kronnet versions load and predict bitwise as
+they did when written, and their checkpoints continue bitwise.
+
+tests/data/golden was written by kronnet 0.1.0 (file format version 2, plus
+a version-1 copy) with tools/make_golden_files.py; the expected values were
+computed by that same version, not by the code under test.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+import kronnet as kn
+
+HERE = os.path.join(os.path.dirname(__file__), "data", "golden")
+
+
+@pytest.fixture(scope="module")
+def expected():
+    with np.load(os.path.join(HERE, "expected.npz")) as z:
+        return dict(z)
+
+
+@pytest.fixture()
+def golden(tmp_path):
+    """A private copy of the files (a restore must not write next to them)."""
+    dst = tmp_path / "golden"
+    shutil.copytree(HERE, dst)
+    return dst
+
+
+def query_kron():
+    with np.load(os.path.join(HERE, "query_kron.npz")) as z:
+        return kn.KronData([z["arr_0"], z["arr_1"]])
+
+
+@pytest.mark.parametrize("name", ["kron_gaussian", "kron_gaussian_v1"])
+def test_kron_nets_predict_bitwise_as_written(golden, expected, name):
+    net = kn.load(golden / f"{name}.kronnet")
+    assert len(net.coefficients) == 2
+    assert np.array_equal(net.predict(query_kron()), expected[name])
+
+
+def test_pair_net_with_kron_init_predicts_bitwise(golden, expected):
+    net = kn.load(golden / "pairs_kron_init.kronnet")
+    assert net.init == "kron" and net.init_rank == 3
+    block = net.coefficients[0].data
+    test = kn.PairData(block.tables, np.load(golden / "query_pairs.npy"))
+    assert np.array_equal(net.predict(test), expected["pairs_kron_init"])
+
+
+@pytest.mark.parametrize("name", ["rank3", "dense"])
+def test_checkpoints_continue_bitwise(golden, expected, name):
+    tr = kn.Trainer.restore(golden / f"{name}.ckpt")
+    assert np.array_equal(tr.fit(expected[f"{name}_checkpoint_losses"].shape[0]).loss, expected[f"{name}_checkpoint_losses"])
+    points = tr.data if name == "rank3" else query_kron()
+    assert np.array_equal(tr.net.predict(points), expected[f"{name}_after"])
+
+
+def test_sharded_files_load_in_one_process(golden):
+    with np.load(golden / "expected_sharded.npz") as z:
+        losses, after = z["losses"], z["after"]
+    tr = kn.Trainer.restore(golden / "sharded.ckpt")
+    assert np.array_equal(tr.fit(losses.shape[0]).loss, losses)
+    assert np.array_equal(tr.net.predict(tr.data), after)
+    net = kn.load(golden / "sharded.kronnet")
+    assert net.width == 256 and not net.sharded
