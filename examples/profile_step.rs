@@ -1,16 +1,14 @@
 //! Times the Kronecker step in pure Rust, for profiling without Python:
 //! `cargo run --release --example profile_step -- [m] [index: scan|tree|bits] [n]`,
 //! e.g. under `perf record`.
-use kronnet::bitset::FiredBits;
 use kronnet::coef::Coefficients;
 use kronnet::control::Control;
 use kronnet::factors::{views, Factors};
-use kronnet::index::{ActivationIndex, LinearScan};
+use kronnet::index::{ActivationIndex, AsyncTree, FiredBits, LinearScan};
 use kronnet::init::init_preacts_t;
 use kronnet::model::Model;
 use kronnet::rng::{initial_weights, output_signs};
 use kronnet::step::{GramMode, KronState};
-use kronnet::tree::AsyncTree;
 use ndarray::Array2;
 use std::time::Instant;
 

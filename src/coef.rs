@@ -10,19 +10,45 @@
 
 use crate::error::{into_standard, invalid, try_array2, KronError, Result};
 use ndarray::{Array2, ArrayView2};
+use std::sync::atomic::{AtomicU64, Ordering};
 
-#[derive(Clone, Debug)]
+/// The next block's serial number (process-wide).
+static NEXT_SERIAL: AtomicU64 = AtomicU64::new(1);
+
+fn next_serial() -> u64 {
+    NEXT_SERIAL.fetch_add(1, Ordering::Relaxed)
+}
+
+#[derive(Debug)]
 pub struct Coefficients {
     alpha_t: Array2<f64>,
     /// Whether any coefficient is nonzero: prediction skips a block that is
     /// still zero without scanning its n · m values.
     trained: bool,
+    /// Unique in the process, and the steps applied so far: together they
+    /// tell a trainer whether another one has moved the weights since it
+    /// last ran (`revision` in Python), without a counter kept beside the
+    /// block that every caller would have to remember to bump.
+    serial: u64,
+    updates: u64,
+}
+
+impl Clone for Coefficients {
+    /// A copy is another block: it gets its own serial number.
+    fn clone(&self) -> Self {
+        Coefficients { alpha_t: self.alpha_t.clone(), trained: self.trained, serial: next_serial(), updates: 0 }
+    }
 }
 
 impl Coefficients {
     /// Zero coefficients for `n` points and `width` neurons.
     pub fn zeros(n: usize, width: usize) -> Result<Coefficients> {
-        Ok(Coefficients { alpha_t: try_array2(n, width, "coefficient matrix alpha (width × n)")?, trained: false })
+        Ok(Coefficients {
+            alpha_t: try_array2(n, width, "coefficient matrix alpha (width × n)")?,
+            trained: false,
+            serial: next_serial(),
+            updates: 0,
+        })
     }
 
     /// Coefficients from αᵀ (n × m), e.g. read from a saved model.
@@ -31,7 +57,7 @@ impl Coefficients {
             return invalid("alpha", "contains NaN or inf");
         }
         let trained = alpha_t.iter().any(|&v| v != 0.0);
-        Ok(Coefficients { alpha_t: into_standard(alpha_t), trained })
+        Ok(Coefficients { alpha_t: into_standard(alpha_t), trained, serial: next_serial(), updates: 0 })
     }
 
     /// Number of training points n.
@@ -51,6 +77,22 @@ impl Coefficients {
     /// Whether training has moved any coefficient.
     pub fn trained(&self) -> bool {
         self.trained
+    }
+
+    /// This block's process-wide serial number.
+    pub fn serial(&self) -> u64 {
+        self.serial
+    }
+
+    /// Steps applied to this block so far (`note_step`).
+    pub fn updates(&self) -> u64 {
+        self.updates
+    }
+
+    /// Records that a step on these points committed (whether or not it
+    /// moved a coefficient: the trainer's state moved with it).
+    pub fn note_step(&mut self) {
+        self.updates += 1;
     }
 
     /// α[R_j, B_s] −= C[s, j] for every nonzero C, in batch order so that

@@ -108,6 +108,7 @@ impl DenseState {
             ));
         }
         alpha.apply(batch, &upd.neurons, &upd.coef)?;
+        alpha.note_step();
         for (&r, row) in upd.neurons.iter().zip(new_rows) {
             self.w.row_mut(r as usize).assign(&ndarray::ArrayView1::from(&row));
         }

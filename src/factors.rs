@@ -85,7 +85,7 @@ impl<'a> Factors<'a> {
     /// ‖x_i‖ ≤ Σ_j Π_k ‖u_ij^(k)‖, each product summed as logs so that the
     /// check itself cannot overflow; beyond the bound the Gram could. Each
     /// factor's own inner products must stay finite too (the Python data
-    /// layer rebalances factor norms well inside this, `data.py`). A table's
+    /// layer rebalances factor norms well inside this, `kronnet/data/kron.py`). A table's
     /// row norms are computed once, however many terms use them.
     fn check_norms(&self) -> Result<()> {
         let factor_limit = FACTOR_BOUND.ln();

@@ -36,6 +36,19 @@ pub enum InitKind {
     Kron { rank: usize },
 }
 
+/// The kinds of W(0) by the name `TwoLayerNet(init=...)` accepts; the
+/// Kronecker init's rank R comes separately (`InitKind::Kron`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InitName {
+    Gaussian,
+    Kron,
+}
+
+impl InitName {
+    /// Every init kind by its name.
+    pub const NAMES: [(&'static str, InitName); 2] = [("gaussian", InitName::Gaussian), ("kron", InitName::Kron)];
+}
+
 /// The initial weights of a net: a pure function of (seed, kind), never stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct InitialWeights {
@@ -106,7 +119,8 @@ fn check_shape(f: &Factors<'_>, width: usize) -> Result<usize> {
 /// outer factor may be chosen (it depends on table sizes for indexed data),
 /// so the larger intermediate of the two is counted.
 pub fn scratch_bytes(dims: &[usize], n: usize, rank: usize, threads: usize) -> u128 {
-    let d: u128 = dims.iter().map(|&k| k as u128).product();
+    // Saturating throughout: absurd sizes give a huge figure, never a panic.
+    let d: u128 = dims.iter().fold(1u128, |acc, &k| acc.saturating_mul(k as u128));
     let Some(d_usize) = usize::try_from(d).ok() else {
         return u128::MAX;
     };
@@ -124,13 +138,13 @@ pub fn scratch_bytes(dims: &[usize], n: usize, rank: usize, threads: usize) -> u
         let rest = d_usize / dk;
         let b = neurons_per_gemm(rest);
         let rows = (MAX_INTERMEDIATE / (b * rest).max(1)).max(1);
-        intermediate = intermediate.max((rows.min(terms.max(1)) * b * rest + rest) as u128);
+        intermediate = intermediate.max(rows.min(terms.max(1)) as u128 * b as u128 * rest as u128 + rest as u128);
         batch = batch.max(b);
     }
-    let per_term = if rank > 1 { (batch * terms) as u128 } else { 0 };
+    let per_term = if rank > 1 { batch as u128 * terms as u128 } else { 0 };
     // The batch's weights, and their copy in the GEMM's layout.
     let weights = if batch > 1 { 2 * batch as u128 * d } else { d };
-    8 * (weights + intermediate + per_term) * threads.max(1) as u128
+    (weights + intermediate + per_term).saturating_mul(8).saturating_mul(threads.max(1) as u128)
 }
 
 /// Neurons whose weights share one GEMM when d / d_k = `rest`.

@@ -77,7 +77,11 @@ pub fn scratch_bytes(dims: &[usize], table_rows: usize, rank: usize, threads: us
     let sum_d: u128 = dims.iter().map(|&k| k as u128).sum();
     let cols = (neurons_per_block(rank, sum_d as usize) * rank) as u128;
     let rows = (table_rows.max(CHUNK_POINTS)) as u128;
-    8 * (cols * sum_d + rows * cols * dims.len() as u128) * threads.max(1) as u128
+    // Saturating: absurd sizes give a huge figure, never a panic.
+    (cols * sum_d)
+        .saturating_add(rows.saturating_mul(cols).saturating_mul(dims.len() as u128))
+        .saturating_mul(8)
+        .saturating_mul(threads.max(1) as u128)
 }
 
 /// P(0)ᵀ (m × n) under Kronecker-factored init of rank `rank`. Points of r

@@ -261,6 +261,19 @@ pub fn plan_update_from(
     Ok(Update { loss, neurons, coef, c })
 }
 
+/// Which backend a trainer runs (`Trainer(backend=...)`): the Kronecker
+/// step (`step.rs`) or the dense reference (`dense.rs`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BackendKind {
+    Kron,
+    Dense,
+}
+
+impl BackendKind {
+    /// Every backend by the name `Trainer(backend=...)` accepts.
+    pub const NAMES: [(&'static str, BackendKind); 2] = [("kron", BackendKind::Kron), ("dense", BackendKind::Dense)];
+}
+
 /// What both backends offer a training loop. The coefficient block the
 /// steps accumulate into belongs to the model and is lent for each call.
 pub trait Backend: Send {

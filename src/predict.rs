@@ -19,7 +19,7 @@ use rayon::prelude::*;
 
 /// Neurons per task of the α · K product: fixed, so results do not depend on
 /// the thread count. Shards of a sharded net start at multiples of it
-/// (`kronnet.shard.neuron_range`), so their blocks are the same GEMMs.
+/// (`kronnet.placement.mpi.neuron_range`), so their blocks are the same GEMMs.
 pub const NEURON_BLOCK: usize = 64;
 
 /// One training set's part of the weights: its points and their α.

@@ -9,7 +9,7 @@
 
 use crate::coef::Coefficients;
 use crate::error::{into_standard, invalid, KronError, Result};
-use crate::exact_sum::{read_all, write_all, ExactSum, WORDS};
+use crate::exact_sum::{write_all, ExactSum, WORDS};
 use crate::factors::{views, Factors, OwnedFactors};
 use crate::gram::{gram, gram_rows};
 use crate::index::{ActivationIndex, IndexStats};
@@ -28,8 +28,14 @@ pub enum GramMode {
 }
 
 impl GramMode {
+    /// Every mode by the name `Trainer(gram=...)` accepts.
     pub const NAMES: [(&'static str, GramMode); 2] =
         [("precomputed", GramMode::Precomputed), ("columns", GramMode::Columns)];
+
+    /// This mode's name in `NAMES`.
+    pub fn name(self) -> &'static str {
+        Self::NAMES.iter().find(|(_, mode)| *mode == self).map_or("", |(name, _)| name)
+    }
 }
 
 /// Where a new state's Gram comes from.
@@ -79,7 +85,8 @@ pub struct KronState {
     update_flops: f64,
 }
 
-/// A step between its two halves (`KronState::begin_step`).
+/// A step between its two halves (`KronState::begin_step`). A sharded
+/// trainer's ranks exchange it as words (`Pending::words`, in `sharded.rs`).
 pub struct Pending {
     batch: Vec<usize>,
     lr: f64,
@@ -89,128 +96,32 @@ pub struct Pending {
 }
 
 impl Pending {
-    /// What this rank contributes to the step's message: the S exact sums
-    /// (`WORDS` each), then |R| and Σ|A_i| of this state's neurons; summed
-    /// element-wise over the ranks, the whole net's.
-    pub fn words(&self) -> Vec<i64> {
-        let s = self.batch.len();
-        let mut words = vec![0i64; exchange_len(s)];
-        write_all(&self.sums, &mut words[..s * WORDS]);
-        let mut union: Vec<u32> = self.fire.iter().flatten().copied().collect();
-        union.sort_unstable();
-        union.dedup();
-        words[s * WORDS] = union.len() as i64;
-        words[s * WORDS + 1] = self.fire.iter().map(|a| a.len() as i64).sum();
-        words
+    /// The batch, as passed to `begin_step`.
+    pub fn batch(&self) -> &[usize] {
+        &self.batch
+    }
+
+    /// This state's fire set of each batch point (sorted neuron numbers).
+    pub fn fire_sets(&self) -> &[Vec<u32>] {
+        &self.fire
+    }
+
+    /// This state's exact part of each batch point's output sum.
+    pub fn sums(&self) -> &[ExactSum] {
+        &self.sums
     }
 }
 
-/// Words a step on S points exchanges.
-pub fn exchange_len(s: usize) -> usize {
-    s * WORDS + 2
-}
-
-/// f of each point from its exact sum's words (`WORDS` per point).
-pub fn outputs_from_words(model: &Model, words: &[i64]) -> Result<Vec<f64>> {
-    if words.len() % WORDS != 0 {
-        return invalid("words", format!("has {} words, not a multiple of {WORDS}", words.len()));
-    }
-    Ok(model.outputs_of(&read_all(words)))
-}
-
-/// Status words at the end of every message of a sharded run (`run_sharded`):
-/// ranks that failed before this message, ranks that failed after the
-/// previous one (their state may differ from the others'), ranks asked to
-/// stop. Summed over the ranks like the rest.
-pub const STATUS_WORDS: usize = 3;
-
-/// How a sharded run of steps ended; every rank reaches the same end, since
-/// each is decided from summed words or from figures all ranks share.
-#[derive(Debug)]
-pub enum RunEnd {
-    /// Every batch ran and the closing message reported no failure.
-    Done,
-    /// A rank asked to stop: every rank stopped before the same step.
-    Stopped,
-    /// Every rank refused the same step; every state is as before it.
-    Diverged(KronError),
-    /// Some rank failed. `local` is this rank's own error, if it failed;
-    /// `changed` says a rank failed after the others had moved on, so the
-    /// ranks' states may differ.
-    Failed { local: Option<KronError>, changed: bool },
-    /// The exchange itself failed (the caller holds its error).
-    Exchange,
-}
-
-/// Steps on the batches `indices[offsets[t]..offsets[t + 1]]` for one rank
-/// of a sharded trainer: per step `begin_step`, `exchange` (which must sum
-/// the words over the ranks in place, e.g. MPI_Allreduce, and may raise the
-/// stop word; it returns false if it failed), `finish_step`. A failure that
-/// is this rank's alone is reported to the others by the next message, and
-/// a closing status message ends the run, so no rank is left waiting.
-pub fn run_sharded(
-    state: &mut KronState,
-    coef: &mut Coefficients,
-    indices: &[usize],
-    offsets: &[usize],
-    lr: f64,
-    ctl: &crate::control::Control,
-    exchange: &mut dyn FnMut(&mut [i64]) -> bool,
-) -> (Vec<StepStats>, RunEnd) {
-    let mut out = Vec::with_capacity(offsets.len().saturating_sub(1));
-    let mut after: Option<KronError> = None;
-    for w in offsets.windows(2) {
-        let batch = &indices[w[0]..w[1]];
-        let len = exchange_len(batch.len());
-        let mut words = vec![0i64; len + STATUS_WORDS];
-        let (mut pending, mut before) = (None, None);
-        if after.is_none() {
-            match state.begin_step(coef, batch, lr) {
-                Ok(p) => {
-                    words[..len].copy_from_slice(&p.words());
-                    pending = Some(p);
-                }
-                Err(e) => before = Some(e),
-            }
-        }
-        set_status(&mut words[len..], before.is_some(), after.is_some(), ctl);
-        if !exchange(&mut words) {
-            return (out, RunEnd::Exchange);
-        }
-        if let Some(end) = status_end(&words[len..], before.or(after.take())) {
-            return (out, end);
-        }
-        let Some(pending) = pending else {
-            unreachable!("every rank began the step: the status words say so");
-        };
-        match state.finish_step(coef, pending, Some(&words[..len])) {
-            Ok(s) => out.push(s),
-            Err(e @ KronError::Diverged(_)) => return (out, RunEnd::Diverged(e)),
-            Err(e) => after = Some(e),
-        }
-    }
-    let mut words = [0; STATUS_WORDS];
-    set_status(&mut words, false, after.is_some(), ctl);
-    if !exchange(&mut words) {
-        return (out, RunEnd::Exchange);
-    }
-    (out, status_end(&words, after).unwrap_or(RunEnd::Done))
-}
-
-/// This rank's status words (`STATUS_WORDS`): failed before the message,
-/// failed after the previous one, asked to stop.
-fn set_status(status: &mut [i64], before: bool, after: bool, ctl: &crate::control::Control) {
-    status.copy_from_slice(&[before as i64, after as i64, ctl.check().is_err() as i64]);
-}
-
-/// The end the status words summed over the ranks call for, if any: a
-/// failure anywhere (with this rank's own error, `local`, if it has one)
-/// comes before a stop request.
-fn status_end(status: &[i64], local: Option<KronError>) -> Option<RunEnd> {
-    if status[0] > 0 || status[1] > 0 {
-        return Some(RunEnd::Failed { local, changed: status[1] > 0 });
-    }
-    (status[2] > 0).then_some(RunEnd::Stopped)
+/// The whole net's figures for a step's batch when the net is sharded: the
+/// element-wise sum over the ranks of each one's `Pending` (the exchange
+/// itself is `sharded.rs`'s).
+#[derive(Clone, Debug)]
+pub struct Reduced {
+    /// Each batch point's exact output sum over every neuron of the net.
+    pub sums: Vec<ExactSum>,
+    /// |R| and Σ|A_i| over every neuron of the net.
+    pub fired_union: usize,
+    pub fired_total: usize,
 }
 
 fn max_abs<'a>(values: impl IntoIterator<Item = &'a f64>) -> f64 {
@@ -384,10 +295,10 @@ impl KronState {
     }
 
     /// The first half of a step: checks the arguments, finds this state's
-    /// fire sets of `batch` and returns them with the words every rank of a
-    /// sharded trainer contributes (`Pending::words`). A sharded trainer
-    /// sums the words of all ranks element-wise (MPI_SUM on int64) and
-    /// passes the sum to `finish_step`; one state alone passes its own.
+    /// fire sets of `batch` and returns them with this state's exact part of
+    /// each point's output sum. A sharded trainer sums every rank's part
+    /// over the ranks (`sharded::run_sharded`) and passes the totals to
+    /// `finish_step`; one state alone passes None.
     pub fn begin_step(&mut self, coef: &Coefficients, batch: &[usize], lr: f64) -> Result<Pending> {
         check_batch(batch, self.n())?;
         check_lr(lr)?;
@@ -406,8 +317,8 @@ impl KronState {
         Ok(Pending { batch: batch.to_vec(), lr, fire, sums })
     }
 
-    /// The second half of a step. `reduced` is the element-wise sum of
-    /// every rank's `Pending::words` for this batch when the net is sharded;
+    /// The second half of a step. `reduced` is the whole net's figures for
+    /// this batch when the net is sharded (every rank's `Pending` summed);
     /// None when this state holds the whole net (its own sums are the
     /// totals). Computes the outputs and the loss from the exact sums, then
     /// moves this state's fired neurons.
@@ -415,19 +326,18 @@ impl KronState {
         &mut self,
         coef: &mut Coefficients,
         pending: Pending,
-        reduced: Option<&[i64]>,
+        reduced: Option<Reduced>,
     ) -> Result<StepStats> {
         let Pending { batch, lr, fire, sums } = pending;
         // The whole net's sums and fired counts: this state's own, or the
-        // ranks' summed words.
+        // ranks' summed ones.
         let (sums, counts) = match reduced {
             None => (sums, None),
-            Some(words) => {
-                let len = exchange_len(batch.len());
-                if words.len() != len {
-                    return invalid("reduced", format!("has {} words, the step exchanges {len}", words.len()));
+            Some(Reduced { sums, fired_union, fired_total }) => {
+                if sums.len() != batch.len() {
+                    return invalid("reduced", format!("has {} sums for a batch of {}", sums.len(), batch.len()));
                 }
-                (read_all(&words[..len - 2]), Some((words[len - 2] as usize, words[len - 1] as usize)))
+                (sums, Some((fired_union, fired_total)))
             }
         };
         let targets: Vec<f64> = batch.iter().map(|&i| self.y[i]).collect();
@@ -443,6 +353,7 @@ impl KronState {
             Kernel::Columns(f) => gram_rows(&f.view(), &batch)?,
         };
         self.check_growth(&kb_t, &upd.c)?;
+        coef.note_step();
         if upd.neurons.is_empty() {
             return Ok(stats);
         }
@@ -460,7 +371,8 @@ impl KronState {
 
     /// The exact sums Σ_r a_r (P[i, r] − b)_+ over this state's neurons for
     /// the training points `start .. stop`, as words (one `WORDS` row per
-    /// point): summed over every rank, `outputs_from_words` gives f there.
+    /// point): summed over every rank, `sharded::outputs_from_words` gives
+    /// f there.
     pub fn output_words(&self, start: usize, stop: usize) -> Result<Vec<i64>> {
         if !(start <= stop && stop <= self.n()) {
             return invalid("points", format!("range {start}..{stop} is not within 0..{}", self.n()));
@@ -640,7 +552,7 @@ fn update_row_generic(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::control::Control;
     use crate::dense::DenseState;
@@ -649,7 +561,8 @@ mod tests {
     use crate::rng::{initial_weights, output_signs};
     use ndarray::Array1;
 
-    fn unit_rows(n: usize, d: usize, salt: u64) -> Array2<f64> {
+    /// n rows of dimension d, each of unit norm, drawn from `salt`.
+    pub(crate) fn unit_rows(n: usize, d: usize, salt: u64) -> Array2<f64> {
         let mut z = vec![0.0; n * d];
         initial_weights(salt, 9, &mut z);
         let mut u = Array2::from_shape_vec((n, d), z).unwrap();
@@ -671,7 +584,7 @@ mod tests {
         x
     }
 
-    fn batches(n: usize, steps: usize, s: usize) -> Vec<Vec<usize>> {
+    pub(crate) fn batches(n: usize, steps: usize, s: usize) -> Vec<Vec<usize>> {
         // Deterministic pseudo-random batches with repeats.
         (0..steps).map(|t| (0..s).map(|j| (t * 7919 + j * j * 31 + (t * j) % 5) % n).collect()).collect()
     }
@@ -748,6 +661,13 @@ mod tests {
     }
 
     #[test]
+    fn gram_modes_are_named_by_their_table() {
+        for (name, mode) in GramMode::NAMES {
+            assert_eq!(mode.name(), name);
+        }
+    }
+
+    #[test]
     fn kron_equals_dense_two_factors() {
         run_both(&[3, 5], 12, 40, GramMode::Precomputed);
         run_both(&[2, 17], 9, 33, GramMode::Columns);
@@ -796,8 +716,7 @@ mod tests {
 
     #[test]
     fn every_index_gives_the_same_trajectory() {
-        use crate::bitset::FiredBits;
-        use crate::tree::AsyncTree;
+        use crate::index::{AsyncTree, FiredBits};
         let n = 40;
         let mats = vec![unit_rows(n, 6, 1), unit_rows(n, 5, 2)];
         let f = Factors::new(views(&mats)).unwrap();
@@ -891,100 +810,5 @@ mod tests {
         assert!(st.step(&mut alpha, &[0], -1.0).is_err());
         let mut wrong = Coefficients::zeros(3, 5).unwrap();
         assert!(st.step(&mut wrong, &[0], 1.0).is_err());
-    }
-    /// `run_sharded` on K in-process "ranks" (threads that sum their words
-    /// through a barrier, as MPI_Allreduce would) against one state holding
-    /// the whole net: bitwise the same losses and P, for shards of whole
-    /// 64-neuron blocks; and a batch refused by one rank ends every rank's
-    /// run with `Failed`, states untouched.
-    #[test]
-    fn sharded_runs_equal_the_whole_net_bit_for_bit() {
-        use std::sync::{Arc, Barrier, Mutex};
-        let (n, m, dims) = (40, 320, [4usize, 6]);
-        let mats: Vec<_> = dims.iter().enumerate().map(|(k, &dk)| unit_rows(n, dk, 60 + k as u64)).collect();
-        let f = Factors::new(views(&mats)).unwrap();
-        let y: Vec<f64> = (0..n).map(|i| ((i * 13 % 7) as f64 / 3.0) - 1.0).collect();
-        let model = Model::new(output_signs(5, m), 0.9).unwrap();
-        let p0 = init_preacts_t(&f, 5, m, &Control::new()).unwrap();
-        let bs = batches(n, 60, 6);
-        let idx: Vec<usize> = bs.concat();
-        let off: Vec<usize> = (0..=bs.len()).map(|t| 6 * t).collect();
-        let (lr, make_index) =
-            (40.0, |_: ArrayView2<'_, f64>| -> Box<dyn ActivationIndex> { Box::new(LinearScan::default()) });
-        let mut whole =
-            KronState::with_points(&f, y.clone(), model.clone(), p0.clone(), GramMode::Precomputed.into(), make_index)
-                .unwrap();
-        let mut alpha = Coefficients::zeros(n, m).unwrap();
-        let ctl = Control::new();
-        let (want, end) = run_sharded(&mut whole, &mut alpha, &idx, &off, lr, &ctl, &mut |_| true);
-        assert!(matches!(end, RunEnd::Done), "{end:?}");
-        assert!(want[want.len() - 1].loss < 0.5 * want[0].loss, "it trains");
-        for ranges in [vec![(0, 128), (128, 192)], vec![(0, 64), (64, 128), (192, 128)]] {
-            let k = ranges.len();
-            let barrier = Arc::new(Barrier::new(k));
-            let total: Arc<Mutex<Vec<i64>>> = Arc::new(Mutex::new(Vec::new()));
-            let results: Vec<_> = std::thread::scope(|scope| {
-                let handles: Vec<_> = ranges
-                    .iter()
-                    .enumerate()
-                    .map(|(rank, &(first, count))| {
-                        let (barrier, total, f, y, model, p0) = (barrier.clone(), total.clone(), &f, &y, &model, &p0);
-                        let (idx, off) = (&idx, &off);
-                        scope.spawn(move || {
-                            let shard = model.clone().shard(first, count).unwrap();
-                            let p = p0.slice(ndarray::s![first..first + count, ..]).to_owned();
-                            let mut st = KronState::with_points(
-                                f,
-                                y.clone(),
-                                shard,
-                                p,
-                                GramMode::Precomputed.into(),
-                                make_index,
-                            )
-                            .unwrap();
-                            let mut alpha = Coefficients::zeros(n, count).unwrap();
-                            let mut exchange = |words: &mut [i64]| {
-                                {
-                                    let mut t = total.lock().unwrap();
-                                    if t.len() != words.len() {
-                                        *t = vec![0; words.len()];
-                                    }
-                                    t.iter_mut().zip(words.iter()).for_each(|(a, b)| *a += b);
-                                }
-                                barrier.wait();
-                                words.copy_from_slice(&total.lock().unwrap());
-                                if barrier.wait().is_leader() {
-                                    total.lock().unwrap().clear();
-                                }
-                                barrier.wait();
-                                true
-                            };
-                            let ctl = Control::new();
-                            let (stats, end) = run_sharded(&mut st, &mut alpha, idx, off, lr, &ctl, &mut exchange);
-                            assert!(matches!(end, RunEnd::Done), "rank {rank}: {end:?}");
-                            // Rank 0 alone is given an index out of range.
-                            let bad = if rank == 0 { [0, n + 3] } else { [0, 1] };
-                            let before = st.preacts_t().to_owned();
-                            let (none, end) = run_sharded(&mut st, &mut alpha, &bad, &[0, 2], lr, &ctl, &mut exchange);
-                            assert!(none.is_empty());
-                            match end {
-                                RunEnd::Failed { local, changed: false } => assert_eq!(local.is_some(), rank == 0),
-                                other => panic!("rank {rank}: {other:?}"),
-                            }
-                            assert_eq!(st.preacts_t(), before.view());
-                            (stats, st.preacts_t().to_owned())
-                        })
-                    })
-                    .collect();
-                handles.into_iter().map(|h| h.join().unwrap()).collect()
-            });
-            for ((stats, p), &(first, count)) in results.iter().zip(&ranges) {
-                let bits = |s: &[StepStats]| {
-                    s.iter().map(|s| (s.loss.to_bits(), s.fired_union, s.fired_total)).collect::<Vec<_>>()
-                };
-                assert_eq!(bits(stats), bits(&want));
-                assert_eq!(p.view(), whole.preacts_t().slice(ndarray::s![first..first + count, ..]));
-            }
-        }
     }
 }

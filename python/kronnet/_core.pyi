@@ -1,4 +1,4 @@
-"""Type stubs of the Rust extension `kronnet._core` (see src/bindings.rs)."""
+"""Type stubs of the Rust extension `kronnet._core` (see src/bindings/)."""
 
 from typing import Callable, Dict, List, Literal, Optional, Sequence, Tuple
 
@@ -20,12 +20,20 @@ _BackendName = Literal["kron", "dense"]
 __version__: str
 EXACT_WORDS: int
 NEURON_BLOCK: int
+BACKENDS: tuple[str, ...]
+INDEXES: tuple[str, ...]
+GRAM_MODES: tuple[str, ...]
+INITS: tuple[str, ...]
 __all__ = [
     "AsyncTree",
     "Coefficients",
     "TrainerCore",
     "EXACT_WORDS",
     "NEURON_BLOCK",
+    "BACKENDS",
+    "INDEXES",
+    "GRAM_MODES",
+    "INITS",
     "__version__",
     "cross_gram",
     "dense_weights",
@@ -46,6 +54,9 @@ __all__ = [
     "predict_chunk_rows",
     "predict_words",
     "thread_count",
+    "trainer_memory",
+    "preacts_bytes",
+    "dense_weights_bytes",
 ]
 
 _Progress = Optional[Callable[[int, int], None]]
@@ -81,6 +92,33 @@ def kron_threshold(gaussian_b: float, rank: int, p: int) -> float: ...
 def kron_firing_fraction(b: float, rank: int, p: int) -> float: ...
 def kron_init_factors(seed: int, width: int, dims: Sequence[int], rank: int) -> List[npt.NDArray[np.float64]]: ...
 def index_memory_bytes(index: _IndexName, n: int, width: int) -> int: ...
+def trainer_memory(
+    backend: str,
+    init: _Init,
+    dims: Sequence[int],
+    n: int,
+    neurons: int,
+    rank: int,
+    table_rows: int,
+    index: str,
+    gram: str,
+    shared_gram: bool,
+    new_block: bool,
+    trained_sizes: Sequence[int],
+    points_bytes: int,
+    threads: int,
+) -> dict[str, int]: ...
+def preacts_bytes(
+    init: _Init,
+    dims: Sequence[int],
+    q: int,
+    width: int,
+    block_sizes: Sequence[int],
+    rank: int,
+    table_rows: int,
+    threads: int,
+) -> int: ...
+def dense_weights_bytes(dims: Sequence[int], width: int, block_sizes: Sequence[int]) -> int: ...
 def predict_chunk_rows(width: int, block_sizes: Sequence[int], budget: int) -> int: ...
 def predict_chunk_bytes(
     init: _Init,
@@ -108,6 +146,10 @@ class Coefficients:
     def width(self) -> int: ...
     @property
     def trained(self) -> bool: ...
+    @property
+    def serial(self) -> int: ...
+    @property
+    def updates(self) -> int: ...
 
 @final
 class TrainerCore:

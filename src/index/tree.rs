@@ -23,7 +23,7 @@
 //! Syncs and queries of different points run in parallel (rayon, one tree per
 //! task, disjoint memory, no locks).
 
-use crate::index::{ActivationIndex, IndexStats};
+use super::activation::{ActivationIndex, IndexStats};
 use ndarray::{ArrayView1, ArrayView2};
 use rayon::prelude::*;
 
@@ -161,6 +161,9 @@ fn collect_above(shape: &Shape, block: &[f64], row: &ArrayView1<'_, f64>, tau: f
 }
 
 impl AsyncTree {
+    /// Its name, as accepted by `Trainer(index=...)` (`IndexKind::NAMES`).
+    pub const NAME: &'static str = "tree";
+
     /// Builds the trees of all rows of `values` (n × m), in parallel.
     pub fn new(values: ArrayView2<'_, f64>) -> AsyncTree {
         let (n, m) = values.dim();
@@ -291,7 +294,7 @@ impl ActivationIndex for AsyncTree {
     }
 
     fn name(&self) -> &'static str {
-        "tree"
+        Self::NAME
     }
 
     fn memory_bytes(&self) -> usize {
@@ -306,7 +309,7 @@ impl ActivationIndex for AsyncTree {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::index::LinearScan;
+    use crate::index::activation::LinearScan;
     use ndarray::Array2;
     use proptest::prelude::*;
 

@@ -1,9 +1,9 @@
-//! Activated-neuron indexes: given the preactivations P (n × m, row-major,
-//! P[i, r] = <w_r, x_i>), find each batch point's fire set {r : P[i, r] > τ}.
+//! The contract every activated-neuron index meets (`ActivationIndex`), its
+//! work counters (`IndexStats`) and the honest baseline (`LinearScan`).
 //!
 //! The step writes P eagerly and then tells the index which neurons changed
 //! (`mark_changed`); an index may use that to keep derived structure lazily up
-//! to date (the asynchronous tree, `tree.rs`). Every index must return exactly
+//! to date (the asynchronous tree, `index/tree.rs`). Every index must return exactly
 //! the same, sorted fire sets: they are interchangeable, only speed differs.
 
 use ndarray::ArrayView2;
@@ -63,45 +63,15 @@ pub trait ActivationIndex: Send + Sync {
     fn stats(&self) -> IndexStats;
 }
 
-/// Which index a trainer uses (`Trainer(index=...)`), parsed once at the
-/// binding boundary.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum IndexKind {
-    Scan,
-    Tree,
-    Bits,
-}
-
-impl IndexKind {
-    pub const NAMES: [(&'static str, IndexKind); 3] =
-        [("scan", IndexKind::Scan), ("tree", IndexKind::Tree), ("bits", IndexKind::Bits)];
-
-    /// The index over P (n × m) for fire sets at threshold `tau`.
-    pub fn build(self, values: ArrayView2<'_, f64>, tau: f64) -> Box<dyn ActivationIndex> {
-        match self {
-            IndexKind::Scan => Box::new(LinearScan::default()),
-            IndexKind::Tree => Box::new(crate::tree::AsyncTree::new(values)),
-            IndexKind::Bits => Box::new(crate::bitset::FiredBits::new(values, tau)),
-        }
-    }
-
-    /// Bytes of derived structure `build` allocates for n points and m neurons.
-    pub fn memory_bytes(self, n: usize, m: usize) -> u128 {
-        let (n, m) = (n as u128, m as u128);
-        match self {
-            IndexKind::Scan => 0,
-            // Internal nodes ≈ m/7 per point, the log ≤ 2⌈m/8⌉ + m u32, cursors.
-            IndexKind::Tree => 8 * n * crate::tree::nodes_per_row(m as usize) as u128 + 4 * (3 * m) + 8 * n,
-            // Point-major and neuron-major bits.
-            IndexKind::Bits => 8 * (n * m.div_ceil(64).max(1) + m * n.div_ceil(64).max(1)),
-        }
-    }
-}
-
 /// The honest baseline: read row i in full, O(m) per query, no state.
 #[derive(Default, Clone, Debug)]
 pub struct LinearScan {
     stats: IndexStats,
+}
+
+impl LinearScan {
+    /// Its name, as accepted by `Trainer(index=...)` (`IndexKind::NAMES`).
+    pub const NAME: &'static str = "scan";
 }
 
 /// `{r : row[r] > tau}`, sorted.
@@ -127,7 +97,7 @@ impl ActivationIndex for LinearScan {
     fn mark_changed(&mut self, _cols: &[u32]) {}
 
     fn name(&self) -> &'static str {
-        "scan"
+        Self::NAME
     }
 
     fn memory_bytes(&self) -> usize {

@@ -12,7 +12,7 @@
 //! reads of P. Memory: 2 · n·m/8 bytes (1/32 of P). Queries at a threshold
 //! other than b fall back to reading P, so answers are exact for every τ.
 
-use crate::index::{scan_row, ActivationIndex, IndexStats};
+use super::activation::{scan_row, ActivationIndex, IndexStats};
 use ndarray::ArrayView2;
 use rayon::prelude::*;
 
@@ -29,6 +29,9 @@ pub struct FiredBits {
 }
 
 impl FiredBits {
+    /// Its name, as accepted by `Trainer(index=...)` (`IndexKind::NAMES`).
+    pub const NAME: &'static str = "bits";
+
     /// Builds the bits of `values` (n × m) at threshold `tau`.
     pub fn new(values: ArrayView2<'_, f64>, tau: f64) -> FiredBits {
         let (n, m) = values.dim();
@@ -102,7 +105,7 @@ impl ActivationIndex for FiredBits {
     }
 
     fn name(&self) -> &'static str {
-        "bits"
+        Self::NAME
     }
 
     fn memory_bytes(&self) -> usize {

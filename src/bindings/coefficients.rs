@@ -1,0 +1,94 @@
+//! The `Coefficients` class (a net's learned α for one training set) and
+//! the net's blocks, (points, coefficients) pairs, as the core reads them.
+//! The blocks live here rather than in `arrays.rs` because they hold
+//! `Coefficients` objects, and `Coefficients` itself reads arrays.
+
+use super::arrays::{f64_array, HeldPoints, PyPoints};
+use super::runtime::guarded;
+use crate::coef::Coefficients;
+use crate::predict::Block;
+use ndarray::Ix2;
+use numpy::{IntoPyArray, PyArray2};
+use pyo3::prelude::*;
+
+/// The learned coefficients of one training set: αᵀ (n, width). Owned by
+/// the net; trainers borrow it for each step.
+#[pyclass(name = "Coefficients", module = "kronnet._core")]
+pub(super) struct PyCoefficients {
+    pub(super) inner: Coefficients,
+}
+
+#[pymethods]
+impl PyCoefficients {
+    /// Zero coefficients for n points and width neurons.
+    #[new]
+    fn new(py: Python<'_>, n: usize, width: usize) -> PyResult<Self> {
+        Ok(PyCoefficients { inner: guarded(py, || Coefficients::zeros(n, width))? })
+    }
+
+    /// Coefficients from αᵀ, shape (n, width) (copied).
+    #[staticmethod]
+    fn from_alpha_t(py: Python<'_>, alpha_t: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let a = f64_array::<Ix2>(alpha_t, "alpha")?;
+        let owned = a.as_array().to_owned();
+        Ok(PyCoefficients { inner: guarded(py, || Coefficients::from_alpha_t(owned))? })
+    }
+
+    /// A copy of αᵀ, shape (n, width).
+    fn alpha_t<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray2<f64>> {
+        self.inner.alpha_t().to_owned().into_pyarray(py)
+    }
+
+    #[getter]
+    fn n(&self) -> usize {
+        self.inner.n()
+    }
+
+    #[getter]
+    fn width(&self) -> usize {
+        self.inner.width()
+    }
+
+    /// Whether training has moved any coefficient.
+    #[getter]
+    fn trained(&self) -> bool {
+        self.inner.trained()
+    }
+
+    /// A number no other block of this process has.
+    #[getter]
+    fn serial(&self) -> u64 {
+        self.inner.serial()
+    }
+
+    /// Steps committed on this block so far.
+    #[getter]
+    fn updates(&self) -> u64 {
+        self.inner.updates()
+    }
+}
+
+/// The net's blocks as passed from Python: (points, coefficients).
+pub(super) type PyBlocks<'py> = Vec<(PyPoints<'py>, Bound<'py, PyCoefficients>)>;
+
+/// Borrowed, converted blocks: arrays held while the core reads them.
+pub(super) struct HeldBlocks<'py> {
+    points: Vec<HeldPoints<'py>>,
+    coefs: Vec<PyRef<'py, PyCoefficients>>,
+}
+
+impl<'py> HeldBlocks<'py> {
+    pub(super) fn hold(blocks: &PyBlocks<'py>) -> PyResult<Self> {
+        let mut points = Vec::with_capacity(blocks.len());
+        let mut coefs = Vec::with_capacity(blocks.len());
+        for (j, (f, c)) in blocks.iter().enumerate() {
+            points.push(HeldPoints::hold(f, &format!("blocks[{j}]"))?);
+            coefs.push(c.try_borrow()?);
+        }
+        Ok(HeldBlocks { points, coefs })
+    }
+
+    pub(super) fn blocks(&self) -> crate::Result<Vec<Block<'_>>> {
+        self.points.iter().zip(&self.coefs).map(|(f, c)| Ok(Block { factors: f.factors()?, coef: &c.inner })).collect()
+    }
+}
