@@ -8,7 +8,7 @@ import sys
 import kronnet as kn
 import numpy as np
 import pytest
-from kronnet import bench
+from kronnet.cli import bench
 from reference import ReferenceSGD, kron_rows
 
 
@@ -95,8 +95,8 @@ def test_bench_pairs_cli_reports_the_ratio(tmp_path):
 
 def test_mpi_bench_jobs_agree_and_count_their_messages():
     pytest.importorskip("mpi4py")
-    from kronnet import mpi_bench
-    from kronnet.shard import EXACT_WORDS
+    from kronnet.cli import mpi_bench
+    from kronnet.placement import EXACT_WORDS
 
     cfg = dict(n=64, width=256, dims=[4, 4], batch_size=4, index="auto", warmup=3, steps=20)
     one = mpi_bench.run(cfg, None, 1)
@@ -112,7 +112,7 @@ def test_mpi_bench_jobs_agree_and_count_their_messages():
 
 
 def test_endtoend_table_reports_init_and_predict_rates():
-    from kronnet import sweeps
+    from kronnet.cli import sweeps
 
     row = dict(
         d=2**30, dims=[32768, 32768], init_kind="kron", init_rank=8, data=1.0, init=20.0, train=0.5,
@@ -148,14 +148,15 @@ def test_end_to_end_reports_every_phase_and_the_machine_ceilings():
     assert r["normals_per_second"] > 0
     if r["fma_peak_gflops"] is not None:
         assert r["floor"] == pytest.approx(bench.contraction_floor(r), rel=1e-12) and r["floor"] > 0
-    from kronnet import sweeps
+    from kronnet.cli import sweeps
 
     assert f"{r['total']:.2f}" in sweeps.endtoend_table([r])
 
 
 @pytest.mark.parametrize("quick,ran", [(True, [2**12, 2**18]), (False, [2**12, 2**14, 2**16, 2**18, 2**20])])
 def test_endtoend_sweep_stops_gaussian_init_past_the_limit_or_its_projection(monkeypatch, tmp_path, quick, ran):
-    from kronnet import cli, sweeps
+    from kronnet import cli
+    from kronnet.cli import sweeps
 
     calls = []
 

@@ -11,37 +11,38 @@ are skipped without it.
 import doctest
 import importlib
 import inspect
+import pkgutil
 
 import kronnet
 import kronnet.sklearn
 import pytest
 
-#: The modules whose docstrings hold examples (or may).
-MODULES = [
-    "kronnet",
-    "kronnet.data",
-    "kronnet.pairs",
-    "kronnet.points",
-    "kronnet.net",
-    "kronnet.train",
-    "kronnet.storage",
-    "kronnet.errors",
-    "kronnet.tree",
-    "kronnet.checkpoint",
-    "kronnet.sklearn",
-    "kronnet.shard",
-]
+#: Every module of the library (the command line, which runs programs, and
+#: the compiled core aside): their docstrings' examples all run.
+MODULES = sorted(
+    ["kronnet"]
+    + [
+        info.name
+        for info in pkgutil.walk_packages(kronnet.__path__, "kronnet.")
+        if not info.name.startswith(("kronnet.cli", "kronnet._core", "kronnet.__main__"))
+    ]
+)
 #: Modules that must have at least one example of their own.
 MODULES_WITH_EXAMPLES = {
-    "kronnet.data",
-    "kronnet.pairs",
-    "kronnet.net",
-    "kronnet.train",
-    "kronnet.storage",
+    "kronnet.data.kron",
+    "kronnet.data.pairs",
+    "kronnet.data.generators",
+    "kronnet.model.net",
+    "kronnet.training.trainer",
+    "kronnet.training.lr",
+    "kronnet.training.history",
+    "kronnet.training.config",
     "kronnet.errors",
     "kronnet.tree",
     "kronnet.sklearn",
-    "kronnet.shard",
+    "kronnet.placement.mpi",
+    "kronnet.placement.base",
+    "kronnet.roofline",
 }
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 #: A floor on the number of doctest examples over all modules, so that

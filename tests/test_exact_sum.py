@@ -41,7 +41,7 @@ def test_words_of_any_split_sum_to_the_same_outputs():
     # Rank-like parts of the neurons, each summed exactly on its own.
     for cuts in ([0, 64, 300], [0, 128, 192, 300], [0, 300]):
         words = sum(
-            _core.predict_words(data.core_layout, net.a, net.threshold, net._core_init(), (a, b - a), [], 40)
+            _core.predict_words(data.core_layout, net.a, net.threshold, net.core_init, (a, b - a), [], 40)
             for a, b in zip(cuts[:-1], cuts[1:])
         )
         assert _core.outputs_from_words(words, net.width).tobytes() == whole.tobytes()

@@ -11,10 +11,9 @@ from __future__ import annotations
 import os
 import shutil
 
+import kronnet as kn
 import numpy as np
 import pytest
-
-import kronnet as kn
 
 HERE = os.path.join(os.path.dirname(__file__), "data", "golden")
 
@@ -56,7 +55,9 @@ def test_pair_net_with_kron_init_predicts_bitwise(golden, expected):
 @pytest.mark.parametrize("name", ["rank3", "dense"])
 def test_checkpoints_continue_bitwise(golden, expected, name):
     tr = kn.Trainer.restore(golden / f"{name}.ckpt")
-    assert np.array_equal(tr.fit(expected[f"{name}_checkpoint_losses"].shape[0]).loss, expected[f"{name}_checkpoint_losses"])
+    assert np.array_equal(
+        tr.fit(expected[f"{name}_checkpoint_losses"].shape[0]).loss, expected[f"{name}_checkpoint_losses"]
+    )
     points = tr.data if name == "rank3" else query_kron()
     assert np.array_equal(tr.net.predict(points), expected[f"{name}_after"])
 

@@ -136,7 +136,7 @@ def test_predicting_many_points_regenerates_w0_once_and_agrees(monkeypatch, init
     # With a small chunk budget the points need several chunks but their
     # cross-Grams fit it: predict then loops over neurons and regenerates
     # W(0) once. Same numbers as the dense formula, to rounding.
-    import kronnet.net as knet
+    import kronnet.model.net as knet
 
     data = kn.make_kronecker_data(40, dims=(4, 6), seed=0)
     net = kn.TwoLayerNet(data.dims, 300, seed=1, init=init, init_rank=3)

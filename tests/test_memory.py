@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-import kronnet.train
+import kronnet.training
 import pytest
 
 PEAK = r"""
@@ -61,5 +61,5 @@ def test_measured_peak_is_within_the_estimate(shape):
     # ...and the estimate is not so loose that it refuses runs that fit.
     # (The estimate's fixed allocator allowance is additive, so it is left out
     # of the ratio: on a 40 MiB run it alone is 40%.)
-    slack = kronnet.train.ALLOCATOR_SLACK_BYTES
+    slack = kronnet.training.ALLOCATOR_SLACK_BYTES
     assert estimate - slack <= 1.35 * peak, f"estimate {estimate / 2**20:.1f} MiB for a peak of {peak / 2**20:.1f} MiB"

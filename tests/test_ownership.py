@@ -93,7 +93,7 @@ print(" ".join(map(str, out)), len(net.coefficients))
 
 
 def test_building_and_dropping_trainers_leaves_memory_flat():
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(1 << 20))  # see kronnet/cli.py, bench churn
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_=str(1 << 20))  # see kronnet/cli/sweeps.py, pinned
     res = subprocess.run(
         [sys.executable, "-c", CHURN], capture_output=True, text=True, timeout=300, check=True, env=env
     )
@@ -113,7 +113,7 @@ def test_predict_on_no_points_returns_an_empty_array():
 
 
 def test_predict_is_chunked_and_chunks_do_not_change_results(monkeypatch):
-    from kronnet import net as net_module
+    from kronnet.model import net as net_module
 
     data = kn.make_kronecker_data(50, dims=(4, 5), seed=3)
     probe = kn.make_kronecker_data(301, dims=(4, 5), seed=4)

@@ -143,7 +143,7 @@ def test_checkpoint_in_a_new_process_continues_bitwise(tmp_path, data):
 def test_mapped_members_read_what_the_file_holds(tmp_path, data):
     """Reader.mapped (a sharded restore's reads) against NumPy's own reading
     of the archive, for a C-order member (P) and a Fortran-order one (α)."""
-    from kronnet import storage
+    from kronnet import fileformat as storage
 
     net, tr = trained(data)
     path = tmp_path / "run.ckpt"

@@ -21,7 +21,7 @@ def test_the_core_reports_monotone_progress_up_to_the_total():
     data, net = slow_case()
     calls = []
     out = _core.predict(
-        data.core_layout, net.a, net.threshold, net._core_init(), [], data.n, progress=lambda d, t: calls.append((d, t))
+        data.core_layout, net.a, net.threshold, net.core_init, [], data.n, progress=lambda d, t: calls.append((d, t))
     )
     assert calls, "the work took longer than one poll (20 ms) and reported nothing"
     assert {t for _, t in calls} == {data.n * net.width}
@@ -37,7 +37,7 @@ def test_a_failing_callback_stops_the_work_and_raises():
         raise RuntimeError("stop here")
 
     with pytest.raises(RuntimeError, match="stop here"):
-        _core.preacts(data.core_layout, net._core_init(), net.width, [], progress=fail)
+        _core.preacts(data.core_layout, net.core_init, net.width, [], progress=fail)
 
 
 def test_progress_bars_appear_only_after_a_second(capsys):

@@ -16,9 +16,8 @@ import os
 import sys
 import zipfile
 
-import numpy as np
-
 import kronnet as kn
+import numpy as np
 
 
 def rewrite_v1(src: str, dst: str) -> None:

@@ -5,7 +5,7 @@ NumPy's and SciPy's `benchmarks/`).
 Threads are pinned before numpy or kronnet is imported: rayon, OpenBLAS,
 MKL and OpenMP all read their variables once, at start-up, so every
 baseline in a run uses the same thread count (KRONNET_BENCH_THREADS,
-default 2). The variables are kronnet's own list (`kronnet/_threads.py`),
+default 2). The variables are kronnet's own list (`kronnet/cli/threads.py`),
 loaded by path because importing the kronnet package would load NumPy.
 """
 
@@ -15,7 +15,7 @@ import os
 
 def _load_threads_module():
     package = importlib.util.find_spec("kronnet")
-    path = os.path.join(package.submodule_search_locations[0], "_threads.py")
+    path = os.path.join(package.submodule_search_locations[0], "cli", "threads.py")
     spec = importlib.util.spec_from_file_location("kronnet_threads_early", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -29,7 +29,7 @@ import math  # noqa: E402
 
 import kronnet as kn  # noqa: E402
 import numpy as np  # noqa: E402
-from kronnet import bench  # noqa: E402
+from kronnet.cli import bench  # noqa: E402
 
 # The reference shape of README.md, "Performance".
 N, WIDTH, BATCH = 512, 2048, 8

@@ -10,7 +10,7 @@ at a per-step cost independent of the input dimension d.
 """
 
 from ._core import __version__
-from .data import KronData, make_kronecker_data
+from .data import KronData, KronPoints, PairData, make_kronecker_data, make_pair_data
 from .errors import (
     ArgumentError,
     ArgumentTypeError,
@@ -18,13 +18,11 @@ from .errors import (
     FileFormatError,
     KronnetError,
     OutOfMemoryError,
+    RankMismatchError,
     StaleTrainerError,
 )
-from .net import CoefficientBlock, TwoLayerNet, default_threshold
-from .pairs import PairData, make_pair_data
-from .points import KronPoints
-from .storage import load
-from .train import History, Trainer, suggest_lr
+from .model import CoefficientBlock, TwoLayerNet, default_threshold, load
+from .training import History, Trainer, TrainerConfig, suggest_lr
 from .tree import AsyncTree
 
 __all__ = [
@@ -40,8 +38,10 @@ __all__ = [
     "KronnetError",
     "OutOfMemoryError",
     "PairData",
+    "RankMismatchError",
     "StaleTrainerError",
     "Trainer",
+    "TrainerConfig",
     "TwoLayerNet",
     "__version__",
     "default_threshold",

@@ -4,12 +4,12 @@ Each derives from the standard exception a Python user already catches for
 that kind of fault (``ValueError``, ``TypeError``, ``MemoryError``,
 ``FloatingPointError``) and from :class:`KronnetError`, and carries the facts
 of the fault as attributes, so that code can react to them without parsing
-messages. The Rust core raises the same classes (``src/bindings.rs``).
+messages. The Rust core raises the same classes (``src/bindings/errors.rs``).
 """
 
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 
 class KronnetError(Exception):
@@ -59,6 +59,47 @@ class ArgumentError(_NamedArgument, ValueError):
     ...     print(exc.arg, "|", exc)
     width | width: must be positive, got 0
     """
+
+
+class RankMismatchError(ArgumentError):
+    """The ranks of an MPI job passed different arguments to a collective call.
+
+    Every rank of a sharded net or trainer must make the same collective
+    calls with the same arguments (a batch, a number of steps, the points to
+    predict, a file path...). kronnet checks that first, from a digest of
+    the arguments, and raises this on every rank at once instead of letting
+    the ranks diverge silently, wait for each other forever, or abort in
+    MPI.
+
+    Parameters
+    ----------
+    arg : str
+        The argument the ranks disagree on.
+    groups : list of list of int
+        The ranks, grouped by the value they passed (the ranks of one group
+        agree with each other); at least two groups.
+
+    Examples
+    --------
+    >>> import kronnet as kn
+    >>> exc = kn.RankMismatchError("batch", [[0, 2], [1]])
+    >>> print(exc)
+    batch: every rank must pass the same value; ranks 0, 2 and rank 1 passed different ones
+    >>> isinstance(exc, ValueError), exc.groups
+    (True, [[0, 2], [1]])
+    """
+
+    def __init__(self, arg: str, groups: List[List[int]]) -> None:
+        def name(ranks: List[int]) -> str:
+            return ("ranks " if len(ranks) > 1 else "rank ") + ", ".join(str(r) for r in ranks)
+
+        parts = [name(g) for g in groups]
+        listed = ", ".join(parts[:-1]) + " and " + parts[-1] if len(parts) > 1 else parts[0]
+        super().__init__(arg, f"every rank must pass the same value; {listed} passed different ones")
+        self.groups = [list(g) for g in groups]
+
+    def __reduce__(self) -> Tuple[Any, ...]:
+        return (type(self), (self.arg, self.groups))
 
 
 class ArgumentTypeError(_NamedArgument, TypeError):
@@ -231,5 +272,6 @@ __all__ = [
     "FileFormatError",
     "KronnetError",
     "OutOfMemoryError",
+    "RankMismatchError",
     "StaleTrainerError",
 ]

@@ -1,4 +1,9 @@
-"""kronnet's file format: saved nets and training checkpoints (docs/format.md).
+"""kronnet's file container: saved nets and training checkpoints (docs/format.md).
+
+This module knows the container, not what is in it: the model (its
+members, ``kronnet.model.format``) and the training checkpoints
+(``kronnet.training.checkpoint``) decide which arrays and which JSON fields
+they write.
 
 A file is a NumPy ``.npz`` archive (a zip of ``.npy`` arrays, each with a
 CRC-32) holding one JSON document, ``kronnet.json``, stored as UTF-8 bytes,
@@ -19,7 +24,7 @@ import json
 import os
 import tempfile
 import zipfile
-from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, Optional, Tuple, Union
 
 import numpy as np
 
@@ -38,44 +43,6 @@ META = "kronnet.json"
 
 def _meta_array(meta: Dict[str, Any]) -> np.ndarray:
     return np.frombuffer(json.dumps(meta, allow_nan=False).encode("utf-8"), dtype=np.uint8)
-
-
-def net_arrays(state: Dict[str, Any]) -> Dict[str, np.ndarray]:
-    """The arrays of a net's state, by member name."""
-    arrays: Dict[str, np.ndarray] = {}
-    for j, blk in enumerate(state["blocks"]):
-        if blk["kind"] == "pairs":
-            for k, t in enumerate(blk["tables"]):
-                arrays[f"block{j}/table{k}"] = t
-            arrays[f"block{j}/pairs"] = blk["pairs"]
-        else:
-            for k, u in enumerate(blk["factors"]):
-                arrays[f"block{j}/factor{k}"] = u
-        if blk["y"] is not None:
-            arrays[f"block{j}/y"] = blk["y"]
-        # alpha (m, n) written from alpha^T (n, m) without a copy: the .npy
-        # header records Fortran order.
-        arrays[alpha_member(j)] = blk["alpha_t"].T
-    return arrays
-
-
-def alpha_member(block: int) -> str:
-    """The member holding block `block`'s coefficients α, (m, n_j): one row per neuron."""
-    return f"block{block}/alpha"
-
-
-def net_meta(state: Dict[str, Any]) -> Dict[str, Any]:
-    """The JSON description of a net's state."""
-    return {
-        "dims": list(state["dims"]),
-        "width": int(state["width"]),
-        "threshold": float(state["threshold"]),
-        "seed": int(state["seed"]),
-        "init": str(state["init"]),
-        "init_rank": int(state["init_rank"]),
-        "blocks": len(state["blocks"]),
-        "block_kinds": [blk["kind"] for blk in state["blocks"]],
-    }
 
 
 #: A float64 member written a row block at a time: (its shape, the blocks
@@ -106,6 +73,17 @@ def _write_members(fh: Any, arrays: Dict[str, np.ndarray], streamed: Dict[str, S
                     raise ValueError(f"{name}: {rows} rows written for an array of shape {shape}")
 
 
+def checked_path(path: Any) -> str:
+    """`path` as a str (any os.PathLike), or ArgumentTypeError."""
+    try:
+        out = os.fspath(path)
+    except TypeError:
+        out = None
+    if not isinstance(out, str):
+        raise ArgumentTypeError("path", f"expected a str or os.PathLike path, got {type(path).__name__}")
+    return out
+
+
 def write(
     path: Any,
     kind: str,
@@ -116,9 +94,7 @@ def write(
     """Writes one file atomically: temporary file, fsync, rename. `streamed`
     members (float64, 2-D) are written row block by row block as their
     iterables yield them."""
-    path = os.fspath(path)
-    if not isinstance(path, str):
-        raise ArgumentTypeError("path", f"expected a str or os.PathLike path, got {type(path).__name__}")
+    path = checked_path(path)
     doc = {"format": FORMAT, "version": VERSION, "kind": kind, "kronnet_version": _core.__version__, **meta}
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".kronnet-", suffix=".tmp", dir=directory)
@@ -145,20 +121,6 @@ def write(
         pass
     finally:
         os.close(dfd)
-
-
-def write_sharded(
-    group: Any, path: Any, kind: str, meta: Dict[str, Any], arrays: Dict[str, np.ndarray], rows: List[str]
-) -> None:
-    """Collective: `write` on rank 0 for a net sharded over `group`, where
-    the members named in `rows` hold only this rank's neurons (its row block
-    of each). Those rows reach rank 0 a piece at a time
-    (`shard.stream_rows`) and are written as they arrive; the other members
-    are rank 0's."""
-    from .shard import stream_rows
-
-    parts = [arrays.pop(name) for name in rows]
-    stream_rows(group, parts, lambda streams: write(path, kind, meta, arrays, dict(zip(rows, streams))))
 
 
 class Reader:
@@ -293,46 +255,6 @@ class Reader:
         )
 
 
-def read_net_state(r: Reader, mapped: bool = False) -> Dict[str, Any]:
-    """The net's state from an open file (the inverse of `net_arrays` and
-    `net_meta`); shapes and values are checked when the net is built. With
-    `mapped`, the coefficient matrices are mapped, not read (`Reader.mapped`)."""
-    m = r.field(r.meta, "net", dict)
-    dims = r.field(m, "dims", list, "net")
-    if not dims or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in dims):
-        raise r.fail(f"net: 'dims' must be a list of positive integers, got {dims!r}")
-    n_blocks = r.field(m, "blocks", int, "net")
-    if n_blocks < 0:
-        raise r.fail("net: 'blocks' must be >= 0")
-    kinds = m.get("block_kinds", ["kron"] * n_blocks)
-    if not isinstance(kinds, list) or len(kinds) != n_blocks or not all(k in ("kron", "pairs") for k in kinds):
-        raise r.fail(f"net: 'block_kinds' must list 'kron' or 'pairs' for each of {n_blocks} blocks, got {kinds!r}")
-    blocks: List[Dict[str, Any]] = []
-    for j, kind in enumerate(kinds):
-        blk: Dict[str, Any] = {"kind": kind}
-        if kind == "pairs":
-            blk["tables"] = [r.array(f"block{j}/table{k}", np.float64, 2) for k in range(len(dims))]
-            blk["pairs"] = r.array(f"block{j}/pairs", np.int64, 2)
-        else:
-            # (n, d_k), or (n, r, d_k) for points of r terms.
-            blk["factors"] = [r.array(f"block{j}/factor{k}", np.float64, (2, 3)) for k in range(len(dims))]
-        blk["y"] = r.array(f"block{j}/y", np.float64, 1, optional=True)
-        alpha = (r.mapped if mapped else r.array)(alpha_member(j), np.float64, 2)
-        assert alpha is not None
-        blk["alpha_t"] = alpha.T
-        blocks.append(blk)
-    return {
-        "dims": dims,
-        "width": r.field(m, "width", int, "net"),
-        "threshold": r.field(m, "threshold", (int, float), "net"),
-        "seed": r.field(m, "seed", int, "net"),
-        # Version 1 predates Kronecker-factored init.
-        "init": r.field(m, "init", str, "net") if "init" in m else "gaussian",
-        "init_rank": r.field(m, "init_rank", int, "net") if "init_rank" in m else 8,
-        "blocks": blocks,
-    }
-
-
 def build(r: Reader, make: Any) -> Any:
     """Runs a constructor on file contents, turning any refusal into a
     FileFormatError that names the file."""
@@ -342,55 +264,3 @@ def build(r: Reader, make: Any) -> Any:
         if isinstance(exc, FileFormatError):
             raise
         raise r.fail(f"inconsistent contents: {exc}") from None
-
-
-def save_net(net: Any, path: Any) -> None:
-    """Writes `net` (kind "net")."""
-    state = net._state()
-    write(path, "net", {"net": net_meta(state)}, net_arrays(state))
-
-
-def load(path: Any) -> Any:
-    """Loads a net saved by :meth:`TwoLayerNet.save` (or the net inside a
-    checkpoint written by :meth:`Trainer.checkpoint`).
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        A file written by :meth:`TwoLayerNet.save` or
-        :meth:`Trainer.checkpoint`.
-
-    Returns
-    -------
-    TwoLayerNet
-        A net that predicts bitwise identically to the one saved.
-
-    Raises
-    ------
-    FileFormatError
-        The file is truncated, corrupted, not a kronnet file, or of an
-        unsupported format version.
-    FileNotFoundError
-        There is no file at `path`.
-
-    Examples
-    --------
-    >>> import os, tempfile, kronnet as kn
-    >>> data = kn.make_kronecker_data(32, dims=(4, 4), seed=0)
-    >>> net = kn.TwoLayerNet(data.dims, width=64)
-    >>> _ = kn.Trainer(net, data, lr=kn.suggest_lr(net, 8)).fit(50)
-    >>> tmp = tempfile.TemporaryDirectory()
-    >>> path = os.path.join(tmp.name, "net.kronnet")
-    >>> net.save(path)
-    >>> bool((kn.load(path).predict(data) == net.predict(data)).all())
-    True
-    >>> tmp.cleanup()
-    """
-    from .net import TwoLayerNet
-
-    with Reader(path) as r:
-        kind = r.field(r.meta, "kind", str)
-        if kind not in ("net", "checkpoint"):
-            raise r.fail(f"holds a {kind!r}, not a net or checkpoint")
-        state = read_net_state(r)
-        return build(r, lambda: TwoLayerNet._from_state(state))

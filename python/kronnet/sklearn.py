@@ -39,12 +39,10 @@ from sklearn.utils import check_random_state  # type: ignore[import-untyped]
 from sklearn.utils.multiclass import check_classification_targets  # type: ignore[import-untyped]
 from sklearn.utils.validation import check_is_fitted, column_or_1d  # type: ignore[import-untyped]
 
-from .data import KronData
+from .data import KronData, KronPoints, PairData
 from .errors import DivergenceError
-from .net import TwoLayerNet, gaussian_tail
-from .pairs import PairData
-from .points import KronPoints
-from .train import IndexKind, Trainer, suggest_lr
+from .model import TwoLayerNet, gaussian_tail
+from .training import IndexKind, Trainer, suggest_lr
 
 try:  # scikit-learn >= 1.6
     from sklearn.utils.validation import validate_data as _validate_data
@@ -110,15 +108,6 @@ def _auto_lr(net: TwoLayerNet, batch_size: int, data: KronPoints) -> float:
     # 1 (so unit, uncorrelated points get it bit for bit).
     ratio = lam / (scale * unit) if unit > 0 else 1.0
     return lr / ratio if ratio > 1.0 + 1e-9 else lr
-
-
-def _with_targets(data: KronPoints, y: np.ndarray) -> KronPoints:
-    """The same points (arrays shared, not copied) with targets `y`."""
-    if isinstance(data, PairData):
-        return PairData(data.tables, data.pairs, y, copy=False)
-    if isinstance(data, KronData):
-        return KronData(data.factors, y, copy=False)
-    raise TypeError(f"expected a KronData or PairData, got {type(data).__name__}")
 
 
 def _is_factor_list(X: Any) -> bool:
@@ -308,7 +297,7 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
             # Gram serves them all (no copy).
             tr = Trainer(
                 net,
-                _with_targets(data, t),
+                data.with_targets(t),
                 lr=lr,
                 batch_size=batch,
                 index=self._index_kind(),
@@ -323,14 +312,13 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
 
     def _gram_source(self, tr: Optional[Trainer]) -> Optional[Trainer]:
         """`tr` when a new trainer on its points may share its Gram
-        (``gram_from=``): a precomputed one, and only without ``comm``, since
-        a sharded trainer computes its own."""
-        return tr if tr is not None and tr.gram == "precomputed" and self.comm is None else None
+        (``gram_from=``): when it has a precomputed one."""
+        return tr if tr is not None and tr.gram == "precomputed" else None
 
     def _speaks(self) -> bool:
-        """Whether this process prints the epochs (`verbose`): rank 0 only
-        when sharded, as the trainers' progress bars."""
-        return bool(self.verbose) and (self.comm is None or self.comm.Get_rank() == 0)
+        """Whether this process prints the epochs (`verbose`): the one that
+        shows the trainers' progress bars (rank 0 when sharded)."""
+        return bool(self.verbose) and self.nets_[0].placement.speaks
 
     def _index_kind(self) -> IndexKind:
         return cast(IndexKind, self.index)  # checked by _check_params
@@ -415,7 +403,7 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
             train, y_train = data.take(idx_train), y_arr[idx_train]
             val_data, y_val = data.take(idx_val), y_arr[idx_val]
         targets = self._encode(y_train)
-        train = _with_targets(train, targets[0])
+        train = train.with_targets(targets[0])
         if first:
             self._lr_scale = lr_scale
             self._start(train, targets, rs)
@@ -513,10 +501,9 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
         if "_trainers" in state:
             state["_trainers"] = [None for _ in state["_trainers"]]
             state["_train_points"] = None
-        if state.get("comm") is not None:
-            state["comm"] = None
-            if "nets_" in state:
-                state["nets_"] = [net.gather() for net in state["nets_"]]
+        state["comm"] = None
+        if "nets_" in state:
+            state["nets_"] = [net.gather() for net in state["nets_"]]
         return state
 
 

@@ -14,7 +14,7 @@ import tempfile
 import kronnet as kn
 import numpy as np
 import pytest
-from kronnet import shard
+from kronnet.placement import mpi as shard
 
 MPI = pytest.importorskip("mpi4py.MPI")
 COMM = MPI.COMM_WORLD
@@ -164,7 +164,7 @@ def test_a_sharded_checkpoint_is_the_single_process_file_member_for_member(monke
 
 def test_streamed_rows_arrive_in_rank_order_and_a_failed_write_strands_no_rank(monkeypatch):
     monkeypatch.setattr(shard, "PIECE_VALUES", 10)
-    group = shard.Group(COMM)
+    group = shard.ShardedPlacement(COMM)
     q = COMM.rank
 
     # Rank q holds q + 2 rows of array 0 and 3 rows of array 1; entry (r, c)
@@ -221,8 +221,9 @@ def test_ranks_with_different_data_are_refused_before_training():
     if K == 1:
         kn.Trainer(net, data, comm=COMM)
         return
-    with pytest.raises(kn.ArgumentError, match="same net, data and trainer arguments"):
+    with pytest.raises(kn.ArgumentError, match="data: every rank must pass the same value") as info:
         kn.Trainer(net, data, comm=COMM)
+    assert isinstance(info.value, kn.RankMismatchError) and info.value.groups == [[r] for r in range(K)]
 
 
 def test_divergence_raises_on_every_rank_and_leaves_the_state():

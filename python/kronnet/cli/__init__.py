@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def bench_command(args: argparse.Namespace) -> int:
-    """Dispatches `kronnet bench SWEEP` to its sweep in sweeps.py."""
+    """Dispatches `kronnet bench SWEEP` to its sweep in ``kronnet.cli.sweeps``."""
     from . import sweeps
 
     run = {

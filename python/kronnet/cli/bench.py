@@ -13,15 +13,14 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ._threads import pinned_env
-from .data import KronData, make_kronecker_data
-from .net import TwoLayerNet
-from .train import Trainer, suggest_lr
+from kronnet import KronData, Trainer, TwoLayerNet, make_kronecker_data, suggest_lr
+
+from .threads import pinned_env
 
 
 def pin_threads_env(threads: int) -> Dict[str, str]:
     """This process's environment with rayon, OpenMP/OpenBLAS/MKL (and so
-    NumPy and PyTorch) pinned to `threads` (`_threads.py`)."""
+    NumPy and PyTorch) pinned to `threads` (`kronnet.cli.threads`)."""
     return pinned_env(threads)
 
 
@@ -236,10 +235,17 @@ def time_kron(
     # one round, not the figure.
     rounds = []
     for _ in range(5):
-        upd0 = tr._core.update_work
+        upd0 = tr.update_stats()
         hist = tr.fit(steps)
-        upd1 = tr._core.update_work
-        rounds.append((hist.seconds / steps, (upd1[0] - upd0[0]) / steps, (upd1[1] - upd0[1]) / steps, hist))
+        upd1 = tr.update_stats()
+        rounds.append(
+            (
+                hist.seconds / steps,
+                (upd1["seconds"] - upd0["seconds"]) / steps,
+                (upd1["flops"] - upd0["flops"]) / steps,
+                hist,
+            )
+        )
     step_seconds = float(np.median([r[0] for r in rounds]))
     gemm_seconds = float(np.median([r[1] for r in rounds]))
     gemm_flops = float(np.median([r[2] for r in rounds]))
@@ -291,7 +297,7 @@ def _child_output(code: str) -> str:
 def _in_child(call: str) -> float:
     """Evaluates `call` (an expression over this module) in a fresh Python
     and returns its float result."""
-    return float(_child_output(f"from kronnet.bench import *\nprint(repr({call}))\n"))
+    return float(_child_output(f"from kronnet.cli.bench import *\nprint(repr({call}))\n"))
 
 
 def peak_memory_of_run(d: int, n: int, width: int, batch_size: int, steps: int) -> int:
@@ -377,7 +383,7 @@ def pair_init(n_pairs: int, sizes: Sequence[int], dims: Sequence[int], width: in
     round times one PairData init and one KronData init back to back (so
     both see the same machine load), then the median ratio and the largest
     difference between the two P(0)."""
-    from .pairs import make_pair_data
+    from kronnet import make_pair_data
 
     pairs = make_pair_data(n_pairs, list(sizes), dims=dims, seed=0)
     kron = pairs.to_kron_data()
@@ -424,11 +430,11 @@ def end_to_end(
     rate measured for `roofline_seconds` each just before the run (see
     `contraction_floor`)."""
     code = (
-        "import json, time, kronnet as kn\n"
+        "import json, time, kronnet as kn, kronnet.roofline\n"
         # The machine's ceilings, measured in the same process just before
         # the run (roofline.rs).
-        f"peak = kn._core.fma_peak_gflops({roofline_seconds})\n"
-        f"normals = kn._core.normals_per_second({roofline_seconds})\n"
+        f"peak = kn.roofline.fma_peak_gflops({roofline_seconds})\n"
+        f"normals = kn.roofline.normals_per_second({roofline_seconds})\n"
         "t = [time.perf_counter()]\n"
         f"data = kn.make_kronecker_data({n}, dims={tuple(dims)}, seed=0)\n"
         "t.append(time.perf_counter())\n"

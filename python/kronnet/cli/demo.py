@@ -12,9 +12,7 @@ from typing import Tuple
 
 import numpy as np
 
-from .data import make_kronecker_data
-from .net import TwoLayerNet
-from .train import Trainer, suggest_lr
+from kronnet import Trainer, TwoLayerNet, make_kronecker_data, suggest_lr
 
 
 def _time_steps(tr: Trainer, steps: int) -> Tuple[float, np.ndarray]:
@@ -27,7 +25,7 @@ def _time_steps(tr: Trainer, steps: int) -> Tuple[float, np.ndarray]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Runs the demo with the options of `kronnet demo` (see cli.py)."""
+    """Runs the demo with the options of `kronnet demo` (see ``kronnet.cli``)."""
     dims = tuple(args.dims)
     d = math.prod(dims)
     data = make_kronecker_data(args.n, dims=dims, seed=args.seed)

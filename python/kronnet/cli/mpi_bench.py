@@ -1,6 +1,6 @@
 """Measurements of sharded training (`kronnet bench mpi`, docs/mpi.md).
 
-`run` starts one measured job — ``mpiexec -n K python -m kronnet.mpi_bench
+`run` starts one measured job — ``mpiexec -n K python -m kronnet.cli.mpi_bench
 CONFIG`` for a sharded trainer, or a plain process for the single-process
 Trainer — and returns what its rank 0 printed: the wall time of each phase,
 seconds per step, the time each rank spent in the steps' Allreduce, the
@@ -33,7 +33,7 @@ def mpiexec() -> str:
 def run(config: Dict[str, Any], ranks: Optional[int], threads: int, timeout: float = 3600.0) -> Dict[str, Any]:
     """One job: sharded over `ranks` MPI ranks, or the single-process Trainer
     (``ranks=None``), each process with `threads` threads."""
-    cmd = [sys.executable, "-m", "kronnet.mpi_bench", json.dumps({**config, "sharded": ranks is not None})]
+    cmd = [sys.executable, "-m", "kronnet.cli.mpi_bench", json.dumps({**config, "sharded": ranks is not None})]
     if ranks is not None:
         cmd = [mpiexec(), "-n", str(ranks), *cmd]
     env = pin_threads_env(threads)
@@ -56,7 +56,7 @@ def _worker(config: Dict[str, Any]) -> None:
     import numpy as np
 
     import kronnet as kn
-    import kronnet.shard
+    from kronnet import placement
 
     comm = None
     if config["sharded"]:
@@ -74,21 +74,16 @@ def _worker(config: Dict[str, Any]) -> None:
     steps = config["steps"]
 
     def batches(k: int) -> Any:
-        drawn = [tr.next_batch() for _ in range(k)]
-        offsets = np.zeros(k + 1, dtype=np.int64)
-        np.cumsum([len(b) for b in drawn], out=offsets[1:])
-        return np.concatenate(drawn), offsets
+        return [tr.next_batch() for _ in range(k)]
 
     # The steps as `fit` runs them, without its full-loss checkpoints.
-    idx, off = batches(config["warmup"])
-    tr._core.run(idx, off, tr.lr)
-    idx, off = batches(steps)
+    tr.run(batches(config["warmup"]))
+    drawn = batches(steps)
     before = tr.comm_stats()
     t.append(time.perf_counter())
-    losses, union, total, err = tr._core.run(idx, off, tr.lr)
+    hist = tr.run(drawn)
     t.append(time.perf_counter())
-    if err is not None:
-        raise err
+    losses, union, total = hist.loss, hist.fired_union, hist.fired_total
     after = tr.comm_stats()
     loss = tr.full_loss()
     t.append(time.perf_counter())
@@ -99,14 +94,14 @@ def _worker(config: Dict[str, Any]) -> None:
         "bytes_per_step": sent,
         "peak_rss_bytes": _peak_rss(),
         # Rows of P this rank holds (without copying P to count them).
-        "p_rows": config["width"] if comm is None else kn.shard.neuron_range(config["width"], comm.size, rank)[1],
+        "p_rows": placement.over(comm).neurons(config["width"])[1],
     }
     if comm is not None:
         # The message alone, in lockstep: what a step's Allreduce costs
         # without waiting for a slower rank.
         from mpi4py import MPI
 
-        buf = np.zeros(S * kn.shard.EXACT_WORDS + 5, dtype=np.int64)
+        buf = np.zeros(S * placement.EXACT_WORDS + 5, dtype=np.int64)
         comm.Barrier()
         started = time.perf_counter()
         for _ in range(1000):
@@ -129,7 +124,7 @@ def _worker(config: Dict[str, Any]) -> None:
             "loss": loss,
             "last_batch_loss": float(losses[-1]),
             "fired_union_mean": float(np.mean(union)),
-            "fired_per_point_mean": float(np.sum(total) / len(idx)),
+            "fired_per_point_mean": float(np.sum(total) / sum(len(b) for b in drawn)),
             "per_rank": ranks,
         }
         print(json.dumps(out), flush=True)

@@ -1,5 +1,5 @@
 """The sweeps behind `kronnet bench`: each runs its measurements
-(`bench.py`), writes the raw figures as JSON, prints a Markdown table and,
+(``kronnet.cli.bench``), writes the raw figures as JSON, prints a Markdown table and,
 for the scaling sweep, plots per-step time against d."""
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def meta(args: argparse.Namespace) -> Dict[str, Any]:
     import datetime
     import platform
 
-    from . import __version__
+    from kronnet import __version__
 
     return {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
@@ -230,9 +230,9 @@ def index(args: argparse.Namespace) -> int:
     for i in range(0, len(results), 3):
         scan, tree, bits = results[i : i + 3]
         best = min((scan, tree, bits), key=lambda r: r["step_seconds"])
-        from .train import _resolve_index
+        from kronnet.training.config import resolve_index
 
-        auto = _resolve_index("auto", scan["n"], scan["width"], scan["threshold"])
+        auto = resolve_index("auto", scan["n"], scan["width"], scan["threshold"])
         rows.append(
             [
                 str(scan["n"]),
@@ -382,7 +382,7 @@ def init(args: argparse.Namespace) -> int:
     `--dense-max-d` (docs/guide.md, "Initialization speed")."""
     from tqdm.auto import tqdm
 
-    from . import _core
+    from kronnet import roofline
 
     exps = range(8, 17, 4) if args.quick else range(8, 17, 2)
     ds = [2**k for k in exps if 2**k <= args.dense_max_d]
@@ -392,8 +392,8 @@ def init(args: argparse.Namespace) -> int:
     # rate, at which W(0)'s m d normals alone take a share of NumPy's time
     # that kronnet must fit into its 1.3x as well.
     budget = 0.2 if args.quick else 1.0
-    peak = _core.fma_peak_gflops(budget)
-    normals_rate = _core.normals_per_second(budget)
+    peak = roofline.fma_peak_gflops(budget)
+    normals_rate = roofline.normals_per_second(budget)
     results = []
     for d in tqdm(ds, desc="d sweep", unit="d", disable=args.no_progress):
         r = bench.init_over_blas(d, args.n, args.width, rounds=rounds if d <= 2**12 else max(3, rounds // 2))

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+import copy as copy_module
 import hashlib
 import math
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from . import _validate as v
-from .errors import ArgumentError, ArgumentTypeError
-from .points import CoreLayout, KronPoints
-from .points import frozen as _frozen
+from .. import _validate as v
+from ..errors import ArgumentError, ArgumentTypeError
+from .points import CoreLayout, KronPoints, frozen
 
 
 class KronData(KronPoints):
@@ -94,10 +94,10 @@ class KronData(KronPoints):
         ]
         _balance(mats, copy or rank > 1, rank)
         self._rank = rank
-        self._mats = [_frozen(u) for u in mats]
+        self._mats = [frozen(u) for u in mats]
         self._y: Optional[np.ndarray] = None
         if y is not None:
-            self._y = _frozen(v.targets(y, "y", n, copy=copy))
+            self._y = frozen(v.targets(y, "y", n, copy=copy))
         self._fingerprint: Optional[str] = None
 
     @property
@@ -376,12 +376,57 @@ class KronData(KronPoints):
             return np.array(x.reshape(self.n, self._rank, -1).sum(axis=1), dtype=np.float64)
         return np.array(x, dtype=np.float64, copy=True)
 
-    def _state_arrays(self) -> Dict[str, Any]:
+    def to_arrays(self) -> Dict[str, Any]:
+        """The arrays that rebuild these points (:meth:`KronPoints.to_arrays`).
+
+        Returns
+        -------
+        dict of str to ndarray or list of ndarray
+            Views of this data set's (read-only) arrays.
+
+        Examples
+        --------
+        >>> import kronnet as kn
+        >>> data = kn.make_kronecker_data(5, dims=(2, 3), seed=0)
+        >>> sorted(data.to_arrays())
+        ['factors']
+        >>> kn.KronData.from_arrays(data.to_arrays(), data.y).fingerprint == data.fingerprint
+        True
+
+        Notes
+        -----
+        ``{"factors": self.factors}``: rank-r points keep their 3-D factors.
+        """
         return {"factors": self.factors}
 
     @classmethod
-    def _from_state_arrays(cls, arrays: Dict[str, Any], y: Optional[np.ndarray]) -> KronData:
+    def from_arrays(cls, arrays: Dict[str, Any], y: Optional[np.ndarray]) -> KronData:
+        """The points :meth:`to_arrays` described, validated as by the constructor.
+
+        Parameters
+        ----------
+        arrays : dict
+            What :meth:`to_arrays` returned.
+        y : ndarray of shape (n,), optional
+            Targets.
+
+        Returns
+        -------
+        KronData
+
+        Examples
+        --------
+        >>> import kronnet as kn
+        >>> data = kn.make_kronecker_data(5, dims=(2, 3), seed=0)
+        >>> kn.KronData.from_arrays(data.to_arrays(), None).y is None
+        True
+        """
         return cls(list(arrays["factors"]), y, copy=False)
+
+    def _retargeted(self, y: Optional[np.ndarray]) -> KronData:
+        out = copy_module.copy(self)
+        out._y = None if y is None else frozen(y)
+        return out
 
     def __getstate__(self) -> Dict[str, Any]:
         return {"factors": [np.array(u) for u in self.factors], "y": None if self._y is None else np.array(self._y)}
@@ -462,180 +507,3 @@ def as_points(x: FactorsLike, name: str = "X") -> KronPoints:
         except (ArgumentError, ArgumentTypeError) as exc:
             raise type(exc)(name, f"{exc.arg}: {exc.reason}") from None
     raise ArgumentTypeError(name, f"expected a KronData, a PairData or a list of factor arrays, got {type(x).__name__}")
-
-
-def _unit_rows(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
-    u: np.ndarray = rng.standard_normal((n, d))
-    u /= np.linalg.norm(u, axis=1, keepdims=True)
-    return u
-
-
-def make_kronecker_data(
-    n: int,
-    dims: Sequence[int] = (16, 16),
-    seed: int = 0,
-    labels: str = "teacher",
-    teacher_width: int = 16,
-    noise: float = 0.0,
-    latent_dim: Optional[int] = None,
-) -> KronData:
-    """Random unit-norm Kronecker data with seeded targets.
-
-    By default each factor row is uniform on its unit sphere, so
-    ||x_i|| = 1, and nothing can be learned that generalizes to new points.
-    With `latent_dim` the points lie near a low-dimensional manifold and the
-    targets are a fixed function of where on it: a held-out set drawn with
-    another seed comes from the same distribution and target function.
-
-    Parameters
-    ----------
-    n : int
-        Number of points, n >= 1.
-    dims : tuple of int, default (16, 16)
-        (d_1, ..., d_p), p >= 1; the input dimension is d = prod d_k.
-    seed : int, default 0
-        Seeds factors and targets (NumPy's PCG64).
-    labels : {"teacher", "sign"}, default "teacher"
-        "teacher": y from a random two-layer ReLU teacher whose neurons are
-        rank-one Kronecker vectors t_j = g_j1 ⊗ ... ⊗ g_jp (so it can be
-        evaluated at any d), standardized to mean 0, standard deviation 1.
-        "sign": independent uniform ±1 labels.
-    teacher_width : int, default 16
-        Number of teacher neurons.
-    noise : float, default 0.0
-        Standard deviation of Gaussian noise added to the targets (>= 0).
-    latent_dim : int, optional
-        k. When given, point i comes from a latent z_i ~ N(0, I_k): factor
-        row j is u_i^(j) = normalize(M_j z_i + eps_j g), with M_j a fixed
-        random d_j × k map, g ~ N(0, I) and eps_j = 0.05 / sqrt(d_j) (about
-        5% noise per factor). The maps, and the teacher below, depend only
-        on (k, dims, teacher_width), never on `seed`, so data sets drawn with
-        different seeds share them; `seed` draws the z_i, g and the label
-        noise. "teacher" labels are then the even part of a fixed random
-        two-layer ReLU teacher on the latent direction z_i / ||z_i||
-        (``y = sum_r c_r |<t_r, z_i / ||z_i||>|``; the points determine
-        z_i only up to scale, and up to sign when p is even), standardized
-        by its mean and standard deviation over a fixed reference sample of
-        16384 latent points (so y has mean about 0 and sd about 1 on any
-        sample, the same function on every one). "sign" labels are that
-        target's sign. None (the default) gives the uniform data above, bit
-        for bit as before.
-
-    Returns
-    -------
-    KronData
-        n points with factors of shapes (n, d_k) and targets y of shape (n,).
-
-    Raises
-    ------
-    ArgumentError
-        A size or `latent_dim` is not positive, p < 2, `labels` is unknown
-        or `noise` < 0.
-    ArgumentTypeError
-        A size, `seed` or `latent_dim` is not an integer.
-    OutOfMemoryError
-        The factors or the teacher would not fit in memory.
-
-    Examples
-    --------
-    >>> import numpy as np, kronnet as kn
-    >>> data = kn.make_kronecker_data(100, dims=(4, 8), seed=0)
-    >>> data
-    KronData(n=100, dims=(4, 8), d=32, with targets)
-    >>> bool(np.allclose(data.norms(), 1.0))
-    True
-    >>> round(float(data.y.mean()), 6), round(float(data.y.std()), 6)
-    (0.0, 1.0)
-    >>> signs = kn.make_kronecker_data(20, dims=(2, 2), labels="sign")
-    >>> sorted(set(signs.y.tolist()))
-    [-1.0, 1.0]
-
-    Structured data, with a held-out set from the same generator:
-
-    >>> train = kn.make_kronecker_data(256, dims=(16, 16), seed=0, latent_dim=4)
-    >>> test = kn.make_kronecker_data(128, dims=(16, 16), seed=1, latent_dim=4)
-    >>> bool(np.allclose(test.norms(), 1.0))
-    True
-    >>> net = kn.TwoLayerNet(train.dims, width=1024, seed=0)
-    >>> _ = kn.Trainer(net, train, lr=kn.suggest_lr(net, 8)).fit(2000)
-    >>> held_out = float(np.mean((net.predict(test) - test.y) ** 2))
-    >>> held_out < 0.5 * float(test.y.var())
-    True
-    """
-    n = v.positive_int(n, "n")
-    dims = v.dims_tuple(dims)
-    seed = v.seed_int(seed)
-    labels = v.choice(labels, "labels", ("teacher", "sign"))
-    teacher_width = v.positive_int(teacher_width, "teacher_width")
-    v.ensure_fits(
-        8.0 * teacher_width * (n + sum(dims)) * 2, "the teacher's weights and preactivations", "teacher_width"
-    )
-    noise = v.finite_float(noise, "noise")
-    if noise < 0:
-        raise ArgumentError("noise", f"must be >= 0, got {noise}")
-    v.ensure_fits(8.0 * n * sum(dims) * 2, "the factor matrices", "n, dims")
-    if latent_dim is not None:
-        k = v.positive_int(latent_dim, "latent_dim")
-        return _latent_data(n, dims, seed, labels, teacher_width, noise, k)
-    rng = np.random.default_rng(seed)
-    factors = [_unit_rows(rng, n, dk) for dk in dims]
-    if labels == "sign":
-        y = rng.choice(np.array([-1.0, 1.0]), size=n)
-    else:
-        # <t_j, x_i> = prod_k <g_jk, u_ik>; each factor is rescaled by sqrt(d_k)
-        # so the teacher's preactivations are O(1) whatever d is.
-        z = np.ones((n, teacher_width))
-        for dk, u in zip(dims, factors):
-            g = _unit_rows(rng, teacher_width, dk)
-            z *= math.sqrt(dk) * (u @ g.T)
-        c = rng.choice(np.array([-1.0, 1.0]), size=teacher_width) / math.sqrt(teacher_width)
-        y = np.maximum(z, 0.0) @ c
-        y = y - y.mean()
-        sd = y.std()
-        if sd > 0:
-            y = y / sd
-    if noise > 0:
-        y = y + noise * rng.standard_normal(n)
-    return KronData(factors, y, copy=False)
-
-
-#: Latent points the standardization of latent teachers is computed over.
-LATENT_REFERENCE_POINTS = 1 << 14
-
-
-def _latent_teacher(z: np.ndarray, t: np.ndarray, c: np.ndarray) -> np.ndarray:
-    """The even part of the ReLU teacher sum_r c_r relu(<t_r, z / ||z||>), times 2."""
-    norm = np.linalg.norm(z, axis=1, keepdims=True)
-    out: np.ndarray = np.abs((z / np.where(norm > 0, norm, 1.0)) @ t.T) @ c
-    return out
-
-
-def _latent_data(
-    n: int, dims: Tuple[int, ...], seed: int, labels: str, teacher_width: int, noise: float, k: int
-) -> KronData:
-    """make_kronecker_data with latent_dim=k (its docstring): maps, teacher and
-    standardization from a generator keyed by (k, dims) only; points and
-    noise from `seed`."""
-    v.ensure_fits(
-        8.0 * (sum(dims) * k + LATENT_REFERENCE_POINTS * (k + teacher_width)), "the latent maps", "latent_dim"
-    )
-    fixed = np.random.default_rng([0x6B726F6E, k, *dims])
-    maps = [fixed.standard_normal((dk, k)) / math.sqrt(dk * k) for dk in dims]
-    t = _unit_rows(fixed, teacher_width, k)
-    c = fixed.choice(np.array([-1.0, 1.0]), size=teacher_width) / math.sqrt(teacher_width)
-    ref = _latent_teacher(fixed.standard_normal((LATENT_REFERENCE_POINTS, k)), t, c)
-    mean, sd = float(ref.mean()), float(ref.std())
-    rng = np.random.default_rng(seed)
-    z = rng.standard_normal((n, k))
-    factors = []
-    for dk, mk in zip(dims, maps):
-        u = z @ mk.T + (0.05 / math.sqrt(dk)) * rng.standard_normal((n, dk))
-        factors.append(u / np.linalg.norm(u, axis=1, keepdims=True))
-    y = _latent_teacher(z, t, c) - mean
-    if sd > 0:
-        y = y / sd
-    if labels == "sign":
-        y = np.where(y >= 0, 1.0, -1.0)
-    if noise > 0:
-        y = y + noise * rng.standard_normal(n)
-    return KronData(factors, y, copy=False)

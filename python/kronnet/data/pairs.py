@@ -1,18 +1,17 @@
 """Pairwise (dyadic) data: points x_i = T_1[a_i] ⊗ ... ⊗ T_p[c_i] over shared
-entity tables (drugs × proteins, users × items), and a generator of such data
-with something to learn."""
+entity tables (drugs × proteins, users × items)."""
 
 from __future__ import annotations
 
 import hashlib
 import math
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import _validate as v
-from .data import KronData, _unit_rows
-from .errors import ArgumentError, ArgumentTypeError
+from .. import _validate as v
+from ..errors import ArgumentError, ArgumentTypeError
+from .kron import KronData
 from .points import CoreLayout, KronPoints, frozen
 
 #: Split kinds of :meth:`PairData.split`, the three settings the
@@ -372,12 +371,56 @@ class PairData(KronPoints):
             )
         return self.take(np.flatnonzero(train)), self.take(np.flatnonzero(test))
 
-    def _state_arrays(self) -> Dict[str, Any]:
+    def to_arrays(self) -> Dict[str, Any]:
+        """The arrays that rebuild these points (:meth:`KronPoints.to_arrays`).
+
+        Returns
+        -------
+        dict of str to ndarray or list of ndarray
+            Views of this data set's (read-only) arrays.
+
+        Examples
+        --------
+        >>> import kronnet as kn
+        >>> data = kn.make_pair_data(5, 4, dims=(2, 3), seed=0)
+        >>> sorted(data.to_arrays())
+        ['pairs', 'tables']
+        >>> kn.PairData.from_arrays(data.to_arrays(), data.y).fingerprint == data.fingerprint
+        True
+
+        Notes
+        -----
+        ``{"tables": self.tables, "pairs": self.pairs}``: the tables whole,
+        however few of their rows the pairs use.
+        """
         return {"tables": self.tables, "pairs": self.pairs}
 
     @classmethod
-    def _from_state_arrays(cls, arrays: Dict[str, Any], y: Optional[np.ndarray]) -> PairData:
+    def from_arrays(cls, arrays: Dict[str, Any], y: Optional[np.ndarray]) -> PairData:
+        """The points :meth:`to_arrays` described, validated as by the constructor.
+
+        Parameters
+        ----------
+        arrays : dict
+            What :meth:`to_arrays` returned.
+        y : ndarray of shape (n,), optional
+            Targets.
+
+        Returns
+        -------
+        PairData
+
+        Examples
+        --------
+        >>> import kronnet as kn
+        >>> data = kn.make_pair_data(5, 4, dims=(2, 3), seed=0)
+        >>> kn.PairData.from_arrays(data.to_arrays(), None).y is None
+        True
+        """
         return cls(list(arrays["tables"]), arrays["pairs"], y, copy=False)
+
+    def _retargeted(self, y: Optional[np.ndarray]) -> PairData:
+        return PairData._from_parts(list(self._tables), list(self._columns), y)
 
     def __getstate__(self) -> Dict[str, Any]:
         return {
@@ -406,127 +449,3 @@ def _table_log_norms(t: np.ndarray, k: int) -> np.ndarray:
             f"[{1 / TABLE_SPREAD:g}, {TABLE_SPREAD:g}] (rescale the table)",
         )
     return logs
-
-
-def make_pair_data(
-    n_pairs: int,
-    n_entities: Union[int, Sequence[int]],
-    dims: Sequence[int] = (16, 16),
-    seed: int = 0,
-    latent_dim: int = 8,
-    noise: float = 0.0,
-    teacher_width: int = 16,
-) -> PairData:
-    """Random pairwise data with a pair-level target that can be learned.
-
-    Entity e of table k has a latent point z ~ N(0, I_k) and the feature
-    vector normalize(M_k z + eps_k g) (M_k a fixed random d_k × k map, g ~
-    N(0, I), eps_k = 0.05 / sqrt(d_k)), so every point has ||x_i|| = 1. The
-    target of a pair is a fixed two-layer teacher on the entities' latent
-    directions, y = sum_r c_r relu(k^(p/2) prod_j <t_rj, z_j / ||z_j||>),
-    standardized over a fixed reference sample of 16384 latent tuples: an
-    interaction no single entity determines. The maps and the teacher
-    depend only on (latent_dim, dims, teacher_width), never on `seed`, so
-    data drawn with other seeds (new entities, new pairs) share them.
-
-    Parameters
-    ----------
-    n_pairs : int
-        Number of distinct pairs, at most prod N_k.
-    n_entities : int or sequence of int
-        N_k, the rows of every table (an int: the same for all).
-    dims : sequence of p >= 2 int, default (16, 16)
-        (d_1, ..., d_p); d = prod d_k.
-    seed : int, default 0
-        Draws the entities, the pairs (without duplicates) and the noise.
-    latent_dim : int, default 8
-        k, the dimension of the entities' latent points.
-    noise : float, default 0.0
-        Standard deviation of Gaussian noise added to the targets (>= 0).
-    teacher_width : int, default 16
-        Number of teacher neurons.
-
-    Returns
-    -------
-    PairData
-        Tables (N_k, d_k), pairs (n_pairs, p), targets (n_pairs,). Use
-        :meth:`PairData.split` for the three train/test settings.
-
-    Raises
-    ------
-    ArgumentError
-        A size is not positive, p < 2, more pairs than combinations, or
-        `noise` < 0.
-    ArgumentTypeError
-        A size or `seed` is not an integer.
-
-    Examples
-    --------
-    >>> import numpy as np, kronnet as kn
-    >>> data = kn.make_pair_data(3000, (100, 200), dims=(16, 16), seed=0)
-    >>> data
-    PairData(n=3000, entities=(100, 200), dims=(16, 16), d=256, with targets)
-    >>> len({tuple(pq) for pq in data.pairs}) == data.n  # no duplicates
-    True
-    >>> train, test = data.split("random_pair", seed=0)
-    >>> net = kn.TwoLayerNet(data.dims, width=2048, seed=0)
-    >>> _ = kn.Trainer(net, train, lr=kn.suggest_lr(net, 8)).fit(3000)
-    >>> mse = float(np.mean((net.predict(test) - test.y) ** 2))
-    >>> mse < 0.5 * float(test.y.var())
-    True
-    """
-    n_pairs = v.positive_int(n_pairs, "n_pairs")
-    dims = v.dims_tuple(dims)
-    p = len(dims)
-    if p < 2:
-        raise ArgumentError("dims", f"pairwise data need p >= 2 tables, got dims {dims}")
-    if isinstance(n_entities, (list, tuple, np.ndarray)):
-        sizes = tuple(v.positive_int(int(e) if isinstance(e, np.integer) else e, "n_entities") for e in n_entities)
-        if len(sizes) != p:
-            raise ArgumentError("n_entities", f"has {len(sizes)} sizes for {p} tables")
-    else:
-        sizes = (v.positive_int(n_entities, "n_entities"),) * p
-    seed = v.seed_int(seed)
-    k = v.positive_int(latent_dim, "latent_dim")
-    teacher_width = v.positive_int(teacher_width, "teacher_width")
-    noise = v.finite_float(noise, "noise")
-    if noise < 0:
-        raise ArgumentError("noise", f"must be >= 0, got {noise}")
-    combinations = math.prod(sizes)
-    if n_pairs > combinations:
-        raise ArgumentError("n_pairs", f"{n_pairs} distinct pairs requested, only {combinations} exist")
-    v.ensure_fits(8.0 * (sum(e * (dk + k) for e, dk in zip(sizes, dims)) + 4 * n_pairs * p), "the tables", "sizes")
-
-    fixed = np.random.default_rng([0x70616972, k, teacher_width, *dims])
-    maps = [fixed.standard_normal((dk, k)) / math.sqrt(dk * k) for dk in dims]
-    t = [_unit_rows(fixed, teacher_width, k) for _ in dims]
-    c = fixed.choice(np.array([-1.0, 1.0]), size=teacher_width) / math.sqrt(teacher_width)
-    ref = _pair_teacher([fixed.standard_normal((1 << 14, k)) for _ in dims], t, c)
-    mean, sd = float(ref.mean()), float(ref.std())
-
-    rng = np.random.default_rng(seed)
-    latents = [rng.standard_normal((e, k)) for e in sizes]
-    tables = []
-    for z, dk, mk in zip(latents, dims, maps):
-        u = z @ mk.T + (0.05 / math.sqrt(dk)) * rng.standard_normal((z.shape[0], dk))
-        tables.append(u / np.linalg.norm(u, axis=1, keepdims=True))
-    flat = rng.choice(combinations, size=n_pairs, replace=False)
-    columns = [np.ascontiguousarray(c_, dtype=np.int64) for c_ in np.unravel_index(flat, sizes)]
-    y = _pair_teacher([z[col] for z, col in zip(latents, columns)], t, c) - mean
-    if sd > 0:
-        y = y / sd
-    if noise > 0:
-        y = y + noise * rng.standard_normal(n_pairs)
-    return PairData(tables, np.stack(columns, axis=1), y, copy=False)
-
-
-def _pair_teacher(z: List[np.ndarray], t: List[np.ndarray], c: np.ndarray) -> np.ndarray:
-    """sum_r c_r relu(k^(p/2) prod_j <t_rj, z_j / ||z_j||>) for latent tuples
-    z (one (n, k) array per table)."""
-    k = z[0].shape[1]
-    prod = np.ones((z[0].shape[0], t[0].shape[0]))
-    for zj, tj in zip(z, t):
-        norm = np.linalg.norm(zj, axis=1, keepdims=True)
-        prod *= math.sqrt(k) * ((zj / np.where(norm > 0, norm, 1.0)) @ tj.T)
-    out: np.ndarray = np.maximum(prod, 0.0) @ c
-    return out

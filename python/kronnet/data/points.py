@@ -1,4 +1,4 @@
-"""What every kind of data kronnet trains on provides.
+"""What every kind of data kronnet trains on provides (the base class).
 
 A data set is n points x_i in R^d, d = d_1 * ... * d_p, each a sum of
 Kronecker products of small vectors, stored without ever forming x_i. The
@@ -15,6 +15,10 @@ from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Dict, List, Optional, Tuple
 
 import numpy as np
+
+from .. import _core
+from .. import _validate as v
+from ..errors import ArgumentError, ArgumentTypeError
 
 #: The arrays the core reads: (matrices, terms per point r, one entry per
 #: factor: None when the matrix holds the n * r term rows, else an int64
@@ -102,6 +106,13 @@ class KronPoints(ABC):
         the matrix as a table."""
 
     @property
+    def table_rows(self) -> int:
+        """Rows of the largest entity table in :attr:`core_layout` (0 when
+        no factor is an entity table)."""
+        mats, _, index = self.core_layout
+        return max((int(u.shape[0]) for u, i in zip(mats, index) if i is not None), default=0)
+
+    @property
     def core_nbytes(self) -> int:
         """Bytes of the arrays in :attr:`core_layout` (what a trainer copies)."""
         mats, _, index = self.core_layout
@@ -136,10 +147,6 @@ class KronPoints(ABC):
         >>> bool(np.allclose(G, data.dense() @ data.dense().T))
         True
         """
-        from . import _core
-        from . import _validate as v
-        from .errors import ArgumentError, ArgumentTypeError
-
         other = self if other is None else other
         if not isinstance(other, KronPoints):
             raise ArgumentTypeError("other", f"expected a KronData or PairData, got {type(other).__name__}")
@@ -202,25 +209,86 @@ class KronPoints(ABC):
         3
         """
 
-    @abstractmethod
-    def _state_arrays(self) -> Dict[str, Any]:
-        """The arrays that rebuild the points (saved files, pickle)."""
+    def with_targets(self, y: Optional[Any]) -> KronPoints:
+        """The same points with other targets (the point arrays are shared,
+        not copied).
 
-    @classmethod
+        Parameters
+        ----------
+        y : array_like of shape (n,), or None
+            The new targets; None for none.
+
+        Returns
+        -------
+        KronPoints
+            A data set of the same kind and points (same fingerprint).
+
+        Raises
+        ------
+        ArgumentError
+            `y` has the wrong shape or holds NaN/inf.
+
+        Examples
+        --------
+        >>> import kronnet as kn
+        >>> data = kn.make_pair_data(10, 4, dims=(2, 2), seed=0)
+        >>> other = data.with_targets(-data.y)
+        >>> other.fingerprint == data.fingerprint, bool((other.y == -data.y).all())
+        (True, True)
+        """
+        return self._retargeted(None if y is None else v.targets(y, "y", self.n))
+
     @abstractmethod
-    def _from_state_arrays(cls, arrays: Dict[str, Any], y: Optional[np.ndarray]) -> KronPoints:
-        """The inverse of `_state_arrays` (validating everything)."""
+    def _retargeted(self, y: Optional[np.ndarray]) -> KronPoints:
+        """These points with the checked targets `y` (arrays shared)."""
+
+    @abstractmethod
+    def to_arrays(self) -> Dict[str, Any]:
+        """The arrays that rebuild the points (for saved files and pickles):
+        ``{"factors": [...]}`` for KronData, ``{"tables": [...], "pairs":
+        ...}`` for PairData. :func:`from_arrays` is the inverse.
+
+        Returns
+        -------
+        dict of str to ndarray or list of ndarray
+            Views of the data set's own (read-only) arrays.
+
+        Examples
+        --------
+        >>> import kronnet as kn
+        >>> sorted(kn.make_pair_data(10, 4, dims=(2, 2)).to_arrays())
+        ['pairs', 'tables']
+        """
 
     def __len__(self) -> int:
         return self.n
 
 
-def from_state(kind: str, arrays: Dict[str, Any], y: Optional[np.ndarray]) -> KronPoints:
-    """Rebuilds saved points of a registered kind."""
+def from_arrays(kind: str, arrays: Dict[str, Any], y: Optional[np.ndarray]) -> KronPoints:
+    """Rebuilds points of a registered kind from :meth:`KronPoints.to_arrays`
+    (validating everything, as the constructor does).
+
+    Parameters
+    ----------
+    kind : str
+        :attr:`KronPoints.kind` of the data set ("kron" or "pairs").
+    arrays : dict
+        What :meth:`KronPoints.to_arrays` returned.
+    y : ndarray of shape (n,), optional
+        The targets.
+
+    Returns
+    -------
+    KronPoints
+        A data set of that kind.
+
+    Raises
+    ------
+    ArgumentError
+        An unknown kind, or arrays the constructor refuses.
+    """
     cls = _KINDS.get(kind)
     if cls is None:
-        from .errors import ArgumentError
-
         raise ArgumentError("kind", f"unknown kind of data {kind!r}; known: {sorted(_KINDS)}")
-    points: KronPoints = cls._from_state_arrays(arrays, y)  # type: ignore[attr-defined]
+    points: KronPoints = cls.from_arrays(arrays, y)  # type: ignore[attr-defined]
     return points

@@ -3,36 +3,31 @@ and the weights it owns (docs/design.md, "The state, and who owns it")."""
 
 from __future__ import annotations
 
-import copy
 import math
+from dataclasses import replace
 from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import _core
-from . import _validate as v
-from . import points as _points
-from .data import FactorsLike, as_points
-from .errors import ArgumentError
-from .points import CoreLayout, KronPoints
-from .progress import PointsBar
+from .. import _core, fileformat
+from .. import _validate as v
+from ..data import CoreLayout, FactorsLike, KronPoints, as_points, from_arrays
+from ..errors import ArgumentError
+from ..placement import ONE_PROCESS, Placement
+from ..progress import PointsBar
+from . import format as file_members
+from .state import BlockState, NetState
 
 #: Memory one chunk of `predict` may use (P of the chunk's points and their
 #: cross-Gram with the largest training set): prediction on any number of
 #: points stays within about this much beyond its inputs and outputs.
 PREDICT_CHUNK_BYTES = 64 << 20
 
-#: The kinds of initial weights (``TwoLayerNet(init=...)``).
-INITS = ("gaussian", "kron")
+#: The kinds of initial weights (``TwoLayerNet(init=...)``), as the core names them.
 InitName = Literal["gaussian", "kron"]
+INITS: Tuple[str, ...] = tuple(_core.INITS)
 #: Largest ``init_rank`` (each neuron draws R * sum_k d_k normals).
 MAX_INIT_RANK = 1 << 16
-
-
-def _table_rows(data: KronPoints) -> int:
-    """Rows of the largest entity table of `data` (0 without tables)."""
-    mats, _, index = data.core_layout
-    return max((int(u.shape[0]) for u, i in zip(mats, index) if i is not None), default=0)
 
 
 def gaussian_tail(z: float) -> float:
@@ -124,9 +119,32 @@ class CoefficientBlock:
         a.flags.writeable = False
         return a
 
-    def _neurons(self, first: int, count: int) -> CoefficientBlock:
+    @property
+    def storage(self) -> Any:
+        """The core's coefficient storage (``kronnet._core.Coefficients``,
+        αᵀ of shape (n, neurons held)), which trainers on these points step
+        in place. Low level: read :attr:`alpha` instead."""
+        return self._coef
+
+    @property
+    def trained(self) -> bool:
+        """Whether any coefficient of this block is nonzero."""
+        return bool(self._coef.trained)
+
+    def neurons(self, first: int, count: int) -> CoefficientBlock:
         """An independent block of neurons first .. first + count of these
-        coefficients (an untrained block stays untrained)."""
+        coefficients (an untrained block stays untrained).
+
+        Parameters
+        ----------
+        first, count : int
+            The neurons, counted among those this block holds.
+
+        Returns
+        -------
+        CoefficientBlock
+            The same points, a copy of those neurons' coefficients.
+        """
         if not self._coef.trained:
             return CoefficientBlock(self._data, _core.Coefficients(self._data.n, count))
         return CoefficientBlock(
@@ -225,13 +243,9 @@ class TwoLayerNet:
         a.flags.writeable = False
         self._a = a
         self._blocks: List[CoefficientBlock] = []
-        # (group, first, count) once a sharded Trainer has split the net
-        # over an MPI communicator (kronnet.shard): the blocks then hold α
-        # of neurons first .. first + count only.
-        self._shard: Optional[Tuple[Any, int, int]] = None
-        # Bumped by every change of the weights, so a trainer can tell when
-        # another trainer has moved the net under it.
-        self._version = 0
+        # Where the neurons live: this process, until a Trainer with comm=
+        # shards the net (its blocks then hold α of this rank's neurons).
+        self._placement: Placement = ONE_PROCESS
 
     @property
     def dims(self) -> Tuple[int, ...]:
@@ -294,8 +308,9 @@ class TwoLayerNet:
             return float(_core.kron_firing_fraction(self._threshold, self._init_rank, len(self._dims)))
         return gaussian_tail(self._threshold)
 
-    def _core_init(self) -> Tuple[int, str, int]:
-        """W(0) as the core takes it: (seed, init, init_rank)."""
+    @property
+    def core_init(self) -> Tuple[int, str, int]:
+        """W(0) as the compiled core takes it: (seed, init, init_rank)."""
         return (self._seed, self._init, self._init_rank)
 
     @property
@@ -312,30 +327,112 @@ class TwoLayerNet:
         """
         return tuple(self._blocks)
 
-    # -- the block a trainer accumulates into ---------------------------------
+    # -- the blocks trainers accumulate into -----------------------------------
 
-    def _block_index(self, data: KronPoints) -> Optional[int]:
-        """Which block holds `data`'s points (same fingerprint), if any."""
-        for j, blk in enumerate(self._blocks):
+    def block_for(self, data: KronPoints) -> CoefficientBlock:
+        """The coefficient block of `data`'s points, created (zero) if the net
+        has none for them yet. Trainers on the same points (same
+        fingerprint) share it.
+
+        Parameters
+        ----------
+        data : KronData or PairData
+            Points with the net's dims.
+
+        Returns
+        -------
+        CoefficientBlock
+            The block every trainer on these points steps.
+
+        Raises
+        ------
+        OutOfMemoryError
+            A new block (n × neurons held) would not fit in memory.
+
+        Examples
+        --------
+        >>> import kronnet as kn
+        >>> data = kn.make_kronecker_data(8, dims=(2, 2), seed=0)
+        >>> net = kn.TwoLayerNet(data.dims, width=16)
+        >>> block = net.block_for(data)
+        >>> block.alpha.shape, net.block_for(data.with_targets(-data.y)) is block
+        ((16, 8), True)
+        """
+        found = self.find_block(data)
+        if found is not None:
+            return found
+        count = self._placement.neurons(self._width)[1]
+        v.ensure_fits(8.0 * data.n * count, "the coefficient block alpha (width × n)", "data")
+        block = CoefficientBlock(data, _core.Coefficients(data.n, count))
+        self._blocks.append(block)
+        return block
+
+    def find_block(self, data: KronPoints) -> Optional[CoefficientBlock]:
+        """The coefficient block of `data`'s points (same fingerprint), or None.
+
+        Parameters
+        ----------
+        data : KronData or PairData
+            Points with the net's dims.
+
+        Returns
+        -------
+        CoefficientBlock or None
+            The block, if a trainer on these points has made one.
+
+        Examples
+        --------
+        >>> import kronnet as kn
+        >>> data = kn.make_kronecker_data(8, dims=(2, 2), seed=0)
+        >>> net = kn.TwoLayerNet(data.dims, width=16)
+        >>> net.find_block(data) is None
+        True
+        >>> _ = kn.Trainer(net, data, lr=1.0)
+        >>> net.find_block(data)
+        CoefficientBlock(n=8, width=16)
+        """
+        for blk in self._blocks:
             if blk.data.n == data.n and blk.data.fingerprint == data.fingerprint:
-                return j
+                return blk
         return None
 
-    def _block_for(self, data: KronPoints) -> Any:
-        """The coefficients of `data`'s points, created (zero) if new."""
-        j = self._block_index(data)
-        if j is not None:
-            return self._blocks[j]._coef
-        width = self._width if self._shard is None else self._shard[2]
-        v.ensure_fits(8.0 * data.n * width, "the coefficient block alpha (width × n)", "data")
-        coef = _core.Coefficients(data.n, width)
-        self._blocks.append(CoefficientBlock(data, coef))
-        return coef
+    def core_blocks(self) -> List[Tuple[CoreLayout, Any]]:
+        """The trained blocks as the compiled core takes them (low level).
 
-    def _core_blocks(self) -> List[Tuple[CoreLayout, Any]]:
-        return [(blk.data.core_layout, blk._coef) for blk in self._blocks if blk._coef.trained]
+        Returns
+        -------
+        list of (CoreLayout, kronnet._core.Coefficients)
+            For every block with a nonzero coefficient: its points'
+            :attr:`~kronnet.KronPoints.core_layout` and its storage.
 
-    # -- sharding over MPI ranks (kronnet.shard) --------------------------------
+        Examples
+        --------
+        >>> import kronnet as kn
+        >>> data = kn.make_kronecker_data(8, dims=(2, 2), seed=0)
+        >>> net = kn.TwoLayerNet(data.dims, width=16)
+        >>> _ = kn.Trainer(net, data, lr=kn.suggest_lr(net, 4), batch_size=4).fit(5)
+        >>> len(net.core_blocks())
+        1
+        """
+        return [(blk.data.core_layout, blk.storage) for blk in self._blocks if blk.trained]
+
+    @property
+    def revision(self) -> Tuple[Tuple[int, int], ...]:
+        """A token that changes whenever the weights do: every step on any
+        of the net's blocks, a new block, sharding. A :class:`Trainer`
+        compares it with the one it saw after its own last step, to refuse
+        stepping from a state another trainer has moved
+        (:class:`StaleTrainerError`)."""
+        return tuple((blk.storage.serial, blk.storage.updates) for blk in self._blocks)
+
+    # -- where the neurons live ---------------------------------------------------
+
+    @property
+    def placement(self) -> Placement:
+        """Where the neurons live (:mod:`kronnet.placement`): this process,
+        or the ranks of an MPI communicator once a Trainer with ``comm=``
+        has sharded the net."""
+        return self._placement
 
     @property
     def sharded(self) -> bool:
@@ -346,26 +443,48 @@ class TwoLayerNet:
         :meth:`save` and :meth:`gather` are collective (every rank must call
         them) and return the same values on every rank.
         """
-        return self._shard is not None
+        return self._placement.sharded
 
-    def _shard_over(self, group: Any) -> Tuple[int, int]:
-        """Keeps only this rank's neurons (first, count); idempotent for the same group."""
-        from .shard import neuron_range
+    def shard(self, placement: Placement) -> Tuple[int, int]:
+        """Keeps only this process's neurons under `placement` (collective
+        under MPI: every rank calls it). Idempotent for the same
+        communicator; a :class:`Trainer` with ``comm=`` calls it.
 
-        if self._shard is not None:
-            if self._shard[0].comm is not group.comm:
+        Parameters
+        ----------
+        placement : Placement
+            Where the neurons go (``kronnet.placement.over(comm)``).
+
+        Returns
+        -------
+        (int, int)
+            (first, count): the neurons this process keeps.
+
+        Raises
+        ------
+        ArgumentError
+            The net is already sharded over another communicator, or has
+            more ranks than blocks of neurons to share.
+
+        Examples
+        --------
+        >>> import kronnet as kn
+        >>> from kronnet import placement
+        >>> net = kn.TwoLayerNet((2, 2), width=16)
+        >>> net.shard(placement.ONE_PROCESS)  # one process keeps every neuron
+        (0, 16)
+
+        Under ``mpiexec -n 2``, ``net.shard(placement.over(MPI.COMM_WORLD))``
+        keeps neurons (0, 64) on rank 0 of a width-128 net and (64, 64) on rank 1.
+        """
+        if self._placement.sharded or not placement.sharded:
+            if self._placement.comm is not placement.comm:
                 raise ArgumentError("comm", "the net is already sharded over another communicator")
-            return self._shard[1], self._shard[2]
-        first, count = neuron_range(self._width, group.size, group.rank)
-        self._blocks = [blk._neurons(first, count) for blk in self._blocks]
-        self._shard = (group, first, count)
-        self._version += 1
+            return self._placement.neurons(self._width)
+        first, count = placement.neurons(self._width)
+        self._blocks = [blk.neurons(first, count) for blk in self._blocks]
+        self._placement = placement
         return first, count
-
-    def _whole(self) -> TwoLayerNet:
-        whole = self.gather()
-        assert whole is not None
-        return whole
 
     def gather(self, root: Optional[int] = None) -> Optional[TwoLayerNet]:
         """The whole net from a sharded one, as a plain (unsharded) net.
@@ -398,20 +517,21 @@ class TwoLayerNet:
         Under ``mpiexec -n 2``, after ``kn.Trainer(net, data, comm=MPI.COMM_WORLD)``,
         ``net.gather()`` returns on every rank a plain net with all 64 neurons.
         """
-        if self._shard is None:
+        if not self._placement.sharded:
             return self
-        group = self._shard[0]
-        state = self._state_local()
-        full = []
-        for blk in state["blocks"]:
-            parts = (
-                group.comm.allgather(blk["alpha_t"]) if root is None else group.comm.gather(blk["alpha_t"], root=root)
-            )
-            if parts is not None:
-                full.append({**blk, "alpha_t": np.concatenate(parts, axis=1)})
-        if root is not None and group.rank != root:
+        placement = self._placement
+        placement.agree(root=root)
+        state = self.to_state(whole=False)
+        blocks = []
+        for blk in state.blocks:
+            rows = placement.gather_rows(blk.alpha_t.T, root=root)
+            if rows is not None:
+                blocks.append(BlockState(blk.kind, blk.points, blk.y, rows.T))
+        if root is not None and placement.rank != root:
             return None
-        return TwoLayerNet._from_state({**state, "blocks": full})
+        state.blocks = blocks
+        state.neurons = (0, self._width)
+        return TwoLayerNet.from_state(state)
 
     # -- weights and predictions ----------------------------------------------
 
@@ -441,8 +561,9 @@ class TwoLayerNet:
         >>> bool((W0 == kn.TwoLayerNet((4, 4), width=32, seed=7).initial_weights()).all())
         True
         """
-        v.ensure_fits(8.0 * self._width * self.d, "the weight matrix (width × d)", "initial_weights()")
-        return _core.initial_weights(self._core_init(), self._width, list(self._dims))
+        need = _core.dense_weights_bytes(list(self._dims), self._width, [])
+        v.ensure_fits(need, "the weight matrix (width × d)", "initial_weights()")
+        return _core.initial_weights(self.core_init, self._width, list(self._dims))
 
     def initial_factors(self) -> List[np.ndarray]:
         """The factor vectors of a Kronecker-factored W(0) (``init="kron"``).
@@ -508,29 +629,27 @@ class TwoLayerNet:
         >>> bool(np.allclose(data.dense() @ W.T, net.preactivations(data)))
         True
         """
-        if self._shard is not None:
-            # Every rank gathers, then checks and computes; a refusal on
-            # one rank is agreed so that no rank waits in a later message.
-            whole = self._whole()
-            return self._shard[0].run(whole.dense_weights)  # type: ignore[no-any-return]
-        largest = max((blk.data.n for blk in self._blocks), default=0)
-        need = 8.0 * self.d * (self._width + largest)
+        # Every rank gathers, then checks and computes; a refusal on one
+        # rank is agreed so that no rank waits in a later message.
+        whole = self._whole()
+        return self._placement.run(whole._dense_weights_here)
+
+    def _whole(self) -> TwoLayerNet:
+        """The whole net (collective when sharded; itself otherwise)."""
+        whole = self.gather()
+        assert whole is not None
+        return whole
+
+    def _dense_weights_here(self) -> np.ndarray:
+        need = _core.dense_weights_bytes(list(self._dims), self._width, [blk.data.n for blk in self._blocks])
         v.ensure_fits(need, "the weight matrix (width × d) and one block's X (n × d)", "dense_weights()")
-        return _core.dense_weights(self._core_init(), self._width, list(self._dims), self._core_blocks())
+        return _core.dense_weights(self.core_init, self._width, list(self._dims), self.core_blocks())
 
     def _points(self, X: FactorsLike, name: str) -> KronPoints:
         data = as_points(X, name)
         if data.dims != self._dims:
             raise ArgumentError(name, f"has factor dimensions {data.dims}, the net expects {self._dims}")
         return data
-
-    def _scratch_bytes(self, data: KronPoints) -> float:
-        """Bytes init needs beyond P for `data`'s points."""
-        return float(
-            _core.init_scratch_bytes(
-                self._core_init(), list(self._dims), data.n, data.rank, _table_rows(data), _core.thread_count()
-            )
-        )
 
     def preactivations(self, X: FactorsLike) -> np.ndarray:
         """<w_r, x_j> for every point j of X and neuron r.
@@ -565,14 +684,24 @@ class TwoLayerNet:
         >>> bool(np.allclose(P, data.dense() @ net.initial_weights().T))
         True
         """
-        if self._shard is not None:
-            whole = self._whole()
-            return self._shard[0].run(lambda: whole.preactivations(X))  # type: ignore[no-any-return]
-        data = self._points(X, "X")
-        largest = max((blk.data.n for blk in self._blocks), default=0)
-        need = 8.0 * data.n * (self._width + largest) + self._scratch_bytes(data)
+        data = self._placement.run(lambda: self._points(X, "X"))
+        self._placement.agree(X=data)
+        whole = self._whole()
+        return self._placement.run(lambda: whole._preactivations_here(data))
+
+    def _preactivations_here(self, data: KronPoints) -> np.ndarray:
+        need = _core.preacts_bytes(
+            self.core_init,
+            list(self._dims),
+            data.n,
+            self._width,
+            [blk.data.n for blk in self._blocks],
+            data.rank,
+            data.table_rows,
+            _core.thread_count(),
+        )
         v.ensure_fits(need, "the preactivation matrix (points × width)", "X")
-        return _core.preacts(data.core_layout, self._core_init(), self._width, self._core_blocks())
+        return _core.preacts(data.core_layout, self.core_init, self._width, self.core_blocks())
 
     def predict(self, X: FactorsLike, progress: bool = False) -> np.ndarray:
         """f(W, x_j) for every point of X.
@@ -618,26 +747,38 @@ class TwoLayerNet:
         >>> net.predict(data.factors).shape  # the factor matrices work too
         (16,)
         """
-        if self._shard is not None:
-            # Checked on every rank, and agreed, before any message.
-            data, rows, progress = self._shard[0].run(lambda: self._predict_plan(X, progress))
-        else:
-            data, rows, progress = self._predict_plan(X, progress)
+        # Checked on every rank, and agreed, before any message.
+        data, rows, progress = self._placement.run(lambda: self._predict_plan(X, progress))
+        self._placement.agree(X=data)
         if data.n == 0:
             return np.empty(0)
-        if self._shard is not None:
-            out = self._predict_sharded(data, rows, progress)
-        else:
+        first, count = self._placement.neurons(self._width)
+        blocks = self.core_blocks()
+
+        def here() -> np.ndarray:
             with PointsBar(progress, data.n, self._width, "predict") as bar:
-                out = _core.predict(
+                out: np.ndarray = _core.predict(
+                    data.core_layout, self._a, self._threshold, self.core_init, blocks, rows, progress=bar.callback
+                )
+            return out
+
+        def words() -> np.ndarray:
+            # All points in one call, chunked by the core exactly as one
+            # process would chunk them.
+            with PointsBar(progress and self._placement.speaks, data.n, count, "predict") as bar:
+                out: np.ndarray = _core.predict_words(
                     data.core_layout,
                     self._a,
                     self._threshold,
-                    self._core_init(),
-                    self._core_blocks(),
+                    self.core_init,
+                    (first, count),
+                    blocks,
                     rows,
                     progress=bar.callback,
                 )
+            return out
+
+        out = self._placement.outputs(self._width, here, words)
         # The same outputs on every rank: all raise alike.
         if not np.isfinite(out).all():
             raise ArgumentError("X", "the predictions overflow float64 (the points or weights are too large)")
@@ -649,47 +790,22 @@ class TwoLayerNet:
         progress = v.flag(progress, "progress")
         if data.n == 0:
             return data, 0, progress
-        sizes = [blk.data.n for blk in self._blocks if blk._coef.trained]
+        sizes = [blk.data.n for blk in self._blocks if blk.trained]
         rows = min(data.n, _core.predict_chunk_rows(self._width, sizes, PREDICT_CHUNK_BYTES))
         need = float(
             _core.predict_chunk_bytes(
-                self._core_init(),
+                self.core_init,
                 list(self._dims),
                 self._width,
                 sizes,
                 rows,
                 data.rank,
-                _table_rows(data),
+                data.table_rows,
                 _core.thread_count(),
             )
         )
-
         v.ensure_fits(8.0 * data.n + float(need), "one chunk of prediction", "X")
         return data, rows, progress
-
-    def _predict_sharded(self, data: KronPoints, rows: int, progress: bool) -> np.ndarray:
-        """Collective: this rank's exact sums for its neurons, summed over the ranks."""
-        from .shard import output_sums
-
-        group, first, count = self._shard  # type: ignore[misc]
-        blocks = self._core_blocks()
-
-        def words() -> np.ndarray:
-            # All points in one call, chunked by the core exactly as one
-            # process would chunk them.
-            with PointsBar(progress and group.rank == 0, data.n, count, "predict") as bar:
-                return _core.predict_words(
-                    data.core_layout,
-                    self._a,
-                    self._threshold,
-                    self._core_init(),
-                    (first, count),
-                    blocks,
-                    rows,
-                    progress=bar.callback,
-                )
-
-        return output_sums(group, self._width, words)
 
     def __call__(self, X: FactorsLike) -> np.ndarray:
         """Same as :meth:`predict`."""
@@ -721,87 +837,126 @@ class TwoLayerNet:
         32
         >>> tmp.cleanup()
         """
-        from . import storage
+        meta, arrays, rows = file_members.members(self.to_state(whole=False))
+        self._placement.agree(path=fileformat.checked_path(path))
+        # Sharded, rank 0 writes the file while the ranks' coefficients
+        # arrive a piece at a time: it never holds the whole net's α.
+        self._placement.write_file(path, "net", meta, arrays, rows)
 
-        if self._shard is None:
-            storage.save_net(self, path)
-            return
-        # Rank 0 writes the file while the ranks' coefficients arrive a
-        # piece at a time: it never holds the whole net's α.
-        state = self._state_local()
-        alphas = [storage.alpha_member(j) for j in range(len(state["blocks"]))]
-        meta = {"net": storage.net_meta(state)}
-        storage.write_sharded(self._shard[0], path, "net", meta, storage.net_arrays(state), alphas)
+    def to_state(self, whole: bool = True) -> NetState:
+        """The net as plain values and arrays (:class:`~kronnet.model.state.NetState`).
 
-    def _state(self) -> Dict[str, Any]:
-        """Plain values and arrays describing the net (for pickle and files)."""
-        if self._shard is not None:
+        Parameters
+        ----------
+        whole : bool, default True
+            Refuse a sharded net (which holds only its rank's neurons);
+            with False, a sharded net describes this rank's neurons.
+
+        Returns
+        -------
+        NetState
+            Views of the net's arrays (copies of the coefficients).
+
+        Raises
+        ------
+        ArgumentError
+            The net is sharded and `whole` is True.
+
+        Examples
+        --------
+        >>> import numpy as np, kronnet as kn
+        >>> data = kn.make_kronecker_data(8, dims=(2, 2), seed=0)
+        >>> net = kn.TwoLayerNet(data.dims, width=16)
+        >>> _ = kn.Trainer(net, data, lr=kn.suggest_lr(net, 4), batch_size=4).fit(5)
+        >>> state = net.to_state()
+        >>> state.width, len(state.blocks), state.blocks[0].alpha_t.shape
+        (16, 1, (8, 16))
+        >>> twin = kn.TwoLayerNet.from_state(state)
+        >>> bool((twin.predict(data) == net.predict(data)).all())
+        True
+        """
+        if whole and self._placement.sharded:
             raise ArgumentError(
                 "net",
                 "is sharded over MPI ranks and holds only this rank's neurons: "
                 "use net.gather() for the whole net (net.save gathers by itself)",
             )
-        return self._state_local()
-
-    def _state_local(self) -> Dict[str, Any]:
-        return {
-            "dims": list(self._dims),
-            "width": self._width,
-            "threshold": self._threshold,
-            "seed": self._seed,
-            "init": self._init,
-            "init_rank": self._init_rank,
-            "blocks": [
-                {"kind": blk.data.kind, **blk.data._state_arrays(), "y": blk.data.y, "alpha_t": blk._coef.alpha_t()}
+        return NetState(
+            dims=self._dims,
+            width=self._width,
+            threshold=self._threshold,
+            seed=self._seed,
+            init=self._init,
+            init_rank=self._init_rank,
+            blocks=[
+                BlockState(blk.data.kind, blk.data.to_arrays(), blk.data.y, blk.storage.alpha_t())
                 for blk in self._blocks
             ],
-        }
+            neurons=self._placement.neurons(self._width),
+        )
 
     @classmethod
-    def _from_state(cls, state: Dict[str, Any], shard: Any = None) -> TwoLayerNet:
-        """The net `state` describes; with `shard` = (group, first, count),
-        sharded from the start: only neurons first .. first + count of each
-        coefficient matrix are read (a restore on many ranks)."""
+    def from_state(cls, state: NetState, placement: Placement = ONE_PROCESS) -> TwoLayerNet:
+        """The net `state` describes (checking every shape and value).
+
+        Parameters
+        ----------
+        state : NetState
+            A whole net; or, with a sharded `placement`, the neurons this
+            rank holds under it (``state.neurons``).
+        placement : Placement, default one process
+            Where the new net's neurons live.
+
+        Returns
+        -------
+        TwoLayerNet
+
+        Raises
+        ------
+        ArgumentError
+            The state is inconsistent (shapes, dims, values).
+
+        Examples
+        --------
+        >>> import kronnet as kn
+        >>> net = kn.TwoLayerNet((2, 3), width=8, seed=4)
+        >>> kn.TwoLayerNet.from_state(net.to_state())
+        TwoLayerNet(dims=(2, 3), width=8, threshold=0.912018, seed=4)
+        """
         net = cls(
-            state["dims"],
-            state["width"],
-            threshold=state["threshold"],
-            seed=state["seed"],
-            init=state.get("init", "gaussian"),
-            init_rank=state.get("init_rank", 8),
+            state.dims,
+            state.width,
+            threshold=state.threshold,
+            seed=state.seed,
+            init=state.init,  # type: ignore[arg-type]
+            init_rank=state.init_rank,
         )
-        for j, blk in enumerate(state["blocks"]):
-            data = _points.from_state(blk.get("kind", "kron"), blk, blk["y"])
+        count = state.neurons[1]
+        for j, blk in enumerate(state.blocks):
+            data = from_arrays(blk.kind, blk.points, blk.y)
             if data.dims != net.dims:
                 raise ArgumentError(f"blocks[{j}]", f"has dims {data.dims}, the net has {net.dims}")
-            alpha_t = blk["alpha_t"]
-            if np.shape(alpha_t) != (data.n, net.width):
+            if np.shape(blk.alpha_t) != (data.n, count):
                 raise ArgumentError(
-                    f"blocks[{j}].alpha", f"has shape {np.shape(alpha_t)[::-1]}, expected ({net.width}, {data.n})"
+                    f"blocks[{j}].alpha", f"has shape {np.shape(blk.alpha_t)[::-1]}, expected ({count}, {data.n})"
                 )
-            if shard is not None:
-                alpha_t = alpha_t[:, shard[1] : shard[1] + shard[2]]
-            alpha_t = v.float_array(alpha_t, f"blocks[{j}].alpha", 2, allow_empty=True)
+            alpha_t = v.float_array(blk.alpha_t, f"blocks[{j}].alpha", 2, allow_empty=True)
             net._blocks.append(CoefficientBlock(data, _core.Coefficients.from_alpha_t(alpha_t)))
-        if shard is not None:
-            net._shard = (shard[0], int(shard[1]), int(shard[2]))
+        net._placement = placement
         return net
 
     def __reduce__(self) -> Tuple[Any, ...]:
-        return (_net_from_state, (self._state(),))
+        return (TwoLayerNet.from_state, (self.to_state(),))
 
     def __deepcopy__(self, memo: Dict[int, Any]) -> TwoLayerNet:
         """An independent copy. A sharded net copies this rank's shard
         (local, not collective) and stays sharded over the same communicator,
         which is shared, not copied: every rank copying its own shard gives
         a sharded copy of the whole net."""
-        if self._shard is None:
-            return _net_from_state(copy.deepcopy(self._state(), memo))
-        # (copy.copy would go through __reduce__, which refuses shards.)
-        twin = object.__new__(TwoLayerNet)
-        twin.__dict__.update(self.__dict__)
-        twin._blocks = [blk._neurons(0, self._shard[2]) for blk in self._blocks]
-        twin._version = 0
+        twin = TwoLayerNet.from_state(replace(self.to_state(whole=False), blocks=[]), self._placement)
+        # The points are immutable and shared; the coefficients are copied.
+        count = self._placement.neurons(self._width)[1]
+        twin._blocks = [blk.neurons(0, count) for blk in self._blocks]
         return twin
 
     def __repr__(self) -> str:
@@ -811,6 +966,46 @@ class TwoLayerNet:
         )
 
 
-def _net_from_state(state: Dict[str, Any]) -> TwoLayerNet:
-    """Unpickles a TwoLayerNet (module-level so pickle can find it)."""
-    return TwoLayerNet._from_state(state)
+def load(path: Any) -> TwoLayerNet:
+    """Loads a net saved by :meth:`TwoLayerNet.save` (or the net inside a
+    checkpoint written by :meth:`Trainer.checkpoint`).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A file written by :meth:`TwoLayerNet.save` or
+        :meth:`Trainer.checkpoint`.
+
+    Returns
+    -------
+    TwoLayerNet
+        A net that predicts bitwise identically to the one saved.
+
+    Raises
+    ------
+    FileFormatError
+        The file is truncated, corrupted, not a kronnet file, or of an
+        unsupported format version.
+    FileNotFoundError
+        There is no file at `path`.
+
+    Examples
+    --------
+    >>> import os, tempfile, kronnet as kn
+    >>> data = kn.make_kronecker_data(32, dims=(4, 4), seed=0)
+    >>> net = kn.TwoLayerNet(data.dims, width=64)
+    >>> _ = kn.Trainer(net, data, lr=kn.suggest_lr(net, 8)).fit(50)
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> path = os.path.join(tmp.name, "net.kronnet")
+    >>> net.save(path)
+    >>> bool((kn.load(path).predict(data) == net.predict(data)).all())
+    True
+    >>> tmp.cleanup()
+    """
+    with fileformat.Reader(path) as r:
+        kind = r.field(r.meta, "kind", str)
+        if kind not in ("net", "checkpoint"):
+            raise r.fail(f"holds a {kind!r}, not a net or checkpoint")
+        state = file_members.read(r)
+        net: TwoLayerNet = fileformat.build(r, lambda: TwoLayerNet.from_state(state))
+        return net

@@ -11,7 +11,7 @@ the same double whatever K is: a run on K ranks is bitwise the run on one
 rank and the run of the single-process :class:`~kronnet.Trainer`.
 
 Failures are collective too: a rank that raises makes every rank raise the
-same exception (:meth:`Group.agree`), and Ctrl-C stops every rank after the
+same exception (:meth:`ShardedPlacement.fail_together`), and Ctrl-C stops every rank after the
 same step.
 """
 
@@ -22,17 +22,16 @@ import pickle
 import signal
 import threading
 import time
-from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple, TypeVar
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, TypeVar
 
 import numpy as np
 
-from . import _core
-from .errors import ArgumentError, ArgumentTypeError
+from .. import _core, fileformat
+from ..errors import ArgumentError, ArgumentTypeError, RankMismatchError
+from .base import RunFigures, StepRunner
+from .digest import digest
 
 T = TypeVar("T")
-
-#: int64 words of one exact sum (an output's terms, summed without rounding).
-EXACT_WORDS: int = int(_core.EXACT_WORDS)
 #: Points per ``Allreduce`` of output sums in ``full_loss`` and ``predict``
 #: (about 2 MiB of words), so no rank holds the words of all points at once.
 POINTS_PER_MESSAGE = 4096
@@ -72,7 +71,7 @@ def neuron_range(width: int, size: int, rank: int) -> Tuple[int, int]:
 
     Examples
     --------
-    >>> from kronnet.shard import neuron_range
+    >>> from kronnet.placement.mpi import neuron_range
     >>> [neuron_range(2048, 3, q) for q in range(3)]
     [(0, 640), (640, 704), (1344, 704)]
     """
@@ -88,8 +87,13 @@ def neuron_range(width: int, size: int, rank: int) -> Tuple[int, int]:
     return first, stop - first
 
 
-class Group:
-    """An mpi4py communicator, as kronnet uses it.
+class ShardedPlacement:
+    """A net's neurons spread over the ranks of an mpi4py communicator
+    (:class:`~kronnet.placement.Placement`).
+
+    Rank q holds the neurons :func:`neuron_range` gives it; every collective
+    method must be called by every rank, in the same order, with the same
+    arguments (which :meth:`agree` checks where it matters).
 
     Parameters
     ----------
@@ -116,7 +120,18 @@ class Group:
         self.size: int = comm.Get_size()
         self._mpi = MPI
 
-    def agree(self, error: Optional[BaseException]) -> None:
+    @property
+    def sharded(self) -> bool:
+        return True
+
+    @property
+    def speaks(self) -> bool:
+        return self.rank == 0
+
+    def neurons(self, width: int) -> Tuple[int, int]:
+        return neuron_range(width, self.size, self.rank)
+
+    def fail_together(self, error: Optional[BaseException]) -> None:
         """Collective: raises on every rank if any rank passes an error.
 
         Each rank passes the exception it caught (or None). When any did,
@@ -142,10 +157,24 @@ class Group:
         error: Optional[BaseException] = None
         try:
             result = fn()
-        except BaseException as e:  # every rank must reach `agree`
+        except BaseException as e:  # every rank must reach `fail_together`
             error = e
-        self.agree(error)
+        self.fail_together(error)
         return result  # type: ignore[no-any-return]
+
+    def agree(self, **values: Any) -> None:
+        """Collective: raises :class:`~kronnet.RankMismatchError` on every
+        rank, naming the first argument (in the order given) whose digest
+        differs between ranks and which ranks passed which. One message of
+        a few bytes per argument."""
+        mine = [digest(value) for value in values.values()]
+        everyone = self.comm.allgather(mine)
+        for k, arg in enumerate(values):
+            groups: Dict[str, List[int]] = {}
+            for rank, theirs in enumerate(everyone):
+                groups.setdefault(theirs[k], []).append(rank)
+            if len(groups) > 1:
+                raise RankMismatchError(arg, sorted(groups.values()))
 
     def sum_words(self, words: np.ndarray) -> None:
         """Collective: `words` (int64, contiguous) becomes its sum over the ranks, in place."""
@@ -156,11 +185,41 @@ class Group:
         """Collective: the largest `value` of any rank."""
         return float(self.comm.allreduce(float(value), op=self._mpi.MAX))
 
-    def same(self, value: Any, what: str, arg: str) -> None:
-        """Collective: raises ArgumentError on every rank unless all ranks passed an equal `value`."""
-        values = self.comm.allgather(value)
-        if any(x != values[0] for x in values):
-            raise ArgumentError(arg, f"every rank must pass the same {what}; ranks differ: {values}")
+    def outputs(self, width: int, here: Callable[[], np.ndarray], words: Callable[[], np.ndarray]) -> np.ndarray:
+        """Collective: f at q points from each rank's exact sums (``words()``,
+        (q, EXACT_WORDS)), summed a message of at most ``POINTS_PER_MESSAGE``
+        points at a time."""
+        mine = self.run(lambda: np.ascontiguousarray(words(), dtype=np.int64))
+        out = np.empty(mine.shape[0])
+        for start in range(0, mine.shape[0], POINTS_PER_MESSAGE):
+            part = mine[start : start + POINTS_PER_MESSAGE]
+            self.sum_words(part)
+            out[start : start + part.shape[0]] = _core.outputs_from_words(part, width)
+        return out
+
+    def gather_rows(self, part: np.ndarray, root: Optional[int] = None) -> Optional[np.ndarray]:
+        """Collective: every rank's rows, in rank order (on `root` only if given)."""
+        parts = self.comm.allgather(part) if root is None else self.comm.gather(part, root=root)
+        return None if parts is None else np.concatenate(parts, axis=0)
+
+    def write_file(
+        self, path: Any, kind: str, meta: Dict[str, Any], arrays: Dict[str, np.ndarray], rows: Dict[str, np.ndarray]
+    ) -> None:
+        """Collective: rank 0 writes the file while the `rows` of the other
+        ranks arrive a piece at a time (:func:`stream_rows`), so it never
+        holds another rank's rows whole; the other members are rank 0's."""
+        names = list(rows)
+        stream_rows(
+            self,
+            [rows[name] for name in names],
+            lambda streams: fileformat.write(path, kind, meta, arrays, dict(zip(names, streams))),
+        )
+
+    def runner(self, core: Any, n: int, width: int) -> StepRunner:
+        return ShardedRunner(core, self, width, n)
+
+    def __repr__(self) -> str:
+        return f"ShardedPlacement(rank={self.rank}, size={self.size})"
 
 
 def _portable(error: BaseException) -> BaseException:
@@ -172,19 +231,6 @@ def _portable(error: BaseException) -> BaseException:
     except Exception:
         pass
     return RuntimeError(f"{type(error).__name__}: {error}")
-
-
-def output_sums(group: Group, width: int, words: Callable[[], np.ndarray]) -> np.ndarray:
-    """Collective: f at n points from each rank's exact sums (``words()``,
-    (n, EXACT_WORDS)), summed a message of at most ``POINTS_PER_MESSAGE``
-    points at a time."""
-    mine = group.run(lambda: np.ascontiguousarray(words(), dtype=np.int64))
-    out = np.empty(mine.shape[0])
-    for start in range(0, mine.shape[0], POINTS_PER_MESSAGE):
-        part = mine[start : start + POINTS_PER_MESSAGE]
-        group.sum_words(part)
-        out[start : start + part.shape[0]] = _core.outputs_from_words(part, width)
-    return out
 
 
 #: float64 values per message when rows are streamed to one rank (64 MiB):
@@ -205,7 +251,7 @@ def _pieces(rows: int, cols: int) -> List[Tuple[int, int]]:
 
 
 def stream_rows(
-    group: Group, parts: Sequence[np.ndarray], write: Callable[[List[RowStream]], None], root: int = 0
+    group: ShardedPlacement, parts: Sequence[np.ndarray], write: Callable[[List[RowStream]], None], root: int = 0
 ) -> None:
     """Collective: arrays split by rows over the ranks, handed to `write` on
     `root` a piece at a time, as they arrive.
@@ -218,7 +264,7 @@ def stream_rows(
 
     Parameters
     ----------
-    group : Group
+    group : ShardedPlacement
         The ranks; every one must call with the same number of arrays.
     parts : sequence of array_like, each of shape (rows_q, cols_i)
         This rank's row block of each array (float64; any layout: each
@@ -250,7 +296,7 @@ def stream_rows(
         for i, a in enumerate(mine):
             for start, stop in _pieces(*a.shape):
                 comm.Send(np.ascontiguousarray(a[start:stop]), dest=root, tag=ROWS_TAG + i)
-        group.agree(None)
+        group.fail_together(None)
         return
     # Every piece the root must receive, in the order the senders send them.
     pending = [
@@ -292,7 +338,7 @@ def stream_rows(
     while cursor < len(pending):
         receive(*pending[cursor])
         cursor += 1
-    group.agree(error)
+    group.fail_together(error)
 
 
 class _Interrupt:
@@ -317,9 +363,8 @@ class _Interrupt:
             signal.signal(signal.SIGINT, self._old)
 
 
-class ShardedCore:
-    """One rank's part of a sharded trainer, with the interface of the
-    single-process core (``step``, ``run``, ``full_loss``, ...). The core's
+class ShardedRunner:
+    """One rank's part of a sharded trainer's steps (:class:`~kronnet.placement.StepRunner`). The core's
     ``run_sharded`` runs the steps in Rust; each step is ``begin_step``, one
     message (:meth:`_exchange`: an ``Allreduce`` of the words), and
     ``finish_step``.
@@ -331,7 +376,7 @@ class ShardedCore:
     last step reaches every rank too.
     """
 
-    def __init__(self, core: Any, group: Group, width: int, n: int) -> None:
+    def __init__(self, core: Any, group: ShardedPlacement, width: int, n: int) -> None:
         self._core = core
         self._group = group
         self._width = width
@@ -345,10 +390,6 @@ class ShardedCore:
         self._intr: Optional[_Interrupt] = None
         # P(0) was bounded per rank; the guard needs the whole net's bound.
         core.p_bound = group.max(core.p_bound)
-
-    def __getattr__(self, name: str) -> Any:
-        # Index statistics and the like: this rank's own.
-        return getattr(self._core, name)
 
     @property
     def steps_taken(self) -> int:
@@ -389,7 +430,7 @@ class ShardedCore:
                     "this sharded trainer cannot continue (restore a checkpoint)"
                 )
             try:
-                self._group.agree(err)
+                self._group.fail_together(err)
             except BaseException as e:  # the same exception on every rank
                 err = e
         elif end == "stopped":
@@ -411,11 +452,11 @@ class ShardedCore:
             finally:
                 self._intr = None
 
-    def run(self, indices: np.ndarray, offsets: np.ndarray, lr: float) -> Any:
+    def run(self, indices: np.ndarray, offsets: np.ndarray, lr: float) -> RunFigures:
         """Collective: the steps on ``indices[offsets[t]:offsets[t + 1]]``;
         returns (losses, |R|, Σ|A_i|, error or None) like the single-process core."""
-        stats, err = self._run(indices, offsets, lr)
-        return (*stats, err)
+        (loss, union, total), err = self._run(indices, offsets, lr)
+        return loss, union, total, err
 
     def last_run(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         return self._core.last_run()  # type: ignore[no-any-return]
@@ -423,5 +464,10 @@ class ShardedCore:
     def full_loss(self) -> float:
         """Collective: (1/2n) Σ (f(x_i) − y_i)², bitwise the single-process value."""
         self._check()
-        f = output_sums(self._group, self._width, lambda: self._core.output_words(0, self._n))
+        f = self._group.outputs(self._width, lambda: np.empty(0), lambda: self._core.output_words(0, self._n))
         return float(self._group.run(lambda: self._core.loss_of(f)))
+
+    def comm_stats(self) -> Dict[str, float]:
+        """Seconds this rank spent in the steps' Allreduce (waiting for the
+        other ranks included) and the bytes it contributed."""
+        return {"allreduce_seconds": float(self.allreduce_seconds), "allreduce_bytes": float(self.allreduce_bytes)}

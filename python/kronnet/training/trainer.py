@@ -2,211 +2,26 @@
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import time
-from dataclasses import dataclass, field
-from typing import Any, Dict, List, Literal, Optional, Tuple
+from dataclasses import replace
+from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple, cast
 
 import numpy as np
 
-from . import _core
-from . import _validate as v
-from .errors import ArgumentError, ArgumentTypeError, DivergenceError, StaleTrainerError
-from .net import TwoLayerNet, gaussian_tail
-from .points import KronPoints
-from .progress import PointsBar, steps_bar
-
-BACKENDS = ("kron", "dense")
-INDEXES = ("auto", "scan", "tree", "bits")
-GRAM_MODES = ("auto", "precomputed", "columns")
-
-Backend = Literal["kron", "dense"]
-IndexKind = Literal["auto", "scan", "tree", "bits"]
-GramMode = Literal["auto", "precomputed", "columns"]
-
-#: Added to every memory estimate: what the process's RSS grows by beyond
-#: the arrays themselves (glibc keeps freed blocks in per-thread arenas, and
-#: the worker threads, GEMM packing buffers and stacks take a few MiB).
-#: Measured 5-13 MiB over the arrays' sum in tests/test_memory.py's shapes.
-ALLOCATOR_SLACK_BYTES = 16 << 20
-
-#: Default cap on the precomputed n × n Gram matrix; larger data sets compute
-#: the S needed columns per step from the factors instead.
-GRAM_BUDGET_BYTES = 1 << 30
-
-
-def suggest_lr(net: TwoLayerNet, batch_size: int = 8) -> float:
-    """A learning rate of the right scale for this model on unit-norm inputs.
-
-    An SGD step on a batch of S points moves each point's output by about
-    -(lr / S) * q * e_i, where q = P(<w_r(0), x> > b) is the fraction of
-    neurons a unit-norm input fires (the diagonal of the model's tangent
-    kernel). lr = S / (2 q) halves a point's residual each time it is
-    sampled, and stays well inside the stable range lr < 2 S / q.
-
-    Parameters
-    ----------
-    net : TwoLayerNet
-        The net to train; only its threshold b and width m are used.
-    batch_size : int, default 8
-        S, the batch size the trainer will use.
-
-    Returns
-    -------
-    float
-        S / (2 q), with q = :meth:`TwoLayerNet.firing_fraction` (P(N(0, 1) > b)
-        for Gaussian init) floored at 1/m. Far above the
-        usual 0.1: about 99 for m = 2048 and S = 8.
-
-    Raises
-    ------
-    ArgumentError
-        `batch_size` is not positive.
-
-    Examples
-    --------
-    >>> import kronnet as kn
-    >>> net = kn.TwoLayerNet((4, 4), width=2048)
-    >>> round(kn.suggest_lr(net, 8), 1)
-    99.1
-    >>> round(kn.suggest_lr(net, 16) / kn.suggest_lr(net, 8), 6)  # linear in S
-    2.0
-    """
-    batch_size = v.positive_int(batch_size, "batch_size")
-    q = net.firing_fraction()
-    return batch_size / (2.0 * max(q, 1.0 / net.width))
-
-
-@dataclass
-class History:
-    """Per-step record of :meth:`Trainer.fit`.
-
-    :meth:`Trainer.fit` returns one (and attaches one to the exception when
-    it stops early); there is no need to build one directly. Every
-    parameter is kept as the attribute of the same name.
-
-    Parameters
-    ----------
-    loss : ndarray of shape (steps,)
-        Batch loss L_B before each update, float64.
-    fired_union : ndarray of shape (steps,)
-        ``|R|``, the distinct neurons fired by each batch (those that moved):
-        the o(m) sparsity the algorithm exploits, int64.
-    fired_total : ndarray of shape (steps,)
-        Sum over the batch of ``|A_i|``, int64.
-    batch_sizes : ndarray of shape (steps,)
-        ``|B|``, the size of each step's batch, int64.
-    full_loss : list of (int, float), optional
-        (step, full training loss) checkpoints, including before the first
-        and after the last step; steps count from the trainer's start.
-    seconds : float, default 0.0
-        Wall time of the fit.
-    val_loss : list of (int, float), optional
-        (step, validation loss) at the same checkpoints as `full_loss`, when
-        :meth:`Trainer.fit` was given `validation`; empty otherwise.
-
-    Examples
-    --------
-    >>> import kronnet as kn
-    >>> data = kn.make_kronecker_data(32, dims=(4, 4), seed=0)
-    >>> net = kn.TwoLayerNet(data.dims, width=64)
-    >>> tr = kn.Trainer(net, data, lr=kn.suggest_lr(net, 8), batch_size=8)
-    >>> hist = tr.fit(10, eval_every=5)
-    >>> hist.steps, hist.loss.shape, hist.batch_sizes.tolist()
-    (10, (10,), [8, 8, 8, 8, 8, 8, 8, 8, 8, 8])
-    >>> [step for step, _ in hist.full_loss]
-    [0, 5, 10]
-    >>> hist.val_loss  # fit(..., validation=held_out) fills it
-    []
-    """
-
-    loss: np.ndarray
-    fired_union: np.ndarray
-    fired_total: np.ndarray
-    batch_sizes: np.ndarray
-    full_loss: List[Tuple[int, float]] = field(default_factory=list)
-    seconds: float = 0.0
-    val_loss: List[Tuple[int, float]] = field(default_factory=list)
-
-    @property
-    def steps(self) -> int:
-        """The number of steps recorded."""
-        return int(self.loss.shape[0])
-
-    @property
-    def fired_per_point(self) -> np.ndarray:
-        """The mean ``|A_i|`` per batch point of each step, shape (steps,)."""
-        out: np.ndarray = self.fired_total / np.maximum(self.batch_sizes, 1)
-        return out
-
-    @classmethod
-    def _join(
-        cls,
-        parts: List[Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
-        checkpoints: List[Tuple[int, float]],
-        seconds: float,
-        val_checkpoints: Optional[List[Tuple[int, float]]] = None,
-    ) -> History:
-        def cat(k: int, dtype: Any) -> np.ndarray:
-            return np.concatenate([p[k] for p in parts]).astype(dtype) if parts else np.empty(0, dtype=dtype)
-
-        return cls(
-            loss=cat(0, np.float64),
-            fired_union=cat(1, np.int64),
-            fired_total=cat(2, np.int64),
-            batch_sizes=cat(3, np.int64),
-            full_loss=list(checkpoints),
-            seconds=seconds,
-            val_loss=list(val_checkpoints or []),
-        )
-
-    def __repr__(self) -> str:
-        if self.full_loss:
-            val = ""
-            if self.val_loss:
-                val = f", val_loss {self.val_loss[0][1]:.4g} -> {self.val_loss[-1][1]:.4g}"
-            return (
-                f"History(steps={self.steps}, full_loss {self.full_loss[0][1]:.4g} -> "
-                f"{self.full_loss[-1][1]:.4g}{val}, seconds={self.seconds:.3g})"
-            )
-        return f"History(steps={self.steps}, seconds={self.seconds:.3g})"
-
-
-class _Sampler:
-    """Batches without replacement within an epoch: a seeded reshuffle at each
-    epoch start; the last batch of an epoch is smaller when S does not
-    divide n. Its state (generator state, order, position) is part of a
-    checkpoint, so a restored trainer draws exactly the batches the
-    uninterrupted one would have."""
-
-    def __init__(self, n: int, batch_size: int, seed: int) -> None:
-        self.n = n
-        self.batch_size = batch_size
-        self.rng = np.random.default_rng(seed)
-        self.order = np.empty(0, dtype=np.int64)
-        self.pos = 0
-
-    def draw(self) -> np.ndarray:
-        if self.pos >= self.order.shape[0]:
-            # A new array (never mutated in place), so a saved state may
-            # keep a reference to the old one instead of a copy.
-            self.order = self.rng.permutation(self.n).astype(np.int64)
-            self.pos = 0
-        batch = self.order[self.pos : self.pos + self.batch_size]
-        self.pos += batch.shape[0]
-        return batch
-
-    def state(self) -> Dict[str, Any]:
-        return {"rng": self.rng.bit_generator.state, "order": self.order, "pos": self.pos}
-
-    def set_state(self, state: Dict[str, Any], advance: int = 0) -> None:
-        """Back to `state`, then `advance` batches further."""
-        self.rng.bit_generator.state = state["rng"]
-        self.order = state["order"]
-        self.pos = state["pos"]
-        for _ in range(advance):
-            self.draw()
+from .. import _core
+from .. import _validate as v
+from .. import placement as placements
+from ..data import KronPoints
+from ..errors import ArgumentError, ArgumentTypeError, DivergenceError, StaleTrainerError
+from ..model import TwoLayerNet
+from ..placement import Placement, StepRunner
+from ..progress import PointsBar, steps_bar
+from . import checkpoint as checkpoint_file
+from .config import GRAM_BUDGET_BYTES, NONE, Backend, GramMode, IndexKind, TrainerConfig
+from .history import History, from_runs
+from .memory import MemoryPlan, trainer_memory
+from .sampler import BatchSampler
+from .state import CoreState, TrainerState
 
 
 class Trainer:
@@ -288,9 +103,6 @@ class Trainer:
     True
     """
 
-    # The core: the Rust TrainerCore, or a kronnet.shard.ShardedCore with the same methods.
-    _core: Any
-
     def __init__(
         self,
         net: TwoLayerNet,
@@ -307,157 +119,135 @@ class Trainer:
         comm: Any = None,
     ) -> None:
         progress = v.flag(progress, "progress")
+        config = TrainerConfig(lr, batch_size, index, backend, seed, gram, gram_budget_bytes)
         if gram_from is not None:
-            gram = _shared_gram_mode(gram_from, data, backend)
-        self._setup(
-            net, data, lr, batch_size, index, backend, seed, gram, gram_budget_bytes, None, progress, gram_from, comm
-        )
+            config = replace(config, gram=_shared_gram_mode(gram_from, data, config.backend))
+        self._build(net, data, config, placements.over(comm), None, progress, gram_from)
 
-    def _setup(
+    @classmethod
+    def from_state(cls, net: TwoLayerNet, data: KronPoints, state: TrainerState, comm: Any = None) -> Trainer:
+        """A trainer that continues from `state` (what :meth:`export_state`
+        returned, or a checkpoint held): bitwise the run that was saved.
+
+        Parameters
+        ----------
+        net : TwoLayerNet
+            The net at the state's weights (for a sharded trainer: already
+            sharded over `comm`, holding this rank's neurons).
+        data : KronData or PairData
+            The training points, with the state's targets.
+        state : TrainerState
+            The trainer's own state.
+        comm : mpi4py.MPI.Comm, optional
+            Continue sharded over this communicator (collective).
+
+        Returns
+        -------
+        Trainer
+
+        Raises
+        ------
+        ArgumentError
+            The state does not fit the net and data.
+
+        Examples
+        --------
+        >>> import numpy as np, kronnet as kn
+        >>> data = kn.make_kronecker_data(32, dims=(4, 4), seed=0)
+        >>> net = kn.TwoLayerNet(data.dims, width=64)
+        >>> tr = kn.Trainer(net, data, lr=20.0)
+        >>> _ = tr.fit(10)
+        >>> twin_net = kn.TwoLayerNet.from_state(net.to_state())
+        >>> twin = kn.Trainer.from_state(twin_net, data, tr.export_state())
+        >>> bool(np.array_equal(twin.fit(5).loss, tr.fit(5).loss))
+        True
+        """
+        trainer = cls.__new__(cls)
+        trainer._build(
+            net, data, state.config.unresolved(), net.placement if comm is None else placements.over(comm), state
+        )
+        return trainer
+
+    def _build(
         self,
         net: TwoLayerNet,
         data: KronPoints,
-        lr: float,
-        batch_size: int,
-        index: str,
-        backend: str,
-        seed: int,
-        gram: str,
-        gram_budget_bytes: int,
-        resume: Optional[Dict[str, Any]],
+        config: TrainerConfig,
+        placement: Placement,
+        resume: Optional[TrainerState],
         progress: bool = False,
         gram_from: Optional[Trainer] = None,
-        comm: Any = None,
     ) -> None:
-        if comm is not None:
-            self._setup_sharded(
-                comm,
-                net,
-                data,
-                lr,
-                batch_size,
-                index,
-                backend,
-                seed,
-                gram,
-                gram_budget_bytes,
-                resume,
-                gram_from,
-                progress,
-            )
-            return
-        plan = _plan(net, data, lr, batch_size, index, backend, seed, gram, gram_budget_bytes, gram_from is not None)
-        v.ensure_fits(plan.estimate, plan.what, "data, net.width")
-        with PointsBar(progress and resume is None, data.n, net.width, "init") as bar:
-            core = _make_core(
-                plan,
-                net,
-                data,
-                resume,
-                progress=bar.callback,
-                gram_from=None if gram_from is None else gram_from._core_handle(),
-            )
-        self._adopt(plan, net, data, core, None, resume)
+        """Plans, checks and builds the core where `placement` puts the
+        neurons. Collective under MPI: each phase runs locally and is agreed
+        on before the next message, so a rank that refuses makes every rank
+        raise instead of leaving the others waiting."""
 
-    def _adopt(
-        self, plan: _Plan, net: TwoLayerNet, data: KronPoints, core: Any, group: Any, resume: Optional[Dict[str, Any]]
-    ) -> None:
-        """Takes over a built core: the plan's settings, a fresh or resumed sampler."""
-        self._group = group
-        self._lr = plan.lr
-        self._batch_size = plan.batch_size
-        self._backend = plan.backend
-        self._index = plan.index
-        self._gram = plan.gram
-        self._seed = plan.seed
-        self._gram_budget_bytes = plan.gram_budget_bytes
-        self._net = net
-        self._data = data
-        self._sampler = _Sampler(data.n, self._batch_size, self._seed)
-        self._steps = 0
-        self._core = core
-        if resume is not None:
-            self._sampler.set_state(resume["sampler"])
-            self._steps = resume["steps_done"]
-        net._version += 1
-        self._version = net._version
-
-    def _setup_sharded(
-        self,
-        comm: Any,
-        net: TwoLayerNet,
-        data: KronPoints,
-        lr: float,
-        batch_size: int,
-        index: str,
-        backend: str,
-        seed: int,
-        gram: str,
-        gram_budget_bytes: int,
-        resume: Optional[Dict[str, Any]],
-        gram_from: Optional[Trainer],
-        progress: bool,
-    ) -> None:
-        """`_setup` for one rank of a sharded trainer: collective. Each phase
-        runs locally and is agreed on before the next message, so a rank
-        that refuses makes every rank raise instead of leaving them waiting."""
-        from .shard import Group, ShardedCore, neuron_range
-
-        group = Group(comm)
-
-        def plan_locally() -> Tuple[_Plan, int, int]:
-            if backend != "kron":
-                raise ArgumentError("backend", f"only the Kronecker backend can be sharded (comm=), got {backend!r}")
-            if gram_from is not None:
-                raise ArgumentError("gram_from", "cannot be combined with comm=")
+        def plan_locally() -> Tuple[TrainerConfig, MemoryPlan]:
             if not isinstance(net, TwoLayerNet):
                 raise ArgumentTypeError("net", f"expected a TwoLayerNet, got {type(net).__name__}")
-            first, count = neuron_range(net.width, group.size, group.rank)
-            plan = _plan(net, data, lr, batch_size, index, backend, seed, gram, gram_budget_bytes, held=count)
-            v.ensure_fits(plan.estimate, plan.what + " of this rank", "data, net.width")
-            return plan, first, count
+            _check_data(data, net, "data")
+            if net.placement.sharded and net.placement.comm is not placement.comm:
+                raise ArgumentError(
+                    "comm",
+                    "the net is sharded over MPI ranks (a Trainer with comm= trained it): train it with the "
+                    "same comm=, or train net.gather() in one process",
+                )
+            if placement.sharded and config.backend != "kron":
+                raise ArgumentError(
+                    "backend", f"only the Kronecker backend can be sharded (comm=), got {config.backend!r}"
+                )
+            if gram_from is not None and gram_from.comm is not placement.comm:
+                raise ArgumentError("gram_from", "is sharded over another communicator than this trainer (comm=)")
+            if config.batch_size > data.n:
+                raise ArgumentError("batch_size", f"{config.batch_size} exceeds the {data.n} training points")
+            resolved = config.resolved(data.n, net.width, net.threshold)
+            held = placement.neurons(net.width)[1]
+            memory = trainer_memory(net, data, resolved, held, shared_gram=gram_from is not None)
+            where = " of this rank" if placement.sharded else ""
+            v.ensure_fits(memory.estimate, memory.what + where, "data, net.width")
+            return resolved, memory
 
-        plan, first, count = group.run(plan_locally)
+        config, _ = placement.run(plan_locally)
         # Every rank must train the same net on the same data the same way,
         # or their shards would silently belong to different models.
-        assert data.y is not None  # checked by _plan
-        group.same(
-            (
-                net.dims,
-                net.width,
-                net.seed,
-                net.init,
-                net.init_rank,
-                net.threshold,
-                net.sharded,
-                data.n,
-                data.fingerprint,
-                hashlib.sha256(np.ascontiguousarray(data.y).tobytes()).hexdigest(),
-                plan.lr,
-                plan.batch_size,
-                plan.index,
-                plan.gram,
-                plan.seed,
-                None if resume is None else resume["steps_done"],
-            ),
-            "net, data and trainer arguments",
-            "comm",
+        placement.agree(
+            net=(net.dims, net.width, net.seed, net.init, net.init_rank, net.threshold, net.sharded),
+            data=data,
+            config=config.to_dict(),
+            steps_done=None if resume is None else resume.steps_done,
         )
 
         def build_locally() -> Any:
-            net._shard_over(group)
+            net.shard(placement)
+            first, count = placement.neurons(net.width)
             # Rank 0's bar stands for all: the shards are alike in size.
-            with PointsBar(progress and resume is None and group.rank == 0, data.n, count, "init") as bar:
-                return _make_core(plan, net, data, resume, neurons=(first, count), progress=bar.callback)
+            with PointsBar(progress and resume is None and placement.speaks, data.n, count, "init") as bar:
+                return _make_core(
+                    config,
+                    net,
+                    data,
+                    resume,
+                    (first, count),
+                    progress=bar.callback,
+                    gram_from=None if gram_from is None else gram_from._core,
+                )
 
+        core = placement.run(build_locally)
+        self._placement = placement
+        self._config = config
+        self._net = net
+        self._data = data
+        self._core = core
         # (A resumed state's p_bound is the whole net's already: the max over
-        # ranks that ShardedCore takes leaves it as it is.)
-        core = ShardedCore(group.run(build_locally), group, net.width, data.n)
-        self._adopt(plan, net, data, core, group, resume)
-
-    def _core_handle(self) -> Any:
-        """The core trainer (for sharing its Gram with another trainer)."""
-        return self._core
+        # ranks that a sharded runner takes leaves it as it is.)
+        self._runner: StepRunner = placement.runner(core, data.n, net.width)
+        self._sampler = BatchSampler(data.n, config.batch_size, config.seed)
+        self._steps = 0
+        if resume is not None:
+            self._sampler.set_state(resume.sampler)
+            self._steps = resume.steps_done
+        self._revision = net.revision
 
     @staticmethod
     def estimate_memory(
@@ -514,7 +304,12 @@ class Trainer:
         >>> need > 8 * 32 * 64  # at least P, n × m float64
         True
         """
-        return int(_plan(net, data, 1.0, 1, index, backend, 0, gram, gram_budget_bytes).estimate)
+        if not isinstance(net, TwoLayerNet):
+            raise ArgumentTypeError("net", f"expected a TwoLayerNet, got {type(net).__name__}")
+        _check_data(data, net, "data")
+        config = TrainerConfig(1.0, 1, index, backend, 0, gram, gram_budget_bytes)
+        resolved = config.resolved(data.n, net.width, net.threshold)
+        return trainer_memory(net, data, resolved, net.placement.neurons(net.width)[1]).estimate
 
     @classmethod
     def restore(cls, path: Any, comm: Any = None) -> Trainer:
@@ -562,10 +357,12 @@ class Trainer:
         True
         >>> tmp.cleanup()
         """
-        from . import checkpoint
-
-        restored: Trainer = checkpoint.restore(cls, path, comm)
-        return restored
+        placement = placements.over(comm)
+        placement.agree(path=placement.run(lambda: checkpoint_file.checked_path(path)))
+        net, data, state = placement.run(lambda: checkpoint_file.read(path, placement))
+        trainer = cls.__new__(cls)
+        trainer._build(net, data, state.config.unresolved(), placement, state)
+        return trainer
 
     def checkpoint(self, path: Any) -> None:
         """Writes everything needed to continue training exactly to one file.
@@ -601,10 +398,48 @@ class Trainer:
         True
         >>> tmp.cleanup()
         """
-        from . import checkpoint
+        self._placement.run(self._check_current)
+        self._placement.agree(path=checkpoint_file.checked_path(path))
+        # Agreed first: a rank that cannot copy out its state must not leave
+        # the others waiting for its rows.
+        net_state, state = self._placement.run(lambda: (self._net.to_state(whole=False), self.export_state()))
+        checkpoint_file.write(path, net_state, state, self._placement)
 
-        self._agreed(self._check_current)
-        checkpoint.write(self, path)
+    def export_state(self) -> TrainerState:
+        """Everything this trainer alone knows, as plain values and arrays:
+        its settings, step count, the sampler's position and generator
+        state, its targets, the core's state (Pᵀ of the neurons this
+        process holds and the overflow guard's bound for the Kronecker
+        backend, W for the dense one) and which of the net's blocks it
+        trains. With the net's state it continues training bitwise
+        (:meth:`from_state`).
+
+        Returns
+        -------
+        TrainerState
+            Copies, independent of the trainer.
+
+        Examples
+        --------
+        >>> import kronnet as kn
+        >>> data = kn.make_kronecker_data(32, dims=(4, 4), seed=0)
+        >>> tr = kn.Trainer(kn.TwoLayerNet(data.dims, width=64), data, lr=20.0)
+        >>> _ = tr.fit(5)
+        >>> state = tr.export_state()
+        >>> state.steps_done, state.core.state.shape
+        (5, (64, 32))
+        """
+        core = self._core.export_state()
+        block = next(j for j, blk in enumerate(self._net.coefficients) if blk is self._net.find_block(self._data))
+        assert self._data.y is not None  # checked when the trainer was built
+        return TrainerState(
+            config=self._config,
+            steps_done=self._steps,
+            sampler=self._sampler.state(),
+            core=CoreState(state=core["state"], p_bound=core.get("p_bound")),
+            block=block,
+            y=np.array(self._data.y),
+        )
 
     # -- properties ---------------------------------------------------------
 
@@ -619,45 +454,55 @@ class Trainer:
         return self._data
 
     @property
+    def config(self) -> TrainerConfig:
+        """The settings, with "auto" resolved (:class:`~kronnet.training.TrainerConfig`)."""
+        return self._config
+
+    @property
     def lr(self) -> float:
         """The learning rate; may be set between steps (a positive float)."""
-        return self._lr
+        return self._config.lr
 
     @lr.setter
     def lr(self, value: float) -> None:
-        self._lr = v.finite_float(value, "lr", positive=True)
+        self._config = replace(self._config, lr=value)
 
     @property
     def batch_size(self) -> int:
         """S, the batch size."""
-        return self._batch_size
+        return self._config.batch_size
 
     @property
     def backend(self) -> str:
         """The backend: "kron" or "dense"."""
-        return self._backend
+        return self._config.backend
 
     @property
     def index(self) -> str:
         """The activated-neuron index in use ("scan", "tree", "bits"; "none"
         for the dense backend)."""
-        return self._index
+        return self._config.index
 
     @property
     def gram(self) -> str:
         """How steps get Gram columns ("precomputed", "columns"; "none" for
         the dense backend)."""
-        return self._gram
+        return self._config.gram
 
     @property
     def seed(self) -> int:
         """The seed of the batch order."""
-        return self._seed
+        return self._config.seed
 
     @property
     def steps_done(self) -> int:
         """Steps taken so far."""
         return self._steps
+
+    @property
+    def comm(self) -> Any:
+        """The mpi4py communicator the net is sharded over, or None."""
+        return self._placement.comm
 
     # -- batches ------------------------------------------------------------
 
@@ -689,15 +534,6 @@ class Trainer:
 
     # -- training -----------------------------------------------------------
 
-    def _agreed(self, fn: Any) -> Any:
-        """``fn()``, agreed on by every rank when sharded (kronnet.shard.Group.run)."""
-        return fn() if self._group is None else self._group.run(fn)
-
-    @property
-    def comm(self) -> Any:
-        """The mpi4py communicator the net is sharded over, or None."""
-        return None if self._group is None else self._group.comm
-
     def comm_stats(self) -> Dict[str, float]:
         """The steps' messages so far (sharded trainers; empty otherwise).
 
@@ -715,15 +551,10 @@ class Trainer:
         >>> kn.Trainer(kn.TwoLayerNet(data.dims, width=64), data).comm_stats()  # one process
         {}
         """
-        if self._group is None:
-            return {}
-        return {
-            "allreduce_seconds": float(self._core.allreduce_seconds),
-            "allreduce_bytes": float(self._core.allreduce_bytes),
-        }
+        return self._runner.comm_stats()
 
     def _check_current(self) -> None:
-        if self._net._version != self._version:
+        if self._net.revision != self._revision:
             raise StaleTrainerError(
                 "net: its weights were changed by another Trainer since this one last ran; "
                 "create a new Trainer to continue training from the current weights"
@@ -731,9 +562,7 @@ class Trainer:
 
     def _committed(self, steps: int) -> None:
         self._steps += steps
-        if steps:
-            self._net._version += 1
-            self._version = self._net._version
+        self._revision = self._net.revision
 
     def step(self, batch: Optional[Any] = None) -> float:
         """One SGD step.
@@ -776,9 +605,10 @@ class Trainer:
             b = self._sampler.draw()
         else:
             before = None
-            b = self._agreed(lambda: v.index_array(batch, "batch", self._data.n))
+            b = self._placement.run(lambda: v.index_array(batch, "batch", self._data.n))
+            self._placement.agree(batch=b)
         try:
-            loss, _, _ = self._core.step(b, self._lr)
+            loss, _, _ = self._runner.step(b, self._config.lr)
         except BaseException:
             if before is not None:
                 self._sampler.set_state(before)
@@ -861,12 +691,12 @@ class Trainer:
                 _validation_set(validation, self._net),
             )
 
-        steps, eval_every, progress, val = self._agreed(check)
+        n_steps, every, shown, val = self._placement.run(check)
+        self._placement.agree(steps=n_steps, eval_every=every, validation=val)
         # Sharded, Ctrl-C must stop every rank after the same step: it only
         # sets a flag that the next step's message carries to all ranks.
-        interrupts = self._core.interrupts() if self._group is not None else contextlib.nullcontext()
-        with interrupts:
-            return self._fit(steps, eval_every, progress, val)
+        with self._runner.interrupts():
+            return self._fit(n_steps, every, shown, val)
 
     def _fit(self, steps: int, eval_every: int, progress: bool, val: Optional[KronPoints]) -> History:
         start = time.perf_counter()
@@ -892,7 +722,7 @@ class Trainer:
         # Steps run in Rust in chunks: no Python between steps, the GIL
         # released, and still a live progress bar and checkpoints.
         chunk = max(1, min(steps // 100, 256))
-        bar = steps_bar(steps, progress and (self._group is None or self._group.rank == 0))
+        bar = steps_bar(steps, progress and self._placement.speaks)
         done = 0
         try:
             try:
@@ -916,7 +746,7 @@ class Trainer:
                 # between two chunks), the trainer is at a step boundary:
                 # report the steps this call took with the exception.
                 checkpoint()
-                exc.history = History._join(  # type: ignore[union-attr]
+                exc.history = from_runs(  # type: ignore[union-attr]
                     parts, checkpoints, time.perf_counter() - start, val_checkpoints
                 )
                 raise
@@ -924,25 +754,25 @@ class Trainer:
         finally:
             if bar is not None:
                 bar.close()
-        return History._join(parts, checkpoints, time.perf_counter() - start, val_checkpoints)
+        return from_runs(parts, checkpoints, time.perf_counter() - start, val_checkpoints)
 
     def _run_chunk(self, k: int, parts: List[Any]) -> Tuple[int, Optional[BaseException]]:
         """Draws k batches and runs them in Rust. On an early stop the sampler
         is put back to the first step not taken, so a retry draws it again."""
-        before, taken = self._sampler.state(), self._core.steps_taken
+        before, taken = self._sampler.state(), self._runner.steps_taken
         err, recorded = None, len(parts)
         offsets = np.zeros(k + 1, dtype=np.int64)
         try:
             batches = [self._sampler.draw() for _ in range(k)]
             np.cumsum([b.shape[0] for b in batches], out=offsets[1:])
-            loss, union, total, err = self._core.run(np.concatenate(batches), offsets, self._lr)
+            loss, union, total, err = self._runner.run(np.concatenate(batches), offsets, self._config.lr)
             parts.append((loss, union, total, np.diff(offsets)[: loss.shape[0]]))
         finally:
             # Counted and kept by the core, so the count and the history are
             # right even when Ctrl-C lands in Python just after the run.
-            ran = self._core.steps_taken - taken
+            ran = self._runner.steps_taken - taken
             if ran and len(parts) == recorded:
-                loss, union, total = self._core.last_run()
+                loss, union, total = self._runner.last_run()
                 parts.append((loss, union, total, np.diff(offsets)[:ran]))
             if ran < k:
                 self._sampler.set_state(before, advance=ran)
@@ -970,12 +800,95 @@ class Trainer:
         >>> stats["queries"] >= 80, stats["memory_bytes"] > 0
         (True, True)
         """
-        if self._backend != "kron":
+        if self._config.backend != "kron":
             return {}
         out: Dict[str, float] = dict(self._core.index_stats)
         out["seconds"] = float(self._core.index_seconds)
         out["memory_bytes"] = int(self._core.index_memory_bytes)
         return out
+
+    def update_stats(self) -> Dict[str, float]:
+        """The work of the steps' update of P (their n × S × ``|R|`` product) so far.
+
+        Returns
+        -------
+        dict of str to float
+            ``seconds`` spent in it and its nominal ``flops``
+            (2 · n · S · ``|R|`` per step). Empty for the dense backend.
+
+        Examples
+        --------
+        >>> import kronnet as kn
+        >>> data = kn.make_kronecker_data(32, dims=(4, 4), seed=0)
+        >>> tr = kn.Trainer(kn.TwoLayerNet(data.dims, width=64), data, lr=20.0)
+        >>> _ = tr.fit(10)
+        >>> sorted(tr.update_stats())
+        ['flops', 'seconds']
+        """
+        if self._config.backend != "kron":
+            return {}
+        seconds, flops = self._core.update_work
+        return {"seconds": float(seconds), "flops": float(flops)}
+
+    def run(self, batches: Sequence[Any]) -> History:
+        """One SGD step per batch of `batches`, in order, with no Python
+        between the steps and no loss evaluated: what :meth:`fit` does
+        between its checkpoints, on batches of your choosing.
+
+        Parameters
+        ----------
+        batches : sequence of array_like of int
+            Each a non-empty 1-D array of indices into the training data
+            (repeats allowed; they accumulate).
+
+        Returns
+        -------
+        History
+            The steps' batch losses and fired counts (``full_loss`` empty).
+
+        Raises
+        ------
+        ArgumentError
+            A batch is empty or has an index out of range.
+        DivergenceError
+            A step would be non-finite; the steps before it stay applied
+            and ``exc.history`` holds them.
+        StaleTrainerError
+            Another trainer changed the net since this one last ran.
+
+        Examples
+        --------
+        >>> import kronnet as kn
+        >>> data = kn.make_kronecker_data(32, dims=(4, 4), seed=0)
+        >>> tr = kn.Trainer(kn.TwoLayerNet(data.dims, width=64), data, lr=20.0)
+        >>> hist = tr.run([[0, 1], [2, 3, 3]])
+        >>> hist.steps, hist.batch_sizes.tolist(), tr.steps_done
+        (2, [2, 3], 2)
+        """
+
+        def check() -> Tuple[np.ndarray, np.ndarray]:
+            self._check_current()
+            if isinstance(batches, (str, bytes)) or not hasattr(batches, "__len__"):
+                raise ArgumentTypeError("batches", f"expected a sequence of index arrays, got {type(batches).__name__}")
+            drawn = [v.index_array(b, f"batches[{t}]", self._data.n) for t, b in enumerate(batches)]
+            offsets = np.zeros(len(drawn) + 1, dtype=np.int64)
+            np.cumsum([b.shape[0] for b in drawn], out=offsets[1:])
+            return (np.concatenate(drawn) if drawn else np.empty(0, dtype=np.int64)), offsets
+
+        indices, offsets = self._placement.run(check)
+        self._placement.agree(batches=(indices, offsets))
+        start = time.perf_counter()
+        if offsets.shape[0] == 1:
+            return from_runs([], [], 0.0)
+        taken = self._runner.steps_taken
+        loss, union, total, err = self._runner.run(indices, offsets, self._config.lr)
+        ran = self._runner.steps_taken - taken
+        self._committed(ran)
+        hist = from_runs([(loss, union, total, np.diff(offsets)[:ran])], [], time.perf_counter() - start)
+        if err is not None:
+            err.history = hist  # type: ignore[attr-defined]
+            raise err
+        return hist
 
     def full_loss(self) -> float:
         """The full training loss (1/2n) sum_i (f(x_i) - y_i)^2.
@@ -995,43 +908,48 @@ class Trainer:
         >>> bool(np.isclose(loss, 0.5 * np.mean((net.predict(data) - data.y) ** 2)))
         True
         """
-        return float(self._core.full_loss())
+        return self._runner.full_loss()
 
     def __repr__(self) -> str:
         return (
-            f"Trainer(backend={self._backend!r}, index={self._index!r}, lr={self._lr:g}, "
-            f"batch_size={self._batch_size}, n={self._data.n}, width={self._net.width}, steps_done={self._steps})"
+            f"Trainer(backend={self.backend!r}, index={self.index!r}, lr={self.lr:g}, "
+            f"batch_size={self.batch_size}, n={self._data.n}, width={self._net.width}, steps_done={self._steps})"
         )
 
 
 def _make_core(
-    plan: Any,
+    config: TrainerConfig,
     net: TwoLayerNet,
     data: KronPoints,
-    resume: Optional[Dict[str, Any]],
-    neurons: Optional[Tuple[int, int]] = None,
+    resume: Optional[TrainerState],
+    neurons: Tuple[int, int],
     progress: Any = None,
     gram_from: Any = None,
 ) -> Any:
-    """The Rust trainer core for `plan`: from the net's current weights, or
-    from a checkpoint's state (`resume`); for neurons first .. first + count
-    only when sharded (`neurons`)."""
-    assert data.y is not None  # checked by _plan
-    coef = net._block_for(data)
-    state, p_bound = (None, None) if resume is None else (resume["state"], resume.get("p_bound"))
-    if state is not None and neurons is not None:
-        state = np.ascontiguousarray(state[neurons[0] : neurons[0] + neurons[1]], np.float64)
+    """The core for the resolved `config`: from the net's current weights,
+    or from a saved state (`resume`); for `neurons` = (first, count) of the
+    net (every neuron in one process)."""
+    assert data.y is not None  # checked by _check_data
+    block = net.block_for(data)
+    state = p_bound = None
+    if resume is not None:
+        state, p_bound = resume.core.state, resume.core.p_bound
+    # The plan resolved every "auto"; the dense backend ignores the index
+    # and Gram mode (the core still parses a valid name).
+    backend = cast(Backend, config.backend)
+    gram = cast(Literal["precomputed", "columns"], config.gram if config.gram != NONE else "precomputed")
+    index = cast(Literal["scan", "tree", "bits"], config.index if config.index != NONE else "scan")
     return _core.TrainerCore(
-        plan.backend,
+        backend,
         data.core_layout,
         data.y,
         net.a,
         net.threshold,
-        net._core_init(),
-        coef,
-        net._core_blocks(),
-        plan.gram if plan.gram != "none" else "precomputed",
-        plan.index if plan.index != "none" else "scan",
+        net.core_init,
+        block.storage,
+        net.core_blocks(),
+        gram,
+        index,
         state,
         p_bound,
         progress=progress,
@@ -1040,91 +958,24 @@ def _make_core(
     )
 
 
-@dataclass(frozen=True)
-class _Plan:
-    """A trainer's validated arguments, resolved modes and peak memory."""
-
-    lr: float
-    batch_size: int
-    backend: str
-    index: str
-    gram: str
-    seed: int
-    gram_budget_bytes: int
-    estimate: float
-    what: str
-
-
-def _plan(
-    net: Any,
-    data: Any,
-    lr: Any,
-    batch_size: Any,
-    index: Any,
-    backend: Any,
-    seed: Any,
-    gram: Any,
-    gram_budget_bytes: Any,
-    shared_gram: bool = False,
-    held: Optional[int] = None,
-) -> _Plan:
-    """Validates a trainer's arguments and works out its index, Gram mode
-    and peak memory (of one rank holding `held` of the neurons, when
-    sharded: its P, block and index shrink, the Gram and points do not)."""
-    if not isinstance(net, TwoLayerNet):
-        raise ArgumentTypeError("net", f"expected a TwoLayerNet, got {type(net).__name__}")
+def _check_data(
+    data: Any, net: TwoLayerNet, name: str, need: str = "training needs data with targets, e.g. KronData(factors, y)"
+) -> None:
+    """`data` can train `net`: a data set with finite, trainable targets,
+    at least one point and the net's dims (`need` says why targets are
+    needed, for the message)."""
     if not isinstance(data, KronPoints):
-        raise ArgumentTypeError("data", f"expected a KronData or PairData, got {type(data).__name__}")
+        raise ArgumentTypeError(name, f"expected a KronData or PairData, got {type(data).__name__}")
     if data.y is None:
-        raise ArgumentError("data", "has no targets y; training needs data with targets, e.g. KronData(factors, y)")
+        raise ArgumentError(name, f"has no targets y; {need}")
     if data.n == 0:
-        raise ArgumentError("data", "has no points")
+        raise ArgumentError(name, "has no points")
     if data.dims != net.dims:
-        raise ArgumentError("data", f"has factor dimensions {data.dims}, the net expects {net.dims}")
-    v.trainable_targets(data.y, "data.y")
-    lr = v.finite_float(lr, "lr", positive=True)
-    batch_size = v.positive_int(batch_size, "batch_size")
-    backend = v.choice(backend, "backend", BACKENDS)
-    seed = v.seed_int(seed)
-    gram_budget_bytes = v.positive_int(gram_budget_bytes, "gram_budget_bytes")
-    index = v.choice(index, "index", INDEXES)
-    gram = v.choice(gram, "gram", GRAM_MODES)
-    if batch_size > data.n:
-        raise ArgumentError("batch_size", f"{batch_size} exceeds the {data.n} training points")
-    n, m = data.n, net.width
-    mine = m if held is None else held
-    threads = _core.thread_count()
-    block = 0.0 if net._block_index(data) is not None else 8.0 * n * mine
-    trained = [b.data.n for b in net.coefficients if b._coef.trained]
-    if backend == "kron":
-        index = _resolve_index(index, n, m, net.threshold)
-        if gram == "auto":
-            gram = "precomputed" if 8.0 * n * n <= gram_budget_bytes else "columns"
-        # Two phases follow each other: init (its per-thread buffers, or one
-        # trained block's cross-Gram, n × n_s), then the Gram and the index,
-        # which stay. P, the block and the points' copy span both.
-        init_phase = max(
-            net._scratch_bytes(data),
-            8.0 * n * max(trained, default=0),
-        )
-        # A shared Gram is another trainer's: no new n × n matrix.
-        own_gram = gram == "precomputed" and not shared_gram
-        gram_bytes = 8.0 * n * n + 8.0 * 64 * n * threads if own_gram else 0.0
-        state_phase = gram_bytes + float(_core.index_memory_bytes(index, n, mine))
-        # The trainer copies the points only to recompute Gram columns.
-        points = float(data.core_nbytes) if gram == "columns" else 0.0
-        estimate = 8.0 * n * mine + block + points + 8.0 * n + max(init_phase, state_phase)
-        what = "the training state (P, coefficients, Gram, index)"
-    else:
-        index, gram = "none", "none"
-        # W (m × d) stays; a trained block's X_s (n_s × d) lives only while
-        # W is built, and this trainer's X (n × d) only after: never both.
-        estimate = 8.0 * data.d * (m + max(n, max(trained, default=0))) + block + 8.0 * n * m
-        what = "the dense backend's X (n × d) and W (width × d)"
-    return _Plan(lr, batch_size, backend, index, gram, seed, gram_budget_bytes, estimate + ALLOCATOR_SLACK_BYTES, what)
+        raise ArgumentError(name, f"has factor dimensions {data.dims}, the net expects {net.dims}")
+    v.trainable_targets(data.y, f"{name}.y")
 
 
-def _shared_gram_mode(gram_from: Any, data: Any, backend: Any) -> GramMode:
+def _shared_gram_mode(gram_from: Any, data: Any, backend: Any) -> str:
     """Checks ``Trainer(gram_from=...)``: a Kronecker trainer with a
     precomputed Gram of the same points. Returns the Gram mode to use."""
     if not isinstance(gram_from, Trainer):
@@ -1140,44 +991,13 @@ def _shared_gram_mode(gram_from: Any, data: Any, backend: Any) -> GramMode:
     return "precomputed"
 
 
-#: "auto" uses the crossing bits while n · q <= this, where q = P(N(0,1) > b)
-#: is the fraction of neurons a unit-norm point fires (docs/indexes.md).
-AUTO_BITS_MAX_NQ = 32.0
-
-
-def _resolve_index(index: str, n: int, m: int, threshold: float) -> str:
-    """The index "auto" stands for, from `kronnet bench index` (docs/indexes.md).
-
-    The scan costs m strided reads of P per batch point, independent of n;
-    the crossing bits make queries almost free but add a mask pass over
-    every changed row of P, O(n · |R|) with |R| ≈ S · q · m, to the update.
-    So bits win while n · q is small: it was fastest in 29 of 30 shapes with
-    n <= 512 (n · q <= 24), and the scan was faster at n = 2048 and 8192 with
-    the default threshold (n · q = 50 to 330). The tree was never the fastest
-    by more than noise: between two queries of a point, n/S steps each change
-    |R| of its m values, so it mostly rebuilds.
-    """
-    if index != "auto":
-        return index
-    q = gaussian_tail(threshold)
-    return "bits" if n * q <= AUTO_BITS_MAX_NQ else "scan"
-
-
 def _validation_set(validation: Any, net: TwoLayerNet) -> Optional[KronPoints]:
     """Checks `fit`'s validation argument: None or a data set with finite
     targets, at least one point and the net's dims."""
     if validation is None:
         return None
-    if not isinstance(validation, KronPoints):
-        raise ArgumentTypeError("validation", f"expected a KronData or PairData, got {type(validation).__name__}")
-    if validation.y is None:
-        raise ArgumentError("validation", "has no targets y; the validation loss needs targets")
-    if validation.n == 0:
-        raise ArgumentError("validation", "has no points")
-    if validation.dims != net.dims:
-        raise ArgumentError("validation", f"has factor dimensions {validation.dims}, the net expects {net.dims}")
-    v.trainable_targets(validation.y, "validation.y")
-    return validation
+    _check_data(validation, net, "validation", "the validation loss needs targets")
+    return validation  # type: ignore[no-any-return]
 
 
 def _validation_loss(net: TwoLayerNet, data: KronPoints) -> float:

@@ -1,0 +1,61 @@
+"""A trainer's own state as plain values and arrays: what a checkpoint holds
+beside the net, and what :meth:`Trainer.from_state` continues from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, Optional
+
+import numpy as np
+
+from .config import TrainerConfig
+
+
+@dataclass
+class CoreState:
+    """The compiled core's training state.
+
+    Attributes
+    ----------
+    state : ndarray
+        Pᵀ (neurons held × n) for the Kronecker backend: P itself, since
+        recomputing it from the coefficients would round differently; W
+        (m × d) for the dense backend.
+    p_bound : float or None
+        The Kronecker backend's running bound on max |P| (its overflow
+        guard), so a continued run refuses exactly the steps the
+        uninterrupted one would; None for the dense backend.
+    """
+
+    state: np.ndarray
+    p_bound: Optional[float]
+
+
+@dataclass
+class TrainerState:
+    """Everything a trainer knows beyond its net and data.
+
+    Attributes
+    ----------
+    config : TrainerConfig
+        The settings, resolved.
+    steps_done : int
+        Steps taken.
+    sampler : dict
+        The batch sampler's generator state (``rng``), epoch order
+        (``order``, int64) and position (``pos``).
+    core : CoreState
+        The core's state.
+    block : int
+        Which of the net's coefficient blocks the trainer steps.
+    y : ndarray of shape (n,)
+        The trainer's targets (another data set on the same points may have
+        created the block with other targets).
+    """
+
+    config: TrainerConfig
+    steps_done: int
+    sampler: Dict[str, Any]
+    core: CoreState
+    block: int
+    y: np.ndarray
