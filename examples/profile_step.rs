@@ -6,9 +6,9 @@ use kronnet::control::Control;
 use kronnet::factors::{views, Factors};
 use kronnet::index::{ActivationIndex, AsyncTree, FiredBits, LinearScan};
 use kronnet::init::init_preacts_t;
-use kronnet::model::Model;
+use kronnet::model::{Model, Rates};
 use kronnet::rng::{initial_weights, output_signs};
-use kronnet::step::{GramMode, KronState};
+use kronnet::step::{GramMode, KronState, Setup};
 use ndarray::Array2;
 use std::time::Instant;
 
@@ -32,23 +32,24 @@ fn main() {
     let mats = vec![unit_rows(n, 16, 1), unit_rows(n, 16, 2)];
     let f = Factors::new(views(&mats)).unwrap();
     let b = (0.4 * (m as f64).ln()).sqrt();
-    let model = Model::new(output_signs(0, m), b).unwrap();
+    let mut model = Model::shared(output_signs(0, m), b).unwrap();
     let p0 = init_preacts_t(&f, 0, m, &Control::new()).unwrap();
-    let mut alpha = Coefficients::zeros(n, m).unwrap();
+    let mut alpha = Coefficients::zeros(n, m, 1).unwrap();
     let y: Vec<f64> = (0..n).map(|i| (i % 3) as f64 - 1.0).collect();
-    let mut st = KronState::new(mats.clone(), y, model, p0, GramMode::Precomputed, |v| -> Box<dyn ActivationIndex> {
+    let index = |v: ndarray::ArrayView2<'_, f64>, t: &[f64]| -> Box<dyn ActivationIndex> {
         match kind.as_str() {
-            "tree" => Box::new(AsyncTree::new(v)),
-            "bits" => Box::new(FiredBits::new(v, b)),
+            "tree" => Box::new(AsyncTree::with_offsets(v, t)),
+            "bits" => Box::new(FiredBits::new(v, t)),
             _ => Box::new(LinearScan::default()),
         }
-    })
-    .unwrap();
+    };
+    let mut st = KronState::new(mats.clone(), Setup::squared(y), &model, p0, GramMode::Precomputed, index).unwrap();
+    let rates = Rates::w_only(99.0);
     let steps = 2000;
     let t = Instant::now();
     for k in 0..steps {
         let batch: Vec<usize> = (0..s).map(|j| (k * 8 + j * 61) % n).collect();
-        st.step(&mut alpha, &batch, 99.0).unwrap();
+        st.step(&mut alpha, &mut model, &batch, &rates).unwrap();
     }
     let (upd_s, upd_f) = st.update_work();
     println!(

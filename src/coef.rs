@@ -22,6 +22,12 @@ fn next_serial() -> u64 {
 #[derive(Debug)]
 pub struct Coefficients {
     alpha_t: Array2<f64>,
+    /// β̃ (n × C): the linear term's coefficients, v = s_v Σ_blocks β̃ᵀ X
+    /// (the scale s_v is the head's, `model.rs`). Every rank of a sharded
+    /// net holds all of it.
+    beta: Array2<f64>,
+    /// Whether any β̃ is nonzero.
+    linear: bool,
     /// Whether any coefficient is nonzero: prediction skips a block that is
     /// still zero without scanning its n · m values.
     trained: bool,
@@ -36,28 +42,54 @@ pub struct Coefficients {
 impl Clone for Coefficients {
     /// A copy is another block: it gets its own serial number.
     fn clone(&self) -> Self {
-        Coefficients { alpha_t: self.alpha_t.clone(), trained: self.trained, serial: next_serial(), updates: 0 }
+        Coefficients {
+            alpha_t: self.alpha_t.clone(),
+            beta: self.beta.clone(),
+            linear: self.linear,
+            trained: self.trained,
+            serial: next_serial(),
+            updates: 0,
+        }
     }
 }
 
 impl Coefficients {
-    /// Zero coefficients for `n` points and `width` neurons.
-    pub fn zeros(n: usize, width: usize) -> Result<Coefficients> {
+    /// Zero coefficients for `n` points, `width` neurons and `outputs` outputs.
+    pub fn zeros(n: usize, width: usize, outputs: usize) -> Result<Coefficients> {
         Ok(Coefficients {
             alpha_t: try_array2(n, width, "coefficient matrix alpha (width × n)")?,
+            beta: try_array2(n, outputs, "linear coefficients beta (n × outputs)")?,
+            linear: false,
             trained: false,
             serial: next_serial(),
             updates: 0,
         })
     }
 
-    /// Coefficients from αᵀ (n × m), e.g. read from a saved model.
-    pub fn from_alpha_t(alpha_t: Array2<f64>) -> Result<Coefficients> {
+    /// Coefficients from αᵀ (n × m) and β̃ (n × C), e.g. read from a saved model.
+    pub fn from_parts(alpha_t: Array2<f64>, beta: Array2<f64>) -> Result<Coefficients> {
         if alpha_t.iter().any(|v| !v.is_finite()) {
             return invalid("alpha", "contains NaN or inf");
         }
+        if beta.iter().any(|v| !v.is_finite()) {
+            return invalid("beta", "contains NaN or inf");
+        }
+        if beta.nrows() != alpha_t.nrows() || beta.ncols() == 0 {
+            return invalid(
+                "beta",
+                format!("has shape {:?}, expected ({}, outputs >= 1)", beta.dim(), alpha_t.nrows()),
+            );
+        }
         let trained = alpha_t.iter().any(|&v| v != 0.0);
-        Ok(Coefficients { alpha_t: into_standard(alpha_t), trained, serial: next_serial(), updates: 0 })
+        let linear = beta.iter().any(|&v| v != 0.0);
+        Ok(Coefficients {
+            alpha_t: into_standard(alpha_t),
+            beta: into_standard(beta),
+            linear,
+            trained,
+            serial: next_serial(),
+            updates: 0,
+        })
     }
 
     /// Number of training points n.
@@ -77,6 +109,54 @@ impl Coefficients {
     /// Whether training has moved any coefficient.
     pub fn trained(&self) -> bool {
         self.trained
+    }
+
+    /// β̃ (n × C).
+    pub fn beta(&self) -> ArrayView2<'_, f64> {
+        self.beta.view()
+    }
+
+    /// C.
+    pub fn outputs(&self) -> usize {
+        self.beta.ncols()
+    }
+
+    /// Whether the linear term has any nonzero coefficient here.
+    pub fn linear(&self) -> bool {
+        self.linear
+    }
+
+    /// β̃[B_s] −= `factor` · g_s for each batch point (g: S × C), in batch
+    /// order so that repeated indices accumulate. Checked first and then
+    /// written, so on an error nothing has changed.
+    pub fn apply_linear(&mut self, batch: &[usize], g: &[f64], factor: f64) -> Result<()> {
+        let c = self.beta.ncols();
+        // The batch's rows, updated in a scratch copy in batch order.
+        let mut rows: Vec<(usize, Vec<f64>)> = Vec::new();
+        for (s, &i) in batch.iter().enumerate() {
+            let slot = match rows.iter().position(|(r, _)| *r == i) {
+                Some(k) => k,
+                None => {
+                    rows.push((i, self.beta.row(i).to_vec()));
+                    rows.len() - 1
+                }
+            };
+            for (k, v) in rows[slot].1.iter_mut().enumerate() {
+                *v -= factor * g[s * c + k];
+            }
+        }
+        if rows.iter().any(|(_, r)| r.iter().any(|v| !v.is_finite())) {
+            return Err(KronError::Diverged(
+                "the step would make the linear term non-finite; the model is left at its last finite state \
+                 (lower lr_v)"
+                    .into(),
+            ));
+        }
+        for (i, values) in rows {
+            self.linear |= values.iter().any(|&v| v != 0.0);
+            self.beta.row_mut(i).assign(&ndarray::ArrayView1::from(&values));
+        }
+        Ok(())
     }
 
     /// This block's process-wide serial number.
@@ -124,12 +204,18 @@ impl Coefficients {
         ))
     }
 
-    /// Checks that this block fits a data set of `n` points and `width` neurons.
-    pub fn check_shape(&self, n: usize, width: usize) -> Result<()> {
-        if self.alpha_t.dim() != (n, width) {
+    /// Checks that this block fits a data set of `n` points and a head of
+    /// `width` neurons and `outputs` outputs.
+    pub fn check_shape(&self, n: usize, width: usize, outputs: usize) -> Result<()> {
+        if self.alpha_t.dim() != (n, width) || self.beta.ncols() != outputs {
             return invalid(
                 "coefficients",
-                format!("have shape (n={}, width={}), expected (n={n}, width={width})", self.n(), self.width()),
+                format!(
+                    "have shape (n={}, width={}, outputs={}), expected (n={n}, width={width}, outputs={outputs})",
+                    self.n(),
+                    self.width(),
+                    self.outputs()
+                ),
             );
         }
         Ok(())
@@ -142,7 +228,7 @@ mod tests {
 
     #[test]
     fn repeated_batch_indices_accumulate_and_overflow_is_undone() {
-        let mut c = Coefficients::zeros(3, 4).unwrap();
+        let mut c = Coefficients::zeros(3, 4, 1).unwrap();
         let coef = ndarray::array![[1.0, 0.0], [2.0, 3.0]];
         c.apply(&[1, 1], &[0, 2], &coef).unwrap();
         assert_eq!(c.alpha_t()[[1, 0]], -3.0);

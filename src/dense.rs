@@ -4,8 +4,12 @@
 
 use crate::coef::Coefficients;
 use crate::error::{into_standard, invalid, KronError, Result};
+use crate::exact_sum::ExactSum;
 use crate::index::scan_row;
-use crate::model::{check_batch, check_lr, check_targets, half_mse, plan_update, Model, StepStats, SAFE_BOUND};
+use crate::limits::{OUTPUT_BOUND, SAFE_BOUND};
+use crate::loss::Loss;
+use crate::model::{check_batch, plan_step, Model, Rates, Ridge, StepStats};
+use crate::step::Setup;
 use ndarray::linalg::general_mat_mul;
 use ndarray::{s, Array2, ArrayView2, Axis};
 use rayon::prelude::*;
@@ -17,9 +21,15 @@ pub struct DenseState {
     x: Array2<f64>,
     /// max_i ‖x_i‖₂: |<w, x_i>| ≤ ‖w‖₂ · x_norm bounds every preactivation.
     x_norm: f64,
+    /// Targets, n × `loss.target_width(C)`.
     y: Vec<f64>,
-    model: Model,
+    loss: Loss,
+    ridge: Ridge,
+    outputs: usize,
     w: Array2<f64>,
+    /// ṽ (C × d): the linear term is v = s_v ṽ (s_v the head's scale).
+    /// None while the net has no linear term.
+    v: Option<Array2<f64>>,
 }
 
 /// Z = X Wᵀ (rows of X × neurons), in fixed neuron blocks.
@@ -34,66 +44,111 @@ fn preacts(x: ArrayView2<'_, f64>, w: ArrayView2<'_, f64>) -> Array2<f64> {
 }
 
 impl DenseState {
-    pub fn new(x: Array2<f64>, y: Vec<f64>, model: Model, w: Array2<f64>) -> Result<DenseState> {
+    /// The dense state of points `x` (n × d) at weights `w` (m × d) and,
+    /// with a linear term, `setup.linear` = ṽ (C × d).
+    pub fn new(x: Array2<f64>, setup: Setup, model: &Model, w: Array2<f64>) -> Result<DenseState> {
         let (n, d) = x.dim();
+        let Setup { y, loss, ridge, linear } = setup;
         if n == 0 {
             return invalid("data", "has no points");
         }
-        if y.len() != n {
-            return invalid("y", format!("has {} targets for {n} points", y.len()));
-        }
+        let c = model.outputs();
+        loss.check(c, &y, n)?;
+        ridge.check()?;
         if w.dim() != (model.width(), d) {
             return invalid("weights", format!("have shape {:?}, expected ({}, {d})", w.dim(), model.width()));
         }
         if x.iter().chain(w.iter()).any(|v| !v.is_finite()) {
             return invalid("data", "contains NaN or inf");
         }
-        check_targets(&y)?;
+        if let Some(v) = &linear {
+            if v.dim() != (c, d) || v.iter().any(|v| !v.is_finite()) {
+                return invalid("linear", format!("must be finite of shape ({c}, {d}), got {:?}", v.dim()));
+            }
+        }
         let x_norm = x.rows().into_iter().map(|r| r.dot(&r).sqrt()).fold(0.0, f64::max);
-        Ok(DenseState { x: into_standard(x), x_norm, y, model, w: into_standard(w) })
+        Ok(DenseState {
+            x: into_standard(x),
+            x_norm,
+            y,
+            loss,
+            ridge,
+            outputs: c,
+            w: into_standard(w),
+            v: linear.map(into_standard),
+        })
     }
 
     pub fn weights(&self) -> ArrayView2<'_, f64> {
         self.w.view()
     }
 
-    pub fn full_loss(&self) -> f64 {
-        half_mse(&self.model.outputs(preacts(self.x.view(), self.w.view()).view()), &self.y)
+    /// ṽ (C × d), when the net has a linear term.
+    pub fn linear(&self) -> Option<ArrayView2<'_, f64>> {
+        self.v.as_ref().map(|v| v.view())
     }
 
-    /// One SGD step on `batch`: W moves by −Cᵀ X_B, and the same update is
-    /// recorded in `alpha` (n × m) so that the model keeps W = W(0) + αᵀ X
-    /// after this trainer is gone. On `Diverged` neither changes.
-    pub fn step(&mut self, alpha: &mut Coefficients, batch: &[usize], lr: f64) -> Result<StepStats> {
-        check_batch(batch, self.y.len())?;
-        check_lr(lr)?;
-        alpha.check_shape(self.y.len(), self.model.width())?;
+    /// The unscaled linear parts x ṽᵀ of the rows of `x` (rows × C).
+    fn linear_parts(&self, x: ArrayView2<'_, f64>) -> Option<Vec<f64>> {
+        self.v.as_ref().map(|v| x.dot(&v.t()).iter().copied().collect())
+    }
+
+    pub fn full_loss(&self, model: &Model) -> f64 {
+        let lin = self.linear_parts(self.x.view());
+        let f = model.outputs_of_preacts(preacts(self.x.view(), self.w.view()).view(), lin.as_deref());
+        self.loss.mean(&f, &self.y, self.outputs, None)
+    }
+
+    /// One SGD step on `batch`: W moves by −Cᵀ X_B, the head and the linear
+    /// term by their gradients, and the same updates are recorded in
+    /// `alpha` (α and β̃) so that the net keeps W = W(0) + αᵀ X after this
+    /// trainer is gone. On `Diverged` nothing changes.
+    pub fn step(
+        &mut self,
+        alpha: &mut Coefficients,
+        model: &mut Model,
+        batch: &[usize],
+        rates: &Rates,
+    ) -> Result<StepStats> {
+        check_batch(batch, self.x.nrows())?;
+        rates.check()?;
+        let c = self.outputs;
+        if model.outputs() != c {
+            return invalid("model", format!("has {} outputs, the trainer {c}", model.outputs()));
+        }
+        alpha.check_shape(self.x.nrows(), model.width(), c)?;
         let xb = self.x.select(Axis(0), batch);
         let z = preacts(xb.view(), self.w.view());
         let fire: Vec<Vec<u32>> =
-            z.axis_iter(Axis(0)).map(|row| scan_row(row.as_slice().expect("fresh"), self.model.b)).collect();
-        let targets: Vec<f64> = batch.iter().map(|&i| self.y[i]).collect();
+            z.axis_iter(Axis(0)).map(|row| scan_row(row.as_slice().expect("fresh"), model.b())).collect();
+        let tw = self.loss.target_width(c);
+        let targets: Vec<f64> = batch.iter().flat_map(|&i| self.y[i * tw..(i + 1) * tw].iter().copied()).collect();
         let fired_values: Vec<Vec<f64>> =
             fire.iter().zip(z.rows()).map(|(a, row)| a.iter().map(|&r| row[r as usize]).collect()).collect();
-        let upd = plan_update(&self.model, &fire, &fired_values, &targets, lr)?;
+        let mut sums = vec![ExactSum::new(); batch.len() * c];
+        for ((a, v), out) in fire.iter().zip(&fired_values).zip(sums.chunks_mut(c)) {
+            model.sum_fired(a, v, out);
+        }
+        let lin = self.linear_parts(xb.view());
+        let plan = plan_step(model, self.loss, &fire, &fired_values, &sums, &targets, lin.as_deref(), rates)?;
         let fired_total = fire.iter().map(|a| a.len()).sum();
-        let stats = StepStats { loss: upd.loss, fired_union: upd.neurons.len(), fired_total };
-        // New rows first, committed only if every preactivation they can
-        // produce stays below SAFE_BOUND: the model never reaches a state
-        // whose loss overflows.
+        let stats = StepStats { loss: plan.loss, fired_union: plan.neurons.len(), fired_total };
+        // New rows and head first, committed only if every output they can
+        // produce stays finite: the model never reaches a state whose loss
+        // overflows.
         let w = &self.w;
-        let coef = &upd.coef;
-        let new_rows: Vec<Vec<f64>> = upd
+        let coef = &plan.coef;
+        let new_rows: Vec<Vec<f64>> = plan
             .neurons
             .par_iter()
             .enumerate()
             .map(|(j, &r)| {
                 let mut row = w.row(r as usize).to_vec();
                 for s in 0..batch.len() {
-                    let c = coef[[s, j]];
-                    if c != 0.0 {
+                    let cf = coef[[s, j]];
+                    if cf != 0.0 {
                         for (o, x) in row.iter_mut().zip(xb.row(s)) {
-                            *o -= c * x;
+                            *o -= cf * x;
                         }
                     }
                 }
@@ -107,21 +162,63 @@ impl DenseState {
                     .into(),
             ));
         }
-        alpha.apply(batch, &upd.neurons, &upd.coef)?;
+        let mut head = model.clone();
+        head.apply(&plan, rates, &self.ridge);
+        let lin_factor = if rates.v > 0.0 { rates.v / (batch.len() as f64 * head.v_scale()) } else { 0.0 };
+        let mut v_next = self.v.clone();
+        if rates.v > 0.0 {
+            let v = v_next.get_or_insert_with(|| Array2::zeros((c, self.x.ncols())));
+            for (s, xrow) in xb.axis_iter(Axis(0)).enumerate() {
+                for k in 0..c {
+                    let step = lin_factor * plan.g[s * c + k];
+                    if step != 0.0 {
+                        v.row_mut(k).zip_mut_with(&xrow, |o, x| *o -= step * x);
+                    }
+                }
+            }
+        }
+        let w_max = self.w.rows().into_iter().map(|r| r.dot(&r).sqrt()).fold(w_norm, f64::max);
+        let v_max = v_next.as_ref().map_or(0.0, |v| v.rows().into_iter().map(|r| r.dot(&r).sqrt()).fold(0.0, f64::max));
+        let out = (model.net_width() as f64).sqrt() * head.a_max() * (w_max * self.x_norm + head.b_max())
+            + head.c().iter().fold(0.0f64, |m, v| m.max(v.abs()))
+            + head.v_scale() * v_max * self.x_norm;
+        if !(out < OUTPUT_BOUND) {
+            return Err(KronError::Diverged(format!(
+                "the step could push the outputs to {out:.3e} (the loss would overflow); \
+                 the model is left at its last finite state (lower the learning rates)"
+            )));
+        }
+        if rates.w > 0.0 {
+            alpha.apply(batch, &plan.neurons, &plan.coef)?;
+        }
+        if rates.v > 0.0 {
+            alpha.apply_linear(batch, &plan.g, lin_factor)?;
+        }
         alpha.note_step();
-        for (&r, row) in upd.neurons.iter().zip(new_rows) {
-            self.w.row_mut(r as usize).assign(&ndarray::ArrayView1::from(&row));
+        model.note_step();
+        model.apply(&plan, rates, &self.ridge);
+        self.v = v_next;
+        if rates.w > 0.0 {
+            for (&r, row) in plan.neurons.iter().zip(new_rows) {
+                self.w.row_mut(r as usize).assign(&ndarray::ArrayView1::from(&row));
+            }
         }
         Ok(stats)
     }
 }
 
 impl crate::model::Backend for DenseState {
-    fn step(&mut self, coef: &mut Coefficients, batch: &[usize], lr: f64) -> Result<StepStats> {
-        DenseState::step(self, coef, batch, lr)
+    fn step(
+        &mut self,
+        coef: &mut Coefficients,
+        model: &mut Model,
+        batch: &[usize],
+        rates: &Rates,
+    ) -> Result<StepStats> {
+        DenseState::step(self, coef, model, batch, rates)
     }
 
-    fn full_loss(&self) -> f64 {
-        DenseState::full_loss(self)
+    fn full_loss(&self, model: &Model) -> f64 {
+        DenseState::full_loss(self, model)
     }
 }

@@ -11,7 +11,7 @@
 //! a_1 d_2…d_p + … + a_p.
 
 use crate::error::{invalid, Result};
-use crate::model::VALUE_BOUND;
+use crate::limits::VALUE_BOUND;
 use ndarray::{s, Array1, Array2, ArrayView1, ArrayView2, Axis};
 use rayon::prelude::*;
 

@@ -27,6 +27,8 @@ pub mod gram;
 pub mod index;
 pub mod init;
 pub mod kron_init;
+pub mod limits;
+pub mod loss;
 pub mod matmul;
 pub mod memory;
 pub mod model;

@@ -38,6 +38,10 @@ pub struct TrainerShape<'a> {
     pub trained_sizes: &'a [usize],
     /// Bytes of the trainer's own copy of the points (gram = columns).
     pub points_bytes: u128,
+    /// C, the net's outputs (targets and the linear term have C per point).
+    pub outputs: usize,
+    /// Whether the trainer keeps a linear term's parts (n × C, or C × d).
+    pub linear: bool,
     /// Worker threads.
     pub threads: usize,
 }
@@ -61,6 +65,8 @@ pub struct TrainerMemory {
     pub gram: u128,
     /// The index's derived structure.
     pub index: u128,
+    /// The linear term: L̃ (n × C), or the dense backend's ṽ (C × d).
+    pub linear: u128,
     /// The dense backend's X (n × d), or a trained block's X_s before it.
     pub dense_x: u128,
     /// The dense backend's W (neurons × d).
@@ -71,7 +77,7 @@ pub struct TrainerMemory {
 
 impl TrainerMemory {
     /// (name, bytes) of every field, in declaration order.
-    pub fn entries(&self) -> [(&'static str, u128); 10] {
+    pub fn entries(&self) -> [(&'static str, u128); 11] {
         [
             ("preacts", self.preacts),
             ("coefficients", self.coefficients),
@@ -80,6 +86,7 @@ impl TrainerMemory {
             ("init", self.init),
             ("gram", self.gram),
             ("index", self.index),
+            ("linear", self.linear),
             ("dense_x", self.dense_x),
             ("dense_w", self.dense_w),
             ("peak", self.peak),
@@ -101,14 +108,16 @@ fn f64_bytes(factors: &[usize]) -> u128 {
 /// block's X_s lives only while W is built and this trainer's X only after,
 /// never both; the full loss adds the (n, neurons) preactivations.
 pub fn trainer_memory(shape: &TrainerShape<'_>) -> TrainerMemory {
-    let (n, m) = (shape.n, shape.neurons);
+    let (n, m, c) = (shape.n, shape.neurons, shape.outputs.max(1));
     let largest_trained = shape.trained_sizes.iter().copied().max().unwrap_or(0);
-    let coefficients = if shape.new_block { f64_bytes(&[n, m]) } else { 0 };
+    // A new block: α (n × neurons) and β̃ (n × C).
+    let coefficients = if shape.new_block { f64_bytes(&[n, m.saturating_add(c)]) } else { 0 };
     let preacts = f64_bytes(&[n, m]);
     match shape.backend {
         BackendKind::Kron => {
             let points = if shape.gram == GramMode::Columns { shape.points_bytes } else { 0 };
-            let targets = f64_bytes(&[n]);
+            let targets = f64_bytes(&[n, c]);
+            let linear = if shape.linear { f64_bytes(&[n, c]) } else { 0 };
             let scratch = shape.init.scratch_bytes(shape.dims, n, shape.rank, shape.table_rows, shape.threads);
             let init = scratch.max(f64_bytes(&[n, largest_trained]));
             let gram = if shape.gram == GramMode::Precomputed && !shape.shared_gram {
@@ -117,17 +126,29 @@ pub fn trainer_memory(shape: &TrainerShape<'_>) -> TrainerMemory {
                 0
             };
             let index = shape.index.memory_bytes(n, m);
-            let peak = [preacts, coefficients, points, targets, init.max(gram.saturating_add(index))]
+            let peak = [preacts, coefficients, points, targets, linear, init.max(gram.saturating_add(index))]
                 .into_iter()
                 .fold(0u128, u128::saturating_add);
-            TrainerMemory { preacts, coefficients, points, targets, init, gram, index, peak, ..Default::default() }
+            TrainerMemory {
+                preacts,
+                coefficients,
+                points,
+                targets,
+                init,
+                gram,
+                index,
+                linear,
+                peak,
+                ..Default::default()
+            }
         }
         BackendKind::Dense => {
             let d = shape.dims.iter().fold(1u128, |acc, &k| acc.saturating_mul(k as u128));
             let dense_w = d.saturating_mul(f64_bytes(&[m]));
             let dense_x = d.saturating_mul(f64_bytes(&[n.max(largest_trained)]));
-            let peak = [dense_w, dense_x, coefficients, preacts].into_iter().fold(0u128, u128::saturating_add);
-            TrainerMemory { preacts, coefficients, dense_x, dense_w, peak, ..Default::default() }
+            let linear = if shape.linear { d.saturating_mul(f64_bytes(&[c])) } else { 0 };
+            let peak = [dense_w, dense_x, coefficients, preacts, linear].into_iter().fold(0u128, u128::saturating_add);
+            TrainerMemory { preacts, coefficients, dense_x, dense_w, linear, peak, ..Default::default() }
         }
     }
 }
@@ -180,6 +201,8 @@ mod tests {
             new_block: true,
             trained_sizes: trained,
             points_bytes: 123_456,
+            outputs: 1,
+            linear: false,
             threads: 2,
         }
     }
@@ -196,18 +219,19 @@ mod tests {
         let got = trainer_memory(&s);
         let want = TrainerMemory {
             preacts: 4_096_000,      // 8 · 1000 · 512
-            coefficients: 4_096_000, // a new block
+            coefficients: 4_104_000, // a new block: 8 · 1000 · (512 + 1)
             points: 0,               // the Gram is precomputed
             targets: 8_000,
             init: 16_000_000, // max(scratch, 8 · 1000 · 2000)
             // 8 · 1000² + 8 · 64 · 1000 · 2 threads
             gram: 8_000_000 + 1_024_000,
-            // 8 · (1000 · ⌈512/64⌉ + 512 · ⌈1000/64⌉)
-            index: 8 * (1000 * 8 + 512 * 16),
+            // 8 · (1000 · ⌈512/64⌉ + 512 · ⌈1000/64⌉ + 512 thresholds)
+            index: 8 * (1000 * 8 + 512 * 16 + 512),
+            linear: 0,
             dense_x: 0,
             dense_w: 0,
             // P + block + targets + max(init, gram + index)
-            peak: 4_096_000 + 4_096_000 + 8_000 + 16_000_000,
+            peak: 4_096_000 + 4_104_000 + 8_000 + 16_000_000,
         };
         assert_eq!(got, want);
         // Gram columns: the points' copy instead of the Gram; a shared Gram
@@ -230,13 +254,19 @@ mod tests {
         let s = shape(BackendKind::Dense, &dims, &[300, 2000]);
         let want = TrainerMemory {
             preacts: 4_096_000,      // the full loss's (n, m) preactivations
-            coefficients: 4_096_000, // a new block
+            coefficients: 4_104_000, // a new block (α and β̃)
             dense_w: 245_760,        // 8 · 60 · 512
             dense_x: 960_000,        // 8 · 60 · max(1000, 2000)
-            peak: 245_760 + 960_000 + 4_096_000 + 4_096_000,
+            peak: 245_760 + 960_000 + 4_104_000 + 4_096_000,
             ..Default::default()
         };
         assert_eq!(trainer_memory(&s), want);
+        // Three outputs with a linear term: β̃, the targets and ṽ grow with C.
+        let multi = TrainerShape { outputs: 3, linear: true, ..s };
+        let got = trainer_memory(&multi);
+        assert_eq!((got.coefficients, got.linear), (8 * 1000 * 515, 8 * 60 * 3));
+        let kron = trainer_memory(&TrainerShape { backend: BackendKind::Kron, ..multi });
+        assert_eq!((kron.targets, kron.linear), (8 * 1000 * 3, 8 * 1000 * 3));
         let none = TrainerShape { new_block: false, trained_sizes: &[], ..s };
         assert_eq!(trainer_memory(&none).dense_x, 480_000);
         assert_eq!(trainer_memory(&none).peak, 245_760 + 480_000 + 4_096_000);
@@ -261,6 +291,8 @@ mod tests {
                         index,
                         gram,
                         shared_gram: false,
+                        outputs: usize::MAX,
+                        linear: true,
                         new_block: true,
                         trained_sizes: &trained,
                         points_bytes: u128::MAX,

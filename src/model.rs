@@ -1,86 +1,150 @@
-//! The two-layer model's fixed parts and the arithmetic shared by both
-//! backends: f(x) = (1/√m) Σ_r a_r σ_b(<w_r, x>), σ_b(z) = max(z − b, 0), and
-//! the SGD coefficients of one batch (docs/design.md, "The model", "The algorithm").
+//! The net's head and the arithmetic both backends share (docs/design.md,
+//! "The model", "The algorithm"):
+//!
+//! ```text
+//! f(x) = (1/√m) Σ_r a_r max(<w_r, x> − b_r, 0) + c + <v, x>
+//! ```
+//!
+//! with C outputs: output weights a_r ∈ R^C, per-neuron thresholds b_r, the
+//! output bias c ∈ R^C and a linear term v = s_v Σ_blocks β̃ᵀ X (its scale s_v
+//! here, its coefficients β̃ with the blocks, `coef.rs`). The hidden weights'
+//! state (P or W) belongs to the backends; this module plans a step from
+//! the batch's fire sets and exact output sums (`plan_step`) and moves the
+//! head (`Model::apply`).
 
 use crate::coef::Coefficients;
 use crate::control::Control;
 use crate::error::{invalid, KronError, Result};
 use crate::exact_sum::ExactSum;
+use crate::limits::{OUTPUT_BOUND, SAFE_BOUND, VALUE_BOUND};
+use crate::loss::Loss;
 use ndarray::{Array2, ArrayView2, Axis};
 use rayon::prelude::*;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Largest |preactivation| a step may create. Beyond it the loss could
-/// overflow (|f| ≤ √m · max|P|, loss ~ f²; with m < 2^32 and |P| ≤ 1e140,
-/// f² < 1e300), so both backends refuse a step that could get there and the
-/// model always has a finite loss.
-pub const SAFE_BOUND: f64 = 1e140;
+/// The next head's serial number (process-wide).
+static NEXT_SERIAL: AtomicU64 = AtomicU64::new(1);
 
-/// Largest |target|, |threshold| and ‖x‖ the model accepts. Larger values
-/// leave SGD no room below `SAFE_BOUND` (the first steps would already be
-/// refused as divergent) or overflow the Gram, so they are refused up front
-/// with a message instead of failing every step.
-pub const VALUE_BOUND: f64 = 1e100;
-
-/// Checks targets: finite and |y| ≤ `VALUE_BOUND`.
-pub fn check_targets(y: &[f64]) -> Result<()> {
-    if let Some((i, v)) = y.iter().enumerate().find(|(_, v)| !(v.abs() <= VALUE_BOUND)) {
-        return invalid("y", format!("target {i} is {v}; targets must be finite with |y| <= {VALUE_BOUND:e}"));
-    }
-    Ok(())
+/// The trained head of a net, for some of its neurons: all of them, or the
+/// contiguous range one rank of a sharded trainer holds (`neurons`). The
+/// per-neuron parts (a, b) are those neurons'; the outputs' 1/√m, the bias c
+/// and the linear term's scale are the whole net's, so a shard's partial
+/// sums are exactly its part of the net's.
+#[derive(Debug)]
+pub struct Model {
+    /// a, neurons held × C, row-major.
+    a: Vec<f64>,
+    outputs: usize,
+    /// b_r of the neurons held.
+    b: Vec<f64>,
+    /// c (C), the whole net's.
+    c: Vec<f64>,
+    /// The net's initial shared threshold: b's ridge pulls toward it.
+    b_init: f64,
+    /// s_v: the linear term is v = s_v Σ_blocks β̃ᵀ X (ridge on v decays it).
+    v_scale: f64,
+    /// The first neuron held, and m of the whole net.
+    first: usize,
+    net_width: usize,
+    /// Unique in the process, and the steps applied: a trainer compares
+    /// them (with the blocks') to tell that another one moved the net.
+    serial: u64,
+    updates: u64,
 }
 
-/// Output signs a (±1, never trained) and threshold b of some of a net's
-/// neurons: all of them, or the contiguous range one rank of a sharded
-/// trainer owns (`shard`). The outputs' 1/√m and the growth guard's max |a|
-/// stay those of the whole net, so a shard's partial sums are exactly its
-/// part of the net's.
-#[derive(Clone, Debug)]
-pub struct Model {
-    pub a: Vec<f64>,
-    pub b: f64,
-    /// m of the whole net.
-    net_width: usize,
-    /// max |a_r| over the whole net.
-    a_max: f64,
+impl Clone for Model {
+    /// A copy is another head: it gets its own serial number.
+    fn clone(&self) -> Self {
+        Model {
+            a: self.a.clone(),
+            b: self.b.clone(),
+            c: self.c.clone(),
+            serial: NEXT_SERIAL.fetch_add(1, Ordering::Relaxed),
+            updates: 0,
+            ..*self
+        }
+    }
 }
 
 impl Model {
-    pub fn new(a: Vec<f64>, b: f64) -> Result<Model> {
-        if a.is_empty() {
+    /// The whole net's head: a (m × C, row-major), b (m), c (C), the initial
+    /// threshold and the linear term's scale.
+    pub fn new(a: Vec<f64>, outputs: usize, b: Vec<f64>, c: Vec<f64>, b_init: f64, v_scale: f64) -> Result<Model> {
+        if outputs == 0 {
+            return invalid("outputs", "must be positive");
+        }
+        if b.is_empty() {
             return invalid("width", "must be positive");
         }
-        if !b.is_finite() {
-            return invalid("threshold", format!("must be finite, got {b}"));
+        let m = b.len();
+        if a.len() != m * outputs {
+            return invalid("a", format!("has {} values for {m} neurons × {outputs} outputs", a.len()));
         }
-        if a.iter().any(|v| !v.is_finite()) {
-            return invalid("a", "output weights must be finite");
+        if c.len() != outputs {
+            return invalid("output_bias", format!("has {} values for {outputs} outputs", c.len()));
         }
-        let a_max = a.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-        Ok(Model { net_width: a.len(), a, b, a_max })
+        if a.iter().chain(&c).any(|v| !v.is_finite()) {
+            return invalid("a", "output weights and bias must be finite");
+        }
+        if let Some(bad) = b.iter().chain([&b_init]).find(|v| !(v.abs() <= VALUE_BOUND)) {
+            return invalid("threshold", format!("must be finite with |threshold| <= {VALUE_BOUND:e}, got {bad}"));
+        }
+        if !(v_scale.is_finite() && v_scale > 0.0) {
+            return invalid("v_scale", format!("must be positive and finite, got {v_scale}"));
+        }
+        Ok(Model {
+            a,
+            outputs,
+            b,
+            c,
+            b_init,
+            v_scale,
+            first: 0,
+            net_width: m,
+            serial: NEXT_SERIAL.fetch_add(1, Ordering::Relaxed),
+            updates: 0,
+        })
     }
 
-    /// Output signs and threshold after checks on everything a caller can
-    /// pass in: |b| ≤ `VALUE_BOUND`, so that σ_b(z) and the loss stay finite.
-    pub fn checked(a: Vec<f64>, b: f64) -> Result<Model> {
-        if !(b.abs() <= VALUE_BOUND) {
-            return invalid("threshold", format!("must be finite with |threshold| <= {VALUE_BOUND:e}, got {b}"));
-        }
-        Model::new(a, b)
+    /// The paper's head: one output, a = `a`, every threshold `b`, no bias.
+    pub fn shared(a: Vec<f64>, b: f64) -> Result<Model> {
+        let m = a.len();
+        Model::new(a, 1, vec![b; m], vec![0.0], b, 1.0)
     }
 
-    /// Neurons `first .. first + count` of this (whole) net: the part one
-    /// rank of a sharded trainer holds.
+    /// Neurons `first .. first + count` of this (whole) net's head: the
+    /// part one rank of a sharded trainer holds.
     pub fn shard(self, first: usize, count: usize) -> Result<Model> {
-        let m = self.a.len();
+        let m = self.b.len();
+        if self.first != 0 || m != self.net_width {
+            return invalid("neurons", "only a whole net's head can be sharded");
+        }
         if count == 0 || first.checked_add(count).is_none_or(|end| end > m) {
             return invalid("neurons", format!("range {first}..{} is not a nonempty part of 0..{m}", first + count));
         }
-        Ok(Model { a: self.a[first..first + count].to_vec(), ..self })
+        let c = self.outputs;
+        Ok(Model {
+            a: self.a[first * c..(first + count) * c].to_vec(),
+            b: self.b[first..first + count].to_vec(),
+            first,
+            ..self
+        })
     }
 
-    /// Neurons this model holds (m, or a shard's count).
+    /// Sets which neurons of a width-`net_width` net this head holds (a
+    /// shard's head rebuilt from its parts).
+    pub fn placed(mut self, first: usize, net_width: usize) -> Result<Model> {
+        if first.checked_add(self.b.len()).is_none_or(|end| end > net_width) {
+            return invalid("neurons", format!("{} neurons from {first} exceed a net of {net_width}", self.b.len()));
+        }
+        self.first = first;
+        self.net_width = net_width;
+        Ok(self)
+    }
+
+    /// Neurons this head holds (m, or a shard's count).
     pub fn width(&self) -> usize {
-        self.a.len()
+        self.b.len()
     }
 
     /// m of the whole net.
@@ -88,181 +152,441 @@ impl Model {
         self.net_width
     }
 
-    /// max |a_r| over the whole net.
+    /// The first neuron held.
+    pub fn first(&self) -> usize {
+        self.first
+    }
+
+    /// C.
+    pub fn outputs(&self) -> usize {
+        self.outputs
+    }
+
+    /// a (neurons held × C, row-major).
+    pub fn a(&self) -> &[f64] {
+        &self.a
+    }
+
+    /// Neuron r's output weights (C), r counted among the neurons held.
+    pub fn a_row(&self, r: usize) -> &[f64] {
+        &self.a[r * self.outputs..(r + 1) * self.outputs]
+    }
+
+    /// The thresholds of the neurons held.
+    pub fn b(&self) -> &[f64] {
+        &self.b
+    }
+
+    /// The output bias c (C).
+    pub fn c(&self) -> &[f64] {
+        &self.c
+    }
+
+    /// The initial shared threshold.
+    pub fn b_init(&self) -> f64 {
+        self.b_init
+    }
+
+    /// s_v, the linear term's scale.
+    pub fn v_scale(&self) -> f64 {
+        self.v_scale
+    }
+
+    /// This head's process-wide serial number.
+    pub fn serial(&self) -> u64 {
+        self.serial
+    }
+
+    /// Steps applied to this head so far.
+    pub fn updates(&self) -> u64 {
+        self.updates
+    }
+
+    /// max |a| over the neurons held.
     pub fn a_max(&self) -> f64 {
-        self.a_max
+        self.a.iter().fold(0.0f64, |m, v| m.max(v.abs()))
+    }
+
+    /// max |b| over the neurons held.
+    pub fn b_max(&self) -> f64 {
+        self.b.iter().fold(0.0f64, |m, v| m.max(v.abs()))
     }
 
     fn scale(&self) -> f64 {
         1.0 / (self.net_width as f64).sqrt()
     }
 
-    /// Σ a_r (z_r − b) over one point's fire set, exactly: the same sum
-    /// whatever the order of the terms or how they are split between ranks.
-    pub fn sum_fired(&self, fired: &[u32], values: &[f64]) -> ExactSum {
-        let mut acc = ExactSum::new();
+    /// Σ_r a_rk (z_r − b_r) over one point's fire set (neurons held,
+    /// `values[j]` = P[·, fired[j]]), exactly, into `out` (C sums): the same
+    /// sums whatever the order of the terms or how they are split between
+    /// ranks.
+    pub fn sum_fired(&self, fired: &[u32], values: &[f64], out: &mut [ExactSum]) {
+        let c = self.outputs;
         for (&r, &z) in fired.iter().zip(values) {
-            acc.add(self.a[r as usize] * (z - self.b));
-        }
-        acc
-    }
-
-    /// f from the exact sum of a point's terms: rounded once, then scaled.
-    /// Every path to an output (step, loss, predict; one rank or many)
-    /// ends here, so they all give the same bits.
-    pub fn output_of(&self, sum: &ExactSum) -> f64 {
-        sum.value() * self.scale()
-    }
-
-    /// f for each exact sum.
-    pub fn outputs_of(&self, sums: &[ExactSum]) -> Vec<f64> {
-        sums.iter().map(|s| self.output_of(s)).collect()
-    }
-
-    /// The exact Σ_r a_r (z_r − b)_+ of one point's full preactivation row.
-    fn sum_row(&self, row: &[f64]) -> ExactSum {
-        let mut acc = ExactSum::new();
-        for (a, z) in self.a.iter().zip(row) {
-            if *z > self.b {
-                acc.add(a * (z - self.b));
+            let r = r as usize;
+            let h = z - self.b[r];
+            for (o, a) in out.iter_mut().zip(&self.a[r * c..(r + 1) * c]) {
+                o.add(a * h);
             }
         }
-        acc
     }
 
-    /// f from one point's full preactivation row (m values).
-    pub fn output(&self, row: &[f64]) -> f64 {
-        self.output_of(&self.sum_row(row))
-    }
-
-    /// f for every row of a preactivation matrix (points × m), in any
-    /// memory layout.
-    pub fn outputs(&self, preacts: ArrayView2<'_, f64>) -> Vec<f64> {
-        if preacts.t().is_standard_layout() && !preacts.is_standard_layout() {
-            return self.outputs_neuron_major(preacts.t());
-        }
-        preacts
-            .axis_iter(Axis(0))
-            .into_par_iter()
-            .map(|row| match row.as_slice() {
-                Some(s) => self.output(s),
-                None => self.output(&row.to_vec()),
+    /// f of k points from their exact sums (k × C) and, when the net has a
+    /// linear term, its unscaled part <Σ β̃ x_s, x> (k × C): each sum rounded
+    /// once, then scaled, then the bias and s_v times the linear part added.
+    /// Every path to an output (step, loss, predict; one rank or many) ends
+    /// here, so they all give the same bits; a zero bias and no linear term
+    /// add nothing.
+    pub fn outputs_of(&self, sums: &[ExactSum], linear: Option<&[f64]>) -> Vec<f64> {
+        let (c, scale) = (self.outputs, self.scale());
+        sums.iter()
+            .enumerate()
+            .map(|(j, s)| {
+                let mut f = s.value() * scale;
+                let bias = self.c[j % c];
+                if bias != 0.0 {
+                    f += bias;
+                }
+                if let Some(lin) = linear {
+                    f += self.v_scale * lin[j];
+                }
+                f
             })
             .collect()
     }
 
-    /// acc[i] += Σ_r a_r (P[r, i] − b)_+ exactly over the rows of `pt`,
-    /// which are this model's neurons first, first + 1, …: any passes over
-    /// any neuron ranges give the same sums.
+    /// acc[i·C + k] += Σ_r a_rk (P[r, i] − b_r)_+ exactly over the rows of
+    /// `pt`, which are this head's neurons `first`, `first + 1`, … (counted
+    /// among those held): any passes over any neuron ranges give the same
+    /// sums.
     pub fn accumulate_outputs(&self, first: usize, pt: ArrayView2<'_, f64>, acc: &mut [ExactSum]) {
         const POINTS: usize = 256;
-        acc.par_chunks_mut(POINTS).enumerate().for_each(|(blk, acc)| {
+        let c = self.outputs;
+        acc.par_chunks_mut(POINTS * c).enumerate().for_each(|(blk, acc)| {
             let start = blk * POINTS;
+            let points = acc.len() / c;
             for (r, row) in pt.axis_iter(Axis(0)).enumerate() {
-                let a = self.a[first + r];
-                let row = &row.as_slice().expect("rows of Pᵀ are contiguous")[start..start + acc.len()];
-                for (o, &z) in acc.iter_mut().zip(row) {
-                    if z > self.b {
-                        o.add(a * (z - self.b));
+                let (a, b) = (self.a_row(first + r), self.b[first + r]);
+                let row = &row.as_slice().expect("rows of Pᵀ are contiguous")[start..start + points];
+                for (i, &z) in row.iter().enumerate() {
+                    if z > b {
+                        let h = z - b;
+                        for (o, a) in acc[i * c..(i + 1) * c].iter_mut().zip(a) {
+                            o.add(a * h);
+                        }
                     }
                 }
             }
         });
     }
 
-    /// The exact sums of all this model's neurons for each column of Pᵀ
-    /// (m × points, rows contiguous).
+    /// The exact sums (points × C) of all neurons held for each column of
+    /// Pᵀ (neurons held × points, rows contiguous).
     pub fn sums_neuron_major(&self, pt: ArrayView2<'_, f64>) -> Vec<ExactSum> {
-        let mut acc = vec![ExactSum::new(); pt.ncols()];
+        let mut acc = vec![ExactSum::new(); pt.ncols() * self.outputs];
         self.accumulate_outputs(0, pt, &mut acc);
         acc
     }
 
-    /// `outputs` from Pᵀ (m × points, rows contiguous), a few thousand
-    /// points at a time so that the exact sums (`WORDS` words each) stay
-    /// small next to Pᵀ.
-    pub fn outputs_neuron_major(&self, pt: ArrayView2<'_, f64>) -> Vec<f64> {
+    /// f (points × C) from Pᵀ (neurons × points, rows contiguous) and the
+    /// points' unscaled linear parts, a few thousand points at a time so
+    /// that the exact sums (`WORDS` words each) stay small next to Pᵀ.
+    pub fn outputs_neuron_major(&self, pt: ArrayView2<'_, f64>, linear: Option<&[f64]>) -> Vec<f64> {
         const POINTS: usize = 4096;
-        let q = pt.ncols();
-        let mut out = Vec::with_capacity(q);
+        let (q, c) = (pt.ncols(), self.outputs);
+        let mut out = Vec::with_capacity(q * c);
         for start in (0..q).step_by(POINTS) {
-            let part = pt.slice(ndarray::s![.., start..(start + POINTS).min(q)]);
-            out.extend(self.outputs_of(&self.sums_neuron_major(part)));
+            let stop = (start + POINTS).min(q);
+            let part = pt.slice(ndarray::s![.., start..stop]);
+            out.extend(self.outputs_of(&self.sums_neuron_major(part), linear.map(|l| &l[start * c..stop * c])));
         }
         out
     }
+
+    /// f for every row of a preactivation matrix (points × neurons held),
+    /// in any memory layout, with the points' unscaled linear parts.
+    pub fn outputs_of_preacts(&self, preacts: ArrayView2<'_, f64>, linear: Option<&[f64]>) -> Vec<f64> {
+        let pt = preacts.t().as_standard_layout().into_owned();
+        self.outputs_neuron_major(pt.view(), linear)
+    }
+
+    /// Moves the head by a planned step (`plan_step`): a and b of the fired
+    /// neurons by their gradients, every a and b by their ridges, c, and the
+    /// linear term's scale. `rates` are this step's (scheduled) rates.
+    pub fn apply(&mut self, plan: &Plan, rates: &Rates, ridge: &Ridge) {
+        let c = self.outputs;
+        if rates.a > 0.0 {
+            if ridge.a > 0.0 {
+                for v in self.a.iter_mut() {
+                    *v -= rates.a * (ridge.a * *v);
+                }
+            }
+            for (j, &r) in plan.neurons.iter().enumerate() {
+                let r = r as usize;
+                for k in 0..c {
+                    self.a[r * c + k] -= rates.a * plan.grad_a[j * c + k];
+                }
+            }
+        }
+        if rates.b > 0.0 {
+            if ridge.b > 0.0 {
+                for v in self.b.iter_mut() {
+                    *v -= rates.b * (ridge.b * (*v - self.b_init));
+                }
+            }
+            for (j, &r) in plan.neurons.iter().enumerate() {
+                self.b[r as usize] -= rates.b * plan.grad_b[j];
+            }
+        }
+        if rates.c > 0.0 {
+            for (k, v) in self.c.iter_mut().enumerate() {
+                *v -= rates.c * (plan.grad_c[k] + ridge.c * *v);
+            }
+        }
+        if rates.v > 0.0 && ridge.v > 0.0 {
+            self.v_scale *= 1.0 - rates.v * ridge.v;
+        }
+    }
+
+    /// Sets the head's trainable values (a checkpoint's or a file's).
+    pub fn set(&mut self, a: Vec<f64>, b: Vec<f64>, c: Vec<f64>, v_scale: f64) -> Result<()> {
+        let fresh = Model::new(a, self.outputs, b, c, self.b_init, v_scale)?;
+        if fresh.b.len() != self.b.len() {
+            return invalid("thresholds", format!("has {} values for {} neurons", fresh.b.len(), self.b.len()));
+        }
+        self.a = fresh.a;
+        self.b = fresh.b;
+        self.c = fresh.c;
+        self.v_scale = fresh.v_scale;
+        Ok(())
+    }
+
+    /// Records that a step committed.
+    pub fn note_step(&mut self) {
+        self.updates += 1;
+    }
 }
 
-/// (1 / 2k) Σ (f_i − y_i)², summed in order so it is thread-count independent.
-pub fn half_mse(f: &[f64], y: &[f64]) -> f64 {
-    let sum: f64 = f.iter().zip(y).map(|(f, y)| (f - y) * (f - y)).sum();
-    sum / (2.0 * f.len() as f64)
+/// One step's learning rates (already times the schedule's factor): W's
+/// (`w`), and a's, b's, c's and v's. A rate of 0 freezes its parameter.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Rates {
+    pub w: f64,
+    pub a: f64,
+    pub b: f64,
+    pub c: f64,
+    pub v: f64,
 }
 
-/// What one SGD step changes: neurons R (sorted union of the fire sets) and
-/// coefficients C (S × |R|), C[s, j] = (lr/S)(1/√m) e_s a_{R_j} 1[R_j ∈ A_s].
-/// Neuron R_j moves by −Σ_s C[s, j] x_{B_s}.
-pub struct Update {
+impl Rates {
+    /// The paper's model: only W trains, at rate `lr`.
+    pub fn w_only(lr: f64) -> Rates {
+        Rates { w: lr, a: 0.0, b: 0.0, c: 0.0, v: 0.0 }
+    }
+
+    /// Every rate times `factor` (a schedule's value at this step).
+    pub fn scaled(&self, factor: f64) -> Rates {
+        Rates { w: self.w * factor, a: self.a * factor, b: self.b * factor, c: self.c * factor, v: self.v * factor }
+    }
+
+    /// Checks the rates: finite and >= 0, at least one positive.
+    pub fn check(&self) -> Result<()> {
+        for (name, r) in [("lr", self.w), ("lr_a", self.a), ("lr_b", self.b), ("lr_c", self.c), ("lr_v", self.v)] {
+            if !(r.is_finite() && r >= 0.0) {
+                return invalid(name, format!("must be a finite number >= 0, got {r}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Ridge strengths: a penalty (λ/2)‖θ‖² on a, c and v, and (λ/2)‖b − b_init‖²
+/// on the thresholds. The steps' reported losses leave them out.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Ridge {
+    pub a: f64,
+    pub b: f64,
+    pub c: f64,
+    pub v: f64,
+}
+
+impl Ridge {
+    /// Checks the strengths: finite and >= 0.
+    pub fn check(&self) -> Result<()> {
+        for (name, r) in [("ridge_a", self.a), ("ridge_b", self.b), ("ridge_c", self.c), ("ridge_v", self.v)] {
+            if !(r.is_finite() && r >= 0.0) {
+                return invalid(name, format!("must be a finite number >= 0, got {r}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What one SGD step changes, planned from the parameters before it (every
+/// gradient at the same point):
+///
+/// * the fired neurons R (sorted union of the fire sets) and the hidden
+///   weights' coefficients C (S × |R|), C[s, j] = (lr/S)(1/√m) <g_s, a_{R_j}>
+///   1[R_j ∈ A_s]: neuron R_j moves by −Σ_s C[s, j] x_{B_s};
+/// * the gradients of a and b at R (∇a_r = (1/S)(1/√m) Σ_s g_s h_sr,
+///   ∇b_r = −(1/S)(1/√m) Σ_s <g_s, a_r> 1[r ∈ A_s]), of c ((1/S) Σ_s g_s),
+///   and the linear term's per-point coefficients (lr_v/S) g_s.
+pub struct Plan {
     pub loss: f64,
+    /// S × C: ∂ℓ/∂f of each batch point.
+    pub g: Vec<f64>,
     pub neurons: Vec<u32>,
     pub coef: Array2<f64>,
-    /// (lr/S)(1/√m) e_s per batch point: |C[s, j]| ≤ |c_s| · max |a|.
-    pub c: Vec<f64>,
+    /// |R| × C.
+    pub grad_a: Vec<f64>,
+    /// |R|.
+    pub grad_b: Vec<f64>,
+    /// C.
+    pub grad_c: Vec<f64>,
+    /// Per batch point, a bound on Σ_j |C[s, j]| / max |a|: (lr/S)(1/√m) ‖g_s‖₁
+    /// (for one output, |C-coefficient| / |a| exactly as the paper's step has it).
+    pub c_norm: Vec<f64>,
 }
 
-/// Builds the update of a batch from each batch point's fire set, the
-/// preactivations at its fired neurons, and its target. Refuses (state
-/// untouched) when the loss is not finite.
-pub fn plan_update(
+/// Plans a step from each batch point's fire set among the neurons held,
+/// the preactivations at those neurons, each point's exact sums over the
+/// whole net (S × C), its targets and its unscaled linear part. Refuses
+/// (nothing changes) when the loss is not finite.
+#[allow(clippy::too_many_arguments)]
+pub fn plan_step(
     model: &Model,
+    loss: Loss,
     fire: &[Vec<u32>],
     fired_values: &[Vec<f64>],
-    targets: &[f64],
-    lr: f64,
-) -> Result<Update> {
-    let sums: Vec<ExactSum> = fire.iter().zip(fired_values).map(|(a, v)| model.sum_fired(a, v)).collect();
-    plan_update_from(model, fire, &sums, targets, lr)
-}
-
-/// `plan_update` from each batch point's exact sum over the whole net
-/// (`sums`: this model's terms plus, when sharded, every other rank's) and
-/// this model's fire sets.
-pub fn plan_update_from(
-    model: &Model,
-    fire: &[Vec<u32>],
     sums: &[ExactSum],
     targets: &[f64],
-    lr: f64,
-) -> Result<Update> {
-    let s_len = fire.len();
-    let f = model.outputs_of(sums);
-    let loss = half_mse(&f, targets);
-    if !loss.is_finite() {
+    linear: Option<&[f64]>,
+    rates: &Rates,
+) -> Result<Plan> {
+    let (s_len, c) = (fire.len(), model.outputs);
+    let f = model.outputs_of(sums, linear);
+    let mut g = vec![0.0; s_len * c];
+    let value = loss.mean(&f, targets, c, Some(&mut g));
+    if !value.is_finite() || g.iter().any(|v| !v.is_finite()) {
         return Err(KronError::Diverged(format!(
-            "batch loss is {loss}; the model is left at its last finite state (lower lr)"
+            "batch loss is {value}; the model is left at its last finite state (lower lr)"
         )));
     }
     let mut neurons: Vec<u32> = fire.iter().flatten().copied().collect();
     neurons.sort_unstable();
     neurons.dedup();
+    let scale = model.scale();
+    // The paper's step: (lr / S)(1/√m) e_s, times a_r per fired neuron.
+    let step = rates.w / s_len as f64 * scale;
     let mut coef = Array2::zeros((s_len, neurons.len()));
-    let step = lr / s_len as f64 * model.scale();
-    let c: Vec<f64> = f.iter().zip(targets).map(|(f, y)| step * (f - y)).collect();
+    let mut grad_a = vec![0.0; neurons.len() * c];
+    let mut grad_b = vec![0.0; neurons.len()];
+    let head = rates.a > 0.0 || rates.b > 0.0;
     for s in 0..s_len {
+        let gs = &g[s * c..(s + 1) * c];
+        let cs = if c == 1 { step * gs[0] } else { 0.0 };
         // Both lists are sorted: walk them together instead of searching.
         let mut j = 0;
-        for &r in &fire[s] {
+        for (k, &r) in fire[s].iter().enumerate() {
             while neurons[j] != r {
                 j += 1;
             }
-            coef[[s, j]] = c[s] * model.a[r as usize];
+            let a = model.a_row(r as usize);
+            let ga: f64 = if c == 1 { gs[0] * a[0] } else { gs.iter().zip(a).map(|(g, a)| g * a).sum() };
+            coef[[s, j]] = if c == 1 { cs * a[0] } else { step * ga };
+            if head {
+                let h = fired_values[s][k] - model.b[r as usize];
+                for (o, g) in grad_a[j * c..(j + 1) * c].iter_mut().zip(gs) {
+                    *o += g * h;
+                }
+                grad_b[j] += ga;
+            }
         }
     }
-    Ok(Update { loss, neurons, coef, c })
+    let per = scale / s_len as f64;
+    grad_a.iter_mut().for_each(|v| *v *= per);
+    grad_b.iter_mut().for_each(|v| *v *= -per);
+    let mut grad_c = vec![0.0; c];
+    for s in 0..s_len {
+        for k in 0..c {
+            grad_c[k] += g[s * c + k];
+        }
+    }
+    grad_c.iter_mut().for_each(|v| *v /= s_len as f64);
+    let c_norm = (0..s_len).map(|s| step * g[s * c..(s + 1) * c].iter().map(|v| v.abs()).sum::<f64>()).collect();
+    Ok(Plan { loss: value, g, neurons, coef, grad_a, grad_b, grad_c, c_norm })
 }
 
-/// Which backend a trainer runs (`Trainer(backend=...)`): the Kronecker
-/// step (`step.rs`) or the dense reference (`dense.rs`).
+/// Finite bounds on the state that every rank of a sharded trainer keeps
+/// alike (they are advanced from figures all ranks share): max |P| (the
+/// hidden preactivations), max |a|, max |b| and max |L̃| (the linear parts)
+/// over the whole net. While they stay below the limits no output, loss or
+/// update can overflow, so a step updates in place with no copy to roll
+/// back, and every rank refuses the same step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Bounds {
+    pub p: f64,
+    pub a: f64,
+    pub b: f64,
+    pub l: f64,
+}
+
+impl Bounds {
+    /// The bounds a step of `plan` leads to: `kb_max[s]` is max_i |K[i, B_s]|.
+    /// Refuses a step that could push |P| past `SAFE_BOUND` or an output
+    /// past `OUTPUT_BOUND`. For the paper's model (only W trains) this is
+    /// exactly the guard it always had: |P| grows by at most
+    /// max |a| Σ_s |c_s| max_i |K[i, B_s]|.
+    pub fn advance(&self, model: &Model, plan: &Plan, rates: &Rates, ridge: &Ridge, kb_max: &[f64]) -> Result<Bounds> {
+        let (c, s_len) = (model.outputs, plan.c_norm.len());
+        let growth: f64 = plan.c_norm.iter().zip(kb_max).map(|(n, k)| n * k).sum::<f64>() * self.a;
+        // Relative slack covers the rounding of the sums above and of the update.
+        let p = (self.p + growth) * (1.0 + 1e-9);
+        let per = model.scale() / s_len as f64;
+        let g_inf: f64 = (0..s_len).map(|s| max_abs(&plan.g[s * c..(s + 1) * c])).sum();
+        let g_one: f64 = (0..s_len).map(|s| plan.g[s * c..(s + 1) * c].iter().map(|v| v.abs()).sum::<f64>()).sum();
+        let a = if rates.a > 0.0 {
+            (self.a * (1.0 - rates.a * ridge.a).abs() + rates.a * per * g_inf * (self.p + self.b)) * (1.0 + 1e-9)
+        } else {
+            self.a
+        };
+        let b = if rates.b > 0.0 {
+            (self.b * (1.0 - rates.b * ridge.b).abs()
+                + rates.b * ridge.b * model.b_init.abs()
+                + rates.b * per * g_one * self.a)
+                * (1.0 + 1e-9)
+        } else {
+            self.b
+        };
+        let l = if rates.v > 0.0 {
+            let scale_next = model.v_scale * (1.0 - rates.v * ridge.v);
+            let moved: f64 = (0..s_len).map(|s| max_abs(&plan.g[s * c..(s + 1) * c]) * kb_max[s]).sum();
+            (self.l + rates.v / (s_len as f64 * scale_next.abs()) * moved) * (1.0 + 1e-9)
+        } else {
+            self.l
+        };
+        if !(p < SAFE_BOUND) {
+            return Err(KronError::Diverged(format!(
+                "the step could push preactivations to {p:.3e} (the loss would overflow); \
+                 the model is left at its last finite state (lower lr)"
+            )));
+        }
+        let c_max = model.c.iter().zip(&plan.grad_c).map(|(c, g)| c.abs() + rates.c * g.abs()).fold(0.0, f64::max);
+        let out = (model.net_width as f64).sqrt() * a * (p + b) + c_max + model.v_scale.abs() * l;
+        if !(a < SAFE_BOUND && b < SAFE_BOUND && out < OUTPUT_BOUND) {
+            return Err(KronError::Diverged(format!(
+                "the step could push the outputs to {out:.3e} (the loss would overflow); \
+                 the model is left at its last finite state (lower the learning rates)"
+            )));
+        }
+        Ok(Bounds { p, a, b, l })
+    }
+}
+
+fn max_abs(values: &[f64]) -> f64 {
+    values.iter().fold(0.0, |m, v| m.max(v.abs()))
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BackendKind {
     Kron,
@@ -275,37 +599,64 @@ impl BackendKind {
 }
 
 /// What both backends offer a training loop. The coefficient block the
-/// steps accumulate into belongs to the model and is lent for each call.
+/// steps accumulate into and the head belong to the net and are lent for
+/// each call.
 pub trait Backend: Send {
-    /// One SGD step on `batch`; L_B before the update.
-    fn step(&mut self, coef: &mut Coefficients, batch: &[usize], lr: f64) -> Result<StepStats>;
-    /// (1/2n) Σ (f(x_i) − y_i)² over the training set.
-    fn full_loss(&self) -> f64;
+    /// One SGD step on `batch` at `rates`; L_B before the update.
+    fn step(&mut self, coef: &mut Coefficients, model: &mut Model, batch: &[usize], rates: &Rates)
+        -> Result<StepStats>;
+    /// The mean loss over the training set.
+    fn full_loss(&self, model: &Model) -> f64;
 }
 
 /// Runs the batches `indices[offsets[t]..offsets[t + 1]]` in order, checking
-/// `ctl` before each step. Returns the figures of the steps taken and the
-/// error that stopped the run early, if any (`Interrupted` on a stop
+/// `ctl` before each step; step t runs at `rates` times `factors[t]` (a
+/// schedule's values) when given. Returns the figures of the steps taken and
+/// the error that stopped the run early, if any (`Interrupted` on a stop
 /// request): the state is always at the boundary after the last step taken.
+#[allow(clippy::too_many_arguments)]
 pub fn run_steps(
     backend: &mut dyn Backend,
     coef: &mut Coefficients,
+    model: &mut Model,
     indices: &[usize],
     offsets: &[usize],
-    lr: f64,
+    rates: &Rates,
+    factors: Option<&[f64]>,
     ctl: &Control,
 ) -> (Vec<StepStats>, Option<KronError>) {
     let mut out = Vec::with_capacity(offsets.len().saturating_sub(1));
-    for w in offsets.windows(2) {
+    for (t, w) in offsets.windows(2).enumerate() {
         if let Err(e) = ctl.check() {
             return (out, Some(e));
         }
-        match backend.step(coef, &indices[w[0]..w[1]], lr) {
+        let at = step_rates(rates, factors, t);
+        match backend.step(coef, model, &indices[w[0]..w[1]], &at) {
             Ok(s) => out.push(s),
             Err(e) => return (out, Some(e)),
         }
     }
     (out, None)
+}
+
+/// Step t's rates: `rates`, times `factors[t]` when a schedule gives them.
+pub fn step_rates(rates: &Rates, factors: Option<&[f64]>, t: usize) -> Rates {
+    match factors {
+        Some(f) => rates.scaled(f[t]),
+        None => *rates,
+    }
+}
+
+/// Checks a run's schedule factors: one per step, finite and >= 0.
+pub fn check_factors(factors: Option<&[f64]>, steps: usize) -> Result<()> {
+    let Some(f) = factors else { return Ok(()) };
+    if f.len() != steps {
+        return invalid("factors", format!("has {} values for {steps} steps", f.len()));
+    }
+    if let Some(bad) = f.iter().find(|v| !(v.is_finite() && **v >= 0.0)) {
+        return invalid("schedule", format!("gave the factor {bad}; a schedule must give finite factors >= 0"));
+    }
+    Ok(())
 }
 
 /// Per-step figures returned to the caller.
@@ -326,14 +677,6 @@ pub fn check_batch(batch: &[usize], n: usize) -> Result<()> {
     }
     if let Some(&bad) = batch.iter().find(|&&i| i >= n) {
         return invalid("batch", format!("index {bad} is out of range for {n} training points"));
-    }
-    Ok(())
-}
-
-/// Checks lr.
-pub fn check_lr(lr: f64) -> Result<()> {
-    if !(lr.is_finite() && lr > 0.0) {
-        return invalid("lr", format!("must be a positive finite number, got {lr}"));
     }
     Ok(())
 }

@@ -28,7 +28,7 @@ pub struct Block<'a> {
     pub coef: &'a Coefficients,
 }
 
-fn check_blocks(query: &Factors<'_>, width: usize, blocks: &[Block<'_>]) -> Result<()> {
+fn check_blocks(query: &Factors<'_>, width: usize, outputs: usize, blocks: &[Block<'_>]) -> Result<()> {
     for (j, b) in blocks.iter().enumerate() {
         if b.factors.dims() != query.dims() {
             return invalid(
@@ -36,9 +36,44 @@ fn check_blocks(query: &Factors<'_>, width: usize, blocks: &[Block<'_>]) -> Resu
                 format!("block {j} has dims {:?}, the points have {:?}", b.factors.dims(), query.dims()),
             );
         }
-        b.coef.check_shape(b.factors.n(), width)?;
+        b.coef.check_shape(b.factors.n(), width, outputs)?;
     }
     Ok(())
+}
+
+/// Whether any block carries a linear term.
+fn has_linear(blocks: &[Block<'_>]) -> bool {
+    blocks.iter().any(|b| b.coef.linear())
+}
+
+/// out (q × C) += K β̃ for a block's cross-Gram K (q × n_s), in fixed
+/// blocks of points (so the same bits on any thread count and any rank).
+fn add_linear(out: &mut Array2<f64>, k: &Array2<f64>, beta: ArrayView2<'_, f64>) {
+    const POINTS: usize = 64;
+    out.axis_chunks_iter_mut(Axis(0), POINTS).into_par_iter().enumerate().for_each(|(blk, mut rows)| {
+        let start = blk * POINTS;
+        let kb = k.slice(s![start..start + rows.nrows(), ..]);
+        matmul_acc(&kb, &beta, &mut rows.view_mut());
+    });
+}
+
+/// The unscaled linear parts <Σ_blocks β̃ᵀ X, x'_j> of the points of
+/// `query` (q × C), or None when no block has a linear term.
+pub fn linear_parts(
+    query: &Factors<'_>,
+    outputs: usize,
+    blocks: &[Block<'_>],
+    ctl: &Control,
+) -> Result<Option<Array2<f64>>> {
+    if !has_linear(blocks) {
+        return Ok(None);
+    }
+    let mut out = Array2::zeros((query.n(), outputs));
+    for b in blocks.iter().filter(|b| b.coef.linear()) {
+        ctl.check()?;
+        add_linear(&mut out, &cross_gram(query, &b.factors)?, b.coef.beta());
+    }
+    Ok(Some(out))
 }
 
 /// Pᵀ (m × q) of the points in `query`: P[j, r] = <w_r, x'_j>.
@@ -62,7 +97,20 @@ pub fn preacts_t_part(
     blocks: &[Block<'_>],
     ctl: &Control,
 ) -> Result<Array2<f64>> {
-    check_blocks(query, count, blocks)?;
+    for (j, b) in blocks.iter().enumerate() {
+        if b.factors.dims() != query.dims() {
+            return invalid(
+                "blocks",
+                format!("block {j} has dims {:?}, the points have {:?}", b.factors.dims(), query.dims()),
+            );
+        }
+        if b.coef.alpha_t().dim() != (b.factors.n(), count) {
+            return invalid(
+                "coefficients",
+                format!("have shape {:?}, expected ({}, {count})", b.coef.alpha_t().dim(), b.factors.n()),
+            );
+        }
+    }
     let mut p_t = init.preacts_t_range(query, first, count, ctl)?;
     for b in blocks {
         ctl.check()?;
@@ -118,8 +166,8 @@ pub fn chunk_rows(width: usize, block_sizes: &[usize], budget: usize) -> usize {
     (budget / per_row.max(1)).max(1)
 }
 
-/// f(W, x'_j) for every point of `query`, `rows` points at a time (q,).
-/// Checks `ctl` between chunks and inside init.
+/// f(x'_j) for every point of `query` (q × C, row-major), `rows` points
+/// at a time. Checks `ctl` between chunks and inside init.
 pub fn predict(
     query: &Factors<'_>,
     model: &Model,
@@ -129,15 +177,18 @@ pub fn predict(
     ctl: &Control,
 ) -> Result<Vec<f64>> {
     let mut out = Vec::new();
-    out.try_reserve_exact(query.n()).map_err(|_| crate::error::out_of_memory("predictions", 8 * query.n() as u128))?;
-    predict_sums(query, model, init, 0, blocks, rows, ctl, |sums| out.extend(model.outputs_of(sums)))?;
+    let len = query.n() * model.outputs();
+    out.try_reserve_exact(len).map_err(|_| crate::error::out_of_memory("predictions", 8 * len as u128))?;
+    predict_sums(query, model, init, 0, blocks, rows, ctl, |sums, lin| out.extend(model.outputs_of(sums, lin)))?;
     Ok(out)
 }
 
-/// The exact sums Σ_r a_r (<w_r, x'_j> − b)_+ over `model`'s neurons (the
-/// net's `first .. first + model.width()`; the blocks hold their α) for
-/// every point of `query`, handed to `sink` in order, a chunk of points at
-/// a time: `predict` on one rank, each rank's part of it when sharded.
+/// The exact sums Σ_r a_rk (<w_r, x'_j> − b_r)_+ over `model`'s neurons
+/// (the net's `first .. first + model.width()`; the blocks hold their α)
+/// for every point of `query` (C per point), handed to `sink` in order with
+/// the points' unscaled linear parts (when the net has a linear term), a
+/// chunk of points at a time: `predict` on one rank, each rank's part of it
+/// when sharded (the linear parts are the same on every rank).
 #[allow(clippy::too_many_arguments)]
 pub fn predict_sums(
     query: &Factors<'_>,
@@ -147,24 +198,27 @@ pub fn predict_sums(
     blocks: &[Block<'_>],
     rows: usize,
     ctl: &Control,
-    mut sink: impl FnMut(&[ExactSum]),
+    mut sink: impl FnMut(&[ExactSum], Option<&[f64]>),
 ) -> Result<()> {
     let width = model.width();
-    check_blocks(query, width, blocks)?;
+    check_blocks(query, width, model.outputs(), blocks)?;
     let q = query.n();
     // The whole net's width decides the path, so that every rank of a
     // sharded net groups the points as one process would (GEMMs of other
     // shapes may round differently).
-    if let Some(neurons) = neurons_per_pass(q, model.net_width(), blocks, rows) {
-        sink(&predict_by_neurons(query, model, init, first, blocks, neurons, ctl)?);
+    if let Some(neurons) = neurons_per_pass(q, model.net_width(), model.outputs(), blocks, rows) {
+        let (sums, lin) = predict_by_neurons(query, model, init, first, blocks, neurons, ctl)?;
+        sink(&sums, lin.as_ref().map(|l| l.as_slice().expect("standard layout")));
         return Ok(());
     }
     let mut start = 0;
     while start < q {
         ctl.check()?;
         let stop = (start + rows.max(1)).min(q);
-        let p_t = preacts_t_part(&query.rows(start, stop), init, first, width, blocks, ctl)?;
-        sink(&model.sums_neuron_major(p_t.view()));
+        let part = query.rows(start, stop);
+        let p_t = preacts_t_part(&part, init, first, width, blocks, ctl)?;
+        let lin = linear_parts(&part, model.outputs(), blocks, ctl)?;
+        sink(&model.sums_neuron_major(p_t.view()), lin.as_ref().map(|l| l.as_slice().expect("standard layout")));
         start = stop;
     }
     Ok(())
@@ -175,14 +229,15 @@ pub fn predict_sums(
 /// n_s) values), the neurons per pass of `predict_by_neurons`, which
 /// regenerates W(0) once per call instead of once per chunk: the budget
 /// left after the cross-Grams and sums, divided among the points.
-fn neurons_per_pass(q: usize, width: usize, blocks: &[Block<'_>], rows: usize) -> Option<usize> {
+fn neurons_per_pass(q: usize, width: usize, outputs: usize, blocks: &[Block<'_>], rows: usize) -> Option<usize> {
     if q <= rows {
         return None;
     }
-    let trained: Vec<usize> = blocks.iter().filter(|b| b.coef.trained()).map(|b| b.factors.n()).collect();
+    let trained: Vec<usize> =
+        blocks.iter().filter(|b| b.coef.trained() || b.coef.linear()).map(|b| b.factors.n()).collect();
     let largest = trained.iter().copied().max().unwrap_or(0);
     let budget = rows.checked_mul(width + largest)?;
-    let grams = q.checked_mul(trained.iter().sum::<usize>() + WORDS)?;
+    let grams = q.checked_mul(trained.iter().sum::<usize>() + WORDS * outputs)?;
     let neurons = budget.checked_sub(grams)? / q;
     // Whole blocks of NEURON_BLOCK, so that passes start where the α · K
     // blocks of a one-pass run (and of every shard, which starts at a
@@ -205,16 +260,24 @@ fn predict_by_neurons(
     blocks: &[Block<'_>],
     neurons: usize,
     ctl: &Control,
-) -> Result<Vec<ExactSum>> {
-    let q = query.n();
+) -> Result<(Vec<ExactSum>, Option<Array2<f64>>)> {
+    let (q, c) = (query.n(), model.outputs());
     let mut grams = Vec::new();
-    for b in blocks.iter().filter(|b| b.coef.trained()) {
+    let mut lin = has_linear(blocks).then(|| Array2::zeros((q, c)));
+    for b in blocks.iter().filter(|b| b.coef.trained() || b.coef.linear()) {
         ctl.check()?;
-        grams.push((cross_gram(query, &b.factors)?, b.coef.alpha_t()));
+        let k = cross_gram(query, &b.factors)?;
+        if let (Some(out), true) = (lin.as_mut(), b.coef.linear()) {
+            add_linear(out, &k, b.coef.beta());
+        }
+        if b.coef.trained() {
+            grams.push((k, b.coef.alpha_t()));
+        }
     }
     let mut acc = Vec::new();
-    acc.try_reserve_exact(q).map_err(|_| crate::error::out_of_memory("predictions", (8 * WORDS * q) as u128))?;
-    acc.resize(q, ExactSum::new());
+    acc.try_reserve_exact(q * c)
+        .map_err(|_| crate::error::out_of_memory("predictions", (8 * WORDS * q * c) as u128))?;
+    acc.resize(q * c, ExactSum::new());
     let width = model.width();
     let mut done = 0;
     while done < width {
@@ -227,7 +290,7 @@ fn predict_by_neurons(
         model.accumulate_outputs(done, p_t.view(), &mut acc);
         done += count;
     }
-    Ok(acc)
+    Ok((acc, lin))
 }
 
 /// The trained W (m × d), materialized: only for small d.
@@ -244,7 +307,12 @@ pub fn dense_weights(
         if b.factors.dims() != dims {
             return invalid("blocks", format!("block {j} has dims {:?}, the net has {dims:?}", b.factors.dims()));
         }
-        b.coef.check_shape(b.factors.n(), width)?;
+        if b.coef.alpha_t().dim() != (b.factors.n(), width) {
+            return invalid(
+                "coefficients",
+                format!("have shape {:?}, expected ({}, {width})", b.coef.alpha_t().dim(), b.factors.n()),
+            );
+        }
         let x = b.factors.materialize()?;
         // W[R, :] += α[R, :] X in fixed neuron blocks.
         let alpha_t = b.coef.alpha_t();
@@ -255,6 +323,25 @@ pub fn dense_weights(
         });
     }
     Ok(w)
+}
+
+/// The linear term's unscaled weights Σ_blocks β̃ᵀ X (C × d), materialized:
+/// only for small d. The linear term is v = s_v times it.
+pub fn dense_linear(dims: &[usize], outputs: usize, blocks: &[Block<'_>], ctl: &Control) -> Result<Array2<f64>> {
+    let d = dims
+        .iter()
+        .try_fold(1usize, |acc, &k| acc.checked_mul(k))
+        .ok_or_else(|| crate::error::out_of_memory("the linear weights (outputs × d)", u128::MAX))?;
+    let mut v = crate::error::try_array2(outputs, d, "the linear weights (outputs × d)")?;
+    for b in blocks.iter().filter(|b| b.coef.linear()) {
+        ctl.check()?;
+        if b.coef.outputs() != outputs {
+            return invalid("blocks", format!("a block has {} outputs, the net {outputs}", b.coef.outputs()));
+        }
+        let x = b.factors.materialize()?;
+        matmul_acc(&b.coef.beta().t(), &x.view(), &mut v.view_mut());
+    }
+    Ok(v)
 }
 
 #[cfg(test)]
@@ -282,7 +369,7 @@ mod tests {
             let query = vec![pseudo(q, 3, 3), pseudo(q, 4, 4)];
             let (ft, fq) = (Factors::new(views(&train)).unwrap(), Factors::new(views(&query)).unwrap());
             let alpha_t = pseudo(n, m, 5);
-            let coef = Coefficients::from_alpha_t(alpha_t).unwrap();
+            let coef = Coefficients::from_parts(alpha_t, Array2::zeros((n, 1))).unwrap();
             let blocks = [Block { factors: ft.clone(), coef: &coef }];
             let ctl = Control::new();
             let w = dense_weights(&init, m, &[3, 4], &blocks, &ctl).unwrap();
@@ -291,14 +378,14 @@ mod tests {
             let got = preacts_t(&fq, &init, m, &blocks, &ctl).unwrap();
             let err = (&got.t() - &want).iter().fold(0.0f64, |a, v| a.max(v.abs()));
             assert!(err < 1e-12, "{err}");
-            let model = Model::new(output_signs(7, m), 0.3).unwrap();
-            let whole = model.outputs(want.view());
+            let model = Model::shared(output_signs(7, m), 0.3).unwrap();
+            let whole = model.outputs_of_preacts(want.view(), None);
             // Room for every cross-Gram and exact sum plus a few neurons per
             // point: neurons outermost, W(0) regenerated once, in passes.
             let by_neurons = (q * (n + WORDS + 7)).div_ceil(m + n);
-            let passes = neurons_per_pass(q, m, &blocks, by_neurons).expect("neurons outermost");
+            let passes = neurons_per_pass(q, m, 1, &blocks, by_neurons).expect("neurons outermost");
             assert_eq!(passes, NEURON_BLOCK);
-            assert_eq!(neurons_per_pass(q, m, &blocks, 1), None);
+            assert_eq!(neurons_per_pass(q, m, 1, &blocks, 1), None);
             for rows in [1, 4, 11, 100, by_neurons] {
                 let f = predict(&fq, &model, &init, &blocks, rows, &ctl).unwrap();
                 let err = f.iter().zip(&whole).fold(0.0f64, |a, (x, y)| a.max((x - y).abs()));
@@ -308,6 +395,42 @@ mod tests {
             assert!(predict(&Factors::new(views(&empty)).unwrap(), &model, &init, &blocks, 4, &ctl)
                 .unwrap()
                 .is_empty());
+        }
+    }
+
+    /// Three outputs, per-neuron thresholds, a bias and a linear term:
+    /// predictions against the formula on materialized weights, on both
+    /// prediction paths (chunks of points, or neurons outermost).
+    #[test]
+    fn full_head_predictions_equal_the_formula() {
+        let init = InitialWeights { seed: 3, kind: crate::init::InitKind::Gaussian };
+        let (m, n, q, c) = (130, 8, 13, 3);
+        let train = vec![pseudo(n, 3, 11), pseudo(n, 2, 12)];
+        let query = vec![pseudo(q, 3, 13), pseudo(q, 2, 14)];
+        let (ft, fq) = (Factors::new(views(&train)).unwrap(), Factors::new(views(&query)).unwrap());
+        let coef = Coefficients::from_parts(pseudo(n, m, 15), pseudo(n, c, 16)).unwrap();
+        let blocks = [Block { factors: ft.clone(), coef: &coef }];
+        let ctl = Control::new();
+        let a: Vec<f64> = pseudo(m, c, 17).iter().copied().collect();
+        let b: Vec<f64> = pseudo(m, 1, 18).iter().map(|v| 0.5 * v).collect();
+        let model = Model::new(a.clone(), c, b.clone(), vec![0.25, -1.0, 0.5], 0.3, 0.7).unwrap();
+        let w = dense_weights(&init, m, &[3, 2], &blocks, &ctl).unwrap();
+        let v = dense_linear(&[3, 2], c, &blocks, &ctl).unwrap();
+        let xq = fq.materialize().unwrap();
+        let z = xq.dot(&w.t());
+        let lin = xq.dot(&v.t());
+        let mut want = vec![0.0; q * c];
+        for j in 0..q {
+            for k in 0..c {
+                let hidden: f64 = (0..m).map(|r| a[r * c + k] * (z[[j, r]] - b[r]).max(0.0)).sum();
+                want[j * c + k] = hidden / (m as f64).sqrt() + model.c()[k] + 0.7 * lin[[j, k]];
+            }
+        }
+        let by_neurons = (q * (n + WORDS * c + 7)).div_ceil(m + n);
+        for rows in [1, 5, 100, by_neurons] {
+            let f = predict(&fq, &model, &init, &blocks, rows, &ctl).unwrap();
+            let err = f.iter().zip(&want).fold(0.0f64, |e, (x, y)| e.max((x - y).abs()));
+            assert!(err < 1e-12, "rows {rows}: {err}");
         }
     }
 }

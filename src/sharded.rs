@@ -13,39 +13,41 @@ use crate::coef::Coefficients;
 use crate::control::Control;
 use crate::error::{invalid, KronError, Result};
 use crate::exact_sum::{read_all, write_all, WORDS};
-use crate::model::{Model, StepStats};
+use crate::model::{check_factors, step_rates, Model, Rates, StepStats};
 use crate::step::{KronState, Pending, Reduced};
 
 // The message's encoding belongs to this protocol, so the method that
 // writes a step's half of it is defined here, on step.rs's type, through
 // its accessors.
 impl Pending {
-    /// What this rank contributes to the step's message: the S exact sums
-    /// (`WORDS` each), then |R| and Σ|A_i| of this state's neurons; summed
-    /// element-wise over the ranks, the whole net's (`reduced_from_words`).
+    /// What this rank contributes to the step's message: the S × C exact
+    /// sums (`WORDS` each), then |R| and Σ|A_i| of this state's neurons;
+    /// summed element-wise over the ranks, the whole net's
+    /// (`reduced_from_words`).
     pub fn words(&self) -> Vec<i64> {
         let (fire, sums) = (self.fire_sets(), self.sums());
-        let s = self.batch().len();
-        let mut words = vec![0i64; exchange_len(s)];
-        write_all(sums, &mut words[..s * WORDS]);
+        let k = sums.len();
+        let mut words = vec![0i64; k * WORDS + 2];
+        write_all(sums, &mut words[..k * WORDS]);
         let mut union: Vec<u32> = fire.iter().flatten().copied().collect();
         union.sort_unstable();
         union.dedup();
-        words[s * WORDS] = union.len() as i64;
-        words[s * WORDS + 1] = fire.iter().map(|a| a.len() as i64).sum();
+        words[k * WORDS] = union.len() as i64;
+        words[k * WORDS + 1] = fire.iter().map(|a| a.len() as i64).sum();
         words
     }
 }
 
-/// Words a step on S points exchanges.
-pub fn exchange_len(s: usize) -> usize {
-    s * WORDS + 2
+/// Words a step on S points of a C-output net exchanges.
+pub fn exchange_len(s: usize, outputs: usize) -> usize {
+    s * outputs * WORDS + 2
 }
 
-/// The whole net's figures for a step on S points from the element-wise sum
-/// over the ranks of their `Pending::words` (`exchange_len(s)` words).
-pub fn reduced_from_words(s: usize, words: &[i64]) -> Result<Reduced> {
-    let len = exchange_len(s);
+/// The whole net's figures for a step on S points of a C-output net from
+/// the element-wise sum over the ranks of their `Pending::words`
+/// (`exchange_len(s, outputs)` words).
+pub fn reduced_from_words(s: usize, outputs: usize, words: &[i64]) -> Result<Reduced> {
+    let len = exchange_len(s, outputs);
     if words.len() != len {
         return invalid("reduced", format!("has {} words, the step exchanges {len}", words.len()));
     }
@@ -60,19 +62,28 @@ pub fn reduced_from_words(s: usize, words: &[i64]) -> Result<Reduced> {
 fn finish_reduced(
     state: &mut KronState,
     coef: &mut Coefficients,
+    model: &mut Model,
     pending: Pending,
     words: &[i64],
 ) -> Result<StepStats> {
-    let reduced = reduced_from_words(pending.batch().len(), words)?;
-    state.finish_step(coef, pending, Some(reduced))
+    let reduced = reduced_from_words(pending.batch().len(), model.outputs(), words)?;
+    state.finish_step(coef, model, pending, Some(reduced))
 }
 
-/// f of each point from its exact sum's words (`WORDS` per point).
-pub fn outputs_from_words(model: &Model, words: &[i64]) -> Result<Vec<f64>> {
-    if words.len() % WORDS != 0 {
-        return invalid("words", format!("has {} words, not a multiple of {WORDS}", words.len()));
+/// f of each point (q × C) from its exact sums' words (`WORDS` per sum,
+/// C sums per point) and, with a linear term, the points' unscaled linear
+/// parts (q × C).
+pub fn outputs_from_words(model: &Model, words: &[i64], linear: Option<&[f64]>) -> Result<Vec<f64>> {
+    let per = WORDS * model.outputs();
+    if words.len() % per != 0 {
+        return invalid("words", format!("has {} words, not a multiple of {per}", words.len()));
     }
-    Ok(model.outputs_of(&read_all(words)))
+    if let Some(l) = linear {
+        if l.len() != words.len() / WORDS {
+            return invalid("linear", format!("has {} values for {} outputs", l.len(), words.len() / WORDS));
+        }
+    }
+    Ok(model.outputs_of(&read_all(words), linear))
 }
 
 /// Status words at the end of every message of a sharded run (`run_sharded`):
@@ -105,24 +116,27 @@ pub enum RunEnd {
 /// stop word; it returns false if it failed), `finish_step`. A failure that
 /// is this rank's alone is reported to the others by the next message, and
 /// a closing status message ends the run, so no rank is left waiting.
+#[allow(clippy::too_many_arguments)]
 pub fn run_sharded(
     state: &mut KronState,
     coef: &mut Coefficients,
+    model: &mut Model,
     indices: &[usize],
     offsets: &[usize],
-    lr: f64,
+    rates: &Rates,
+    factors: Option<&[f64]>,
     ctl: &Control,
     exchange: &mut dyn FnMut(&mut [i64]) -> bool,
 ) -> (Vec<StepStats>, RunEnd) {
     let mut out = Vec::with_capacity(offsets.len().saturating_sub(1));
-    let mut after: Option<KronError> = None;
-    for w in offsets.windows(2) {
+    let mut after: Option<KronError> = check_factors(factors, offsets.len().saturating_sub(1)).err();
+    for (t, w) in offsets.windows(2).enumerate() {
         let batch = &indices[w[0]..w[1]];
-        let len = exchange_len(batch.len());
+        let len = exchange_len(batch.len(), model.outputs());
         let mut words = vec![0i64; len + STATUS_WORDS];
         let (mut pending, mut before) = (None, None);
         if after.is_none() {
-            match state.begin_step(coef, batch, lr) {
+            match state.begin_step(coef, model, batch, &step_rates(rates, factors, t)) {
                 Ok(p) => {
                     words[..len].copy_from_slice(&p.words());
                     pending = Some(p);
@@ -140,7 +154,7 @@ pub fn run_sharded(
         let Some(pending) = pending else {
             unreachable!("every rank began the step: the status words say so");
         };
-        match finish_reduced(state, coef, pending, &words[..len]) {
+        match finish_reduced(state, coef, model, pending, &words[..len]) {
             Ok(s) => out.push(s),
             Err(e @ KronError::Diverged(_)) => return (out, RunEnd::Diverged(e)),
             Err(e) => after = Some(e),
@@ -178,29 +192,34 @@ mod tests {
     use crate::init::init_preacts_t;
     use crate::rng::output_signs;
     use crate::step::tests::{batches, unit_rows};
-    use crate::step::GramMode;
+    use crate::step::{GramMode, Setup};
     use ndarray::ArrayView2;
 
     /// A message of the wrong length is refused; one rank's own words
     /// decode to its own sums and counts.
     #[test]
     fn words_round_trip() {
-        assert!(reduced_from_words(2, &[0; 5]).is_err());
+        assert!(reduced_from_words(2, 1, &[0; 5]).is_err());
         let n = 12;
         let mats = vec![unit_rows(n, 3, 7), unit_rows(n, 4, 8)];
         let f = Factors::new(views(&mats)).unwrap();
         let m = 100;
         let p0 = init_preacts_t(&f, 2, m, &Control::new()).unwrap();
-        let model = Model::new(output_signs(2, m), 0.3).unwrap();
-        let mut st = KronState::with_points(&f, vec![0.25; n], model, p0, GramMode::Precomputed.into(), |_| {
-            Box::new(LinearScan::default())
-        })
+        let model = Model::shared(output_signs(2, m), 0.3).unwrap();
+        let mut st = KronState::with_points(
+            &f,
+            Setup::squared(vec![0.25; n]),
+            &model,
+            p0,
+            GramMode::Precomputed.into(),
+            |_, _| Box::new(LinearScan::default()),
+        )
         .unwrap();
-        let coef = Coefficients::zeros(n, m).unwrap();
-        let pending = st.begin_step(&coef, &[3, 5, 3], 1.0).unwrap();
+        let coef = Coefficients::zeros(n, m, 1).unwrap();
+        let pending = st.begin_step(&coef, &model, &[3, 5, 3], &Rates::w_only(1.0)).unwrap();
         let words = pending.words();
-        assert_eq!(words.len(), exchange_len(3));
-        let back = reduced_from_words(3, &words).unwrap();
+        assert_eq!(words.len(), exchange_len(3, 1));
+        let back = reduced_from_words(3, 1, &words).unwrap();
         let values = |s: &[crate::exact_sum::ExactSum]| s.iter().map(|e| e.value().to_bits()).collect::<Vec<_>>();
         assert_eq!(values(&back.sums), values(pending.sums()));
         let fire = pending.fire_sets();
@@ -220,19 +239,29 @@ mod tests {
         let mats: Vec<_> = dims.iter().enumerate().map(|(k, &dk)| unit_rows(n, dk, 60 + k as u64)).collect();
         let f = Factors::new(views(&mats)).unwrap();
         let y: Vec<f64> = (0..n).map(|i| ((i * 13 % 7) as f64 / 3.0) - 1.0).collect();
-        let model = Model::new(output_signs(5, m), 0.9).unwrap();
+        let model = Model::shared(output_signs(5, m), 0.9).unwrap();
         let p0 = init_preacts_t(&f, 5, m, &Control::new()).unwrap();
         let bs = batches(n, 60, 6);
         let idx: Vec<usize> = bs.concat();
         let off: Vec<usize> = (0..=bs.len()).map(|t| 6 * t).collect();
-        let (lr, make_index) =
-            (40.0, |_: ArrayView2<'_, f64>| -> Box<dyn ActivationIndex> { Box::new(LinearScan::default()) });
-        let mut whole =
-            KronState::with_points(&f, y.clone(), model.clone(), p0.clone(), GramMode::Precomputed.into(), make_index)
-                .unwrap();
-        let mut alpha = Coefficients::zeros(n, m).unwrap();
+        let (rates, make_index) =
+            (Rates::w_only(40.0), |_: ArrayView2<'_, f64>, _: &[f64]| -> Box<dyn ActivationIndex> {
+                Box::new(LinearScan::default())
+            });
+        let mut whole_model = model.clone();
+        let mut whole = KronState::with_points(
+            &f,
+            Setup::squared(y.clone()),
+            &whole_model,
+            p0.clone(),
+            GramMode::Precomputed.into(),
+            make_index,
+        )
+        .unwrap();
+        let mut alpha = Coefficients::zeros(n, m, 1).unwrap();
         let ctl = Control::new();
-        let (want, end) = run_sharded(&mut whole, &mut alpha, &idx, &off, lr, &ctl, &mut |_| true);
+        let (want, end) =
+            run_sharded(&mut whole, &mut alpha, &mut whole_model, &idx, &off, &rates, None, &ctl, &mut |_| true);
         assert!(matches!(end, RunEnd::Done), "{end:?}");
         assert!(want[want.len() - 1].loss < 0.5 * want[0].loss, "it trains");
         for ranges in [vec![(0, 128), (128, 192)], vec![(0, 64), (64, 128), (192, 128)]] {
@@ -247,18 +276,18 @@ mod tests {
                         let (barrier, total, f, y, model, p0) = (barrier.clone(), total.clone(), &f, &y, &model, &p0);
                         let (idx, off) = (&idx, &off);
                         scope.spawn(move || {
-                            let shard = model.clone().shard(first, count).unwrap();
+                            let mut shard = model.clone().shard(first, count).unwrap();
                             let p = p0.slice(ndarray::s![first..first + count, ..]).to_owned();
                             let mut st = KronState::with_points(
                                 f,
-                                y.clone(),
-                                shard,
+                                Setup::squared(y.clone()),
+                                &shard,
                                 p,
                                 GramMode::Precomputed.into(),
                                 make_index,
                             )
                             .unwrap();
-                            let mut alpha = Coefficients::zeros(n, count).unwrap();
+                            let mut alpha = Coefficients::zeros(n, count, 1).unwrap();
                             let mut exchange = |words: &mut [i64]| {
                                 {
                                     let mut t = total.lock().unwrap();
@@ -276,12 +305,32 @@ mod tests {
                                 true
                             };
                             let ctl = Control::new();
-                            let (stats, end) = run_sharded(&mut st, &mut alpha, idx, off, lr, &ctl, &mut exchange);
+                            let (stats, end) = run_sharded(
+                                &mut st,
+                                &mut alpha,
+                                &mut shard,
+                                idx,
+                                off,
+                                &rates,
+                                None,
+                                &ctl,
+                                &mut exchange,
+                            );
                             assert!(matches!(end, RunEnd::Done), "rank {rank}: {end:?}");
                             // Rank 0 alone is given an index out of range.
                             let bad = if rank == 0 { [0, n + 3] } else { [0, 1] };
                             let before = st.preacts_t().to_owned();
-                            let (none, end) = run_sharded(&mut st, &mut alpha, &bad, &[0, 2], lr, &ctl, &mut exchange);
+                            let (none, end) = run_sharded(
+                                &mut st,
+                                &mut alpha,
+                                &mut shard,
+                                &bad,
+                                &[0, 2],
+                                &rates,
+                                None,
+                                &ctl,
+                                &mut exchange,
+                            );
                             assert!(none.is_empty());
                             match end {
                                 RunEnd::Failed { local, changed: false } => assert_eq!(local.is_some(), rank == 0),

@@ -8,12 +8,14 @@
 //! product K[:, B] · C, the only O(n · S · |R|) work, with no d in it.
 
 use crate::coef::Coefficients;
-use crate::error::{into_standard, invalid, KronError, Result};
+use crate::error::{into_standard, invalid, Result};
 use crate::exact_sum::{write_all, ExactSum, WORDS};
 use crate::factors::{views, Factors, OwnedFactors};
 use crate::gram::{gram, gram_rows};
 use crate::index::{ActivationIndex, IndexStats};
-use crate::model::{check_batch, check_lr, check_targets, half_mse, plan_update_from, Model, StepStats, SAFE_BOUND};
+use crate::limits::SAFE_BOUND;
+use crate::loss::Loss;
+use crate::model::{check_batch, plan_step, Bounds, Model, Plan, Rates, Ridge, StepStats};
 use ndarray::{Array2, ArrayView1, ArrayView2, Axis};
 use rayon::prelude::*;
 use std::sync::Arc;
@@ -65,18 +67,25 @@ enum Kernel {
 }
 
 pub struct KronState {
+    /// Targets, n × `loss.target_width(C)`.
     y: Vec<f64>,
-    model: Model,
+    loss: Loss,
+    ridge: Ridge,
+    /// C, the outputs of the head this state trains.
+    outputs: usize,
     /// Pᵀ (m × n), neuron-major: a step rewrites whole rows P[:, r] for the
     /// fired neurons r ∈ R, so each is one contiguous n-vector updated by S
     /// axpys. Point-major P would touch every cache line of P for |R| ≳ m/8.
     p_t: Array2<f64>,
+    /// L̃ (n × C): each training point's unscaled linear part <Σ β̃ x, x_i>
+    /// (the linear term is s_v times it), kept like P: a step moves it by
+    /// K[:, B] times its coefficients. None while the net has no linear term.
+    lin: Option<Array2<f64>>,
     kernel: Kernel,
     index: Box<dyn ActivationIndex>,
-    /// An upper bound on max |P[i, r]|. While bound + the step's largest
-    /// possible change stays below `SAFE_BOUND`, no entry can overflow, so
-    /// the step updates P in place with no copy to roll back.
-    p_bound: f64,
+    /// Bounds on |P|, |a|, |b| and |L̃| that keep every output finite
+    /// (`model::Bounds`): the step updates in place with nothing to roll back.
+    bounds: Bounds,
     /// Wall time spent in the index (syncs and queries), for measurements.
     index_seconds: f64,
     /// Wall time of the step's GEMM (the update of P[:, R]) and its nominal
@@ -89,9 +98,11 @@ pub struct KronState {
 /// trainer's ranks exchange it as words (`Pending::words`, in `sharded.rs`).
 pub struct Pending {
     batch: Vec<usize>,
-    lr: f64,
+    rates: Rates,
     fire: Vec<Vec<u32>>,
-    /// This state's exact part of each batch point's output sum.
+    /// P at each batch point's fired neurons.
+    values: Vec<Vec<f64>>,
+    /// This state's exact part of each batch point's C output sums (S × C).
     sums: Vec<ExactSum>,
 }
 
@@ -106,7 +117,7 @@ impl Pending {
         &self.fire
     }
 
-    /// This state's exact part of each batch point's output sum.
+    /// This state's exact part of each batch point's output sums (S × C).
     pub fn sums(&self) -> &[ExactSum] {
         &self.sums
     }
@@ -117,7 +128,7 @@ impl Pending {
 /// itself is `sharded.rs`'s).
 #[derive(Clone, Debug)]
 pub struct Reduced {
-    /// Each batch point's exact output sum over every neuron of the net.
+    /// Each batch point's exact output sums over every neuron of the net (S × C).
     pub sums: Vec<ExactSum>,
     /// |R| and Σ|A_i| over every neuron of the net.
     pub fired_union: usize,
@@ -128,57 +139,80 @@ fn max_abs<'a>(values: impl IntoIterator<Item = &'a f64>) -> f64 {
     values.into_iter().fold(0.0, |m, v| m.max(v.abs()))
 }
 
+/// What a training state is built from besides its points and P.
+pub struct Setup {
+    /// Targets, n × `loss.target_width(C)`.
+    pub y: Vec<f64>,
+    pub loss: Loss,
+    pub ridge: Ridge,
+    /// L̃ (n × C) when the net already has a linear term.
+    pub linear: Option<Array2<f64>>,
+}
+
+impl Setup {
+    /// The paper's model: squared loss on one output, no ridge, no linear term.
+    pub fn squared(y: Vec<f64>) -> Setup {
+        Setup { y, loss: Loss::Squared, ridge: Ridge::default(), linear: None }
+    }
+}
+
 impl KronState {
     /// `p_t` are the current preactivations of the training points,
     /// transposed (m × n, any layout; taken over without a copy when
     /// row-major), e.g. from `predict::preacts_t`; `make_index` builds the
-    /// activation index over P (an n × m view of the neuron-major storage).
+    /// activation index over P (an n × m view of the neuron-major storage)
+    /// at the head's thresholds.
     pub fn new(
         factors: Vec<Array2<f64>>,
-        y: Vec<f64>,
-        model: Model,
+        setup: Setup,
+        model: &Model,
         p_t: Array2<f64>,
         mode: GramMode,
-        make_index: impl FnOnce(ArrayView2<'_, f64>) -> Box<dyn ActivationIndex>,
+        make_index: impl FnOnce(ArrayView2<'_, f64>, &[f64]) -> Box<dyn ActivationIndex>,
     ) -> Result<KronState> {
-        Self::with_rank(factors, 1, y, model, p_t, mode, make_index)
+        Self::with_rank(factors, 1, setup, model, p_t, mode, make_index)
     }
 
     /// `new` for points of `rank` terms each (factor k: (n·rank) × d_k).
     pub fn with_rank(
         factors: Vec<Array2<f64>>,
         rank: usize,
-        y: Vec<f64>,
-        model: Model,
+        setup: Setup,
+        model: &Model,
         p_t: Array2<f64>,
         mode: GramMode,
-        make_index: impl FnOnce(ArrayView2<'_, f64>) -> Box<dyn ActivationIndex>,
+        make_index: impl FnOnce(ArrayView2<'_, f64>, &[f64]) -> Box<dyn ActivationIndex>,
     ) -> Result<KronState> {
-        Self::with_points(&Factors::with_rank(views(&factors), rank)?, y, model, p_t, mode.into(), make_index)
+        Self::with_points(&Factors::with_rank(views(&factors), rank)?, setup, model, p_t, mode.into(), make_index)
     }
 
     /// `new` for any points (rank r, indexed factors), copied as needed.
     pub fn with_points(
         f: &Factors<'_>,
-        y: Vec<f64>,
-        model: Model,
+        setup: Setup,
+        model: &Model,
         p_t: Array2<f64>,
         kernel: KernelSpec,
-        make_index: impl FnOnce(ArrayView2<'_, f64>) -> Box<dyn ActivationIndex>,
+        make_index: impl FnOnce(ArrayView2<'_, f64>, &[f64]) -> Box<dyn ActivationIndex>,
     ) -> Result<KronState> {
         let n = f.n();
+        let Setup { y, loss, ridge, linear } = setup;
         if n == 0 {
             return invalid("data", "has no points");
         }
-        if y.len() != n {
-            return invalid("y", format!("has {} targets for {n} points", y.len()));
-        }
-        check_targets(&y)?;
+        let c = model.outputs();
+        loss.check(c, &y, n)?;
+        ridge.check()?;
         if p_t.dim() != (model.width(), n) {
             return invalid("preacts", format!("have shape {:?}, expected ({}, {n})", p_t.dim(), model.width()));
         }
         if p_t.iter().any(|v| !(v.abs() < SAFE_BOUND)) {
             return invalid("preacts", format!("must be finite with |P| < {SAFE_BOUND:e}"));
+        }
+        if let Some(l) = &linear {
+            if l.dim() != (n, c) || l.iter().any(|v| !(v.abs() < SAFE_BOUND)) {
+                return invalid("linear", format!("must be finite of shape ({n}, {c}), got {:?}", l.dim()));
+            }
         }
         let kernel = match kernel {
             KernelSpec::Compute(GramMode::Precomputed) => Kernel::Gram(Arc::new(gram(f)?)),
@@ -189,15 +223,24 @@ impl KronState {
             }
         };
         let p_t = into_standard(p_t);
-        let index = make_index(p_t.t());
-        let p_bound = max_abs(p_t.iter());
+        let index = make_index(p_t.t(), model.b());
+        let lin = linear.map(into_standard);
+        let bounds = Bounds {
+            p: max_abs(p_t.iter()),
+            a: model.a_max(),
+            b: model.b_max(),
+            l: lin.as_ref().map_or(0.0, |l| max_abs(l.iter())),
+        };
         Ok(KronState {
             y,
-            model,
+            loss,
+            ridge,
+            outputs: c,
             p_t,
+            lin,
             kernel,
             index,
-            p_bound,
+            bounds,
             index_seconds: 0.0,
             update_seconds: 0.0,
             update_flops: 0.0,
@@ -205,7 +248,7 @@ impl KronState {
     }
 
     pub fn n(&self) -> usize {
-        self.y.len()
+        self.p_t.ncols()
     }
 
     /// P (n × m): P[i, r] = <w_r, x_i> (a transposed view of the storage).
@@ -218,25 +261,39 @@ impl KronState {
         self.p_t.view()
     }
 
-    /// The running bound on max |P| the overflow guard uses. Part of the
-    /// state: a restored trainer that starts from the same bound refuses
-    /// exactly the steps the uninterrupted one would.
-    pub fn p_bound(&self) -> f64 {
-        self.p_bound
+    /// L̃ (n × C), when the net has a linear term.
+    pub fn linear(&self) -> Option<ArrayView2<'_, f64>> {
+        self.lin.as_ref().map(|l| l.view())
     }
 
-    /// Restores the running bound (from a checkpoint); never below max |P|.
-    pub fn set_p_bound(&mut self, bound: f64) -> Result<()> {
-        let exact = max_abs(self.p_t.iter());
-        if !(bound >= exact && bound < SAFE_BOUND) {
-            return invalid("p_bound", format!("must lie in [max |P| = {exact:e}, {SAFE_BOUND:e}), got {bound}"));
+    /// The running bounds the overflow guard uses. Part of the state: a
+    /// restored trainer that starts from the same bounds refuses exactly the
+    /// steps the uninterrupted one would.
+    pub fn bounds(&self) -> Bounds {
+        self.bounds
+    }
+
+    /// Restores the running bounds (from a checkpoint, or the whole net's
+    /// under MPI); never below the state's own maxima.
+    pub fn set_bounds(&mut self, bounds: Bounds, model: &Model) -> Result<()> {
+        let exact = Bounds {
+            p: max_abs(self.p_t.iter()),
+            a: model.a_max(),
+            b: model.b_max(),
+            l: self.lin.as_ref().map_or(0.0, |l| max_abs(l.iter())),
+        };
+        for (name, set, low) in [
+            ("p_bound", bounds.p, exact.p),
+            ("a_bound", bounds.a, exact.a),
+            ("b_bound", bounds.b, exact.b),
+            ("l_bound", bounds.l, exact.l),
+        ] {
+            if !(set >= low && set < SAFE_BOUND) {
+                return invalid(name, format!("must lie in [{low:e}, {SAFE_BOUND:e}), got {set}"));
+            }
         }
-        self.p_bound = bound;
+        self.bounds = bounds;
         Ok(())
-    }
-
-    pub fn model(&self) -> &Model {
-        &self.model
     }
 
     pub fn index_name(&self) -> &'static str {
@@ -275,76 +332,106 @@ impl KronState {
         }
     }
 
-    /// Fire sets {r : P[i, r] > b} of `rows` through the index.
-    pub fn fire_sets(&mut self, rows: &[usize]) -> Result<Vec<Vec<u32>>> {
-        check_batch(rows, self.n())?;
-        Ok(self.index.fire_sets(self.p_t.t(), rows, self.model.b))
+    fn check_head(&self, coef: &Coefficients, model: &Model) -> Result<()> {
+        if model.outputs() != self.outputs {
+            return invalid("model", format!("has {} outputs, the trainer {}", model.outputs(), self.outputs));
+        }
+        coef.check_shape(self.n(), model.width(), self.outputs)
     }
 
-    /// Full training loss (1/2n) Σ (f(x_i) − y_i)², from P in O(n · m).
-    pub fn full_loss(&self) -> f64 {
-        half_mse(&self.model.outputs_neuron_major(self.p_t.view()), &self.y)
+    /// Fire sets {r : P[i, r] > b_r} of `rows` through the index.
+    pub fn fire_sets(&mut self, model: &Model, rows: &[usize]) -> Result<Vec<Vec<u32>>> {
+        check_batch(rows, self.n())?;
+        Ok(self.index.fire_sets(self.p_t.t(), rows, model.b()))
+    }
+
+    /// The mean loss over all n training points, from P in O(n · m).
+    pub fn full_loss(&self, model: &Model) -> f64 {
+        let lin = self.lin.as_ref().map(|l| l.as_slice().expect("standard layout"));
+        let f = model.outputs_neuron_major(self.p_t.view(), lin);
+        self.loss.mean(&f, &self.y, self.outputs, None)
     }
 
     /// One SGD step on `batch` (indices may repeat), accumulating into
-    /// `coef` (n × m). Returns L_B before the update. On `Diverged` the
-    /// state and `coef` are exactly as before the call.
-    pub fn step(&mut self, coef: &mut Coefficients, batch: &[usize], lr: f64) -> Result<StepStats> {
-        let pending = self.begin_step(coef, batch, lr)?;
-        self.finish_step(coef, pending, None)
+    /// `coef` and moving `model`'s head. Returns L_B before the update. On
+    /// `Diverged` the state, `coef` and `model` are exactly as before.
+    pub fn step(
+        &mut self,
+        coef: &mut Coefficients,
+        model: &mut Model,
+        batch: &[usize],
+        rates: &Rates,
+    ) -> Result<StepStats> {
+        let pending = self.begin_step(coef, model, batch, rates)?;
+        self.finish_step(coef, model, pending, None)
     }
 
     /// The first half of a step: checks the arguments, finds this state's
     /// fire sets of `batch` and returns them with this state's exact part of
-    /// each point's output sum. A sharded trainer sums every rank's part
+    /// each point's output sums. A sharded trainer sums every rank's part
     /// over the ranks (`sharded::run_sharded`) and passes the totals to
     /// `finish_step`; one state alone passes None.
-    pub fn begin_step(&mut self, coef: &Coefficients, batch: &[usize], lr: f64) -> Result<Pending> {
+    pub fn begin_step(
+        &mut self,
+        coef: &Coefficients,
+        model: &Model,
+        batch: &[usize],
+        rates: &Rates,
+    ) -> Result<Pending> {
         check_batch(batch, self.n())?;
-        check_lr(lr)?;
-        coef.check_shape(self.n(), self.model.width())?;
+        rates.check()?;
+        self.check_head(coef, model)?;
         let started = std::time::Instant::now();
-        let fire = self.index.fire_sets(self.p_t.t(), batch, self.model.b);
+        let fire = self.index.fire_sets(self.p_t.t(), batch, model.b());
         self.index_seconds += started.elapsed().as_secs_f64();
-        let sums = fire
+        let c = self.outputs;
+        let mut sums = vec![ExactSum::new(); batch.len() * c];
+        let values: Vec<Vec<f64>> = fire
             .iter()
             .zip(batch)
-            .map(|(a, &i)| {
+            .zip(sums.chunks_mut(c))
+            .map(|((a, &i), out)| {
                 let values: Vec<f64> = a.iter().map(|&r| self.p_t[[r as usize, i]]).collect();
-                self.model.sum_fired(a, &values)
+                model.sum_fired(a, &values, out);
+                values
             })
             .collect();
-        Ok(Pending { batch: batch.to_vec(), lr, fire, sums })
+        Ok(Pending { batch: batch.to_vec(), rates: *rates, fire, values, sums })
     }
 
     /// The second half of a step. `reduced` is the whole net's figures for
     /// this batch when the net is sharded (every rank's `Pending` summed);
     /// None when this state holds the whole net (its own sums are the
-    /// totals). Computes the outputs and the loss from the exact sums, then
-    /// moves this state's fired neurons.
+    /// totals). Plans the step from the exact sums, checks the bounds, then
+    /// moves the head, the linear term and this state's fired neurons.
     pub fn finish_step(
         &mut self,
         coef: &mut Coefficients,
+        model: &mut Model,
         pending: Pending,
         reduced: Option<Reduced>,
     ) -> Result<StepStats> {
-        let Pending { batch, lr, fire, sums } = pending;
+        let Pending { batch, rates, fire, values, sums } = pending;
+        let c = self.outputs;
         // The whole net's sums and fired counts: this state's own, or the
         // ranks' summed ones.
         let (sums, counts) = match reduced {
             None => (sums, None),
             Some(Reduced { sums, fired_union, fired_total }) => {
-                if sums.len() != batch.len() {
-                    return invalid("reduced", format!("has {} sums for a batch of {}", sums.len(), batch.len()));
+                if sums.len() != batch.len() * c {
+                    return invalid("reduced", format!("has {} sums for a batch of {} × {c}", sums.len(), batch.len()));
                 }
                 (sums, Some((fired_union, fired_total)))
             }
         };
-        let targets: Vec<f64> = batch.iter().map(|&i| self.y[i]).collect();
-        let upd = plan_update_from(&self.model, &fire, &sums, &targets, lr)?;
+        let tw = self.loss.target_width(c);
+        let targets: Vec<f64> = batch.iter().flat_map(|&i| self.y[i * tw..(i + 1) * tw].iter().copied()).collect();
+        let lin_b: Option<Vec<f64>> =
+            self.lin.as_ref().map(|l| batch.iter().flat_map(|&i| l.row(i).to_vec()).collect());
+        let plan = plan_step(model, self.loss, &fire, &values, &sums, &targets, lin_b.as_deref(), &rates)?;
         let (fired_union, fired_total) =
-            counts.unwrap_or_else(|| (upd.neurons.len(), fire.iter().map(|a| a.len()).sum()));
-        let stats = StepStats { loss: upd.loss, fired_union, fired_total };
+            counts.unwrap_or_else(|| (plan.neurons.len(), fire.iter().map(|a| a.len()).sum()));
+        let stats = StepStats { loss: plan.loss, fired_union, fired_total };
         // K[B, :] (= K[:, B]ᵀ, K symmetric) as S contiguous rows of n: the
         // step's axpy operands. Every rank needs it for the growth guard,
         // even one whose neurons did not fire.
@@ -352,77 +439,117 @@ impl KronState {
             Kernel::Gram(k) => k.select(Axis(0), &batch),
             Kernel::Columns(f) => gram_rows(&f.view(), &batch)?,
         };
-        self.check_growth(&kb_t, &upd.c)?;
+        let kb_max: Vec<f64> = kb_t.axis_iter(Axis(0)).map(|row| max_abs(row.iter())).collect();
+        let bounds = self.bounds.advance(model, &plan, &rates, &self.ridge, &kb_max)?;
+        // The linear term's coefficients: φ = lr_v / (S s_v) with s_v already
+        // decayed by its ridge.
+        let lin_factor = if rates.v > 0.0 {
+            rates.v / (batch.len() as f64 * model.v_scale() * (1.0 - rates.v * self.ridge.v))
+        } else {
+            0.0
+        };
+        // Nothing has changed yet. α may still refuse (non-finite), and then
+        // β̃ is checked before anything else moves; after that every change
+        // is committed.
+        if rates.w > 0.0 && !plan.neurons.is_empty() {
+            coef.apply(&batch, &plan.neurons, &plan.coef)?;
+        }
+        if rates.v > 0.0 {
+            coef.apply_linear(&batch, &plan.g, lin_factor)?;
+            self.move_linear(&plan, &kb_t, lin_factor);
+        }
+        self.bounds = bounds;
         coef.note_step();
-        if upd.neurons.is_empty() {
+        model.note_step();
+        model.apply(&plan, &rates, &self.ridge);
+        // The rows whose preactivations or thresholds moved: the fired
+        // neurons, or every neuron when a ridge moved every threshold.
+        let every = rates.b > 0.0 && self.ridge.b > 0.0;
+        let moved = rates.w > 0.0 || rates.b > 0.0;
+        if !moved || (plan.neurons.is_empty() && !every) {
             return Ok(stats);
         }
-        coef.apply(&batch, &upd.neurons, &upd.coef)?;
+        let (changed, coefs): (Vec<u32>, Array2<f64>) = if every {
+            let m = model.width();
+            let mut all = Array2::zeros((batch.len(), m));
+            for (j, &r) in plan.neurons.iter().enumerate() {
+                all.column_mut(r as usize).assign(&plan.coef.column(j));
+            }
+            ((0..m as u32).collect(), all)
+        } else {
+            (plan.neurons.clone(), plan.coef)
+        };
         let started = std::time::Instant::now();
-        let masks = self.update_preacts(&kb_t, &upd.neurons, &upd.coef, self.index.crossing_threshold());
+        let track = self.index.tracks_crossings();
+        let masks = self.update_preacts(&kb_t, &changed, &coefs, if track { Some(model.b()) } else { None });
         self.update_seconds += started.elapsed().as_secs_f64();
-        self.update_flops += 2.0 * (self.n() * batch.len() * upd.neurons.len()) as f64;
-        if !masks.is_empty() {
-            self.index.record_masks(&upd.neurons, &masks);
+        self.update_flops += 2.0 * (self.n() * batch.len() * plan.neurons.len()) as f64;
+        if track {
+            self.index.record_masks(&changed, &masks, model.b());
         }
-        self.index.mark_changed(&upd.neurons);
+        self.index.mark_changed(&changed);
         Ok(stats)
     }
 
-    /// The exact sums Σ_r a_r (P[i, r] − b)_+ over this state's neurons for
-    /// the training points `start .. stop`, as words (one `WORDS` row per
-    /// point): summed over every rank, `sharded::outputs_from_words` gives
-    /// f there.
-    pub fn output_words(&self, start: usize, stop: usize) -> Result<Vec<i64>> {
+    /// The linear parts' step, L̃ −= Σ_s φ K[:, B_s] g_sᵀ (β̃ moved by the
+    /// same φ g_s at the batch points).
+    fn move_linear(&mut self, plan: &Plan, kb_t: &Array2<f64>, factor: f64) {
+        let (n, c) = (self.n(), self.outputs);
+        let lin = self.lin.get_or_insert_with(|| Array2::zeros((n, c)));
+        for (s, krow) in kb_t.axis_iter(Axis(0)).enumerate() {
+            for k in 0..c {
+                let step = factor * plan.g[s * c + k];
+                if step != 0.0 {
+                    lin.column_mut(k).zip_mut_with(&krow, |l, kv| *l -= step * kv);
+                }
+            }
+        }
+    }
+
+    /// The exact sums Σ_r a_rk (P[i, r] − b_r)_+ over this state's neurons
+    /// for the training points `start .. stop`, as words (C rows of `WORDS`
+    /// per point): summed over every rank, `outputs_from_words` gives f there.
+    pub fn output_words(&self, model: &Model, start: usize, stop: usize) -> Result<Vec<i64>> {
         if !(start <= stop && stop <= self.n()) {
             return invalid("points", format!("range {start}..{stop} is not within 0..{}", self.n()));
         }
-        let sums = self.model.sums_neuron_major(self.p_t.slice(ndarray::s![.., start..stop]));
-        let mut words = vec![0i64; (stop - start) * WORDS];
+        let sums = model.sums_neuron_major(self.p_t.slice(ndarray::s![.., start..stop]));
+        let mut words = vec![0i64; sums.len() * WORDS];
         write_all(&sums, &mut words);
         Ok(words)
     }
 
-    /// (1/2n) Σ (f_i − y_i)² from the outputs of all n training points.
-    pub fn loss_of(&self, f: &[f64]) -> Result<f64> {
-        if f.len() != self.n() {
-            return invalid("outputs", format!("has {} values for {} points", f.len(), self.n()));
+    /// The outputs of the training points `start ..` from their summed exact
+    /// sums (`words`: C rows of `WORDS` per point, every rank's added).
+    pub fn outputs_from_words(&self, model: &Model, start: usize, words: &[i64]) -> Result<Vec<f64>> {
+        let c = self.outputs;
+        if words.len() % (WORDS * c) != 0 || start + words.len() / (WORDS * c) > self.n() {
+            return invalid("words", format!("{} words do not fit points from {start}", words.len()));
         }
-        Ok(half_mse(f, &self.y))
+        let stop = start + words.len() / (WORDS * c);
+        let lin = self.lin.as_ref().map(|l| l.slice(ndarray::s![start..stop, ..]).iter().copied().collect::<Vec<_>>());
+        Ok(model.outputs_of(&crate::exact_sum::read_all(words), lin.as_deref()))
     }
 
-    /// Refuses a step that could push |P| to `SAFE_BOUND` (so the in-place
-    /// update can never produce inf/NaN), and advances the bound. The bound
-    /// on the step's change, max |a| · Σ_s |c_s| · max_i |K[i, B_s]|, uses
-    /// only figures every rank of a sharded trainer has (the batch's
-    /// outputs, the Gram rows, the whole net's max |a|), so all ranks take
-    /// the same decision and keep the same bound with no further message.
-    fn check_growth(&mut self, kb_t: &Array2<f64>, c: &[f64]) -> Result<()> {
-        let growth: f64 = kb_t.axis_iter(Axis(0)).zip(c).map(|(row, c)| c.abs() * max_abs(row.iter())).sum::<f64>()
-            * self.model.a_max();
-        // Relative slack covers the rounding of the sums above and of the update.
-        let next = (self.p_bound + growth) * (1.0 + 1e-9);
-        if next < SAFE_BOUND {
-            self.p_bound = next;
-            return Ok(());
+    /// The mean loss over all n training points from their outputs (n × C).
+    pub fn loss_of(&self, f: &[f64]) -> Result<f64> {
+        if f.len() != self.n() * self.outputs {
+            return invalid("outputs", format!("has {} values for {} points", f.len(), self.n()));
         }
-        Err(KronError::Diverged(format!(
-            "the step could push preactivations to {next:.3e} (the loss would overflow); \
-             the model is left at its last finite state (lower lr)"
-        )))
+        Ok(self.loss.mean(f, &self.y, self.outputs, None))
     }
 
     /// P[:, R_j] −= Σ_s C[s, j] K[:, B_s] in place: the step's GEMM
     /// (n × S × |R|), one contiguous row of Pᵀ per fired neuron, with the
     /// zero coefficients (neuron not fired by point s) skipped. With
-    /// `track = Some(τ)` it also returns each new row's mask of P > τ
+    /// `thresholds` it also returns each new row's mask of P[:, r] > b_r
     /// (⌈n/64⌉ words per neuron), computed while the row is in L1.
     fn update_preacts(
         &mut self,
         kb_t: &Array2<f64>,
         neurons: &[u32],
         coef: &Array2<f64>,
-        track: Option<f64>,
+        thresholds: Option<&[f64]>,
     ) -> Vec<u64> {
         let n = self.n();
         // Disjoint &mut rows of Pᵀ for the sorted neurons, so the rows are
@@ -438,29 +565,36 @@ impl KronState {
             next = r as usize + 1;
         }
         let kb = kb_t.as_slice().expect("standard layout");
-        let words = if track.is_some() { n.div_ceil(64).max(1) } else { 0 };
+        let words = if thresholds.is_some() { n.div_ceil(64).max(1) } else { 0 };
         let mut masks = vec![0u64; words * neurons.len()];
         let mask_slots: Vec<&mut [u64]> = if words == 0 {
             neurons.iter().map(|_| <&mut [u64]>::default()).collect()
         } else {
             masks.chunks_mut(words).collect()
         };
-        rows.into_par_iter()
-            .zip(mask_slots.into_par_iter())
-            .with_min_len(8)
-            .enumerate()
-            .for_each(|(j, (row, mask))| update_row(row, kb, coef.column(j), track, mask));
+        rows.into_par_iter().zip(mask_slots.into_par_iter()).with_min_len(8).enumerate().for_each(
+            |(j, (row, mask))| {
+                let track = thresholds.map(|b| b[neurons[j] as usize]);
+                update_row(row, kb, coef.column(j), track, mask)
+            },
+        );
         masks
     }
 }
 
 impl crate::model::Backend for KronState {
-    fn step(&mut self, coef: &mut Coefficients, batch: &[usize], lr: f64) -> Result<StepStats> {
-        KronState::step(self, coef, batch, lr)
+    fn step(
+        &mut self,
+        coef: &mut Coefficients,
+        model: &mut Model,
+        batch: &[usize],
+        rates: &Rates,
+    ) -> Result<StepStats> {
+        KronState::step(self, coef, model, batch, rates)
     }
 
-    fn full_loss(&self) -> f64 {
-        KronState::full_loss(self)
+    fn full_loss(&self, model: &Model) -> f64 {
+        KronState::full_loss(self, model)
     }
 }
 
@@ -556,10 +690,15 @@ pub(crate) mod tests {
     use super::*;
     use crate::control::Control;
     use crate::dense::DenseState;
+    use crate::error::KronError;
     use crate::index::LinearScan;
     use crate::init::{init_preacts_t, initial_weight_matrix};
     use crate::rng::{initial_weights, output_signs};
     use ndarray::Array1;
+
+    fn scan(_: ArrayView2<'_, f64>, _: &[f64]) -> Box<dyn ActivationIndex> {
+        Box::new(LinearScan::default())
+    }
 
     /// n rows of dimension d, each of unit norm, drawn from `salt`.
     pub(crate) fn unit_rows(n: usize, d: usize, salt: u64) -> Array2<f64> {
@@ -603,22 +742,21 @@ pub(crate) mod tests {
         let n = f.n();
         let y: Vec<f64> = (0..n).map(|i| ((i * 37 % 11) as f64 / 5.0) - 1.0).collect();
         let b = (0.4 * (m as f64).ln()).sqrt();
-        let model = Model::new(output_signs(3, m), b).unwrap();
+        let mut model = Model::shared(output_signs(3, m), b).unwrap();
+        let mut dense_model = model.clone();
         let seed = 3;
         let p0 = init_preacts_t(f, seed, m, &Control::new()).unwrap();
-        let mut kron =
-            KronState::with_points(f, y.clone(), model.clone(), p0, mode.into(), |_| Box::new(LinearScan::default()))
-                .unwrap();
-        let mut alpha = Coefficients::zeros(n, m).unwrap();
-        let mut dense_alpha = Coefficients::zeros(n, m).unwrap();
+        let mut kron = KronState::with_points(f, Setup::squared(y.clone()), &model, p0, mode.into(), scan).unwrap();
+        let mut alpha = Coefficients::zeros(n, m, 1).unwrap();
+        let mut dense_alpha = Coefficients::zeros(n, m, 1).unwrap();
         let x = materialize(f);
         let w0 = initial_weight_matrix(seed, m, x.ncols(), &Control::new()).unwrap();
-        let mut dense = DenseState::new(x.clone(), y, model, w0.clone()).unwrap();
-        let lr = 4.0;
+        let mut dense = DenseState::new(x.clone(), Setup::squared(y), &model, w0.clone()).unwrap();
+        let rates = Rates::w_only(4.0);
         let mut moved = 0;
         for batch in batches(n, 150, 4) {
-            let a = kron.step(&mut alpha, &batch, lr).unwrap();
-            let b = dense.step(&mut dense_alpha, &batch, lr).unwrap();
+            let a = kron.step(&mut alpha, &mut model, &batch, &rates).unwrap();
+            let b = dense.step(&mut dense_alpha, &mut dense_model, &batch, &rates).unwrap();
             // Relative, except where the loss has cancelled down to the
             // rounding of f itself (|e| ~ eps |f|): then absolute in sqrt(L).
             let tol = 1e-10 * b.loss.abs() + 1e-14 * b.loss.abs().sqrt();
@@ -634,7 +772,7 @@ pub(crate) mod tests {
         assert!(err <= 1e-10, "dense coefficients differ by {err}");
         let err = (&w_kron - &dense.weights()).iter().fold(0.0f64, |a, v| a.max(v.abs()));
         assert!(err <= 1e-10, "weights differ by {err}");
-        let (lk, ld) = (kron.full_loss(), dense.full_loss());
+        let (lk, ld) = (kron.full_loss(&model), dense.full_loss(&dense_model));
         assert!((lk - ld).abs() <= 1e-10 * ld + 1e-14 * ld.sqrt(), "{lk} vs {ld}");
     }
 
@@ -694,16 +832,17 @@ pub(crate) mod tests {
                 let mats = vec![unit_rows(n, 16, 1), unit_rows(n, 12, 2)];
                 let f = Factors::new(views(&mats)).unwrap();
                 let m = 700;
-                let model = Model::new(output_signs(1, m), (0.4 * (m as f64).ln()).sqrt()).unwrap();
+                let mut model = Model::shared(output_signs(1, m), (0.4 * (m as f64).ln()).sqrt()).unwrap();
                 let p0 = init_preacts_t(&f, 1, m, &Control::new()).unwrap();
                 let y = vec![0.5; n];
-                let mut st = KronState::new(mats.clone(), y, model, p0, GramMode::Precomputed, |_| {
-                    Box::new(LinearScan::default())
-                })
-                .unwrap();
-                let mut alpha = Coefficients::zeros(n, m).unwrap();
-                let losses: Vec<u64> =
-                    batches(n, 40, 8).iter().map(|b| st.step(&mut alpha, b, 20.0).unwrap().loss.to_bits()).collect();
+                let mut st =
+                    KronState::new(mats.clone(), Setup::squared(y), &model, p0, GramMode::Precomputed, scan).unwrap();
+                let mut alpha = Coefficients::zeros(n, m, 1).unwrap();
+                let rates = Rates::w_only(20.0);
+                let losses: Vec<u64> = batches(n, 40, 8)
+                    .iter()
+                    .map(|b| st.step(&mut alpha, &mut model, b, &rates).unwrap().loss.to_bits())
+                    .collect();
                 (losses, st.preacts().to_owned(), alpha.alpha_t().to_owned())
             })
         };
@@ -724,36 +863,37 @@ pub(crate) mod tests {
         let b = (0.4 * (m as f64).ln()).sqrt();
         let y: Vec<f64> = (0..n).map(|i| (i % 5) as f64 / 2.0 - 1.0).collect();
         let run = |kind: &str| {
-            let model = Model::new(output_signs(4, m), b).unwrap();
+            let mut model = Model::shared(output_signs(4, m), b).unwrap();
             let p0 = init_preacts_t(&f, 4, m, &Control::new()).unwrap();
             let mut st = KronState::new(
                 mats.clone(),
-                y.clone(),
-                model,
+                Setup::squared(y.clone()),
+                &model,
                 p0,
                 GramMode::Precomputed,
-                |v| -> Box<dyn ActivationIndex> {
+                |v, t| -> Box<dyn ActivationIndex> {
                     match kind {
-                        "tree" => Box::new(AsyncTree::new(v)),
-                        "bits" => Box::new(FiredBits::new(v, b)),
+                        "tree" => Box::new(AsyncTree::with_offsets(v, t)),
+                        "bits" => Box::new(FiredBits::new(v, t)),
                         _ => Box::new(LinearScan::default()),
                     }
                 },
             )
             .unwrap();
-            let mut alpha = Coefficients::zeros(n, m).unwrap();
+            let mut alpha = Coefficients::zeros(n, m, 1).unwrap();
+            let rates = Rates::w_only(60.0);
             let stats: Vec<(u64, usize, usize)> = batches(n, 200, 6)
                 .iter()
-                .map(|bt| st.step(&mut alpha, bt, 60.0).unwrap())
+                .map(|bt| st.step(&mut alpha, &mut model, bt, &rates).unwrap())
                 .map(|s| (s.loss.to_bits(), s.fired_union, s.fired_total))
                 .collect();
             let all: Vec<usize> = (0..n).collect();
-            (stats, st.fire_sets(&all).unwrap(), st.preacts().to_owned())
+            (stats, st.fire_sets(&model, &all).unwrap(), st.preacts().to_owned())
         };
         let (scan, scan_sets, p) = run("scan");
         assert!(scan.iter().map(|s| s.1).sum::<usize>() > 0);
         // Ground truth for the final sets, from P itself.
-        let truth: Vec<Vec<u32>> = (0..n).map(|i| crate::index::scan_row(&p.row(i).to_vec(), b)).collect();
+        let truth: Vec<Vec<u32>> = (0..n).map(|i| crate::index::scan_row(&p.row(i).to_vec(), &vec![b; m])).collect();
         assert_eq!(scan_sets, truth);
         for kind in ["tree", "bits"] {
             let (other, sets, _) = run(kind);
@@ -768,17 +908,17 @@ pub(crate) mod tests {
         let mats = vec![unit_rows(n, 3, 1), unit_rows(n, 2, 2)];
         let f = Factors::new(views(&mats)).unwrap();
         let m = 30;
-        let model = Model::new(output_signs(1, m), 0.0).unwrap();
+        let mut model = Model::shared(output_signs(1, m), 0.0).unwrap();
         let p0 = init_preacts_t(&f, 1, m, &Control::new()).unwrap();
-        let mut st = KronState::new(mats.clone(), vec![1.0; n], model, p0, GramMode::Precomputed, |_| {
-            Box::new(LinearScan::default())
-        })
-        .unwrap();
-        let mut alpha = Coefficients::zeros(n, m).unwrap();
-        st.step(&mut alpha, &[0, 1], 1.0).unwrap();
+        let mut st =
+            KronState::new(mats.clone(), Setup::squared(vec![1.0; n]), &model, p0, GramMode::Precomputed, scan)
+                .unwrap();
+        let mut alpha = Coefficients::zeros(n, m, 1).unwrap();
+        st.step(&mut alpha, &mut model, &[0, 1], &Rates::w_only(1.0)).unwrap();
         let mut failed = false;
+        let huge = Rates::w_only(1e300);
         for _ in 0..50 {
-            if let Err(e) = st.step(&mut alpha, &[2, 3], 1e300) {
+            if let Err(e) = st.step(&mut alpha, &mut model, &[2, 3], &huge) {
                 assert!(matches!(e, KronError::Diverged(_)));
                 failed = true;
                 break;
@@ -788,7 +928,7 @@ pub(crate) mod tests {
         let (p2, a2) = (st.preacts().to_owned(), alpha.alpha_t().to_owned());
         assert!(p2.iter().chain(a2.iter()).all(|v| v.is_finite()));
         // One more failing step changes nothing at all.
-        assert!(st.step(&mut alpha, &[2, 3], 1e300).is_err());
+        assert!(st.step(&mut alpha, &mut model, &[2, 3], &huge).is_err());
         assert_eq!(st.preacts(), p2.view());
         assert_eq!(alpha.alpha_t(), a2.view());
     }
@@ -797,18 +937,81 @@ pub(crate) mod tests {
     fn bad_batches_are_refused() {
         let mats = vec![unit_rows(4, 2, 1), unit_rows(4, 2, 2)];
         let f = Factors::new(views(&mats)).unwrap();
-        let model = Model::new(output_signs(1, 5), 0.5).unwrap();
+        let mut model = Model::shared(output_signs(1, 5), 0.5).unwrap();
         let p0 = init_preacts_t(&f, 1, 5, &Control::new()).unwrap();
-        let mut st = KronState::new(mats.clone(), vec![0.0; 4], model, p0, GramMode::Columns, |_| {
-            Box::new(LinearScan::default())
-        })
-        .unwrap();
-        let mut alpha = Coefficients::zeros(4, 5).unwrap();
-        assert!(st.step(&mut alpha, &[], 1.0).is_err());
-        assert!(st.step(&mut alpha, &[4], 1.0).is_err());
-        assert!(st.step(&mut alpha, &[0], f64::NAN).is_err());
-        assert!(st.step(&mut alpha, &[0], -1.0).is_err());
-        let mut wrong = Coefficients::zeros(3, 5).unwrap();
-        assert!(st.step(&mut wrong, &[0], 1.0).is_err());
+        let mut st =
+            KronState::new(mats.clone(), Setup::squared(vec![0.0; 4]), &model, p0, GramMode::Columns, scan).unwrap();
+        let mut alpha = Coefficients::zeros(4, 5, 1).unwrap();
+        let one = Rates::w_only(1.0);
+        assert!(st.step(&mut alpha, &mut model, &[], &one).is_err());
+        assert!(st.step(&mut alpha, &mut model, &[4], &one).is_err());
+        assert!(st.step(&mut alpha, &mut model, &[0], &Rates::w_only(f64::NAN)).is_err());
+        assert!(st.step(&mut alpha, &mut model, &[0], &Rates::w_only(-1.0)).is_err());
+        assert!(st.step(&mut alpha, &mut model, &[0], &Rates { a: -1.0, ..one }).is_err());
+        let mut wrong = Coefficients::zeros(3, 5, 1).unwrap();
+        assert!(st.step(&mut wrong, &mut model, &[0], &one).is_err());
+        let mut two = Coefficients::zeros(4, 5, 2).unwrap();
+        assert!(st.step(&mut two, &mut model, &[0], &one).is_err());
+    }
+
+    /// The full model on both backends, step by step: three outputs and each
+    /// loss, every head part and the linear term trained, ridges on, and
+    /// every index: the same losses, fired counts, head, weights and linear
+    /// term (the two backends are the same algorithm).
+    #[test]
+    fn full_model_kron_equals_dense() {
+        use crate::index::IndexKind;
+        let n = 18;
+        let mats = vec![unit_rows(n, 4, 81), unit_rows(n, 3, 82)];
+        let f = Factors::new(views(&mats)).unwrap();
+        let x = materialize(&f);
+        let (m, seed) = (70, 5);
+        for (loss, c) in [(Loss::Squared, 3), (Loss::Logistic, 1), (Loss::CrossEntropy, 4)] {
+            let y: Vec<f64> = match loss {
+                Loss::Squared => (0..n * c).map(|j| ((j * 7 % 11) as f64 / 5.0) - 1.0).collect(),
+                Loss::Logistic => (0..n).map(|i| (i % 2) as f64).collect(),
+                Loss::CrossEntropy => (0..n).map(|i| (i * 5 % c) as f64).collect(),
+            };
+            let a: Vec<f64> = output_signs(seed, m * c);
+            let head = Model::new(a, c, vec![0.6; m], vec![0.0; c], 0.6, 1.0).unwrap();
+            let ridge = Ridge { a: 0.05, b: 0.1, c: 0.2, v: 0.1 };
+            let rates = Rates { w: 6.0, a: 0.3, b: 0.1, c: 0.3, v: 0.5 };
+            let setup = || Setup { y: y.clone(), loss, ridge, linear: None };
+            for index in [IndexKind::Scan, IndexKind::Tree, IndexKind::Bits] {
+                let mut km = head.clone();
+                let mut dm = head.clone();
+                let p0 = init_preacts_t(&f, seed, m, &Control::new()).unwrap();
+                let mut kron = KronState::with_points(&f, setup(), &km, p0, GramMode::Precomputed.into(), |v, t| {
+                    index.build(v, t)
+                })
+                .unwrap();
+                let w0 = initial_weight_matrix(seed, m, x.ncols(), &Control::new()).unwrap();
+                let mut dense = DenseState::new(x.clone(), setup(), &dm, w0.clone()).unwrap();
+                let mut ka = Coefficients::zeros(n, m, c).unwrap();
+                let mut da = Coefficients::zeros(n, m, c).unwrap();
+                let mut moved = 0;
+                for batch in batches(n, 120, 4) {
+                    let s = kron.step(&mut ka, &mut km, &batch, &rates).unwrap();
+                    let t = dense.step(&mut da, &mut dm, &batch, &rates).unwrap();
+                    let tol = 1e-9 * t.loss.abs() + 1e-13;
+                    assert!((s.loss - t.loss).abs() <= tol, "{loss:?} {index:?}: {} vs {}", s.loss, t.loss);
+                    assert_eq!((s.fired_union, s.fired_total), (t.fired_union, t.fired_total));
+                    moved += s.fired_union;
+                }
+                assert!(moved > 0);
+                let close = |u: &[f64], v: &[f64]| {
+                    let scale = v.iter().fold(1e-300f64, |s, x| s.max(x.abs()));
+                    u.iter().zip(v).all(|(p, q)| (p - q).abs() <= 1e-9 * scale)
+                };
+                assert!(close(km.a(), dm.a()) && close(km.b(), dm.b()) && close(km.c(), dm.c()));
+                assert_eq!(km.v_scale().to_bits(), dm.v_scale().to_bits());
+                let w = &w0 + &ka.alpha_t().t().dot(&x);
+                assert!(close(w.as_slice().unwrap(), dense.weights().as_standard_layout().as_slice().unwrap()));
+                let v = ka.beta().t().dot(&x);
+                assert!(close(v.as_slice().unwrap(), dense.linear().unwrap().as_standard_layout().as_slice().unwrap()));
+                let (lk, ld) = (kron.full_loss(&km), dense.full_loss(&dm));
+                assert!((lk - ld).abs() <= 1e-9 * ld.abs() + 1e-13, "{lk} vs {ld}");
+            }
+        }
     }
 }

@@ -41,10 +41,10 @@ def test_words_of_any_split_sum_to_the_same_outputs():
     # Rank-like parts of the neurons, each summed exactly on its own.
     for cuts in ([0, 64, 300], [0, 128, 192, 300], [0, 300]):
         words = sum(
-            _core.predict_words(data.core_layout, net.a, net.threshold, net.core_init, (a, b - a), [], 40)
+            _core.predict_words(data.core_layout, net.head.shard(a, b - a), net.core_init, [], 40)[0]
             for a, b in zip(cuts[:-1], cuts[1:])
         )
-        assert _core.outputs_from_words(words, net.width).tobytes() == whole.tobytes()
+        assert _core.outputs_from_words(net.head, words)[:, 0].tobytes() == whole.tobytes()
     # And f is the rounded exact sum of the terms, scaled: against fsum.
     P = net.preactivations(data)
     terms = np.where(P > net.threshold, net.a * (P - net.threshold), 0.0)

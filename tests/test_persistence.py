@@ -284,9 +284,9 @@ def test_corrupted_bytes_are_refused(saved, loader):
 def test_wrong_version_kind_and_contents_are_refused(saved):
     src = saved / "net.kronnet"
     cases = {
-        "version 3": (
-            meta_edit(lambda d: d.update(version=3)),
-            "format version 3; this kronnet .* reads versions 1, 2",
+        "version 4": (
+            meta_edit(lambda d: d.update(version=4)),
+            "format version 4; this kronnet .* reads versions 1, 2, 3",
         ),
         "bad block kind": (
             meta_edit(lambda d: d["net"].update(block_kinds=["images"])),
@@ -360,7 +360,7 @@ def test_format_is_documented_in_the_file(saved):
     with zipfile.ZipFile(saved / "run.ckpt") as z:
         names = set(z.namelist())
         doc = json.loads(np.load(z.open("kronnet.json.npy")).tobytes())
-    assert doc["format"] == "kronnet" and doc["version"] == 2 and doc["kind"] == "checkpoint"
+    assert doc["format"] == "kronnet" and doc["version"] == 3 and doc["kind"] == "checkpoint"
     assert doc["kronnet_version"] == kn.__version__
     assert {"block0/factor0.npy", "block0/factor1.npy", "block0/alpha.npy", "trainer/state.npy"} <= names
     assert set(doc["trainer"]) >= {"lr", "batch_size", "index", "backend", "steps_done", "sampler_rng"}

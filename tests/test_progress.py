@@ -21,13 +21,13 @@ def test_the_core_reports_monotone_progress_up_to_the_total():
     data, net = slow_case()
     calls = []
     out = _core.predict(
-        data.core_layout, net.a, net.threshold, net.core_init, [], data.n, progress=lambda d, t: calls.append((d, t))
+        data.core_layout, net.head, net.core_init, [], data.n, progress=lambda d, t: calls.append((d, t))
     )
     assert calls, "the work took longer than one poll (20 ms) and reported nothing"
     assert {t for _, t in calls} == {data.n * net.width}
     done = [d for d, _ in calls]
     assert done == sorted(done) and done[-1] <= data.n * net.width
-    np.testing.assert_array_equal(out, net.predict(data))
+    np.testing.assert_array_equal(out[:, 0], net.predict(data))
 
 
 def test_a_failing_callback_stops_the_work_and_raises():

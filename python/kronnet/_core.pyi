@@ -16,6 +16,11 @@ _Init = Tuple[int, str, int]
 _IndexName = Literal["scan", "tree", "bits"]
 _GramName = Literal["precomputed", "columns"]
 _BackendName = Literal["kron", "dense"]
+_LossName = Literal["squared", "logistic", "cross_entropy"]
+# (lr, lr_a, lr_b, lr_c, lr_v) and (ridge_a, ridge_b, ridge_c, ridge_v).
+_Rates = Tuple[float, float, float, float, float]
+_Ridge = Tuple[float, float, float, float]
+_Bounds = Tuple[float, float, float, float]
 
 __version__: str
 EXACT_WORDS: int
@@ -24,9 +29,11 @@ BACKENDS: tuple[str, ...]
 INDEXES: tuple[str, ...]
 GRAM_MODES: tuple[str, ...]
 INITS: tuple[str, ...]
+LOSSES: tuple[str, ...]
 __all__ = [
     "AsyncTree",
     "Coefficients",
+    "Model",
     "TrainerCore",
     "EXACT_WORDS",
     "NEURON_BLOCK",
@@ -34,10 +41,13 @@ __all__ = [
     "INDEXES",
     "GRAM_MODES",
     "INITS",
+    "LOSSES",
     "__version__",
     "cross_gram",
+    "dense_linear",
     "dense_weights",
     "exact_sum",
+    "mean_loss",
     "fma_peak_gflops",
     "index_memory_bytes",
     "init_scratch_bytes",
@@ -64,8 +74,7 @@ _Progress = Optional[Callable[[int, int], None]]
 def preacts(points: _Points, init: _Init, width: int, blocks: _Blocks, progress: _Progress = None) -> _F64: ...
 def predict(
     points: _Points,
-    a: _F64,
-    threshold: float,
+    model: Model,
     init: _Init,
     blocks: _Blocks,
     chunk_rows: int,
@@ -73,17 +82,17 @@ def predict(
 ) -> _F64: ...
 def predict_words(
     points: _Points,
-    a: _F64,
-    threshold: float,
+    model: Model,
     init: _Init,
-    neurons: Tuple[int, int],
     blocks: _Blocks,
     chunk_rows: int,
     progress: _Progress = None,
-) -> _I64: ...
-def outputs_from_words(words: _I64, width: int) -> _F64: ...
+) -> Tuple[_I64, Optional[_F64]]: ...
+def outputs_from_words(model: Model, words: _I64, linear: Optional[_F64] = None) -> _F64: ...
+def mean_loss(loss: str, f: _F64, y: _F64) -> float: ...
 def exact_sum(values: _F64) -> float: ...
 def dense_weights(init: _Init, width: int, dims: Sequence[int], blocks: _Blocks) -> _F64: ...
+def dense_linear(dims: Sequence[int], outputs: int, blocks: _Blocks) -> _F64: ...
 def cross_gram(a: _Points, b: _Points) -> _F64: ...
 def initial_weights(init: _Init, width: int, dims: Sequence[int]) -> _F64: ...
 def output_signs(seed: int, width: int) -> _F64: ...
@@ -107,6 +116,8 @@ def trainer_memory(
     trained_sizes: Sequence[int],
     points_bytes: int,
     threads: int,
+    outputs: int = 1,
+    linear: bool = False,
 ) -> dict[str, int]: ...
 def preacts_bytes(
     init: _Init,
@@ -136,10 +147,15 @@ def normals_per_second(seconds: float) -> float: ...
 
 @final
 class Coefficients:
-    def __new__(cls, n: int, width: int) -> Coefficients: ...
+    def __new__(cls, n: int, width: int, outputs: int = 1) -> Coefficients: ...
     @staticmethod
-    def from_alpha_t(alpha_t: _F64) -> Coefficients: ...
+    def from_alpha_t(alpha_t: _F64, beta: Optional[_F64] = None) -> Coefficients: ...
     def alpha_t(self) -> _F64: ...
+    def beta(self) -> _F64: ...
+    @property
+    def outputs(self) -> int: ...
+    @property
+    def linear(self) -> bool: ...
     @property
     def n(self) -> int: ...
     @property
@@ -152,36 +168,79 @@ class Coefficients:
     def updates(self) -> int: ...
 
 @final
+class Model:
+    def __new__(
+        cls,
+        a: _F64,
+        thresholds: _F64,
+        output_bias: _F64,
+        b_init: float,
+        v_scale: float = 1.0,
+        first: int = 0,
+        net_width: Optional[int] = None,
+    ) -> Model: ...
+    def shard(self, first: int, count: int) -> Model: ...
+    def a(self) -> _F64: ...
+    def thresholds(self) -> _F64: ...
+    def output_bias(self) -> _F64: ...
+    def set(self, a: _F64, thresholds: _F64, output_bias: _F64, v_scale: float) -> None: ...
+    @property
+    def outputs(self) -> int: ...
+    @property
+    def width(self) -> int: ...
+    @property
+    def first(self) -> int: ...
+    @property
+    def net_width(self) -> int: ...
+    @property
+    def b_init(self) -> float: ...
+    @property
+    def v_scale(self) -> float: ...
+    @property
+    def serial(self) -> int: ...
+    @property
+    def updates(self) -> int: ...
+
+@final
 class TrainerCore:
     def __new__(
         cls,
         backend: _BackendName,
         points: _Points,
         y: _F64,
-        a: _F64,
-        threshold: float,
+        model: Model,
         init: _Init,
         coef: Coefficients,
         blocks: _Blocks,
         gram: _GramName,
         index: _IndexName,
+        loss: _LossName = "squared",
+        ridge: Optional[_Ridge] = None,
         state: Optional[_F64] = None,
-        p_bound: Optional[float] = None,
+        linear: Optional[_F64] = None,
+        bounds: Optional[_Bounds] = None,
         progress: _Progress = None,
         gram_from: Optional[TrainerCore] = None,
-        neurons: Optional[Tuple[int, int]] = None,
     ) -> TrainerCore: ...
-    def step(self, batch: _I64, lr: float) -> Tuple[float, int, int]: ...
+    def step(self, batch: _I64, rates_: _Rates) -> Tuple[float, int, int]: ...
     def run_sharded(
-        self, indices_: _I64, offsets: _I64, lr: float, exchange: Callable[[_I64], None]
+        self,
+        indices_: _I64,
+        offsets: _I64,
+        rates_: _Rates,
+        exchange: Callable[[_I64], None],
+        factors_: Optional[_F64] = None,
     ) -> Tuple[_F64, _I64, _I64, str, Optional[BaseException], bool]: ...
     def output_words(self, start: int, stop: int) -> _I64: ...
+    def outputs_from_words(self, start: int, words: _I64) -> _F64: ...
     def loss_of(self, f: _F64) -> float: ...
     @property
-    def p_bound(self) -> float: ...
-    @p_bound.setter
-    def p_bound(self, bound: float) -> None: ...
-    def run(self, indices_: _I64, offsets: _I64, lr: float) -> Tuple[_F64, _I64, _I64, Optional[BaseException]]: ...
+    def bounds(self) -> _Bounds: ...
+    @bounds.setter
+    def bounds(self, bounds: _Bounds) -> None: ...
+    def run(
+        self, indices_: _I64, offsets: _I64, rates_: _Rates, factors_: Optional[_F64] = None
+    ) -> Tuple[_F64, _I64, _I64, Optional[BaseException]]: ...
     def full_loss(self) -> float: ...
     @property
     def steps_taken(self) -> int: ...

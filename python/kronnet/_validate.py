@@ -235,10 +235,14 @@ def index_matrix(value: Any, name: str, sizes: Sequence[int]) -> List[np.ndarray
 
 
 def targets(value: Any, name: str, n: int, copy: bool = True) -> np.ndarray:
-    """Targets (n,), finite."""
-    y = float_array(value, name, 1, copy=copy, allow_empty=n == 0)
+    """Targets, finite: (n,) (one per point: a value, a 0/1 target or an
+    integer class label), or (n, C) (C values per point, for a net of C
+    outputs)."""
+    y = float_array(value, name, (1, 2), copy=copy, allow_empty=n == 0)
     if y.shape[0] != n:
         raise ArgumentError(name, f"has {y.shape[0]} targets for {n} points")
+    if y.ndim == 2 and y.shape[1] == 0:
+        raise ArgumentError(name, f"has shape {y.shape}: no targets per point")
     return y
 
 

@@ -33,11 +33,13 @@ from .errors import ArgumentError, ArgumentTypeError, FileFormatError, KronnetEr
 
 #: The format name in ``kronnet.json``.
 FORMAT = "kronnet"
-#: The format version this kronnet writes. Version 2 added pairwise blocks
-#: (``block_kinds``); version 1 files (KronData blocks only) are still read.
-VERSION = 2
+#: The format version this kronnet writes. Version 3 added the trained head
+#: (a, thresholds, bias, outputs), the linear term and the trainer's loss,
+#: rates, ridges and schedule; version 2 pairwise blocks (``block_kinds``);
+#: version 1 files (KronData blocks only) are still read.
+VERSION = 3
 #: The versions this kronnet reads.
-READS = (1, 2)
+READS = (1, 2, 3)
 META = "kronnet.json"
 
 
@@ -45,9 +47,9 @@ def _meta_array(meta: Dict[str, Any]) -> np.ndarray:
     return np.frombuffer(json.dumps(meta, allow_nan=False).encode("utf-8"), dtype=np.uint8)
 
 
-#: A float64 member written a row block at a time: (its shape, the blocks
-#: in row order).
-Streamed = Tuple[Tuple[int, int], Iterable[np.ndarray]]
+#: A float64 member written a row block at a time: (its shape, (rows, cols)
+#: or (rows,), and the blocks in row order, each (k, cols) or (k, 1)).
+Streamed = Tuple[Tuple[int, ...], Iterable[np.ndarray]]
 
 
 def _write_members(fh: Any, arrays: Dict[str, np.ndarray], streamed: Dict[str, Streamed]) -> None:
@@ -63,13 +65,15 @@ def _write_members(fh: Any, arrays: Dict[str, np.ndarray], streamed: Dict[str, S
                 header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float64)), "fortran_order": False}
                 np.lib.format.write_array_header_1_0(out, {**header, "shape": tuple(shape)})
                 rows = 0
+                # A vector travels as one-column row blocks.
+                cols = shape[1] if len(shape) == 2 else 1
                 for block in blocks:
                     block = np.ascontiguousarray(block, dtype=np.float64)
-                    if block.ndim != 2 or block.shape[1] != shape[1]:
+                    if block.ndim != 2 or block.shape[1] != cols:
                         raise ValueError(f"{name}: a row block of shape {block.shape} for an array of shape {shape}")
                     out.write(block.data.cast("B"))
                     rows += block.shape[0]
-                if rows != shape[0] and shape[1] != 0:
+                if rows != shape[0] and cols != 0:
                     raise ValueError(f"{name}: {rows} rows written for an array of shape {shape}")
 
 

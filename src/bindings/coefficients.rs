@@ -20,23 +20,45 @@ pub(super) struct PyCoefficients {
 
 #[pymethods]
 impl PyCoefficients {
-    /// Zero coefficients for n points and width neurons.
+    /// Zero coefficients for n points, width neurons and `outputs` outputs.
     #[new]
-    fn new(py: Python<'_>, n: usize, width: usize) -> PyResult<Self> {
-        Ok(PyCoefficients { inner: guarded(py, || Coefficients::zeros(n, width))? })
+    #[pyo3(signature = (n, width, outputs=1))]
+    fn new(py: Python<'_>, n: usize, width: usize, outputs: usize) -> PyResult<Self> {
+        Ok(PyCoefficients { inner: guarded(py, || Coefficients::zeros(n, width, outputs))? })
     }
 
-    /// Coefficients from αᵀ, shape (n, width) (copied).
+    /// Coefficients from αᵀ, shape (n, width), and β̃, shape (n, outputs)
+    /// (zeros of one output when None); both copied.
     #[staticmethod]
-    fn from_alpha_t(py: Python<'_>, alpha_t: &Bound<'_, PyAny>) -> PyResult<Self> {
-        let a = f64_array::<Ix2>(alpha_t, "alpha")?;
-        let owned = a.as_array().to_owned();
-        Ok(PyCoefficients { inner: guarded(py, || Coefficients::from_alpha_t(owned))? })
+    #[pyo3(signature = (alpha_t, beta=None))]
+    fn from_alpha_t(py: Python<'_>, alpha_t: &Bound<'_, PyAny>, beta: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
+        let a = f64_array::<Ix2>(alpha_t, "alpha")?.as_array().to_owned();
+        let b = match beta {
+            Some(b) => f64_array::<Ix2>(b, "beta")?.as_array().to_owned(),
+            None => ndarray::Array2::zeros((a.nrows(), 1)),
+        };
+        Ok(PyCoefficients { inner: guarded(py, || Coefficients::from_parts(a, b))? })
     }
 
     /// A copy of αᵀ, shape (n, width).
     fn alpha_t<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray2<f64>> {
         self.inner.alpha_t().to_owned().into_pyarray(py)
+    }
+
+    /// A copy of β̃, shape (n, outputs).
+    fn beta<'py>(&self, py: Python<'py>) -> Bound<'py, PyArray2<f64>> {
+        self.inner.beta().to_owned().into_pyarray(py)
+    }
+
+    #[getter]
+    fn outputs(&self) -> usize {
+        self.inner.outputs()
+    }
+
+    /// Whether the linear term has a nonzero coefficient here.
+    #[getter]
+    fn linear(&self) -> bool {
+        self.inner.linear()
     }
 
     #[getter]

@@ -1,18 +1,20 @@
 //! The free functions of `kronnet._core`: prediction, materialized
 //! weights, cross-Grams, init figures, memory planning and machine figures.
 
-use super::arrays::{f64_array, initial, parse_mode, HeldPoints, PyInit, PyPoints};
+use super::arrays::{initial, parse_mode, HeldPoints, PyInit, PyPoints};
 use super::coefficients::{HeldBlocks, PyBlocks};
 use super::errors::to_py;
+use super::model::PyModel;
 use super::runtime::{finish, guarded, interruptible, reporting};
 use crate::exact_sum::{write_all, ExactSum, WORDS};
 use crate::index::IndexKind;
+use crate::loss::Loss;
 use crate::memory::{self, TrainerShape};
-use crate::model::{BackendKind, Model};
+use crate::model::BackendKind;
 use crate::predict as prediction;
 use crate::step::GramMode;
 use crate::{gram, kron_init, rng};
-use ndarray::{Array1, Array2, Ix1};
+use ndarray::{Array1, Array2};
 use numpy::{IntoPyArray, PyArray1, PyArray2, PyArray3, PyReadonlyArray1, PyReadonlyArray2};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
@@ -41,96 +43,123 @@ pub(super) fn preacts<'py>(
     Ok(finish(py, done)?.reversed_axes().into_pyarray(py))
 }
 
-/// f(W, x_j) for every point, `chunk_rows` points at a time: (q,).
+/// f for every point, `chunk_rows` points at a time: (q, outputs).
 #[pyfunction]
-#[pyo3(signature = (points, a, threshold, init, blocks, chunk_rows, progress=None))]
-#[allow(clippy::too_many_arguments)]
+#[pyo3(signature = (points, model, init, blocks, chunk_rows, progress=None))]
 pub(super) fn predict<'py>(
     py: Python<'py>,
     points: PyPoints<'py>,
-    a: &Bound<'py, PyAny>,
-    threshold: f64,
+    model: PyRef<'py, PyModel>,
     init: PyInit,
     blocks: PyBlocks<'py>,
     chunk_rows: usize,
     progress: Option<Py<PyAny>>,
-) -> PyResult<Bound<'py, PyArray1<f64>>> {
+) -> PyResult<Bound<'py, PyArray2<f64>>> {
     let init = initial(&init)?;
     let points = HeldPoints::hold(&points, "points")?;
-    let a = f64_array::<Ix1>(a, "a")?.as_array().to_vec();
     let held = HeldBlocks::hold(&blocks)?;
     let blocks = held.blocks().map_err(|e| to_py(py, e))?;
-    let total = (points.n() * a.len()) as u64;
+    let model = &model.inner;
+    let total = (points.n() * model.width()) as u64;
+    let q = points.n();
     let points = points.views();
     let done = reporting(py, progress.as_ref(), total, |ctl| {
-        let model = Model::checked(a, threshold)?;
-        prediction::predict(&points.factors()?, &model, &init, &blocks, chunk_rows, ctl)
+        prediction::predict(&points.factors()?, model, &init, &blocks, chunk_rows, ctl)
     });
-    Ok(Array1::from(finish(py, done)?).into_pyarray(py))
+    let f = finish(py, done)?;
+    Ok(Array2::from_shape_vec((q, model.outputs()), f).expect("q × outputs").into_pyarray(py))
 }
 
-/// One rank's part of `predict`: the exact sums over the net's neurons
-/// `first .. first + count` (`a` and `threshold` are the whole net's; the
-/// blocks hold α for those neurons only) as int64 words, (q, EXACT_WORDS).
+/// One rank's part of `predict`: the exact sums over the neurons its head
+/// holds (the blocks hold α for those neurons only) as int64 words,
+/// (q, outputs · EXACT_WORDS), and the points' unscaled linear parts
+/// (q, outputs) when the net has a linear term (the same on every rank).
 /// Summed element-wise over the ranks, `outputs_from_words` gives f.
 #[pyfunction]
-#[pyo3(signature = (points, a, threshold, init, neurons, blocks, chunk_rows, progress=None))]
-#[allow(clippy::too_many_arguments)]
+#[pyo3(signature = (points, model, init, blocks, chunk_rows, progress=None))]
+#[allow(clippy::type_complexity)]
 pub(super) fn predict_words<'py>(
     py: Python<'py>,
     points: PyPoints<'py>,
-    a: &Bound<'py, PyAny>,
-    threshold: f64,
+    model: PyRef<'py, PyModel>,
     init: PyInit,
-    neurons: (usize, usize),
     blocks: PyBlocks<'py>,
     chunk_rows: usize,
     progress: Option<Py<PyAny>>,
-) -> PyResult<Bound<'py, PyArray2<i64>>> {
+) -> PyResult<(Bound<'py, PyArray2<i64>>, Option<Bound<'py, PyArray2<f64>>>)> {
     let init = initial(&init)?;
     let points = HeldPoints::hold(&points, "points")?;
-    let a = f64_array::<Ix1>(a, "a")?.as_array().to_vec();
     let held = HeldBlocks::hold(&blocks)?;
     let blocks = held.blocks().map_err(|e| to_py(py, e))?;
-    let (first, count) = neurons;
-    let total = (points.n() * count) as u64;
+    let model = &model.inner;
+    let c = model.outputs();
+    let total = (points.n() * model.width()) as u64;
     let points = points.views();
     let done = reporting(py, progress.as_ref(), total, |ctl| {
-        let model = Model::checked(a, threshold)?.shard(first, count)?;
         let f = points.factors()?;
         let mut words: Vec<i64> = Vec::new();
-        let len = f.n() * WORDS;
+        let len = f.n() * c * WORDS;
         words.try_reserve_exact(len).map_err(|_| crate::error::out_of_memory("predictions", 8 * len as u128))?;
         words.resize(len, 0);
+        let mut linear: Option<Vec<f64>> = None;
         let mut at = 0;
-        prediction::predict_sums(&f, &model, &init, first, &blocks, chunk_rows, ctl, |sums| {
+        prediction::predict_sums(&f, model, &init, model.first(), &blocks, chunk_rows, ctl, |sums, lin| {
             write_all(sums, &mut words[at..at + sums.len() * WORDS]);
             at += sums.len() * WORDS;
+            if let Some(l) = lin {
+                linear.get_or_insert_with(Vec::new).extend_from_slice(l);
+            }
         })?;
-        Ok(words)
+        Ok((words, linear))
     });
-    let words: Vec<i64> = finish(py, done)?;
-    let q = words.len() / WORDS;
-    Ok(Array2::from_shape_vec((q, WORDS), words).expect("q · WORDS words").into_pyarray(py))
+    let (words, linear) = finish(py, done)?;
+    let q = words.len() / (WORDS * c);
+    let words = Array2::from_shape_vec((q, c * WORDS), words).expect("q · C · WORDS words").into_pyarray(py);
+    let linear = linear.map(|l| Array2::from_shape_vec((q, c), l).expect("q × C").into_pyarray(py));
+    Ok((words, linear))
 }
 
-/// f from exact sums summed over ranks: (k, EXACT_WORDS) int64 → (k,),
-/// f = (the sum rounded once) / √width.
+/// f from exact sums summed over ranks: words (k, outputs · EXACT_WORDS)
+/// int64 and the points' unscaled linear parts (k, outputs) → (k, outputs):
+/// each sum rounded once, scaled by 1/√width, then the head's bias and
+/// linear term added.
 #[pyfunction]
+#[pyo3(signature = (model, words, linear=None))]
 pub(super) fn outputs_from_words<'py>(
     py: Python<'py>,
+    model: PyRef<'py, PyModel>,
     words: PyReadonlyArray2<'py, i64>,
-    width: usize,
-) -> PyResult<Bound<'py, PyArray1<f64>>> {
-    let model = Model::new(vec![1.0; width.max(1)], 0.0).map_err(|e| to_py(py, e))?;
+    linear: Option<PyReadonlyArray2<'py, f64>>,
+) -> PyResult<Bound<'py, PyArray2<f64>>> {
+    let model = &model.inner;
+    let c = model.outputs();
     let words = words.as_array();
-    if words.ncols() != WORDS {
-        return Err(PyValueError::new_err(format!("words: need {WORDS} columns, got {}", words.ncols())));
+    if words.ncols() != c * WORDS {
+        return Err(PyValueError::new_err(format!("words: need {} columns, got {}", c * WORDS, words.ncols())));
     }
     let w = words.as_standard_layout();
-    let f =
-        crate::sharded::outputs_from_words(&model, w.as_slice().expect("standard layout")).map_err(|e| to_py(py, e))?;
-    Ok(Array1::from(f).into_pyarray(py))
+    let lin = linear.as_ref().map(|l| l.as_array().iter().copied().collect::<Vec<_>>());
+    let f = crate::sharded::outputs_from_words(model, w.as_slice().expect("standard layout"), lin.as_deref())
+        .map_err(|e| to_py(py, e))?;
+    let k = f.len() / c;
+    Ok(Array2::from_shape_vec((k, c), f).expect("k × C").into_pyarray(py))
+}
+
+/// The mean loss of k points: outputs f (k, C), targets y (k, C) for the
+/// squared loss or (k, 1) for the others.
+#[pyfunction]
+pub(super) fn mean_loss(loss: &str, f: PyReadonlyArray2<'_, f64>, y: PyReadonlyArray2<'_, f64>) -> PyResult<f64> {
+    let loss = parse_mode(loss, "loss", &Loss::NAMES)?;
+    let (f, y) = (f.as_array(), y.as_array());
+    let c = f.ncols();
+    if f.nrows() != y.nrows() || y.ncols() != loss.target_width(c) {
+        return Err(PyValueError::new_err(format!("y: has shape {:?} for outputs of shape {:?}", y.dim(), f.dim())));
+    }
+    if f.nrows() == 0 {
+        return Ok(0.0);
+    }
+    let (f, y) = (f.iter().copied().collect::<Vec<_>>(), y.iter().copied().collect::<Vec<_>>());
+    Ok(loss.mean(&f, &y, c, None))
 }
 
 /// The sum of `values` computed exactly and rounded once (what every
@@ -155,6 +184,20 @@ pub(super) fn dense_weights<'py>(
     let blocks = held.blocks().map_err(|e| to_py(py, e))?;
     let init = initial(&init)?;
     let done = interruptible(py, |ctl| prediction::dense_weights(&init, width, &dims, &blocks, ctl));
+    Ok(finish(py, done)?.into_pyarray(py))
+}
+
+/// The linear term's unscaled weights Σ_blocks β̃ᵀ X materialized: (outputs, d).
+#[pyfunction]
+pub(super) fn dense_linear<'py>(
+    py: Python<'py>,
+    dims: Vec<usize>,
+    outputs: usize,
+    blocks: PyBlocks<'py>,
+) -> PyResult<Bound<'py, PyArray2<f64>>> {
+    let held = HeldBlocks::hold(&blocks)?;
+    let blocks = held.blocks().map_err(|e| to_py(py, e))?;
+    let done = interruptible(py, |ctl| prediction::dense_linear(&dims, outputs, &blocks, ctl));
     Ok(finish(py, done)?.into_pyarray(py))
 }
 
@@ -236,6 +279,7 @@ pub(super) fn kron_init_factors<'py>(
 /// "points", "targets", "init", "gram", "index", "dense_x", "dense_w" and
 /// "peak". `index` and `gram` are parsed but ignored by the dense backend.
 #[pyfunction]
+#[pyo3(signature = (backend, init, dims, n, neurons, rank, table_rows, index, gram, shared_gram, new_block, trained_sizes, points_bytes, threads, outputs=1, linear=false))]
 #[allow(clippy::too_many_arguments)]
 pub(super) fn trainer_memory<'py>(
     py: Python<'py>,
@@ -253,6 +297,8 @@ pub(super) fn trainer_memory<'py>(
     trained_sizes: Vec<usize>,
     points_bytes: u128,
     threads: usize,
+    outputs: usize,
+    linear: bool,
 ) -> PyResult<Bound<'py, PyDict>> {
     let shape = TrainerShape {
         backend: parse_mode(backend, "backend", &BackendKind::NAMES)?,
@@ -268,6 +314,8 @@ pub(super) fn trainer_memory<'py>(
         new_block,
         trained_sizes: &trained_sizes,
         points_bytes,
+        outputs,
+        linear,
         threads,
     };
     let out = PyDict::new(py);

@@ -22,6 +22,7 @@ mod arrays;
 mod coefficients;
 mod errors;
 mod functions;
+mod model;
 mod runtime;
 mod trainer;
 mod tree;
@@ -29,6 +30,7 @@ mod tree;
 use crate::exact_sum::WORDS;
 use crate::index::IndexKind;
 use crate::init::InitName;
+use crate::loss::Loss;
 use crate::model::BackendKind;
 use crate::predict::NEURON_BLOCK;
 use crate::step::GramMode;
@@ -46,6 +48,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(functions::predict_words, m)?)?;
     m.add_function(wrap_pyfunction!(functions::outputs_from_words, m)?)?;
     m.add_function(wrap_pyfunction!(functions::exact_sum, m)?)?;
+    m.add_function(wrap_pyfunction!(functions::mean_loss, m)?)?;
     m.add("EXACT_WORDS", WORDS)?;
     m.add("NEURON_BLOCK", NEURON_BLOCK)?;
     // The mode names, in the order of the core's tables (the one place
@@ -54,7 +57,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("INDEXES", PyTuple::new(m.py(), mode_names(&IndexKind::NAMES))?)?;
     m.add("GRAM_MODES", PyTuple::new(m.py(), mode_names(&GramMode::NAMES))?)?;
     m.add("INITS", PyTuple::new(m.py(), mode_names(&InitName::NAMES))?)?;
+    m.add("LOSSES", PyTuple::new(m.py(), mode_names(&Loss::NAMES))?)?;
     m.add_function(wrap_pyfunction!(functions::dense_weights, m)?)?;
+    m.add_function(wrap_pyfunction!(functions::dense_linear, m)?)?;
     m.add_function(wrap_pyfunction!(functions::cross_gram, m)?)?;
     m.add_function(wrap_pyfunction!(functions::initial_weights, m)?)?;
     m.add_function(wrap_pyfunction!(functions::output_signs, m)?)?;
@@ -72,6 +77,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(functions::kron_firing_fraction, m)?)?;
     m.add_function(wrap_pyfunction!(functions::kron_init_factors, m)?)?;
     m.add_class::<coefficients::PyCoefficients>()?;
+    m.add_class::<model::PyModel>()?;
     m.add_class::<trainer::TrainerCore>()?;
     m.add_class::<tree::PyAsyncTree>()?;
     Ok(())

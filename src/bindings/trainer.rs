@@ -6,16 +6,18 @@
 use super::arrays::{f64_array, indices, initial, parse_mode, HeldPoints, PyInit, PyPoints};
 use super::coefficients::{HeldBlocks, PyBlocks, PyCoefficients};
 use super::errors::{internal_error, to_py};
+use super::model::PyModel;
 use super::runtime::{finish, guarded, interruptible, reporting};
 use crate::dense::DenseState;
 use crate::exact_sum::WORDS;
 use crate::index::{IndexKind, IndexStats};
-use crate::model::{run_steps, Backend, BackendKind, Model, StepStats};
+use crate::loss::Loss;
+use crate::model::{check_factors, run_steps, Backend, BackendKind, Bounds, Rates, Ridge, StepStats};
 use crate::predict as prediction;
 use crate::sharded::{self, RunEnd};
-use crate::step::{GramMode, KernelSpec, KronState};
-use ndarray::{Array1, Array2, Ix1, Ix2};
-use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1};
+use crate::step::{GramMode, KernelSpec, KronState, Setup};
+use ndarray::{Array1, Array2, Ix2};
+use numpy::{IntoPyArray, PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -64,6 +66,15 @@ pub(super) fn stats_arrays<'py>(py: Python<'py>, stats: &[StepStats]) -> StatsAr
     (loss, union, total)
 }
 
+/// Targets as the core keeps them: (n,) or (n, k) float64, row-major.
+fn targets(y: &Bound<'_, PyAny>) -> PyResult<Vec<f64>> {
+    let ndim: usize = y.getattr("ndim")?.extract()?;
+    if ndim == 1 {
+        return Ok(f64_array::<ndarray::Ix1>(y, "y")?.as_array().to_vec());
+    }
+    Ok(f64_array::<Ix2>(y, "y")?.as_array().iter().copied().collect())
+}
+
 pub(super) fn check_offsets(indices: usize, offsets: &[usize]) -> PyResult<()> {
     let ok = offsets.first() == Some(&0) && offsets.last() == Some(&indices) && offsets.windows(2).all(|w| w[0] < w[1]);
     if ok {
@@ -74,12 +85,13 @@ pub(super) fn check_offsets(indices: usize, offsets: &[usize]) -> PyResult<()> {
 }
 
 /// A training run's state: the backend's (P, Gram, index; or X and W) and
-/// the net's coefficient block it accumulates into. Dropping it frees
-/// everything but the block.
+/// the net's coefficient block and head it moves. Dropping it frees
+/// everything but the block and the head.
 #[pyclass(module = "kronnet._core", weakref)]
 pub(super) struct TrainerCore {
     engine: Engine,
     coef: Py<PyCoefficients>,
+    model: Py<PyModel>,
     /// Steps applied so far: the caller reads it after a run to know how
     /// many steps took effect even if an exception cut the call short.
     steps_taken: u64,
@@ -87,42 +99,62 @@ pub(super) struct TrainerCore {
     last_run: Vec<StepStats>,
 }
 
+/// Rates as passed from Python: (lr, lr_a, lr_b, lr_c, lr_v).
+type PyRates = (f64, f64, f64, f64, f64);
+
+fn rates(r: PyRates) -> Rates {
+    Rates { w: r.0, a: r.1, b: r.2, c: r.3, v: r.4 }
+}
+
+/// Schedule factors per step, if given.
+fn factors(obj: Option<PyReadonlyArray1<'_, f64>>) -> Option<Vec<f64>> {
+    obj.map(|f| f.as_array().to_vec())
+}
+
 #[pymethods]
 impl TrainerCore {
-    /// `state`, when given, continues a checkpoint: Pᵀ (width, n) and
-    /// `p_bound` for the Kronecker backend, W (width, d) for the dense one.
-    /// Otherwise the state starts from the net's current weights: W(0) (from
-    /// `seed`) plus `blocks`, which include `coef` itself when it is trained.
+    /// The training state of `points` with targets `y` ((n,) or (n, k)
+    /// floats: k = C for the squared loss, 1 otherwise) for the net's head
+    /// `model` (whose neurons are those this core holds: a whole net, or one
+    /// rank's shard, driven by `run_sharded`) and its coefficient block
+    /// `coef`. `state`, when given, continues a checkpoint: Pᵀ (neurons, n)
+    /// with `bounds` (p, a, b, l) for the Kronecker backend, W (width, d)
+    /// for the dense one, and `linear` (L̃ (n, C), or ṽ (C, d)) when the net
+    /// has a linear term. Otherwise the state starts from the net's current
+    /// weights: W(0) (from `init`) plus `blocks`, which include `coef`
+    /// itself when it is trained.
     #[new]
-    ///
-    /// `neurons` = (first, count) makes this core one rank's shard of a
-    /// sharded trainer: it holds neurons first .. first + count of the net
-    /// (`a` is the whole net's; `coef` and the blocks hold α for those
-    /// neurons only) and is driven by `run_sharded`.
-    #[pyo3(signature = (backend, points, y, a, threshold, init, coef, blocks, gram, index, state=None, p_bound=None, progress=None, gram_from=None, neurons=None))]
+    #[pyo3(signature = (backend, points, y, model, init, coef, blocks, gram, index, loss="squared", ridge=None, state=None, linear=None, bounds=None, progress=None, gram_from=None))]
     #[allow(clippy::too_many_arguments)]
     fn new<'py>(
         py: Python<'py>,
         backend: &str,
         points: PyPoints<'py>,
         y: &Bound<'py, PyAny>,
-        a: &Bound<'py, PyAny>,
-        threshold: f64,
+        model: Bound<'py, PyModel>,
         init: PyInit,
         coef: Bound<'py, PyCoefficients>,
         blocks: PyBlocks<'py>,
         gram: &str,
         index: &str,
+        loss: &str,
+        ridge: Option<(f64, f64, f64, f64)>,
         state: Option<&Bound<'py, PyAny>>,
-        p_bound: Option<f64>,
+        linear: Option<&Bound<'py, PyAny>>,
+        bounds: Option<(f64, f64, f64, f64)>,
         progress: Option<Py<PyAny>>,
         gram_from: Option<PyRef<'py, TrainerCore>>,
-        neurons: Option<(usize, usize)>,
     ) -> PyResult<Self> {
         let backend = parse_mode(backend, "backend", &BackendKind::NAMES)?;
-        let (first, count) = neurons.unwrap_or((0, a.len()?));
-        if (first, count) != (0, a.len()?) && backend != BackendKind::Kron {
-            return Err(PyValueError::new_err("neurons: only the Kronecker backend can be sharded"));
+        let loss = parse_mode(loss, "loss", &Loss::NAMES)?;
+        let (ra, rb, rc, rv) = ridge.unwrap_or_default();
+        let ridge = Ridge { a: ra, b: rb, c: rc, v: rv };
+        let (first, count, width, outputs) = {
+            let m = model.try_borrow()?;
+            (m.inner.first(), m.inner.width(), m.inner.net_width(), m.inner.outputs())
+        };
+        if (first, count) != (0, width) && backend != BackendKind::Kron {
+            return Err(PyValueError::new_err("model: only the Kronecker backend can be sharded"));
         }
         // Another trainer's Gram on the same points (the caller checks that
         // they are the same), shared without a copy.
@@ -137,37 +169,41 @@ impl TrainerCore {
         let init = initial(&init)?;
         let index = parse_mode(index, "index", &IndexKind::NAMES)?;
         let points = HeldPoints::hold(&points, "points")?;
-        let y = f64_array::<Ix1>(y, "y")?.as_array().to_vec();
-        let a = f64_array::<Ix1>(a, "a")?.as_array().to_vec();
+        let y = targets(y)?;
         let state = state.map(|s| f64_array::<Ix2>(s, "state")).transpose()?;
+        let linear = linear.map(|s| f64_array::<Ix2>(s, "linear")).transpose()?;
         let held = HeldBlocks::hold(&blocks)?;
         let blocks = held.blocks().map_err(|e| to_py(py, e))?;
         let dims = points.dims();
         {
             let c = coef.try_borrow()?;
-            c.inner.check_shape(points.n(), count).map_err(|e| to_py(py, e))?;
+            c.inner.check_shape(points.n(), count, outputs).map_err(|e| to_py(py, e))?;
         }
         let state_view = state.as_ref().map(|s| s.as_array());
+        let linear_view = linear.as_ref().map(|s| s.as_array());
         // Progress counts the Kronecker init's points × neurons (the dense
         // backend and a resumed state do not count).
         let counted = state_view.is_none() && backend == BackendKind::Kron;
         let total = if counted { (points.n() * count) as u64 } else { 0 };
         let points = points.views();
+        let head = model.try_borrow()?;
+        let head = &head.inner;
         let done = reporting(py, progress.as_ref(), total, |ctl| -> crate::Result<Engine> {
             let f = points.factors()?;
-            let model = Model::checked(a, threshold)?;
-            let width = model.width();
             match backend {
                 BackendKind::Kron => {
-                    let model = model.shard(first, count)?;
                     let p_t = match state_view {
                         Some(s) => s.to_owned(),
                         None => prediction::preacts_t_part(&f, &init, first, count, &blocks, ctl)?,
                     };
-                    let b = model.b;
-                    let mut st = KronState::with_points(&f, y, model, p_t, kernel, |vals| index.build(vals, b))?;
-                    if let Some(bound) = p_bound {
-                        st.set_p_bound(bound)?;
+                    let lin = match (state_view, linear_view) {
+                        (Some(_), l) => l.map(|l| l.to_owned()),
+                        (None, _) => prediction::linear_parts(&f, outputs, &blocks, ctl)?,
+                    };
+                    let setup = Setup { y, loss, ridge, linear: lin };
+                    let mut st = KronState::with_points(&f, setup, head, p_t, kernel, |vals, b| index.build(vals, b))?;
+                    if let Some((p, a, b, l)) = bounds {
+                        st.set_bounds(Bounds { p, a, b, l }, head)?;
                     }
                     Ok(Engine::Kron(st))
                 }
@@ -176,21 +212,31 @@ impl TrainerCore {
                         Some(s) => s.to_owned(),
                         None => prediction::dense_weights(&init, width, &dims, &blocks, ctl)?,
                     };
+                    let v = match (state_view, linear_view) {
+                        (Some(_), l) => l.map(|l| l.to_owned()),
+                        (None, _) if blocks.iter().any(|b| b.coef.linear()) => {
+                            Some(prediction::dense_linear(&dims, outputs, &blocks, ctl)?)
+                        }
+                        (None, _) => None,
+                    };
                     let x = f.materialize()?;
-                    Ok(Engine::Dense(DenseState::new(x, y, model, w)?))
+                    Ok(Engine::Dense(DenseState::new(x, Setup { y, loss, ridge, linear: v }, head, w)?))
                 }
             }
         });
         let engine = finish(py, done)?;
-        Ok(TrainerCore { engine, coef: coef.unbind(), steps_taken: 0, last_run: Vec::new() })
+        Ok(TrainerCore { engine, coef: coef.unbind(), model: model.unbind(), steps_taken: 0, last_run: Vec::new() })
     }
 
-    /// One step; returns (batch loss before the update, |R|, Σ|A_i|).
-    fn step(&mut self, py: Python<'_>, batch: &Bound<'_, PyAny>, lr: f64) -> PyResult<(f64, usize, usize)> {
+    /// One step at `rates` (lr, lr_a, lr_b, lr_c, lr_v); returns (batch
+    /// loss before the update, |R|, Σ|A_i|).
+    fn step(&mut self, py: Python<'_>, batch: &Bound<'_, PyAny>, rates_: PyRates) -> PyResult<(f64, usize, usize)> {
         let b = indices(batch, "batch")?;
         let mut coef = self.coef.bind(py).try_borrow_mut()?;
-        let (engine, alpha) = (&mut self.engine, &mut coef.inner);
-        let s: StepStats = guarded(py, || engine.backend().step(alpha, &b, lr))?;
+        let mut model = self.model.bind(py).try_borrow_mut()?;
+        let (engine, alpha, head) = (&mut self.engine, &mut coef.inner, &mut model.inner);
+        let r = rates(rates_);
+        let s: StepStats = guarded(py, || engine.backend().step(alpha, head, &b, &r))?;
         self.steps_taken += 1;
         Ok((s.loss, s.fired_union, s.fired_total))
     }
@@ -205,13 +251,15 @@ impl TrainerCore {
     /// ranks' states may now differ) or "exchange" (error: what `exchange`
     /// raised).
     #[allow(clippy::type_complexity)]
+    #[pyo3(signature = (indices_, offsets, rates_, exchange, factors_=None))]
     fn run_sharded<'py>(
         &mut self,
         py: Python<'py>,
         indices_: &Bound<'py, PyAny>,
         offsets: &Bound<'py, PyAny>,
-        lr: f64,
+        rates_: PyRates,
         exchange: Py<PyAny>,
+        factors_: Option<PyReadonlyArray1<'py, f64>>,
     ) -> PyResult<(
         Bound<'py, PyArray1<f64>>,
         Bound<'py, PyArray1<i64>>,
@@ -223,11 +271,14 @@ impl TrainerCore {
         let idx = indices(indices_, "indices")?;
         let off = indices(offsets, "offsets")?;
         check_offsets(idx.len(), &off)?;
+        let fac = factors(factors_);
+        let r = rates(rates_);
         let mut coef = self.coef.bind(py).try_borrow_mut()?;
+        let mut model = self.model.bind(py).try_borrow_mut()?;
         let Engine::Kron(state) = &mut self.engine else {
             return Err(PyValueError::new_err("run_sharded: only the Kronecker backend can be sharded"));
         };
-        let alpha = &mut coef.inner;
+        let (alpha, head) = (&mut coef.inner, &mut model.inner);
         let mut failed_exchange: Option<PyErr> = None;
         let slot = &mut failed_exchange;
         let done = interruptible(py, |ctl| {
@@ -252,7 +303,7 @@ impl TrainerCore {
                     }
                 })
             };
-            Ok(sharded::run_sharded(state, alpha, &idx, &off, lr, ctl, &mut send))
+            Ok(sharded::run_sharded(state, alpha, head, &idx, &off, &r, fac.as_deref(), ctl, &mut send))
         });
         let (stats, end) = match done.result {
             Ok(Ok(v)) => v,
@@ -280,57 +331,96 @@ impl TrainerCore {
     }
 
     /// This shard's exact output sums for training points start .. stop:
-    /// (stop − start, EXACT_WORDS) int64.
+    /// (stop − start, outputs · EXACT_WORDS) int64.
     fn output_words<'py>(&self, py: Python<'py>, start: usize, stop: usize) -> PyResult<Bound<'py, PyArray2<i64>>> {
         let Some(state) = self.engine.kron() else {
             return Err(PyValueError::new_err("output_words: only the Kronecker backend can be sharded"));
         };
-        let words = guarded(py, || state.output_words(start, stop))?;
-        Ok(Array2::from_shape_vec((stop - start, WORDS), words).expect("rows · WORDS words").into_pyarray(py))
+        let model = self.model.bind(py).try_borrow()?;
+        let head = &model.inner;
+        let words = guarded(py, || state.output_words(head, start, stop))?;
+        let cols = head.outputs() * WORDS;
+        Ok(Array2::from_shape_vec((stop - start, cols), words).expect("rows · C · WORDS words").into_pyarray(py))
     }
 
-    /// (1/2n) Σ (f_i − y_i)² for the outputs f (n,) of the training points.
-    fn loss_of(&self, py: Python<'_>, f: PyReadonlyArray1<'_, f64>) -> PyResult<f64> {
+    /// The outputs (k, C) of training points start .. start + k from their
+    /// exact sums summed over the ranks (k, C · EXACT_WORDS).
+    fn outputs_from_words<'py>(
+        &self,
+        py: Python<'py>,
+        start: usize,
+        words: PyReadonlyArray2<'py, i64>,
+    ) -> PyResult<Bound<'py, PyArray2<f64>>> {
+        let Some(state) = self.engine.kron() else {
+            return Err(PyValueError::new_err("outputs_from_words: only the Kronecker backend can be sharded"));
+        };
+        let model = self.model.bind(py).try_borrow()?;
+        let head = &model.inner;
+        let w = words.as_array().as_standard_layout().into_owned();
+        let f = guarded(py, || state.outputs_from_words(head, start, w.as_slice().expect("standard layout")))?;
+        let c = head.outputs();
+        Ok(Array2::from_shape_vec((f.len() / c, c), f).expect("k × C").into_pyarray(py))
+    }
+
+    /// The mean loss over the training points from their outputs (n, C).
+    fn loss_of(&self, py: Python<'_>, f: PyReadonlyArray2<'_, f64>) -> PyResult<f64> {
         let Some(state) = self.engine.kron() else {
             return Err(PyValueError::new_err("loss_of: only the Kronecker backend can be sharded"));
         };
-        let f = f.as_array().to_vec();
+        let f = f.as_array().iter().copied().collect::<Vec<_>>();
         guarded(py, || state.loss_of(&f))
     }
 
-    /// The running bound on max |P| (Kronecker backend).
+    /// The running bounds (max |P|, |a|, |b|, |L̃|) of the Kronecker
+    /// backend's overflow guard; zeros for the dense backend.
     #[getter]
-    fn p_bound(&self) -> f64 {
-        self.engine.kron().map_or(0.0, |k| k.p_bound())
+    fn bounds(&self) -> (f64, f64, f64, f64) {
+        self.engine.kron().map_or((0.0, 0.0, 0.0, 0.0), |k| {
+            let b = k.bounds();
+            (b.p, b.a, b.b, b.l)
+        })
     }
 
-    /// Sets the running bound (a sharded trainer sets every rank's to the
-    /// maximum over ranks).
+    /// Sets the running bounds (a sharded trainer sets every rank's to the
+    /// maxima over the ranks).
     #[setter]
-    fn set_p_bound(&mut self, py: Python<'_>, bound: f64) -> PyResult<()> {
+    fn set_bounds(&mut self, py: Python<'_>, bounds: (f64, f64, f64, f64)) -> PyResult<()> {
+        let model = self.model.bind(py).try_borrow()?;
         match &mut self.engine {
-            Engine::Kron(k) => k.set_p_bound(bound).map_err(|e| to_py(py, e)),
-            Engine::Dense(_) => Err(PyValueError::new_err("p_bound: only the Kronecker backend has one")),
+            Engine::Kron(k) => {
+                let (p, a, b, l) = bounds;
+                k.set_bounds(Bounds { p, a, b, l }, &model.inner).map_err(|e| to_py(py, e))
+            }
+            Engine::Dense(_) => Err(PyValueError::new_err("bounds: only the Kronecker backend has them")),
         }
     }
 
     /// Many steps without returning to Python between them: the batches are
-    /// `indices[offsets[t]:offsets[t + 1]]`. Returns the per-step figures of
-    /// the steps taken and the exception that stopped the run early (a
-    /// divergence, or KeyboardInterrupt between two steps), if any.
+    /// `indices[offsets[t]:offsets[t + 1]]`, step t at `rates` times
+    /// `factors[t]` when given (a schedule's values). Returns the per-step
+    /// figures of the steps taken and the exception that stopped the run
+    /// early (a divergence, or KeyboardInterrupt between two steps), if any.
+    #[pyo3(signature = (indices_, offsets, rates_, factors_=None))]
     fn run<'py>(
         &mut self,
         py: Python<'py>,
         indices_: &Bound<'py, PyAny>,
         offsets: &Bound<'py, PyAny>,
-        lr: f64,
+        rates_: PyRates,
+        factors_: Option<PyReadonlyArray1<'py, f64>>,
     ) -> PyResult<RunResult<'py>> {
         let idx = indices(indices_, "indices")?;
         let off = indices(offsets, "offsets")?;
         check_offsets(idx.len(), &off)?;
+        let fac = factors(factors_);
+        let r = rates(rates_);
         let mut coef = self.coef.bind(py).try_borrow_mut()?;
-        let (engine, alpha) = (&mut self.engine, &mut coef.inner);
-        let done = interruptible(py, |ctl| Ok(run_steps(engine.backend(), alpha, &idx, &off, lr, ctl)));
+        let mut model = self.model.bind(py).try_borrow_mut()?;
+        let (engine, alpha, head) = (&mut self.engine, &mut coef.inner, &mut model.inner);
+        let done = interruptible(py, |ctl| {
+            check_factors(fac.as_deref(), off.len() - 1)?;
+            Ok(run_steps(engine.backend(), alpha, head, &idx, &off, &r, fac.as_deref(), ctl))
+        });
         let (stats, err) = match done.result {
             Ok(Ok(v)) => v,
             Ok(Err(e)) => (Vec::new(), Some(e)),
@@ -363,21 +453,28 @@ impl TrainerCore {
     }
 
     fn full_loss(&mut self, py: Python<'_>) -> PyResult<f64> {
-        let engine = &mut self.engine;
-        guarded(py, || Ok(engine.backend().full_loss()))
+        let model = self.model.bind(py).try_borrow()?;
+        let (engine, head) = (&mut self.engine, &model.inner);
+        guarded(py, || Ok(engine.backend().full_loss(head)))
     }
 
-    /// What a checkpoint needs to continue exactly: {"state": Pᵀ (width, n),
-    /// "p_bound": float} for the Kronecker backend, {"state": W (width, d)}
-    /// for the dense one. Copies.
+    /// What a checkpoint needs to continue exactly: {"state": Pᵀ (neurons,
+    /// n), "bounds": (p, a, b, l), "linear": L̃ (n, C) or None} for the
+    /// Kronecker backend, {"state": W (width, d), "linear": ṽ (C, d) or
+    /// None} for the dense one. Copies.
     fn export_state<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let out = PyDict::new(py);
         match &self.engine {
             Engine::Kron(k) => {
                 out.set_item("state", k.preacts_t().to_owned().into_pyarray(py))?;
-                out.set_item("p_bound", k.p_bound())?;
+                let b = k.bounds();
+                out.set_item("bounds", (b.p, b.a, b.b, b.l))?;
+                out.set_item("linear", k.linear().map(|l| l.to_owned().into_pyarray(py)))?;
             }
-            Engine::Dense(d) => out.set_item("state", d.weights().to_owned().into_pyarray(py))?,
+            Engine::Dense(d) => {
+                out.set_item("state", d.weights().to_owned().into_pyarray(py))?;
+                out.set_item("linear", d.linear().map(|l| l.to_owned().into_pyarray(py)))?;
+            }
         }
         Ok(out)
     }

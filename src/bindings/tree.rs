@@ -62,7 +62,7 @@ impl PyAsyncTree {
             for (k, &c) in cols.iter().enumerate() {
                 values.column_mut(c).assign(&new_values.column(k));
             }
-            tree.mark_changed(&sorted.iter().map(|&c| c as u32).collect::<Vec<_>>());
+            tree.log_changed(&sorted.iter().map(|&c| c as u32).collect::<Vec<_>>());
             Ok(())
         })
     }
@@ -88,7 +88,7 @@ impl PyAsyncTree {
             return Err(PyValueError::new_err(format!("rows: row {bad} is out of range for {n} rows")));
         }
         let (values, tree) = (&self.values, &mut self.tree);
-        let found = guarded(py, || Ok(tree.fire_sets(values.view(), &rows, tau)))?;
+        let found = guarded(py, || Ok(tree.query_many(values.view(), &rows, None, tau)))?;
         Ok(found.into_iter().map(|f| Array1::from_iter(f.into_iter().map(i64::from)).into_pyarray(py)).collect())
     }
 

@@ -36,22 +36,26 @@ impl IndexStats {
 
 pub trait ActivationIndex: Send + Sync {
     /// Fire sets of `rows` (indices into P, may repeat), each sorted ascending,
-    /// in the order of `rows`. Strict: r fires when P[i, r] > tau.
-    fn fire_sets(&mut self, values: ArrayView2<'_, f64>, rows: &[usize], tau: f64) -> Vec<Vec<u32>>;
+    /// in the order of `rows`. Strict: r fires when P[i, r] > thresholds[r]
+    /// (one threshold per neuron, the net's b_r).
+    fn fire_sets(&mut self, values: ArrayView2<'_, f64>, rows: &[usize], thresholds: &[f64]) -> Vec<Vec<u32>>;
 
-    /// Neurons `cols` (sorted, distinct) changed in every row of P.
+    /// Neurons `cols` (sorted, distinct) changed in every row of P: their
+    /// preactivations, their thresholds, or both.
     fn mark_changed(&mut self, cols: &[u32]);
 
-    /// If Some(τ), after each update the step reports, for every changed
-    /// neuron r, the bit mask of the points with P[i, r] > τ
-    /// (`record_masks`), before `mark_changed`.
-    fn crossing_threshold(&self) -> Option<f64> {
-        None
+    /// Whether the step must report, for every changed neuron r, the bit
+    /// mask of the points with P[i, r] > b_r (`record_masks`), before
+    /// `mark_changed`.
+    fn tracks_crossings(&self) -> bool {
+        false
     }
 
     /// `masks` holds ⌈n/64⌉ words per neuron of `neurons` (sorted, distinct):
-    /// bit i of neuron j's words is set iff P[i, neurons[j]] > τ now.
-    fn record_masks(&mut self, _neurons: &[u32], _masks: &[u64]) {}
+    /// bit i of neuron j's words is set iff P[i, neurons[j]] >
+    /// thresholds[neurons[j]] now (`thresholds`: every neuron's, as the next
+    /// queries will pass them).
+    fn record_masks(&mut self, _neurons: &[u32], _masks: &[u64], _thresholds: &[f64]) {}
 
     /// Short name, as accepted by `Trainer(index=...)`.
     fn name(&self) -> &'static str;
@@ -74,21 +78,21 @@ impl LinearScan {
     pub const NAME: &'static str = "scan";
 }
 
-/// `{r : row[r] > tau}`, sorted.
-pub fn scan_row(row: &[f64], tau: f64) -> Vec<u32> {
-    row.iter().enumerate().filter(|(_, v)| **v > tau).map(|(r, _)| r as u32).collect()
+/// `{r : row[r] > thresholds[r]}`, sorted.
+pub fn scan_row(row: &[f64], thresholds: &[f64]) -> Vec<u32> {
+    row.iter().zip(thresholds).enumerate().filter(|(_, (v, t))| *v > *t).map(|(r, _)| r as u32).collect()
 }
 
 impl ActivationIndex for LinearScan {
-    fn fire_sets(&mut self, values: ArrayView2<'_, f64>, rows: &[usize], tau: f64) -> Vec<Vec<u32>> {
+    fn fire_sets(&mut self, values: ArrayView2<'_, f64>, rows: &[usize], thresholds: &[f64]) -> Vec<Vec<u32>> {
         self.stats.queries += rows.len() as u64;
         self.stats.values_read += (rows.len() * values.ncols()) as u64;
         rows.par_iter()
             .map(|&i| {
                 let row = values.row(i);
                 match row.as_slice() {
-                    Some(s) => scan_row(s, tau),
-                    None => scan_row(&row.to_vec(), tau),
+                    Some(s) => scan_row(s, thresholds),
+                    None => scan_row(&row.to_vec(), thresholds),
                 }
             })
             .collect()
@@ -118,9 +122,11 @@ mod tests {
     fn scan_is_strict_and_sorted() {
         let p = array![[0.5, 2.0, 1.0, 3.0], [1.0, 1.0, 1.0, 1.0]];
         let mut s = LinearScan::default();
-        let f = s.fire_sets(p.view(), &[0, 1, 0], 1.0);
+        let f = s.fire_sets(p.view(), &[0, 1, 0], &[1.0; 4]);
         assert_eq!(f, vec![vec![1, 3], vec![], vec![1, 3]]);
-        assert_eq!(s.fire_sets(p.view(), &[1], f64::NEG_INFINITY), vec![vec![0, 1, 2, 3]]);
-        assert_eq!(s.fire_sets(p.view(), &[1], f64::INFINITY), vec![Vec::<u32>::new()]);
+        assert_eq!(s.fire_sets(p.view(), &[1], &[f64::NEG_INFINITY; 4]), vec![vec![0, 1, 2, 3]]);
+        assert_eq!(s.fire_sets(p.view(), &[1], &[f64::INFINITY; 4]), vec![Vec::<u32>::new()]);
+        // One threshold per neuron.
+        assert_eq!(s.fire_sets(p.view(), &[0, 1], &[0.0, 2.0, 0.5, 3.5]), vec![vec![0, 2], vec![0, 2]]);
     }
 }

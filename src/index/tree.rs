@@ -4,7 +4,11 @@
 //! One max-tree per training point i over its m preactivations P[i, ·]. Each
 //! internal node holds the max of its children, so `query(i, τ)` — every r
 //! with P[i, r] > τ — descends only into subtrees whose max exceeds τ:
-//! O(k · F · log_F m) work for k results instead of a scan's O(m).
+//! O(k · F · log_F m) work for k results instead of a scan's O(m). With
+//! per-neuron thresholds b_r (a trainer's index) the leaves are P[i, r] − b_r
+//! and the query is τ = 0: r fires iff P[i, r] > b_r, since the rounded
+//! difference of two finite numbers is positive exactly when the first is
+//! larger. A change of b_r is logged like a change of P[:, r].
 //!
 //! *Asynchronous* maintenance: the step writes P eagerly (the leaves are P
 //! itself, never copied) and only appends the changed neurons to a shared log
@@ -81,10 +85,20 @@ pub struct AsyncTree {
     stats: IndexStats,
 }
 
+/// Leaf r of a row: its value, less its neuron's threshold when the tree
+/// has them.
+#[inline]
+fn leaf(row: &ArrayView1<'_, f64>, offsets: Option<&[f64]>, r: usize) -> f64 {
+    match offsets {
+        Some(b) => row[r] - b[r],
+        None => row[r],
+    }
+}
+
 /// Max of the leaves of level-0 node `j`: values r in [j·F, (j+1)·F) ∩ [0, m).
-fn leaf_max(row: &ArrayView1<'_, f64>, j: usize, m: usize) -> f64 {
+fn leaf_max(row: &ArrayView1<'_, f64>, offsets: Option<&[f64]>, j: usize, m: usize) -> f64 {
     let stop = ((j + 1) * FANOUT).min(m);
-    (j * FANOUT..stop).map(|r| row[r]).fold(f64::NEG_INFINITY, f64::max)
+    (j * FANOUT..stop).map(|r| leaf(row, offsets, r)).fold(f64::NEG_INFINITY, f64::max)
 }
 
 fn node_max(block: &[f64], child_off: usize, child_count: usize, j: usize) -> f64 {
@@ -93,9 +107,9 @@ fn node_max(block: &[f64], child_off: usize, child_count: usize, j: usize) -> f6
 }
 
 /// Rebuilds one point's tree from its leaves.
-fn rebuild(shape: &Shape, block: &mut [f64], row: &ArrayView1<'_, f64>, st: &mut IndexStats) {
+fn rebuild(shape: &Shape, block: &mut [f64], row: &ArrayView1<'_, f64>, offsets: Option<&[f64]>, st: &mut IndexStats) {
     for (j, node) in block[..shape.sizes[0]].iter_mut().enumerate() {
-        *node = leaf_max(row, j, shape.m);
+        *node = leaf_max(row, offsets, j, shape.m);
     }
     for lvl in 1..shape.sizes.len() {
         let (child_off, child_count) = (shape.offsets[lvl - 1], shape.sizes[lvl - 1]);
@@ -109,12 +123,19 @@ fn rebuild(shape: &Shape, block: &mut [f64], row: &ArrayView1<'_, f64>, st: &mut
 }
 
 /// Recomputes the ancestors of the dirty leaves, each once, bottom-up.
-fn sync_dirty(shape: &Shape, block: &mut [f64], row: &ArrayView1<'_, f64>, dirty: &[u32], st: &mut IndexStats) {
+fn sync_dirty(
+    shape: &Shape,
+    block: &mut [f64],
+    row: &ArrayView1<'_, f64>,
+    offsets: Option<&[f64]>,
+    dirty: &[u32],
+    st: &mut IndexStats,
+) {
     let mut ids: Vec<usize> = dirty.iter().map(|&r| r as usize / FANOUT).collect();
     ids.sort_unstable();
     ids.dedup();
     for &j in &ids {
-        block[j] = leaf_max(row, j, shape.m);
+        block[j] = leaf_max(row, offsets, j, shape.m);
     }
     st.values_read += (ids.len() * FANOUT) as u64;
     st.nodes_recomputed += ids.len() as u64;
@@ -132,8 +153,15 @@ fn sync_dirty(shape: &Shape, block: &mut [f64], row: &ArrayView1<'_, f64>, dirty
     }
 }
 
-/// Every r with row[r] > tau, ascending, from an up-to-date tree.
-fn collect_above(shape: &Shape, block: &[f64], row: &ArrayView1<'_, f64>, tau: f64, out: &mut Vec<u32>) {
+/// Every r whose leaf exceeds tau, ascending, from an up-to-date tree.
+fn collect_above(
+    shape: &Shape,
+    block: &[f64],
+    row: &ArrayView1<'_, f64>,
+    offsets: Option<&[f64]>,
+    tau: f64,
+    out: &mut Vec<u32>,
+) {
     let top = shape.sizes.len() - 1;
     if !(block[shape.root()] > tau) {
         return;
@@ -144,7 +172,7 @@ fn collect_above(shape: &Shape, block: &[f64], row: &ArrayView1<'_, f64>, tau: f
         if lvl == 0 {
             let stop = ((j + 1) * FANOUT).min(shape.m);
             for r in j * FANOUT..stop {
-                if row[r] > tau {
+                if leaf(row, offsets, r) > tau {
                     out.push(r as u32);
                 }
             }
@@ -164,14 +192,26 @@ impl AsyncTree {
     /// Its name, as accepted by `Trainer(index=...)` (`IndexKind::NAMES`).
     pub const NAME: &'static str = "tree";
 
-    /// Builds the trees of all rows of `values` (n × m), in parallel.
+    /// Builds the trees of all rows of `values` (n × m), in parallel, for
+    /// queries at any τ (`query`, `query_many`).
     pub fn new(values: ArrayView2<'_, f64>) -> AsyncTree {
+        Self::build(values, None)
+    }
+
+    /// Builds the trees over the leaves P[i, r] − thresholds[r], for a
+    /// trainer's fire sets (`ActivationIndex::fire_sets` with the same
+    /// thresholds, or newer ones whose changes were logged).
+    pub fn with_offsets(values: ArrayView2<'_, f64>, thresholds: &[f64]) -> AsyncTree {
+        Self::build(values, Some(thresholds))
+    }
+
+    fn build(values: ArrayView2<'_, f64>, offsets: Option<&[f64]>) -> AsyncTree {
         let (n, m) = values.dim();
         let shape = Shape::new(m);
         let mut nodes = vec![f64::NEG_INFINITY; n * shape.per_row];
         if m > 0 {
             nodes.par_chunks_mut(shape.per_row).enumerate().for_each(|(i, block)| {
-                rebuild(&shape, block, &values.row(i), &mut IndexStats::default());
+                rebuild(&shape, block, &values.row(i), offsets, &mut IndexStats::default());
             });
         }
         AsyncTree { n, shape, nodes, log: Vec::new(), log_base: 0, cursor: vec![0; n], stats: IndexStats::default() }
@@ -194,7 +234,7 @@ impl AsyncTree {
     pub fn sync_row(&mut self, values: ArrayView2<'_, f64>, i: usize) {
         let per_row = self.shape.per_row;
         let block = &mut self.nodes[i * per_row..(i + 1) * per_row];
-        let st = sync_one(&self.shape, block, &values.row(i), &mut self.cursor[i], &self.log, self.log_base);
+        let st = sync_one(&self.shape, block, &values.row(i), None, &mut self.cursor[i], &self.log, self.log_base);
         self.stats.add(&st);
     }
 
@@ -204,7 +244,14 @@ impl AsyncTree {
         let per_row = self.shape.per_row;
         let mut out = Vec::new();
         if self.shape.m > 0 {
-            collect_above(&self.shape, &self.nodes[i * per_row..(i + 1) * per_row], &values.row(i), tau, &mut out);
+            collect_above(
+                &self.shape,
+                &self.nodes[i * per_row..(i + 1) * per_row],
+                &values.row(i),
+                None,
+                tau,
+                &mut out,
+            );
         }
         out
     }
@@ -221,6 +268,7 @@ fn sync_one(
     shape: &Shape,
     block: &mut [f64],
     row: &ArrayView1<'_, f64>,
+    offsets: Option<&[f64]>,
     cursor: &mut u64,
     log: &[u32],
     log_base: u64,
@@ -234,16 +282,26 @@ fn sync_one(
     st.rows_synced = 1;
     // A rebuild reads m leaves; an incremental sync about F per dirty leaf.
     if *cursor < log_base || (end - *cursor) as usize > shape.m / FANOUT {
-        rebuild(shape, block, row, &mut st);
+        rebuild(shape, block, row, offsets, &mut st);
     } else {
-        sync_dirty(shape, block, row, &log[(*cursor - log_base) as usize..], &mut st);
+        sync_dirty(shape, block, row, offsets, &log[(*cursor - log_base) as usize..], &mut st);
     }
     *cursor = end;
     st
 }
 
-impl ActivationIndex for AsyncTree {
-    fn fire_sets(&mut self, values: ArrayView2<'_, f64>, rows: &[usize], tau: f64) -> Vec<Vec<u32>> {
+impl AsyncTree {
+    /// Fire sets of `rows` (synced and queried in parallel, each distinct
+    /// row once): leaves above `tau`, the leaves shifted by `offsets` when
+    /// given (a trainer's thresholds; the tree must have been built with
+    /// offsets then, and without them otherwise).
+    pub fn query_many(
+        &mut self,
+        values: ArrayView2<'_, f64>,
+        rows: &[usize],
+        offsets: Option<&[f64]>,
+        tau: f64,
+    ) -> Vec<Vec<u32>> {
         // Distinct rows, each synced and queried once, one task per tree.
         let mut distinct: Vec<usize> = rows.to_vec();
         distinct.sort_unstable();
@@ -261,10 +319,10 @@ impl ActivationIndex for AsyncTree {
             .filter(|(i, _)| slot[*i] != usize::MAX)
             .map(|(i, (block, cursor))| {
                 let row = values.row(i);
-                let st = sync_one(shape, block, &row, cursor, log, log_base);
+                let st = sync_one(shape, block, &row, offsets, cursor, log, log_base);
                 let mut out = Vec::new();
                 if shape.m > 0 {
-                    collect_above(shape, block, &row, tau, &mut out);
+                    collect_above(shape, block, &row, offsets, tau, &mut out);
                 }
                 (slot[i], out, st)
             })
@@ -278,7 +336,8 @@ impl ActivationIndex for AsyncTree {
         rows.iter().map(|&i| by_slot[slot[i]].clone()).collect()
     }
 
-    fn mark_changed(&mut self, cols: &[u32]) {
+    /// Neurons `cols` (sorted, distinct) changed in every row.
+    pub fn log_changed(&mut self, cols: &[u32]) {
         if cols.is_empty() {
             return;
         }
@@ -293,16 +352,36 @@ impl ActivationIndex for AsyncTree {
         }
     }
 
+    /// Work done so far.
+    pub fn work(&self) -> IndexStats {
+        self.stats
+    }
+
+    /// Bytes of the tree's own structure (internal nodes, log, cursors).
+    pub fn bytes(&self) -> usize {
+        self.nodes.len() * 8 + self.log.capacity() * 4 + self.cursor.len() * 8
+    }
+}
+
+impl ActivationIndex for AsyncTree {
+    fn fire_sets(&mut self, values: ArrayView2<'_, f64>, rows: &[usize], thresholds: &[f64]) -> Vec<Vec<u32>> {
+        self.query_many(values, rows, Some(thresholds), 0.0)
+    }
+
+    fn mark_changed(&mut self, cols: &[u32]) {
+        self.log_changed(cols);
+    }
+
     fn name(&self) -> &'static str {
         Self::NAME
     }
 
     fn memory_bytes(&self) -> usize {
-        self.nodes.len() * 8 + self.log.capacity() * 4 + self.cursor.len() * 8
+        self.bytes()
     }
 
     fn stats(&self) -> IndexStats {
-        self.stats
+        self.work()
     }
 }
 
@@ -354,7 +433,7 @@ mod tests {
             }
         }
         let cols: Vec<u32> = cols.iter().map(|&c| c as u32).collect();
-        tree.mark_changed(&cols);
+        tree.log_changed(&cols);
     }
 
     proptest! {
@@ -368,8 +447,8 @@ mod tests {
                 match op {
                     Op::Update(cols, vals) => apply(&mut values, cols, vals, &mut tree),
                     Op::Query(rows, tau) => {
-                        let got = tree.fire_sets(values.view(), rows, *tau);
-                        let want = LinearScan::default().fire_sets(values.view(), rows, *tau);
+                        let got = tree.query_many(values.view(), rows, None, *tau);
+                        let want = LinearScan::default().fire_sets(values.view(), rows, &vec![*tau; m]);
                         prop_assert_eq!(got, want);
                     }
                 }
@@ -377,7 +456,7 @@ mod tests {
             // Every row, however long it lagged, answers exactly at the end.
             for i in 0..n {
                 for tau in [f64::NEG_INFINITY, -0.5, 0.0, 0.5, f64::INFINITY] {
-                    prop_assert_eq!(tree.query(values.view(), i, tau), LinearScan::default().fire_sets(values.view(), &[i], tau).remove(0));
+                    prop_assert_eq!(tree.query(values.view(), i, tau), LinearScan::default().fire_sets(values.view(), &[i], &vec![tau; m]).remove(0));
                 }
             }
         }
@@ -392,7 +471,7 @@ mod tests {
         let mut tree = AsyncTree::new(p);
         for tau in [-3.0, 0.0, 5.0] {
             for i in 0..n {
-                assert_eq!(tree.query(p, i, tau), LinearScan::default().fire_sets(p, &[i], tau).remove(0));
+                assert_eq!(tree.query(p, i, tau), LinearScan::default().fire_sets(p, &[i], &[tau; 77]).remove(0));
             }
         }
     }
@@ -408,10 +487,13 @@ mod tests {
             for &c in &cols {
                 values[[0, c as usize]] = 100.0 + step as f64;
             }
-            tree.mark_changed(&cols);
+            tree.log_changed(&cols);
         }
-        assert_eq!(tree.fire_sets(values.view(), &[0], 99.0), vec![vec![0, 1, 100, 101, 200, 201, 300, 301, 400, 401]]);
-        let st = tree.stats();
+        assert_eq!(
+            tree.query_many(values.view(), &[0], None, 99.0),
+            vec![vec![0, 1, 100, 101, 200, 201, 300, 301, 400, 401]]
+        );
+        let st = tree.work();
         assert_eq!((st.rows_synced, st.full_rebuilds), (1, 0));
         // Ten leaves in five distinct level-0 nodes: 5 + their ancestors, not m/7.
         assert!(st.nodes_recomputed < 30, "{st:?}");
@@ -421,16 +503,16 @@ mod tests {
             for &c in &cols {
                 values[[2, c as usize]] = -1.0;
             }
-            tree.mark_changed(&cols);
+            tree.log_changed(&cols);
         }
         assert!(tree.log.len() <= 2 * (m / FANOUT) + 8, "log is bounded: {}", tree.log.len());
-        let want = LinearScan::default().fire_sets(values.view(), &[2], 11.5);
+        let want = LinearScan::default().fire_sets(values.view(), &[2], &vec![11.5; m]);
         assert!(want[0].len() > 100 && want[0][0] >= 1600);
-        assert_eq!(tree.fire_sets(values.view(), &[2], 11.5), want);
-        assert_eq!(tree.stats().full_rebuilds, 1);
+        assert_eq!(tree.query_many(values.view(), &[2], None, 11.5), want);
+        assert_eq!(tree.work().full_rebuilds, 1);
         assert_eq!(
             tree.query(values.view(), 2, 11.0),
-            LinearScan::default().fire_sets(values.view(), &[2], 11.0).remove(0)
+            LinearScan::default().fire_sets(values.view(), &[2], &vec![11.0; m]).remove(0)
         );
     }
 
@@ -452,9 +534,9 @@ mod tests {
                             values[[i, c as usize]] = ((step * 7 + i * 3 + c as usize) % 101) as f64 / 10.0;
                         }
                     }
-                    tree.mark_changed(&cols);
+                    tree.log_changed(&cols);
                     let rows: Vec<usize> = (0..8).map(|k| (step * 5 + k * 3) % n).collect();
-                    out.push(tree.fire_sets(values.view(), &rows, 8.5));
+                    out.push(tree.query_many(values.view(), &rows, None, 8.5));
                 }
                 out
             })
@@ -468,7 +550,7 @@ mod tests {
         let values = Array2::<f64>::zeros((n, m));
         let tree = AsyncTree::new(values.view());
         let p_bytes = n * m * 8;
-        let ratio = tree.memory_bytes() as f64 / p_bytes as f64;
+        let ratio = tree.bytes() as f64 / p_bytes as f64;
         assert!(ratio > 0.14 && ratio < 0.15, "overhead ratio {ratio}");
     }
 }

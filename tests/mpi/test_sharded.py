@@ -87,6 +87,41 @@ def test_sharded_training_is_bitwise_the_single_process_run(dims, init, index, g
     assert stats["allreduce_bytes"] > 0 and stats["allreduce_seconds"] >= 0
 
 
+@pytest.mark.parametrize("index", ["scan", "bits", "tree"])
+def test_the_full_model_trains_sharded_bitwise_as_one_process(index):
+    """Trainable a, b, c and v, four softmax outputs, ridges and a schedule:
+    every global quantity they touch (the bounds on |a| and |b|, the linear
+    term, the schedule's factor) must be agreed across ranks."""
+    data = kn.make_kronecker_data(60, dims=(4, 6), seed=0)
+    data = data.with_targets(np.random.default_rng(1).integers(0, 4, data.n))
+    kw = dict(
+        lr=20.0, lr_a=0.5, lr_b=0.1, lr_c=0.5, lr_v=1.0, loss="cross_entropy",
+        ridge_a=0.01, ridge_b=0.05, ridge_v=0.02, schedule=("cosine", 200), batch_size=6, index=index,
+    )  # fmt: skip
+    net = kn.TwoLayerNet(data.dims, 320, seed=3, outputs=4)
+    alone = kn.TwoLayerNet(data.dims, 320, seed=3, outputs=4)
+    tr = kn.Trainer(net, data, comm=COMM, **kw)
+    ref = kn.Trainer(alone, data, **kw)
+    hist = tr.fit(150, eval_every=50, validation=data)
+    want = ref.fit(150, eval_every=50, validation=data)
+    assert want.full_loss[-1][1] < 0.8 * want.full_loss[0][1]  # it trains
+    assert bitwise(hist.loss, want.loss)
+    assert hist.full_loss == want.full_loss and hist.val_loss == want.val_loss
+    assert bitwise(net.predict(data), alone.predict(data))
+    whole = net.gather()
+    assert bitwise(whole.a, alone.a)
+    assert bitwise(whole.thresholds, alone.thresholds)
+    assert bitwise(whole.output_bias, alone.output_bias)
+    assert bitwise(whole.linear_weights(), alone.linear_weights())
+    tmp = shared_tmpdir()
+    tr.checkpoint(os.path.join(tmp, "full.ckpt"))
+    net.save(os.path.join(tmp, "full.kronnet"))
+    COMM.Barrier()
+    back = kn.Trainer.restore(os.path.join(tmp, "full.ckpt"), comm=COMM)
+    assert bitwise(back.fit(30).loss, ref.fit(30).loss)
+    assert bitwise(kn.load(os.path.join(tmp, "full.kronnet")).predict(data), whole.predict(data))
+
+
 def test_each_rank_holds_its_share_of_the_state():
     data, net = make((8, 8), "gaussian", "kron")
     tr = kn.Trainer(net, data, lr=50.0, comm=COMM, progress=True)

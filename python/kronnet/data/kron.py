@@ -26,8 +26,10 @@ class KronData(KronPoints):
         r Kronecker products (a 2-D factor among 3-D ones is the same vector
         in every term). p = 1 is plain dense data X (n, d). Any real dtype
         and memory layout is accepted and stored as float64.
-    y : array_like of shape (n,), optional
-        Targets. Required for training, not for prediction.
+    y : array_like of shape (n,) or (n, C), optional
+        Targets: values, 0/1 targets or integer class labels (n,), or C
+        values per point (n, C); stored as float64. Required for training,
+        not for prediction.
     copy : bool, default True
         The data object owns its arrays: by default they are copied, so
         changing the caller's arrays later changes nothing here. With
@@ -303,7 +305,7 @@ class KronData(KronPoints):
         ----------
         images : array_like of shape (n, h, w)
             n matrices; point i is ``images[i].reshape(h * w)`` (row-major).
-        y : array_like of shape (n,), optional
+        y : array_like of shape (n,) or (n, C), optional
             Targets.
         rank : int, optional
             Terms kept per image, at most min(h, w). None keeps all of them,

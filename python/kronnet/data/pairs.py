@@ -44,8 +44,10 @@ class PairData(KronPoints):
     pairs : array_like of int, shape (n, p)
         Point i combines entity ``pairs[i, k]`` of every table k; entities
         and pairs may repeat.
-    y : array_like of shape (n,), optional
-        Targets. Required for training, not for prediction.
+    y : array_like of shape (n,) or (n, C), optional
+        Targets: values, 0/1 targets or integer class labels (n,), or C
+        values per point (n, C); stored as float64. Required for training,
+        not for prediction.
     copy : bool, default True
         As for :class:`~kronnet.KronData`: by default the arrays are copied;
         with ``copy=False`` aligned C-contiguous float64 tables are taken

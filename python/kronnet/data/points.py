@@ -62,7 +62,9 @@ class KronPoints(ABC):
 
     @property
     def y(self) -> Optional[np.ndarray]:
-        """Targets, shape (n,), read-only, or None."""
+        """Targets, read-only, or None: shape (n,) (values, 0/1 targets or
+        integer class labels, stored as float64) or (n, C) (C values per
+        point)."""
         return self._y
 
     @property

@@ -25,6 +25,16 @@ def alpha_member(block: int) -> str:
     return f"block{block}/alpha"
 
 
+#: Members of the head (format version 3): a (m, C) and the thresholds (m,)
+#: hold one row per neuron; the bias (C,) is the whole net's.
+A_MEMBER, THRESHOLDS_MEMBER, BIAS_MEMBER = "net/a", "net/thresholds", "net/output_bias"
+
+
+def beta_member(block: int) -> str:
+    """The member holding block `block`'s linear coefficients β̃, (n_j, C)."""
+    return f"block{block}/beta"
+
+
 def members(state: NetState) -> Tuple[Dict[str, Any], Dict[str, np.ndarray], Dict[str, np.ndarray]]:
     """(JSON fields, arrays every process holds alike, arrays of one row per
     neuron) of a net's state: the rows are the state's neurons' only."""
@@ -36,12 +46,20 @@ def members(state: NetState) -> Tuple[Dict[str, Any], Dict[str, np.ndarray], Dic
             "seed": int(state.seed),
             "init": str(state.init),
             "init_rank": int(state.init_rank),
+            "outputs": int(state.outputs),
+            "v_scale": float(state.v_scale),
             "blocks": len(state.blocks),
             "block_kinds": [blk.kind for blk in state.blocks],
         }
     }
     arrays: Dict[str, np.ndarray] = {}
     rows: Dict[str, np.ndarray] = {}
+    if state.a is not None:
+        rows[A_MEMBER] = state.a
+    if state.thresholds is not None:
+        rows[THRESHOLDS_MEMBER] = state.thresholds
+    if state.output_bias is not None:
+        arrays[BIAS_MEMBER] = state.output_bias
     for j, blk in enumerate(state.blocks):
         if blk.kind == "pairs":
             for k, t in enumerate(blk.points["tables"]):
@@ -52,6 +70,8 @@ def members(state: NetState) -> Tuple[Dict[str, Any], Dict[str, np.ndarray], Dic
                 arrays[f"block{j}/factor{k}"] = u
         if blk.y is not None:
             arrays[f"block{j}/y"] = blk.y
+        if blk.beta is not None:
+            arrays[beta_member(j)] = blk.beta
         # alpha (m, n) from alpha^T (n, m) without a copy: written from one
         # process, the .npy header records Fortran order.
         rows[alpha_member(j)] = blk.alpha_t.T
@@ -86,13 +106,22 @@ def read(r: Reader, neurons: Optional[Tuple[int, int]] = None) -> NetState:
         else:
             # (n, d_k), or (n, r, d_k) for points of r terms.
             points = {"factors": [r.array(f"block{j}/factor{k}", np.float64, (2, 3)) for k in range(len(dims))]}
-        y = r.array(f"block{j}/y", np.float64, 1, optional=True)
+        y = r.array(f"block{j}/y", np.float64, (1, 2), optional=True)
         alpha = (
             r.mapped(alpha_member(j), np.float64, 2) if neurons is not None else r.array(alpha_member(j), np.float64, 2)
         )
         assert alpha is not None
-        blk = BlockState(kind, points, y, alpha.T)
+        beta = r.array(beta_member(j), np.float64, 2, optional=True)
+        blk = BlockState(kind, points, y, alpha.T, beta)
         blocks.append(blk if neurons is None or alpha.shape[0] != width else blk.neurons(*neurons))
+    # Versions 1 and 2 predate the trained head: a from the seed, every
+    # threshold the shared one, no bias, no linear term.
+    head: Dict[str, Any] = {}
+    if A_MEMBER in r.names:
+        for name, key, ndim in ((A_MEMBER, "a", 2), (THRESHOLDS_MEMBER, "thresholds", 1)):
+            arr = r.mapped(name, np.float64, ndim)
+            head[key] = arr if neurons is None or arr.shape[0] != width else arr[neurons[0] : neurons[0] + neurons[1]]
+        head["output_bias"] = r.array(BIAS_MEMBER, np.float64, 1)
     state = NetState(
         dims=tuple(dims),
         width=width,
@@ -102,6 +131,9 @@ def read(r: Reader, neurons: Optional[Tuple[int, int]] = None) -> NetState:
         init=r.field(m, "init", str, "net") if "init" in m else "gaussian",
         init_rank=r.field(m, "init_rank", int, "net") if "init_rank" in m else 8,
         blocks=blocks,
+        outputs=r.field(m, "outputs", int, "net") if "outputs" in m else 1,
+        v_scale=float(r.field(m, "v_scale", (int, float), "net")) if "v_scale" in m else 1.0,
+        **head,
     )
     if neurons is not None:
         state.neurons = neurons

@@ -131,6 +131,14 @@ class CoefficientBlock:
         """Whether any coefficient of this block is nonzero."""
         return bool(self._coef.trained)
 
+    @property
+    def beta(self) -> np.ndarray:
+        """β̃, shape (n, C), a read-only copy: the linear term is
+        v = s_v Σ_blocks β̃ᵀ X (``net.linear_weights()`` materializes it)."""
+        b: np.ndarray = self._coef.beta()
+        b.flags.writeable = False
+        return b
+
     def neurons(self, first: int, count: int) -> CoefficientBlock:
         """An independent block of neurons first .. first + count of these
         coefficients (an untrained block stays untrained).
@@ -145,10 +153,11 @@ class CoefficientBlock:
         CoefficientBlock
             The same points, a copy of those neurons' coefficients.
         """
-        if not self._coef.trained:
-            return CoefficientBlock(self._data, _core.Coefficients(self._data.n, count))
+        if not self._coef.trained and not self._coef.linear:
+            return CoefficientBlock(self._data, _core.Coefficients(self._data.n, count, self._coef.outputs))
         return CoefficientBlock(
-            self._data, _core.Coefficients.from_alpha_t(self._coef.alpha_t()[:, first : first + count])
+            self._data,
+            _core.Coefficients.from_alpha_t(self._coef.alpha_t()[:, first : first + count], self._coef.beta()),
         )
 
     def __repr__(self) -> str:
@@ -156,7 +165,12 @@ class CoefficientBlock:
 
 
 class TwoLayerNet:
-    """A two-layer network with fixed ±1 output weights and threshold ReLU.
+    """A two-layer network f(x) = (1/√m) Σ_r a_r max(<w_r, x> − b_r, 0) + c + <v, x>.
+
+    At initialization it is the paper's model: output weights a_r = ±1,
+    every threshold b_r = `threshold`, no bias c, no linear term v; a
+    :class:`Trainer` trains W, and a, b, c, v as well when given their
+    learning rates (``lr_a``, ``lr_b``, ``lr_c``, ``lr_v``).
 
     Parameters
     ----------
@@ -184,6 +198,12 @@ class TwoLayerNet:
     init_rank : int, default 8
         R, the number of Kronecker products per neuron under
         ``init="kron"`` (ignored for "gaussian"), at most 65536.
+    outputs : int, default 1
+        C, the number of outputs: a_r and c are C-vectors, and
+        :meth:`predict` returns (q, C) for C > 1 (raw outputs: one per class
+        for cross-entropy, C targets for a multi-output squared loss). One
+        output draws exactly the a of earlier versions; C outputs draw the
+        first m·C signs of the same stream.
 
     Raises
     ------
@@ -222,6 +242,7 @@ class TwoLayerNet:
         seed: int = 0,
         init: InitName = "gaussian",
         init_rank: int = 8,
+        outputs: int = 1,
     ) -> None:
         self._dims = v.dims_tuple(dims)
         self._width = v.positive_int(width, "width")
@@ -239,9 +260,12 @@ class TwoLayerNet:
         else:
             self._threshold = v.finite_float(threshold, "threshold", bound=v.VALUE_BOUND)
         self._seed = v.seed_int(seed)
-        a = _core.output_signs(self._seed, self._width)
-        a.flags.writeable = False
-        self._a = a
+        self._outputs = v.positive_int(outputs, "outputs")
+        v.ensure_fits(8.0 * self._width * (self._outputs + 1), "the head (a and the thresholds)", "width")
+        # ±1 from the seed: one output takes today's a exactly; C outputs
+        # take the stream's first m·C signs, row-major.
+        signs = _core.output_signs(self._seed, self._width * self._outputs).reshape(self._width, self._outputs)
+        self._head = _core.Model(signs, np.full(self._width, self._threshold), np.zeros(self._outputs), self._threshold)
         self._blocks: List[CoefficientBlock] = []
         # Where the neurons live: this process, until a Trainer with comm=
         # shards the net (its blocks then hold α of this rank's neurons).
@@ -264,7 +288,8 @@ class TwoLayerNet:
 
     @property
     def threshold(self) -> float:
-        """The threshold b of the activation max(z - b, 0)."""
+        """The initial shared threshold b of the activation max(z - b, 0)
+        (every neuron's until thresholds are trained: :attr:`thresholds`)."""
         return self._threshold
 
     @property
@@ -314,9 +339,55 @@ class TwoLayerNet:
         return (self._seed, self._init, self._init_rank)
 
     @property
+    def outputs(self) -> int:
+        """C, the number of outputs."""
+        return self._outputs
+
+    @property
+    def head(self) -> Any:
+        """The trained head as the compiled core keeps it
+        (``kronnet._core.Model``: a, thresholds, bias, the linear term's
+        scale), for the neurons this process holds. Low level: read
+        :attr:`a`, :attr:`thresholds` and :attr:`output_bias` instead."""
+        return self._head
+
+    def _whole_head(self, what: str) -> None:
+        if self._placement.sharded:
+            raise ArgumentError(
+                "net",
+                f"is sharded over MPI ranks and holds only this rank's neurons: use net.gather().{what}",
+            )
+
+    @property
     def a(self) -> np.ndarray:
-        """Output weights, shape (m,), entries ±1, read-only."""
-        return self._a
+        """Output weights, read-only: shape (m,) for one output, (m, C)
+        otherwise. ±1 at initialization (drawn from the seed); trained when
+        a :class:`Trainer` has ``lr_a > 0``."""
+        self._whole_head("a")
+        a: np.ndarray = self._head.a()
+        out = a[:, 0] if self._outputs == 1 else a
+        out.flags.writeable = False
+        return out
+
+    @property
+    def thresholds(self) -> np.ndarray:
+        """The per-neuron thresholds b_r, shape (m,), read-only: neuron r fires
+        on x when <w_r, x> > b_r. All equal to :attr:`threshold` at
+        initialization; trained when a :class:`Trainer` has ``lr_b > 0``."""
+        self._whole_head("thresholds")
+        b: np.ndarray = self._head.thresholds()
+        b.flags.writeable = False
+        return b
+
+    @property
+    def output_bias(self) -> Any:
+        """c: a float for one output, shape (C,) otherwise. 0 at
+        initialization; trained when a :class:`Trainer` has ``lr_c > 0``."""
+        c: np.ndarray = self._head.output_bias()
+        if self._outputs == 1:
+            return float(c[0])
+        c.flags.writeable = False
+        return c
 
     @property
     def coefficients(self) -> Tuple[CoefficientBlock, ...]:
@@ -363,7 +434,7 @@ class TwoLayerNet:
             return found
         count = self._placement.neurons(self._width)[1]
         v.ensure_fits(8.0 * data.n * count, "the coefficient block alpha (width × n)", "data")
-        block = CoefficientBlock(data, _core.Coefficients(data.n, count))
+        block = CoefficientBlock(data, _core.Coefficients(data.n, count, self._outputs))
         self._blocks.append(block)
         return block
 
@@ -402,8 +473,8 @@ class TwoLayerNet:
         Returns
         -------
         list of (CoreLayout, kronnet._core.Coefficients)
-            For every block with a nonzero coefficient: its points'
-            :attr:`~kronnet.KronPoints.core_layout` and its storage.
+            For every block with a nonzero coefficient (α or β̃): its
+            points' :attr:`~kronnet.KronPoints.core_layout` and its storage.
 
         Examples
         --------
@@ -414,7 +485,7 @@ class TwoLayerNet:
         >>> len(net.core_blocks())
         1
         """
-        return [(blk.data.core_layout, blk.storage) for blk in self._blocks if blk.trained]
+        return [(blk.data.core_layout, blk.storage) for blk in self._blocks if blk.trained or blk.storage.linear]
 
     @property
     def revision(self) -> Tuple[Tuple[int, int], ...]:
@@ -423,7 +494,9 @@ class TwoLayerNet:
         compares it with the one it saw after its own last step, to refuse
         stepping from a state another trainer has moved
         (:class:`StaleTrainerError`)."""
-        return tuple((blk.storage.serial, blk.storage.updates) for blk in self._blocks)
+        return ((self._head.serial, self._head.updates),) + tuple(
+            (blk.storage.serial, blk.storage.updates) for blk in self._blocks
+        )
 
     # -- where the neurons live ---------------------------------------------------
 
@@ -483,6 +556,7 @@ class TwoLayerNet:
             return self._placement.neurons(self._width)
         first, count = placement.neurons(self._width)
         self._blocks = [blk.neurons(first, count) for blk in self._blocks]
+        self._head = self._head.shard(first, count)
         self._placement = placement
         return first, count
 
@@ -526,10 +600,13 @@ class TwoLayerNet:
         for blk in state.blocks:
             rows = placement.gather_rows(blk.alpha_t.T, root=root)
             if rows is not None:
-                blocks.append(BlockState(blk.kind, blk.points, blk.y, rows.T))
+                blocks.append(BlockState(blk.kind, blk.points, blk.y, rows.T, blk.beta))
+        a = placement.gather_rows(np.asarray(state.a), root=root)
+        thresholds = placement.gather_rows(np.asarray(state.thresholds), root=root)
         if root is not None and placement.rank != root:
             return None
         state.blocks = blocks
+        state.a, state.thresholds = a, thresholds
         state.neurons = (0, self._width)
         return TwoLayerNet.from_state(state)
 
@@ -634,6 +711,45 @@ class TwoLayerNet:
         whole = self._whole()
         return self._placement.run(whole._dense_weights_here)
 
+    def linear_weights(self) -> np.ndarray:
+        """The linear term v materialized. Only for small d.
+
+        The net's output has a term <v, x> with v in the span of its
+        training points, v = s_v Σ_blocks β̃ᵀ X; it is trained when a
+        :class:`Trainer` has ``lr_v > 0`` and is 0 otherwise.
+
+        Returns
+        -------
+        ndarray of shape (d,), or (C, d) for C > 1 outputs
+            v.
+
+        Raises
+        ------
+        OutOfMemoryError
+            C × d values (and one block's n × d points) would not fit.
+
+        Examples
+        --------
+        >>> import numpy as np, kronnet as kn
+        >>> data = kn.make_kronecker_data(16, dims=(4, 4), seed=0)
+        >>> net = kn.TwoLayerNet(data.dims, width=64)
+        >>> bool((net.linear_weights() == 0).all())  # no linear term yet
+        True
+        >>> _ = kn.Trainer(net, data, lr=kn.suggest_lr(net, 8), lr_v=0.5).fit(20)
+        >>> v = net.linear_weights()
+        >>> v.shape, bool(np.abs(v).max() > 0)
+        ((16,), True)
+        """
+        whole = self._whole()
+        return self._placement.run(whole._linear_weights_here)
+
+    def _linear_weights_here(self) -> np.ndarray:
+        need = _core.dense_weights_bytes(list(self._dims), self._outputs, [blk.data.n for blk in self._blocks])
+        v.ensure_fits(need, "the linear weights (outputs × d) and one block's X (n × d)", "linear_weights()")
+        linear = [(blk.data.core_layout, blk.storage) for blk in self._blocks if blk.storage.linear]
+        out: np.ndarray = self._head.v_scale * _core.dense_linear(list(self._dims), self._outputs, linear)
+        return out[0] if self._outputs == 1 else out
+
     def _whole(self) -> TwoLayerNet:
         """The whole net (collective when sharded; itself otherwise)."""
         whole = self.gather()
@@ -721,9 +837,9 @@ class TwoLayerNet:
 
         Returns
         -------
-        ndarray of shape (q,)
-            f(W, x_j) = (1/sqrt m) sum_r a_r max(<w_r, x_j> - b, 0). Empty
-            when q = 0.
+        ndarray of shape (q,), or (q, C) for C > 1 outputs
+            f(x_j) = (1/sqrt m) sum_r a_r max(<w_r, x_j> - b_r, 0) + c +
+            <v, x_j>: raw outputs (no sigmoid or softmax). Empty when q = 0.
 
         Raises
         ------
@@ -751,38 +867,39 @@ class TwoLayerNet:
         data, rows, progress = self._placement.run(lambda: self._predict_plan(X, progress))
         self._placement.agree(X=data)
         if data.n == 0:
-            return np.empty(0)
-        first, count = self._placement.neurons(self._width)
+            return np.empty(0) if self._outputs == 1 else np.empty((0, self._outputs))
         blocks = self.core_blocks()
+        head = self._head
+        linear: List[Optional[np.ndarray]] = []
 
         def here() -> np.ndarray:
             with PointsBar(progress, data.n, self._width, "predict") as bar:
                 out: np.ndarray = _core.predict(
-                    data.core_layout, self._a, self._threshold, self.core_init, blocks, rows, progress=bar.callback
+                    data.core_layout, head, self.core_init, blocks, rows, progress=bar.callback
                 )
             return out
 
         def words() -> np.ndarray:
             # All points in one call, chunked by the core exactly as one
-            # process would chunk them.
-            with PointsBar(progress and self._placement.speaks, data.n, count, "predict") as bar:
-                out: np.ndarray = _core.predict_words(
-                    data.core_layout,
-                    self._a,
-                    self._threshold,
-                    self.core_init,
-                    (first, count),
-                    blocks,
-                    rows,
-                    progress=bar.callback,
+            # process would chunk them; the linear parts are every rank's
+            # alike.
+            with PointsBar(progress and self._placement.speaks, data.n, head.width, "predict") as bar:
+                summed, lin = _core.predict_words(
+                    data.core_layout, head, self.core_init, blocks, rows, progress=bar.callback
                 )
-            return out
+            linear.append(lin)
+            return summed
 
-        out = self._placement.outputs(self._width, here, words)
+        def finish(start: int, summed: np.ndarray) -> np.ndarray:
+            lin = linear[0]
+            part = None if lin is None else lin[start : start + summed.shape[0]]
+            return _core.outputs_from_words(head, summed, part)
+
+        out = self._placement.outputs(here, words, finish)
         # The same outputs on every rank: all raise alike.
         if not np.isfinite(out).all():
             raise ArgumentError("X", "the predictions overflow float64 (the points or weights are too large)")
-        return out
+        return out[:, 0] if self._outputs == 1 else out
 
     def _predict_plan(self, X: FactorsLike, progress: bool) -> Tuple[KronPoints, int, bool]:
         """The checked points, the points per chunk, and the progress flag."""
@@ -881,6 +998,7 @@ class TwoLayerNet:
                 "is sharded over MPI ranks and holds only this rank's neurons: "
                 "use net.gather() for the whole net (net.save gathers by itself)",
             )
+        head = self._head
         return NetState(
             dims=self._dims,
             width=self._width,
@@ -889,10 +1007,21 @@ class TwoLayerNet:
             init=self._init,
             init_rank=self._init_rank,
             blocks=[
-                BlockState(blk.data.kind, blk.data.to_arrays(), blk.data.y, blk.storage.alpha_t())
+                BlockState(
+                    blk.data.kind,
+                    blk.data.to_arrays(),
+                    blk.data.y,
+                    blk.storage.alpha_t(),
+                    blk.storage.beta() if blk.storage.linear else None,
+                )
                 for blk in self._blocks
             ],
             neurons=self._placement.neurons(self._width),
+            outputs=self._outputs,
+            a=head.a(),
+            thresholds=head.thresholds(),
+            output_bias=head.output_bias(),
+            v_scale=float(head.v_scale),
         )
 
     @classmethod
@@ -930,8 +1059,10 @@ class TwoLayerNet:
             seed=state.seed,
             init=state.init,  # type: ignore[arg-type]
             init_rank=state.init_rank,
+            outputs=state.outputs,
         )
-        count = state.neurons[1]
+        first, count = state.neurons
+        c = net.outputs
         for j, blk in enumerate(state.blocks):
             data = from_arrays(blk.kind, blk.points, blk.y)
             if data.dims != net.dims:
@@ -941,7 +1072,28 @@ class TwoLayerNet:
                     f"blocks[{j}].alpha", f"has shape {np.shape(blk.alpha_t)[::-1]}, expected ({count}, {data.n})"
                 )
             alpha_t = v.float_array(blk.alpha_t, f"blocks[{j}].alpha", 2, allow_empty=True)
-            net._blocks.append(CoefficientBlock(data, _core.Coefficients.from_alpha_t(alpha_t)))
+            beta = np.zeros((data.n, c)) if blk.beta is None else blk.beta
+            if np.shape(beta) != (data.n, c):
+                raise ArgumentError(f"blocks[{j}].beta", f"has shape {np.shape(beta)}, expected ({data.n}, {c})")
+            beta = v.float_array(beta, f"blocks[{j}].beta", 2, allow_empty=True)
+            net._blocks.append(CoefficientBlock(data, _core.Coefficients.from_alpha_t(alpha_t, beta)))
+        # The head: the file's (or the state's), else the initial one from
+        # the seed; a shard's rows only.
+        if state.a is None:
+            a = net._head.a()[first : first + count]
+        else:
+            a = v.float_array(state.a, "a", 2, allow_empty=True)
+        thresholds = np.full(count, net.threshold) if state.thresholds is None else state.thresholds
+        thresholds = v.float_array(thresholds, "thresholds", 1, allow_empty=True)
+        bias = np.zeros(c) if state.output_bias is None else v.float_array(state.output_bias, "output_bias", 1)
+        if np.shape(a) != (count, c) or thresholds.shape != (count,) or bias.shape != (c,):
+            raise ArgumentError(
+                "a",
+                f"the head has shapes {np.shape(a)}, {thresholds.shape}, {bias.shape}; "
+                f"expected ({count}, {c}), ({count},), ({c},)",
+            )
+        v_scale = v.finite_float(state.v_scale, "v_scale", positive=True)
+        net._head = _core.Model(a, thresholds, bias, net.threshold, v_scale, first, net.width)
         net._placement = placement
         return net
 
@@ -954,7 +1106,8 @@ class TwoLayerNet:
         which is shared, not copied: every rank copying its own shard gives
         a sharded copy of the whole net."""
         twin = TwoLayerNet.from_state(replace(self.to_state(whole=False), blocks=[]), self._placement)
-        # The points are immutable and shared; the coefficients are copied.
+        # The points are immutable and shared; the coefficients and the
+        # head are copied.
         count = self._placement.neurons(self._width)[1]
         twin._blocks = [blk.neurons(0, count) for blk in self._blocks]
         return twin

@@ -23,12 +23,16 @@ class BlockState:
         The points' targets, if they had any.
     alpha_t : ndarray of shape (n, count)
         αᵀ for the neurons described (every neuron, or one rank's).
+    beta : ndarray of shape (n, C), optional
+        β̃, the linear term's coefficients over these points (every rank
+        holds all of them); None for zeros.
     """
 
     kind: str
     points: Dict[str, Any]
     y: Optional[np.ndarray]
     alpha_t: np.ndarray
+    beta: Optional[np.ndarray] = None
 
     def neurons(self, first: int, count: int) -> BlockState:
         """The same block for neurons first .. first + count only (a view)."""
@@ -56,7 +60,19 @@ class NetState:
     blocks : list of BlockState
         The coefficient blocks.
     neurons : (int, int)
-        (first, count): which neurons the blocks' coefficients hold.
+        (first, count): which neurons the blocks' coefficients and the
+        per-neuron head (a, thresholds) hold.
+    outputs : int
+        C.
+    a : ndarray of shape (count, C), optional
+        The output weights of the neurons described; None: the initial ±1
+        drawn from the seed.
+    thresholds : ndarray of shape (count,), optional
+        Their thresholds; None: all equal to `threshold`.
+    output_bias : ndarray of shape (C,), optional
+        c; None: zeros.
+    v_scale : float
+        The linear term's scale s_v (v = s_v Σ_blocks β̃ᵀ X).
     """
 
     dims: Tuple[int, ...]
@@ -67,6 +83,11 @@ class NetState:
     init_rank: int
     blocks: List[BlockState] = field(default_factory=list)
     neurons: Tuple[int, int] = (0, 0)
+    outputs: int = 1
+    a: Optional[np.ndarray] = None
+    thresholds: Optional[np.ndarray] = None
+    output_bias: Optional[np.ndarray] = None
+    v_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if self.neurons == (0, 0):

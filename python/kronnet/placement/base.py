@@ -29,6 +29,8 @@ EXACT_WORDS: int = int(_core.EXACT_WORDS)
 #: One step run's figures: batch losses, |R| and sum |A_i| per step, and the
 #: exception that ended the run early (or None).
 RunFigures = Tuple[np.ndarray, np.ndarray, np.ndarray, Optional[BaseException]]
+#: A step's learning rates: (lr, lr_a, lr_b, lr_c, lr_v).
+Rates = Tuple[float, float, float, float, float]
 
 
 class StepRunner(Protocol):
@@ -44,13 +46,15 @@ class StepRunner(Protocol):
         """Steps the core has applied so far."""
         ...
 
-    def step(self, batch: np.ndarray, lr: float) -> Tuple[float, int, int]:
-        """One step on `batch`: (loss, |R|, sum |A_i|); raises on failure."""
+    def step(self, batch: np.ndarray, rates: Rates) -> Tuple[float, int, int]:
+        """One step on `batch` at `rates` (lr, lr_a, lr_b, lr_c, lr_v):
+        (loss, |R|, sum |A_i|); raises on failure."""
         ...
 
-    def run(self, indices: np.ndarray, offsets: np.ndarray, lr: float) -> RunFigures:
-        """Steps on ``indices[offsets[t]:offsets[t + 1]]``, never raising for
-        a step's failure (it is returned) so the caller can record the
+    def run(self, indices: np.ndarray, offsets: np.ndarray, rates: Rates, factors: Optional[np.ndarray]) -> RunFigures:
+        """Steps on ``indices[offsets[t]:offsets[t + 1]]``, step t at `rates`
+        times ``factors[t]`` (a schedule's values) when given, never raising
+        for a step's failure (it is returned) so the caller can record the
         steps taken first."""
         ...
 
@@ -154,22 +158,28 @@ class Placement(Protocol):
         """
         ...
 
-    def outputs(self, width: int, here: Callable[[], np.ndarray], words: Callable[[], np.ndarray]) -> np.ndarray:
+    def outputs(
+        self,
+        here: Callable[[], np.ndarray],
+        words: Callable[[], np.ndarray],
+        finish: Callable[[int, np.ndarray], np.ndarray],
+    ) -> np.ndarray:
         """Collective: the net's outputs at q points.
 
         Parameters
         ----------
-        width : int
-            m, the whole net's neurons (the outputs' 1/sqrt(m)).
         here : callable
-            The outputs computed by a process holding every neuron, (q,).
+            The outputs computed by a process holding every neuron, (q, C).
         words : callable
-            This process's exact sums over its neurons, (q, EXACT_WORDS)
-            int64, for a placement that must add every process's.
+            This process's exact sums over its neurons, (q, k) int64 (k =
+            C · EXACT_WORDS), for a placement that must add every process's.
+        finish : callable
+            ``finish(start, summed)``: the outputs (k', C) of points
+            start .. start + k' from their summed words (k', k).
 
         Returns
         -------
-        ndarray of shape (q,)
+        ndarray of shape (q, C)
             The same bits on every process, and the same as one process.
         """
         ...
@@ -243,12 +253,12 @@ class LocalRunner:
     def steps_taken(self) -> int:
         return int(self._core.steps_taken)
 
-    def step(self, batch: np.ndarray, lr: float) -> Tuple[float, int, int]:
-        loss, union, total = self._core.step(batch, lr)
+    def step(self, batch: np.ndarray, rates: Rates) -> Tuple[float, int, int]:
+        loss, union, total = self._core.step(batch, rates)
         return float(loss), int(union), int(total)
 
-    def run(self, indices: np.ndarray, offsets: np.ndarray, lr: float) -> RunFigures:
-        loss, union, total, err = self._core.run(indices, offsets, lr)
+    def run(self, indices: np.ndarray, offsets: np.ndarray, rates: Rates, factors: Optional[np.ndarray]) -> RunFigures:
+        loss, union, total, err = self._core.run(indices, offsets, rates, factors)
         return loss, union, total, err
 
     def last_run(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -299,7 +309,12 @@ class LocalPlacement:
     def max(self, value: float) -> float:
         return float(value)
 
-    def outputs(self, width: int, here: Callable[[], np.ndarray], words: Callable[[], np.ndarray]) -> np.ndarray:
+    def outputs(
+        self,
+        here: Callable[[], np.ndarray],
+        words: Callable[[], np.ndarray],
+        finish: Callable[[int, np.ndarray], np.ndarray],
+    ) -> np.ndarray:
         return here()
 
     def gather_rows(self, part: np.ndarray, root: Optional[int] = None) -> Optional[np.ndarray]:

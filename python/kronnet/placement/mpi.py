@@ -22,13 +22,14 @@ import pickle
 import signal
 import threading
 import time
+from functools import partial
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, TypeVar
 
 import numpy as np
 
 from .. import _core, fileformat
 from ..errors import ArgumentError, ArgumentTypeError, RankMismatchError
-from .base import RunFigures, StepRunner
+from .base import Rates, RunFigures, StepRunner
 from .digest import digest
 
 T = TypeVar("T")
@@ -185,17 +186,22 @@ class ShardedPlacement:
         """Collective: the largest `value` of any rank."""
         return float(self.comm.allreduce(float(value), op=self._mpi.MAX))
 
-    def outputs(self, width: int, here: Callable[[], np.ndarray], words: Callable[[], np.ndarray]) -> np.ndarray:
+    def outputs(
+        self,
+        here: Callable[[], np.ndarray],
+        words: Callable[[], np.ndarray],
+        finish: Callable[[int, np.ndarray], np.ndarray],
+    ) -> np.ndarray:
         """Collective: f at q points from each rank's exact sums (``words()``,
-        (q, EXACT_WORDS)), summed a message of at most ``POINTS_PER_MESSAGE``
-        points at a time."""
+        (q, C · EXACT_WORDS)), summed a message of at most
+        ``POINTS_PER_MESSAGE`` points at a time and finished into outputs."""
         mine = self.run(lambda: np.ascontiguousarray(words(), dtype=np.int64))
-        out = np.empty(mine.shape[0])
+        parts: List[np.ndarray] = []
         for start in range(0, mine.shape[0], POINTS_PER_MESSAGE):
             part = mine[start : start + POINTS_PER_MESSAGE]
             self.sum_words(part)
-            out[start : start + part.shape[0]] = _core.outputs_from_words(part, width)
-        return out
+            parts.append(self.run(partial(finish, start, part)))
+        return np.concatenate(parts) if parts else finish(0, mine)
 
     def gather_rows(self, part: np.ndarray, root: Optional[int] = None) -> Optional[np.ndarray]:
         """Collective: every rank's rows, in rank order (on `root` only if given)."""
@@ -209,11 +215,18 @@ class ShardedPlacement:
         ranks arrive a piece at a time (:func:`stream_rows`), so it never
         holds another rank's rows whole; the other members are rank 0's."""
         names = list(rows)
-        stream_rows(
-            self,
-            [rows[name] for name in names],
-            lambda streams: fileformat.write(path, kind, meta, arrays, dict(zip(names, streams))),
-        )
+        # Per-neuron vectors (the thresholds) travel as one-column rows and
+        # are written back as vectors.
+        flat = {name for name in names if np.ndim(rows[name]) == 1}
+
+        def write(streams: List[RowStream]) -> None:
+            shaped: Dict[str, fileformat.Streamed] = {
+                name: (((shape[0],), blocks) if name in flat else (shape, blocks))
+                for name, (shape, blocks) in zip(names, streams)
+            }
+            fileformat.write(path, kind, meta, arrays, shaped)
+
+        stream_rows(self, [np.reshape(rows[name], (np.shape(rows[name])[0], -1)) for name in names], write)
 
     def runner(self, core: Any, n: int, width: int) -> StepRunner:
         return ShardedRunner(core, self, width, n)
@@ -388,8 +401,9 @@ class ShardedRunner:
         self.allreduce_seconds = 0.0
         self.allreduce_bytes = 0
         self._intr: Optional[_Interrupt] = None
-        # P(0) was bounded per rank; the guard needs the whole net's bound.
-        core.p_bound = group.max(core.p_bound)
+        # P(0), a and b were bounded per rank; the guard needs the whole
+        # net's bounds (L̃ is every rank's alike).
+        core.bounds = tuple(group.max(b) for b in core.bounds)
 
     @property
     def steps_taken(self) -> int:
@@ -410,19 +424,23 @@ class ShardedRunner:
         self.allreduce_seconds += time.perf_counter() - started
         self.allreduce_bytes += words.nbytes
 
-    def step(self, batch: np.ndarray, lr: float) -> Tuple[float, int, int]:
+    def step(self, batch: np.ndarray, rates: Rates) -> Tuple[float, int, int]:
         """Collective: one step; raises on every rank if it fails anywhere."""
         batch = np.asarray(batch, dtype=np.int64)
-        (loss, union, total), err = self._run(batch, np.array([0, len(batch)], dtype=np.int64), lr)
+        (loss, union, total), err = self._run(batch, np.array([0, len(batch)], dtype=np.int64), rates, None)
         if err is not None:
             raise err
         return float(loss[0]), int(union[0]), int(total[0])
 
-    def _run(self, indices: np.ndarray, offsets: np.ndarray, lr: float) -> Tuple[Any, Optional[BaseException]]:
+    def _run(
+        self, indices: np.ndarray, offsets: np.ndarray, rates: Rates, factors: Optional[np.ndarray]
+    ) -> Tuple[Any, Optional[BaseException]]:
         """The core's sharded run, its end turned into the exception every rank raises."""
         self._check()
         with self.interrupts():
-            loss, union, total, end, err, changed = self._core.run_sharded(indices, offsets, lr, self._exchange)
+            loss, union, total, end, err, changed = self._core.run_sharded(
+                indices, offsets, rates, self._exchange, factors
+            )
         if end == "failed":
             if changed:
                 self._broken = (
@@ -452,10 +470,10 @@ class ShardedRunner:
             finally:
                 self._intr = None
 
-    def run(self, indices: np.ndarray, offsets: np.ndarray, lr: float) -> RunFigures:
+    def run(self, indices: np.ndarray, offsets: np.ndarray, rates: Rates, factors: Optional[np.ndarray]) -> RunFigures:
         """Collective: the steps on ``indices[offsets[t]:offsets[t + 1]]``;
         returns (losses, |R|, Σ|A_i|, error or None) like the single-process core."""
-        (loss, union, total), err = self._run(indices, offsets, lr)
+        (loss, union, total), err = self._run(indices, offsets, rates, factors)
         return loss, union, total, err
 
     def last_run(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -464,7 +482,11 @@ class ShardedRunner:
     def full_loss(self) -> float:
         """Collective: (1/2n) Σ (f(x_i) − y_i)², bitwise the single-process value."""
         self._check()
-        f = self._group.outputs(self._width, lambda: np.empty(0), lambda: self._core.output_words(0, self._n))
+        f = self._group.outputs(
+            lambda: np.empty(0),
+            lambda: self._core.output_words(0, self._n),
+            lambda start, summed: self._core.outputs_from_words(start, summed),
+        )
         return float(self._group.run(lambda: self._core.loss_of(f)))
 
     def comm_stats(self) -> Dict[str, float]:

@@ -11,7 +11,7 @@ differently), W for the dense one.
 
 from __future__ import annotations
 
-from typing import Any, Tuple
+from typing import Any, Optional, Tuple
 
 import numpy as np
 
@@ -26,6 +26,8 @@ from .state import CoreState, TrainerState
 
 #: The member holding the core's state: Pᵀ (one row per neuron) or W.
 STATE_MEMBER = "trainer/state"
+#: The linear term's training state: L̃ (n × C) or ṽ (C × d).
+LINEAR_MEMBER = "trainer/linear"
 
 
 def checked_path(path: Any) -> str:
@@ -41,19 +43,17 @@ def write(path: Any, net: NetState, trainer: TrainerState, placement: Placement)
     config = trainer.config
     meta["trainer"] = {
         "block": trainer.block,
-        "backend": config.backend,
-        "index": config.index,
-        "gram": config.gram,
-        "lr": config.lr,
-        "batch_size": config.batch_size,
-        "seed": config.seed,
-        "gram_budget_bytes": config.gram_budget_bytes,
+        **config.to_dict(),
         "steps_done": trainer.steps_done,
         "sampler_pos": int(trainer.sampler["pos"]),
         "sampler_rng": trainer.sampler["rng"],
     }
-    if trainer.core.p_bound is not None:
-        meta["trainer"]["p_bound"] = float(trainer.core.p_bound)
+    if trainer.core.bounds is not None:
+        # p_bound alone is what versions 1 and 2 kept.
+        meta["trainer"]["p_bound"] = float(trainer.core.bounds[0])
+        meta["trainer"]["bounds"] = [float(b) for b in trainer.core.bounds]
+    if trainer.core.linear is not None:
+        arrays[LINEAR_MEMBER] = trainer.core.linear
     # The trainer's own targets, which may differ from those stored with the
     # block when another data set with the same points made it.
     arrays["trainer/y"] = trainer.y
@@ -79,26 +79,52 @@ def read(path: Any, placement: Placement) -> Tuple[TwoLayerNet, KronPoints, Trai
         if not 0 <= block < len(net_state.blocks):
             raise r.fail(f"trainer: block {block} does not exist")
         backend = r.field(t, "backend", str, "trainer")
-        y = r.array("trainer/y", np.float64, 1)
+        y = r.array("trainer/y", np.float64, (1, 2))
         core_state = r.mapped(STATE_MEMBER, np.float64, 2)
+        linear = r.array(LINEAR_MEMBER, np.float64, 2, optional=True)
         order = r.array("trainer/order", np.int64, 1)
         assert y is not None and order is not None
-        p_bound = float(r.field(t, "p_bound", (int, float), "trainer")) if backend == "kron" else None
+        bounds: Optional[Tuple[Optional[float], ...]] = None
+        if backend == "kron":
+            if "bounds" in t:
+                saved = r.field(t, "bounds", list, "trainer")
+                if len(saved) != 4 or not all(isinstance(b, (int, float)) for b in saved):
+                    raise r.fail(f"trainer: 'bounds' must be 4 numbers, got {saved!r}")
+                bounds = tuple(float(b) for b in saved)
+            else:
+                # Versions 1 and 2: the paper's model, whose a (±1) and b
+                # never moved and which had no linear term.
+                bounds = (float(r.field(t, "p_bound", (int, float), "trainer")), None, None, 0.0)
         steps_done = r.field(t, "steps_done", int, "trainer")
         sampler = {
             "rng": r.field(t, "sampler_rng", dict, "trainer"),
             "order": order,
             "pos": r.field(t, "sampler_pos", int, "trainer"),
         }
-        fields = (
-            r.field(t, "lr", (int, float), "trainer"),
-            r.field(t, "batch_size", int, "trainer"),
-            r.field(t, "index", str, "trainer"),
-            backend,
-            r.field(t, "seed", int, "trainer"),
-            r.field(t, "gram", str, "trainer"),
-            r.field(t, "gram_budget_bytes", int, "trainer"),
-        )
+        settings = {
+            "lr": r.field(t, "lr", (int, float), "trainer"),
+            "batch_size": r.field(t, "batch_size", int, "trainer"),
+            "index": r.field(t, "index", str, "trainer"),
+            "backend": backend,
+            "seed": r.field(t, "seed", int, "trainer"),
+            "gram": r.field(t, "gram", str, "trainer"),
+            "gram_budget_bytes": r.field(t, "gram_budget_bytes", int, "trainer"),
+        }
+        # Fields version 3 added (their defaults before it).
+        for key, kind in (
+            ("lr_a", (int, float)),
+            ("lr_b", (int, float)),
+            ("lr_c", (int, float)),
+            ("lr_v", (int, float)),
+            ("loss", str),
+            ("ridge_a", (int, float)),
+            ("ridge_b", (int, float)),
+            ("ridge_c", (int, float)),
+            ("ridge_v", (int, float)),
+            ("schedule", dict),
+        ):
+            if key in t:
+                settings[key] = r.field(t, key, kind, "trainer")
 
         def make() -> Tuple[TwoLayerNet, KronPoints, TrainerState]:
             net = TwoLayerNet.from_state(net_state, placement)
@@ -111,11 +137,17 @@ def read(path: Any, placement: Placement) -> Tuple[TwoLayerNet, KronPoints, Trai
             # Only the neurons this process holds (all of them in one process).
             first, count = neurons
             mine = np.ascontiguousarray(core_state[first : first + count], np.float64)
+            held = bounds
+            if held is not None and held[1] is None:
+                # This process's a and b; a sharded trainer agrees on the
+                # maxima over the ranks.
+                a, b = net.head.a(), net.head.thresholds()
+                held = (held[0], float(np.abs(a).max(initial=0.0)), float(np.abs(b).max(initial=0.0)), 0.0)
             state = TrainerState(
-                config=TrainerConfig(*fields),
+                config=TrainerConfig.from_dict(settings),
                 steps_done=steps_done,
                 sampler=sampler,
-                core=CoreState(mine, p_bound),
+                core=CoreState(mine, held, linear),  # type: ignore[arg-type]
                 block=block,
                 y=y,
             )

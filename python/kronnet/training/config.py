@@ -13,15 +13,21 @@ from typing import Any, Dict, Literal, Tuple
 
 from .. import _core
 from .. import _validate as v
+from ..errors import ArgumentError
 from ..model import gaussian_tail
+from .schedules import as_schedule
+from .schedules import from_dict as schedule_from_dict
 
 Backend = Literal["kron", "dense"]
 IndexKind = Literal["auto", "scan", "tree", "bits"]
 GramMode = Literal["auto", "precomputed", "columns"]
+LossName = Literal["squared", "logistic", "cross_entropy"]
 
 #: The backends, activation indexes and Gram modes the core implements, and
 #: the names a Trainer accepts (the core's plus "auto", which a plan resolves).
 BACKENDS: Tuple[str, ...] = tuple(_core.BACKENDS)
+#: The losses the core implements (``Trainer(loss=...)``).
+LOSSES: Tuple[str, ...] = tuple(_core.LOSSES)
 INDEXES: Tuple[str, ...] = ("auto", *_core.INDEXES)
 GRAM_MODES: Tuple[str, ...] = ("auto", *_core.GRAM_MODES)
 
@@ -62,6 +68,15 @@ class TrainerConfig:
         (``"none"`` once resolved for the dense backend).
     gram_budget_bytes : int, default 2**30
         Cap on the precomputed Gram for ``gram="auto"``.
+    lr_a, lr_b, lr_c, lr_v : float, default 0.0
+        Learning rates of the output weights a, the thresholds b, the output
+        bias c and the linear term v; 0 freezes them (the paper's model).
+    loss : {"squared", "logistic", "cross_entropy"}, default "squared"
+    ridge_a, ridge_b, ridge_c, ridge_v : float, default 0.0
+        Ridge penalties (λ/2)‖θ‖² on a, c, v and (λ/2)‖b − b(0)‖² on the
+        thresholds.
+    schedule : None, tuple or schedule, default None
+        A factor on every rate per step (:mod:`kronnet.training.schedules`).
 
     Raises
     ------
@@ -73,8 +88,10 @@ class TrainerConfig:
     Examples
     --------
     >>> from kronnet.training import TrainerConfig
-    >>> TrainerConfig(lr=20.0, batch_size=4)
-    TrainerConfig(lr=20.0, batch_size=4, index='auto', backend='kron', seed=0, gram='auto', gram_budget_bytes=1073741824)
+    >>> TrainerConfig(lr=20.0, batch_size=4).lr_a
+    0.0
+    >>> TrainerConfig(lr=20.0, lr_a=0.5, loss="cross_entropy", schedule=("cosine", 1000)).schedule
+    Cosine(steps=1000, floor=0.0)
     >>> TrainerConfig(index="fast")
     Traceback (most recent call last):
     ...
@@ -88,11 +105,24 @@ class TrainerConfig:
     seed: int = 0
     gram: str = "auto"
     gram_budget_bytes: int = GRAM_BUDGET_BYTES
+    lr_a: float = 0.0
+    lr_b: float = 0.0
+    lr_c: float = 0.0
+    lr_v: float = 0.0
+    loss: str = "squared"
+    ridge_a: float = 0.0
+    ridge_b: float = 0.0
+    ridge_c: float = 0.0
+    ridge_v: float = 0.0
+    schedule: Any = None
 
     def __post_init__(self) -> None:
         resolved_dense = self.index == NONE and self.gram == NONE
         checked: Dict[str, Any] = {
             "lr": v.finite_float(self.lr, "lr", positive=True),
+            **{name: nonnegative_rate(getattr(self, name), name) for name in RATE_NAMES[1:] + RIDGE_NAMES},
+            "loss": v.choice(self.loss, "loss", LOSSES),
+            "schedule": as_schedule(self.schedule),
             "batch_size": v.positive_int(self.batch_size, "batch_size"),
             "backend": v.choice(self.backend, "backend", BACKENDS),
             "seed": v.seed_int(self.seed),
@@ -122,9 +152,44 @@ class TrainerConfig:
             self, index="auto" if self.index == NONE else self.index, gram="auto" if self.gram == NONE else self.gram
         )
 
+    @property
+    def rates(self) -> Tuple[float, float, float, float, float]:
+        """(lr, lr_a, lr_b, lr_c, lr_v), as the core takes them."""
+        return (self.lr, self.lr_a, self.lr_b, self.lr_c, self.lr_v)
+
+    @property
+    def ridge(self) -> Tuple[float, float, float, float]:
+        """(ridge_a, ridge_b, ridge_c, ridge_v), as the core takes them."""
+        return (self.ridge_a, self.ridge_b, self.ridge_c, self.ridge_v)
+
     def to_dict(self) -> Dict[str, Any]:
         """The settings as JSON-ready values (for checkpoints)."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["schedule"] = self.schedule.to_dict()
+        return out
+
+    @classmethod
+    def from_dict(cls, doc: Dict[str, Any]) -> TrainerConfig:
+        """The inverse of :meth:`to_dict` (missing fields take their defaults,
+        as in files written before they existed)."""
+        known = {f.name for f in fields(cls)}
+        args = {k: val for k, val in doc.items() if k in known}
+        args["schedule"] = schedule_from_dict(doc.get("schedule"))
+        return cls(**args)
+
+
+#: The learning rates, in the order the core takes them.
+RATE_NAMES: Tuple[str, ...] = ("lr", "lr_a", "lr_b", "lr_c", "lr_v")
+#: The ridge strengths, in the order the core takes them.
+RIDGE_NAMES: Tuple[str, ...] = ("ridge_a", "ridge_b", "ridge_c", "ridge_v")
+
+
+def nonnegative_rate(value: Any, name: str) -> float:
+    """A rate or strength: a finite float >= 0."""
+    out = v.finite_float(value, name)
+    if out < 0:
+        raise ArgumentError(name, f"must be >= 0, got {out}")
+    return out
 
 
 def resolve_index(index: str, n: int, m: int, threshold: float) -> str:

@@ -4,7 +4,7 @@ beside the net, and what :meth:`Trainer.from_state` continues from."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -21,14 +21,19 @@ class CoreState:
         Pᵀ (neurons held × n) for the Kronecker backend: P itself, since
         recomputing it from the coefficients would round differently; W
         (m × d) for the dense backend.
-    p_bound : float or None
-        The Kronecker backend's running bound on max |P| (its overflow
-        guard), so a continued run refuses exactly the steps the
-        uninterrupted one would; None for the dense backend.
+    bounds : (float, float, float, float) or None
+        The Kronecker backend's running bounds on max |P|, |a|, |b| and |L̃|
+        (its overflow guard), so a continued run refuses exactly the steps
+        the uninterrupted one would; None for the dense backend.
+    linear : ndarray or None
+        The linear term's training state: L̃ (n × C), each training point's
+        unscaled linear part, for the Kronecker backend; ṽ (C × d) for the
+        dense one; None while the net has no linear term.
     """
 
     state: np.ndarray
-    p_bound: Optional[float]
+    bounds: Optional[Tuple[float, float, float, float]]
+    linear: Optional[np.ndarray] = None
 
 
 @dataclass

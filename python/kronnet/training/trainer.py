@@ -17,10 +17,11 @@ from ..model import TwoLayerNet
 from ..placement import Placement, StepRunner
 from ..progress import PointsBar, steps_bar
 from . import checkpoint as checkpoint_file
-from .config import GRAM_BUDGET_BYTES, NONE, Backend, GramMode, IndexKind, TrainerConfig
+from .config import GRAM_BUDGET_BYTES, NONE, Backend, GramMode, IndexKind, LossName, TrainerConfig
 from .history import History, from_runs
 from .memory import MemoryPlan, trainer_memory
 from .sampler import BatchSampler
+from .schedules import ScheduleLike, factors
 from .state import CoreState, TrainerState
 
 
@@ -32,7 +33,9 @@ class Trainer:
     net : TwoLayerNet
         The net to train; its dims must equal ``data.dims``.
     data : KronData or PairData
-        Training points with targets y (n,).
+        Training points with targets: y (n,) floats (one output), (n, C)
+        floats (the squared loss on C outputs), 0/1 values (the logistic
+        loss) or integer labels in [0, C) (cross-entropy).
     lr : float, default 0.5
         Learning rate; see :func:`suggest_lr` for the scale this model needs
         (for m = 2048 and S = 8 it is about 100, far above the usual 0.1).
@@ -72,6 +75,27 @@ class Trainer:
         bitwise those of a single-process trainer; progress bars show on
         rank 0 only. Kronecker backend only; needs mpi4py
         (``pip install "kronnet[mpi]"``).
+    lr_a, lr_b, lr_c, lr_v : float, default 0.0
+        Learning rates of the output weights a, the per-neuron thresholds b,
+        the output bias c and the linear term <v, x> (v in the span of the
+        training points): every parameter whose rate is positive moves by
+        plain SGD, all gradients taken at the same point. 0 freezes it: the
+        defaults train W alone, the paper's model, bit for bit.
+        :func:`suggest_rates` gives rates of the right scale.
+    loss : {"squared", "logistic", "cross_entropy"}, default "squared"
+        The batch loss L_B, a mean over the batch: ½‖f − y‖²;
+        log(1 + e^f) − y f (one output, y ∈ {0, 1}); logsumexp(f) − f_y
+        (C ≥ 2 outputs, integer labels).
+    ridge_a, ridge_b, ridge_c, ridge_v : float, default 0.0
+        Ridge penalties added to L_B for the gradients (not to the reported
+        losses): (λ/2)‖a‖², (λ/2)‖b − b(0)‖² (b(0) = ``net.threshold``),
+        (λ/2)‖c‖², (λ/2)‖v‖². Each acts only while its rate is positive.
+        (Weight decay on W: docs/design.md, "Regularisation".)
+    schedule : None, tuple or schedule, default None
+        A factor on every rate at each step: None (constant),
+        ``("inverse_time", tau)`` (1 / (1 + t / tau)), ``("cosine", T)``
+        (half a cosine from 1 to 0 over T steps), or a schedule object
+        (:mod:`kronnet.training.schedules`); t counts the trainer's steps.
 
     Raises
     ------
@@ -117,9 +141,37 @@ class Trainer:
         progress: bool = False,
         gram_from: Optional[Trainer] = None,
         comm: Any = None,
+        lr_a: float = 0.0,
+        lr_b: float = 0.0,
+        lr_c: float = 0.0,
+        lr_v: float = 0.0,
+        loss: LossName = "squared",
+        ridge_a: float = 0.0,
+        ridge_b: float = 0.0,
+        ridge_c: float = 0.0,
+        ridge_v: float = 0.0,
+        schedule: ScheduleLike = None,
     ) -> None:
         progress = v.flag(progress, "progress")
-        config = TrainerConfig(lr, batch_size, index, backend, seed, gram, gram_budget_bytes)
+        config = TrainerConfig(
+            lr,
+            batch_size,
+            index,
+            backend,
+            seed,
+            gram,
+            gram_budget_bytes,
+            lr_a=lr_a,
+            lr_b=lr_b,
+            lr_c=lr_c,
+            lr_v=lr_v,
+            loss=loss,
+            ridge_a=ridge_a,
+            ridge_b=ridge_b,
+            ridge_c=ridge_c,
+            ridge_v=ridge_v,
+            schedule=schedule,
+        )
         if gram_from is not None:
             config = replace(config, gram=_shared_gram_mode(gram_from, data, config.backend))
         self._build(net, data, config, placements.over(comm), None, progress, gram_from)
@@ -186,7 +238,7 @@ class Trainer:
         def plan_locally() -> Tuple[TrainerConfig, MemoryPlan]:
             if not isinstance(net, TwoLayerNet):
                 raise ArgumentTypeError("net", f"expected a TwoLayerNet, got {type(net).__name__}")
-            _check_data(data, net, "data")
+            _check_data(data, net, "data", loss=config.loss)
             if net.placement.sharded and net.placement.comm is not placement.comm:
                 raise ArgumentError(
                     "comm",
@@ -306,7 +358,10 @@ class Trainer:
         """
         if not isinstance(net, TwoLayerNet):
             raise ArgumentTypeError("net", f"expected a TwoLayerNet, got {type(net).__name__}")
-        _check_data(data, net, "data")
+        if not isinstance(data, KronPoints):
+            raise ArgumentTypeError("data", f"expected a KronData or PairData, got {type(data).__name__}")
+        if data.n == 0 or data.dims != net.dims:
+            raise ArgumentError("data", f"has {data.n} points of dims {data.dims}; the net expects dims {net.dims}")
         config = TrainerConfig(1.0, 1, index, backend, 0, gram, gram_budget_bytes)
         resolved = config.resolved(data.n, net.width, net.threshold)
         return trainer_memory(net, data, resolved, net.placement.neurons(net.width)[1]).estimate
@@ -436,7 +491,7 @@ class Trainer:
             config=self._config,
             steps_done=self._steps,
             sampler=self._sampler.state(),
-            core=CoreState(state=core["state"], p_bound=core.get("p_bound")),
+            core=CoreState(state=core["state"], bounds=core.get("bounds"), linear=core.get("linear")),
             block=block,
             y=np.array(self._data.y),
         )
@@ -553,6 +608,22 @@ class Trainer:
         """
         return self._runner.comm_stats()
 
+    def _rates_at(self, t: int) -> Tuple[float, float, float, float, float]:
+        """Step t's rates: the settings' times the schedule's factor."""
+        phi = factors(self._config.schedule, t, 1)
+        rates = self._config.rates
+        return (
+            rates
+            if phi is None
+            else (
+                rates[0] * phi[0],
+                rates[1] * phi[0],
+                rates[2] * phi[0],
+                rates[3] * phi[0],
+                rates[4] * phi[0],
+            )
+        )
+
     def _check_current(self) -> None:
         if self._net.revision != self._revision:
             raise StaleTrainerError(
@@ -608,7 +679,7 @@ class Trainer:
             b = self._placement.run(lambda: v.index_array(batch, "batch", self._data.n))
             self._placement.agree(batch=b)
         try:
-            loss, _, _ = self._runner.step(b, self._config.lr)
+            loss, _, _ = self._runner.step(b, self._rates_at(self._steps))
         except BaseException:
             if before is not None:
                 self._sampler.set_state(before)
@@ -688,7 +759,7 @@ class Trainer:
                 v.positive_int(steps, "steps"),
                 v.nonnegative_int(eval_every, "eval_every"),
                 v.flag(progress, "progress"),
-                _validation_set(validation, self._net),
+                _validation_set(validation, self._net, self._config.loss),
             )
 
         n_steps, every, shown, val = self._placement.run(check)
@@ -710,7 +781,7 @@ class Trainer:
             # Both losses first, then both records: an interrupt in between
             # leaves the two lists with the same steps.
             loss = self.full_loss()
-            val_loss = None if val is None else _validation_loss(self._net, val)
+            val_loss = None if val is None else _validation_loss(self._net, val, self._config.loss)
             checkpoints.append((self._steps, loss))
             if val_loss is not None:
                 val_checkpoints.append((self._steps, val_loss))
@@ -765,7 +836,9 @@ class Trainer:
         try:
             batches = [self._sampler.draw() for _ in range(k)]
             np.cumsum([b.shape[0] for b in batches], out=offsets[1:])
-            loss, union, total, err = self._runner.run(np.concatenate(batches), offsets, self._config.lr)
+            loss, union, total, err = self._runner.run(
+                np.concatenate(batches), offsets, self._config.rates, factors(self._config.schedule, self._steps, k)
+            )
             parts.append((loss, union, total, np.diff(offsets)[: loss.shape[0]]))
         finally:
             # Counted and kept by the core, so the count and the history are
@@ -881,7 +954,8 @@ class Trainer:
         if offsets.shape[0] == 1:
             return from_runs([], [], 0.0)
         taken = self._runner.steps_taken
-        loss, union, total, err = self._runner.run(indices, offsets, self._config.lr)
+        schedule = factors(self._config.schedule, self._steps, offsets.shape[0] - 1)
+        loss, union, total, err = self._runner.run(indices, offsets, self._config.rates, schedule)
         ran = self._runner.steps_taken - taken
         self._committed(ran)
         hist = from_runs([(loss, union, total, np.diff(offsets)[:ran])], [], time.perf_counter() - start)
@@ -928,12 +1002,13 @@ def _make_core(
 ) -> Any:
     """The core for the resolved `config`: from the net's current weights,
     or from a saved state (`resume`); for `neurons` = (first, count) of the
-    net (every neuron in one process)."""
+    net (every neuron in one process), which the net's head holds."""
     assert data.y is not None  # checked by _check_data
     block = net.block_for(data)
-    state = p_bound = None
+    state = linear = bounds = None
     if resume is not None:
-        state, p_bound = resume.core.state, resume.core.p_bound
+        state, linear = resume.core.state, resume.core.linear
+        bounds = resume.core.bounds
     # The plan resolved every "auto"; the dense backend ignores the index
     # and Gram mode (the core still parses a valid name).
     backend = cast(Backend, config.backend)
@@ -943,27 +1018,32 @@ def _make_core(
         backend,
         data.core_layout,
         data.y,
-        net.a,
-        net.threshold,
+        net.head,
         net.core_init,
         block.storage,
         net.core_blocks(),
         gram,
         index,
-        state,
-        p_bound,
+        loss=cast(LossName, config.loss),
+        ridge=config.ridge,
+        state=state,
+        linear=linear,
+        bounds=bounds,
         progress=progress,
         gram_from=gram_from,
-        neurons=neurons,
     )
 
 
 def _check_data(
-    data: Any, net: TwoLayerNet, name: str, need: str = "training needs data with targets, e.g. KronData(factors, y)"
+    data: Any,
+    net: TwoLayerNet,
+    name: str,
+    need: str = "training needs data with targets, e.g. KronData(factors, y)",
+    loss: str = "squared",
 ) -> None:
-    """`data` can train `net`: a data set with finite, trainable targets,
-    at least one point and the net's dims (`need` says why targets are
-    needed, for the message)."""
+    """`data` can train `net` on `loss`: a data set with at least one point,
+    the net's dims and targets that fit the loss and the net's outputs
+    (`need` says why targets are needed, for the message)."""
     if not isinstance(data, KronPoints):
         raise ArgumentTypeError(name, f"expected a KronData or PairData, got {type(data).__name__}")
     if data.y is None:
@@ -972,7 +1052,34 @@ def _check_data(
         raise ArgumentError(name, "has no points")
     if data.dims != net.dims:
         raise ArgumentError(name, f"has factor dimensions {data.dims}, the net expects {net.dims}")
-    v.trainable_targets(data.y, f"{name}.y")
+    check_targets(data.y, net.outputs, loss, f"{name}.y")
+
+
+def check_targets(y: np.ndarray, outputs: int, loss: str, name: str = "y") -> None:
+    """Refuses targets that do not fit `loss` on a net of `outputs` outputs,
+    naming the problem: a shape that is not (n,) or (n, C), logistic
+    targets other than 0 and 1, labels that are not integers in [0, C), a
+    loss that does not fit C, or |y| beyond what training can fit."""
+    c = outputs
+    if loss == "logistic" and c != 1:
+        raise ArgumentError("loss", f'"logistic" needs a net with outputs=1, this one has {c}')
+    if loss == "cross_entropy" and c < 2:
+        raise ArgumentError("loss", f'"cross_entropy" needs a net with outputs >= 2 (one per class), got {c}')
+    want = (y.shape[0],) if loss != "squared" or c == 1 else (y.shape[0], c)
+    if y.shape != want:
+        what = "one target per point" if len(want) == 1 else f"{c} targets per point"
+        raise ArgumentError(name, f"has shape {y.shape}; the {loss} loss on {c} output(s) needs {want} ({what})")
+    if loss == "logistic":
+        bad = np.flatnonzero((y != 0) & (y != 1))
+        if bad.size:
+            raise ArgumentError(name, f"target {int(bad[0])} is {y[bad[0]]:g}; the logistic loss needs targets 0 or 1")
+    elif loss == "cross_entropy":
+        bad = np.flatnonzero((y != np.round(y)) | (y < 0) | (y >= c))
+        if bad.size:
+            raise ArgumentError(
+                name, f"label {int(bad[0])} is {y[bad[0]]:g}; cross-entropy needs integer labels in [0, {c})"
+            )
+    v.trainable_targets(y.reshape(-1), name)
 
 
 def _shared_gram_mode(gram_from: Any, data: Any, backend: Any) -> str:
@@ -991,17 +1098,17 @@ def _shared_gram_mode(gram_from: Any, data: Any, backend: Any) -> str:
     return "precomputed"
 
 
-def _validation_set(validation: Any, net: TwoLayerNet) -> Optional[KronPoints]:
-    """Checks `fit`'s validation argument: None or a data set with finite
-    targets, at least one point and the net's dims."""
+def _validation_set(validation: Any, net: TwoLayerNet, loss: str) -> Optional[KronPoints]:
+    """Checks `fit`'s validation argument: None or a data set with targets
+    that fit `loss`, at least one point and the net's dims."""
     if validation is None:
         return None
-    _check_data(validation, net, "validation", "the validation loss needs targets")
+    _check_data(validation, net, "validation", "the validation loss needs targets", loss)
     return validation  # type: ignore[no-any-return]
 
 
-def _validation_loss(net: TwoLayerNet, data: KronPoints) -> float:
-    """(1/2q) sum_j (f(x'_j) - y'_j)^2 over the q points of `data`."""
+def _validation_loss(net: TwoLayerNet, data: KronPoints, loss: str) -> float:
+    """The mean loss over the q points of `data` (the trainer's loss)."""
     assert data.y is not None  # checked by _validation_set
     try:
         pred = net.predict(data)
@@ -1010,6 +1117,4 @@ def _validation_loss(net: TwoLayerNet, data: KronPoints) -> float:
         # overflow float64, near a divergence. The loss is then infinite,
         # and fit goes on to report the DivergenceError, not this.
         return float("inf")
-    e = pred - data.y
-    with np.errstate(over="ignore"):
-        return float(e @ e) / (2.0 * data.n)
+    return float(_core.mean_loss(loss, pred.reshape(data.n, -1), np.asarray(data.y).reshape(data.n, -1)))
