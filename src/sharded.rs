@@ -21,14 +21,15 @@ use crate::step::{KronState, Pending, Reduced};
 // its accessors.
 impl Pending {
     /// What this rank contributes to the step's message: the S × C exact
-    /// sums (`WORDS` each), then |R| and Σ|A_i| of this state's neurons;
-    /// summed element-wise over the ranks, the whole net's
-    /// (`reduced_from_words`).
+    /// sums (`WORDS` each), this state's max |a| and max |b| (`WORDS`
+    /// each), then |R| and Σ|A_i| of its neurons; summed element-wise over
+    /// the ranks, the whole net's (`reduced_from_words`).
     pub fn words(&self) -> Vec<i64> {
         let (fire, sums) = (self.fire_sets(), self.sums());
-        let k = sums.len();
+        let k = sums.len() + HEAD_SUMS;
         let mut words = vec![0i64; k * WORDS + 2];
-        write_all(sums, &mut words[..k * WORDS]);
+        write_all(sums, &mut words[..sums.len() * WORDS]);
+        write_all(self.head_maxima(), &mut words[sums.len() * WORDS..k * WORDS]);
         let mut union: Vec<u32> = fire.iter().flatten().copied().collect();
         union.sort_unstable();
         union.dedup();
@@ -38,9 +39,13 @@ impl Pending {
     }
 }
 
+/// Exact sums a step's message carries besides the outputs': the ranks'
+/// max |a| and max |b|.
+const HEAD_SUMS: usize = 2;
+
 /// Words a step on S points of a C-output net exchanges.
 pub fn exchange_len(s: usize, outputs: usize) -> usize {
-    s * outputs * WORDS + 2
+    (s * outputs + HEAD_SUMS) * WORDS + 2
 }
 
 /// The whole net's figures for a step on S points of a C-output net from
@@ -51,10 +56,13 @@ pub fn reduced_from_words(s: usize, outputs: usize, words: &[i64]) -> Result<Red
     if words.len() != len {
         return invalid("reduced", format!("has {} words, the step exchanges {len}", words.len()));
     }
+    let k = s * outputs * WORDS;
+    let head = read_all(&words[k..len - 2]);
     Ok(Reduced {
-        sums: read_all(&words[..len - 2]),
+        sums: read_all(&words[..k]),
         fired_union: words[len - 2] as usize,
         fired_total: words[len - 1] as usize,
+        head_maxima: (head[0].value(), head[1].value()),
     })
 }
 
@@ -225,6 +233,12 @@ mod tests {
         let fire = pending.fire_sets();
         assert_eq!(back.fired_total, fire.iter().map(|a| a.len()).sum::<usize>());
         assert!(back.fired_union > 0 && back.fired_union <= back.fired_total);
+        // W alone trains: no head maxima travel.
+        assert_eq!(back.head_maxima, (0.0, 0.0));
+        let rates = Rates { a: 0.5, ..Rates::w_only(1.0) };
+        let pending = st.begin_step(&coef, &model, &[3], &rates).unwrap();
+        let back = reduced_from_words(1, 1, &pending.words()).unwrap();
+        assert_eq!(back.head_maxima, (1.0, 0.3));
     }
 
     /// `run_sharded` on K in-process "ranks" (threads that sum their words

@@ -104,6 +104,10 @@ pub struct Pending {
     values: Vec<Vec<f64>>,
     /// This state's exact part of each batch point's C output sums (S × C).
     sums: Vec<ExactSum>,
+    /// max |a| and max |b| over this state's neurons before the step, when
+    /// the step trains a or b (else zero): summed over the ranks, a bound
+    /// every rank agrees on (`head_caps`).
+    head: [ExactSum; 2],
 }
 
 impl Pending {
@@ -121,6 +125,12 @@ impl Pending {
     pub fn sums(&self) -> &[ExactSum] {
         &self.sums
     }
+
+    /// This state's max |a| and max |b| before the step (zero unless the
+    /// step trains a or b).
+    pub fn head_maxima(&self) -> &[ExactSum; 2] {
+        &self.head
+    }
 }
 
 /// The whole net's figures for a step's batch when the net is sharded: the
@@ -133,6 +143,9 @@ pub struct Reduced {
     /// |R| and Σ|A_i| over every neuron of the net.
     pub fired_union: usize,
     pub fired_total: usize,
+    /// The ranks' max |a| and max |b| summed (`Pending::head_maxima`): at
+    /// least the whole net's maxima, and the same on every rank.
+    pub head_maxima: (f64, f64),
 }
 
 fn max_abs<'a>(values: impl IntoIterator<Item = &'a f64>) -> f64 {
@@ -296,6 +309,22 @@ impl KronState {
         Ok(())
     }
 
+    /// The running bounds, with those on |a| and |b| lowered to the head's
+    /// maxima when the step trains a or b. Without this the bounds compound:
+    /// |P|'s growth scales with the bound on |a| and |a|'s with the bound
+    /// on |P|, so two running bounds grow geometrically while the values
+    /// stay put, and the guard refuses sound steps. The maxima are exact on
+    /// one process and the sum of the ranks' maxima under MPI (an upper
+    /// bound every rank shares); without trained a or b the bounds are the
+    /// exact maxima already and stay as they were.
+    fn head_caps(&self, rates: &Rates, (a_max, b_max): (f64, f64)) -> Bounds {
+        if rates.a > 0.0 || rates.b > 0.0 {
+            Bounds { a: self.bounds.a.min(a_max), b: self.bounds.b.min(b_max), ..self.bounds }
+        } else {
+            self.bounds
+        }
+    }
+
     pub fn index_name(&self) -> &'static str {
         self.index.name()
     }
@@ -396,7 +425,12 @@ impl KronState {
                 values
             })
             .collect();
-        Ok(Pending { batch: batch.to_vec(), rates: *rates, fire, values, sums })
+        let mut head = [ExactSum::new(), ExactSum::new()];
+        if rates.a > 0.0 || rates.b > 0.0 {
+            head[0].add(model.a_max());
+            head[1].add(model.b_max());
+        }
+        Ok(Pending { batch: batch.to_vec(), rates: *rates, fire, values, sums, head })
     }
 
     /// The second half of a step. `reduced` is the whole net's figures for
@@ -411,17 +445,17 @@ impl KronState {
         pending: Pending,
         reduced: Option<Reduced>,
     ) -> Result<StepStats> {
-        let Pending { batch, rates, fire, values, sums } = pending;
+        let Pending { batch, rates, fire, values, sums, head } = pending;
         let c = self.outputs;
-        // The whole net's sums and fired counts: this state's own, or the
-        // ranks' summed ones.
-        let (sums, counts) = match reduced {
-            None => (sums, None),
-            Some(Reduced { sums, fired_union, fired_total }) => {
+        // The whole net's sums, fired counts and head maxima: this state's
+        // own, or the ranks' summed ones.
+        let (sums, counts, head_maxima) = match reduced {
+            None => (sums, None, (head[0].value(), head[1].value())),
+            Some(Reduced { sums, fired_union, fired_total, head_maxima }) => {
                 if sums.len() != batch.len() * c {
                     return invalid("reduced", format!("has {} sums for a batch of {} × {c}", sums.len(), batch.len()));
                 }
-                (sums, Some((fired_union, fired_total)))
+                (sums, Some((fired_union, fired_total)), head_maxima)
             }
         };
         let tw = self.loss.target_width(c);
@@ -440,7 +474,7 @@ impl KronState {
             Kernel::Columns(f) => gram_rows(&f.view(), &batch)?,
         };
         let kb_max: Vec<f64> = kb_t.axis_iter(Axis(0)).map(|row| max_abs(row.iter())).collect();
-        let bounds = self.bounds.advance(model, &plan, &rates, &self.ridge, &kb_max)?;
+        let bounds = self.head_caps(&rates, head_maxima).advance(model, &plan, &rates, &self.ridge, &kb_max)?;
         // The linear term's coefficients: φ = lr_v / (S s_v) with s_v already
         // decayed by its ridge.
         let lin_factor = if rates.v > 0.0 {

@@ -22,7 +22,7 @@ from .errors import (
     StaleTrainerError,
 )
 from .model import CoefficientBlock, TwoLayerNet, default_threshold, load
-from .training import History, Trainer, TrainerConfig, suggest_lr
+from .training import History, Trainer, TrainerConfig, suggest_lr, suggest_rates
 from .tree import AsyncTree
 
 __all__ = [
@@ -49,4 +49,5 @@ __all__ = [
     "make_kronecker_data",
     "make_pair_data",
     "suggest_lr",
+    "suggest_rates",
 ]

@@ -4,7 +4,7 @@ plan, checkpoints, and :func:`suggest_lr`."""
 
 from .config import BACKENDS, GRAM_BUDGET_BYTES, GRAM_MODES, INDEXES, Backend, GramMode, IndexKind, TrainerConfig
 from .history import History
-from .lr import suggest_lr
+from .lr import suggest_lr, suggest_rates
 from .memory import ALLOCATOR_SLACK_BYTES, MemoryPlan
 from .state import CoreState, TrainerState
 from .trainer import Trainer
@@ -25,4 +25,5 @@ __all__ = [
     "TrainerConfig",
     "TrainerState",
     "suggest_lr",
+    "suggest_rates",
 ]

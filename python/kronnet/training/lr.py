@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import math
+from typing import Any, Dict, Optional, Tuple
+
+import numpy as np
+
 from .. import _validate as v
+from ..data import KronPoints
+from ..errors import ArgumentError, ArgumentTypeError
 from ..model import TwoLayerNet
 
 
@@ -46,3 +53,205 @@ def suggest_lr(net: TwoLayerNet, batch_size: int = 8) -> float:
     batch_size = v.positive_int(batch_size, "batch_size")
     q = net.firing_fraction()
     return batch_size / (2.0 * max(q, 1.0 / net.width))
+
+
+#: The parameter groups SGD can train, in the order of :data:`RATE_NAMES`:
+#: hidden weights W, output weights a, thresholds b, output bias c, linear
+#: term v.
+PARTS = "wabcv"
+_RATE_OF_PART = dict(zip(PARTS, ("lr", "lr_a", "lr_b", "lr_c", "lr_v")))
+#: An upper bound on the loss's second derivative in f (its curvature): the
+#: softmax Hessian diag(p) - p p^T has eigenvalues at most 1/2, the logistic
+#: one p (1 - p) at most 1/4.
+_CURVATURE = {"squared": 1.0, "logistic": 0.25, "cross_entropy": 0.5}
+_SAMPLE = 512
+
+
+def suggest_rates(
+    net: TwoLayerNet,
+    batch_size: int = 8,
+    data: Optional[KronPoints] = None,
+    parts: str = "wabc",
+    loss: str = "squared",
+) -> Dict[str, float]:
+    """Learning rates for every trained part of the model, on one scale.
+
+    Each parameter group g moves a point's output along its tangent kernel
+    K_g(x, x'): an SGD step on a batch of S points changes f(x_i) by about
+    -lr_g * ell'' * (K_g(x_i, x_i) / S + lambda_g) * e_i, where ell'' bounds
+    the loss's curvature (1 squared, 1/4 logistic, 1/2 cross-entropy) and
+    lambda_g is the largest eigenvalue of the kernel's off-diagonal part
+    divided by n (the share of a step that reaches the other points). With
+    G groups trained at once their moves add up, so each gets
+    lr_g = 1 / (2 G h_g), h_g = ell'' (K_g(x, x) / S + lambda_g): together
+    they halve a point's residual, as :func:`suggest_lr` does for W alone.
+    The kernels at initialization, for unit-norm points with correlation
+    rho and z ~ N(0, 1) preactivations (docs/design.md, "Learning rates"):
+
+    ====  ==================================  ===========================
+    part  K_g(x, x')                           diagonal (rho = 1)
+    ====  ==================================  ===========================
+    W     rho P(z > b, z' > b)                 q = P(z > b)
+    a     E[relu(z - b) relu(z' - b)]          (1 + b^2) q - b phi(b)
+    b     P(z > b, z' > b)                     q
+    c     1                                    1
+    v     rho                                  1
+    ====  ==================================  ===========================
+
+    Parameters
+    ----------
+    net : TwoLayerNet
+        The net to train; its width, initial threshold and init are used.
+    batch_size : int, default 8
+        S, the batch size the trainer will use.
+    data : KronData or PairData, optional
+        The training points. When given, lambda_g comes from the kernels on
+        a sample of up to 512 of its points (their correlations, computed
+        d-free from the factors); without it the points are taken to be
+        orthogonal (rho = 0), the high-dimensional case.
+    parts : str, default "wabc"
+        The groups to train, a subset of ``"wabcv"``; the others get 0.0.
+    loss : {"squared", "logistic", "cross_entropy"}, default "squared"
+        The trainer's loss.
+
+    Returns
+    -------
+    dict of str to float
+        Keys ``lr, lr_a, lr_b, lr_c, lr_v``, ready for
+        ``Trainer(net, data, **rates)``. With ``parts="w"`` and no data,
+        ``lr`` is :func:`suggest_lr`'s.
+
+    Raises
+    ------
+    ArgumentError
+        `batch_size` is not positive, `parts` is empty or names an unknown
+        or repeated group, `loss` is unknown, or `data` has other dims than
+        the net or no points.
+    ArgumentTypeError
+        `data` is not a KronData or PairData.
+
+    Examples
+    --------
+    >>> import kronnet as kn
+    >>> net = kn.TwoLayerNet((4, 4), width=2048)
+    >>> rates = kn.suggest_rates(net, 8)
+    >>> sorted(rates)
+    ['lr', 'lr_a', 'lr_b', 'lr_c', 'lr_v']
+    >>> round(rates["lr"] * 4, 1) == round(kn.suggest_lr(net, 8), 1)  # W's share of G = 4
+    True
+    >>> rates["lr_v"]  # not among the parts
+    0.0
+    >>> data = kn.make_kronecker_data(200, dims=(4, 4), seed=0)
+    >>> tr = kn.Trainer(net, data, batch_size=8, **kn.suggest_rates(net, 8, data))
+    >>> hist = tr.fit(200)
+    >>> hist.full_loss[-1][1] < 0.5 * hist.full_loss[0][1]
+    True
+    """
+    batch_size = v.positive_int(batch_size, "batch_size")
+    chosen = _parse_parts(parts)
+    if loss not in _CURVATURE:
+        raise ArgumentError("loss", f"must be one of {sorted(_CURVATURE)}, got {loss!r}")
+    b = net.threshold
+    q = max(net.firing_fraction(), 1.0 / net.width)
+    rho = None if data is None else _correlations(data, net)
+    rates = dict.fromkeys(_RATE_OF_PART.values(), 0.0)
+    for part in chosen:
+        diagonal, spread = _kernel(part, b, q, rho)
+        h = _CURVATURE[loss] * (diagonal / batch_size + spread * (batch_size - 1) / batch_size)
+        rates[_RATE_OF_PART[part]] = 1.0 / (2.0 * len(chosen) * h)
+    return rates
+
+
+def _parse_parts(parts: Any) -> str:
+    if not isinstance(parts, str):
+        raise ArgumentTypeError("parts", f"must be a str such as 'wabc', got {type(parts).__name__}")
+    if not parts or any(p not in PARTS for p in parts) or len(set(parts)) != len(parts):
+        raise ArgumentError("parts", f"must be distinct letters of {PARTS!r} (W, a, b, c, v), got {parts!r}")
+    return parts
+
+
+def _correlations(data: Any, net: TwoLayerNet) -> np.ndarray:
+    """The correlation matrix of a fixed sample of the points (their inner
+    products over their norms), diagonal included."""
+    if not isinstance(data, KronPoints):
+        raise ArgumentTypeError("data", f"must be a KronData or PairData, got {type(data).__name__}")
+    if data.dims != net.dims:
+        raise ArgumentError("data", f"has dims {data.dims} but the net has {net.dims}")
+    if data.n == 0:
+        raise ArgumentError("data", "has no points")
+    # A fixed seed: every MPI rank and every call picks the same sample.
+    rows = np.sort(np.random.default_rng(0).permutation(data.n)[:_SAMPLE])
+    sample = data.take(rows)
+    gram = sample.inner_products()
+    norms = np.sqrt(np.clip(np.diag(gram), 1e-300, None))
+    rho: np.ndarray = np.clip(gram / norms[:, None] / norms[None, :], -1.0, 1.0)
+    return rho
+
+
+def _kernel(part: str, b: float, q: float, rho: Optional[np.ndarray]) -> Tuple[float, float]:
+    """(K_g(x, x), lambda_g) for one group: the diagonal and the largest
+    eigenvalue of the off-diagonal kernel matrix over n (0 if negative)."""
+    if part == "c":
+        return 1.0, 1.0
+    if part == "a":
+        diagonal = (1.0 + b * b) * q - b * float(_phi(b))
+    elif part == "v":
+        diagonal = 1.0
+    else:
+        diagonal = q
+    if rho is None:
+        # Orthogonal points: every off-diagonal entry is the kernel at 0.
+        return diagonal, max(float(_pair_kernel(part, b, np.zeros(1))[0]), 0.0)
+    s = rho.shape[0]
+    if s < 2:
+        return diagonal, 0.0
+    k = _pair_kernel(part, b, rho)
+    np.fill_diagonal(k, 0.0)
+    top = float(np.linalg.eigvalsh(k)[-1]) / s
+    return diagonal, max(top, 0.0)
+
+
+def _phi(x: Any) -> Any:
+    return np.exp(-0.5 * np.square(x)) / math.sqrt(2.0 * math.pi)
+
+
+_erfc = np.vectorize(math.erfc, otypes=[float])
+
+
+def _tail(x: Any) -> Any:
+    """P(N(0, 1) > x), elementwise."""
+    return 0.5 * _erfc(np.asarray(x, dtype=float) / math.sqrt(2.0))
+
+
+def _pair_kernel(part: str, b: float, rho: np.ndarray) -> np.ndarray:
+    """K_g at correlation rho (any shape), off the diagonal, for standard
+    normal preactivations z, z' with correlation rho."""
+    if part == "v":
+        same: np.ndarray = rho.copy()
+        return same
+    grid = np.linspace(-1.0, 1.0, 129)
+    # z = t, z' = rho t + sqrt(1 - rho^2) s: one integral over t > b of the
+    # conditional expectation over s, which is closed-form.
+    lo = max(b, -10.0)
+    t = np.linspace(lo, lo + 12.0, 1201)
+    r = grid[:, None]
+    sd = np.sqrt(np.clip(1.0 - r * r, 1e-18, None))
+    mu = r * t[None, :] - b
+    if part in ("w", "b"):
+        inner = _tail(-mu / sd)  # P(z' > b | z = t)
+        values = _integral(_phi(t)[None, :] * inner, t)
+        if part == "w":
+            values = grid * values
+    else:  # "a": E[relu(z' - b) | z = t] = mu Phi(mu / sd) + sd phi(mu / sd)
+        inner = mu * (1.0 - _tail(mu / sd)) + sd * _phi(mu / sd)
+        values = _integral((_phi(t) * (t - b))[None, :] * inner, t)
+    out: np.ndarray = np.interp(rho, grid, values)
+    return out
+
+
+def _integral(f: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """The trapezoid rule along the last axis (np.trapz is gone from NumPy 2
+    and np.trapezoid is new in it)."""
+    dt = np.diff(t)
+    total: np.ndarray = np.sum(0.5 * (f[..., 1:] + f[..., :-1]) * dt, axis=-1)
+    return total
