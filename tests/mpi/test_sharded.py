@@ -122,6 +122,29 @@ def test_the_full_model_trains_sharded_bitwise_as_one_process(index):
     assert bitwise(kn.load(os.path.join(tmp, "full.kronnet")).predict(data), whole.predict(data))
 
 
+def test_early_stopping_goes_back_on_every_rank_as_one_process_does():
+    # A smooth target with noisy training labels: the held-out loss falls,
+    # then rises.
+    train = kn.make_kronecker_data(300, dims=(6, 6), seed=0)
+    held_out = kn.make_kronecker_data(200, dims=(6, 6), seed=1)
+    t = np.random.default_rng(9).standard_normal(36) / 6.0
+    noise = np.random.default_rng(5).standard_normal(train.n)
+    train = train.with_targets(np.tanh(3 * train.dense() @ t) + 0.7 * noise)
+    held_out = held_out.with_targets(np.tanh(3 * held_out.dense() @ t))
+    kw = dict(lr=50.0, lr_a=5.0, lr_c=0.2, batch_size=8)
+    net, alone = (kn.TwoLayerNet(train.dims, 384, seed=2) for _ in range(2))
+    tr = kn.Trainer(net, train, comm=COMM, **kw)
+    ref = kn.Trainer(alone, train, **kw)
+    hist = tr.fit(2000, eval_every=20, validation=held_out, patience=2)
+    want = ref.fit(2000, eval_every=20, validation=held_out, patience=2)
+    assert want.stopped_early and want.best_step > 0
+    assert hist.val_loss == want.val_loss and hist.best_step == want.best_step
+    assert hist.stopped_early == want.stopped_early
+    assert tr.steps_done == ref.steps_done == want.best_step
+    assert bitwise(net.predict(held_out), alone.predict(held_out))
+    assert bitwise(tr.fit(30).loss, ref.fit(30).loss)
+
+
 def test_each_rank_holds_its_share_of_the_state():
     data, net = make((8, 8), "gaussian", "kron")
     tr = kn.Trainer(net, data, lr=50.0, comm=COMM, progress=True)

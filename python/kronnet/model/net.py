@@ -1097,6 +1097,52 @@ class TwoLayerNet:
         net._placement = placement
         return net
 
+    def load_state(self, state: NetState) -> None:
+        """Sets this net's weights to `state` in place: the head, the
+        coefficient blocks and their points, as :meth:`to_state` described
+        them (early stopping uses it to go back to the best step).
+
+        Trainers of this net made before the call refuse to step
+        (:class:`StaleTrainerError`): their state belongs to the old
+        weights.
+
+        Parameters
+        ----------
+        state : NetState
+            A state of this same net: the same dims, width, seed, init,
+            threshold and outputs, and (when sharded) this rank's neurons;
+            from :meth:`to_state` with ``whole=False`` for a sharded net.
+
+        Raises
+        ------
+        ArgumentError
+            The state is of another net, or inconsistent.
+
+        Examples
+        --------
+        >>> import numpy as np, kronnet as kn
+        >>> data = kn.make_kronecker_data(16, dims=(4, 4), seed=0)
+        >>> net = kn.TwoLayerNet(data.dims, width=64)
+        >>> tr = kn.Trainer(net, data, lr=20.0)
+        >>> _ = tr.fit(5)
+        >>> saved, before = net.to_state(), net.predict(data)
+        >>> _ = tr.fit(5)
+        >>> net.load_state(saved)
+        >>> bool(np.array_equal(net.predict(data), before))
+        True
+        """
+        twin = TwoLayerNet.from_state(state, self._placement)
+        ours = (self._dims, self._width, self._seed, self._init, self._init_rank, self._threshold, self._outputs)
+        theirs = (twin._dims, twin._width, twin._seed, twin._init, twin._init_rank, twin._threshold, twin._outputs)
+        if ours != theirs or tuple(state.neurons) != self._placement.neurons(self._width):
+            raise ArgumentError(
+                "state",
+                "describes another net (dims, width, seed, init, init_rank, threshold, outputs "
+                f"{theirs}, neurons {tuple(state.neurons)}); this one has {ours}, "
+                f"neurons {self._placement.neurons(self._width)}",
+            )
+        self._head, self._blocks = twin._head, twin._blocks
+
     def __reduce__(self) -> Tuple[Any, ...]:
         return (TwoLayerNet.from_state, (self.to_state(),))
 

@@ -35,6 +35,11 @@ class History:
     val_loss : list of (int, float), optional
         (step, validation loss) at the same checkpoints as `full_loss`, when
         :meth:`Trainer.fit` was given `validation`; empty otherwise.
+    best_step : int or None, default None
+        With early stopping (``fit(..., patience=k)``): the step of the
+        lowest validation loss, whose parameters the trainer went back to.
+    stopped_early : bool, default False
+        Early stopping ended the fit before its `steps`.
 
     Examples
     --------
@@ -58,6 +63,8 @@ class History:
     full_loss: List[Tuple[int, float]] = field(default_factory=list)
     seconds: float = 0.0
     val_loss: List[Tuple[int, float]] = field(default_factory=list)
+    best_step: Optional[int] = None
+    stopped_early: bool = False
 
     @property
     def steps(self) -> int:
@@ -75,6 +82,8 @@ class History:
             val = ""
             if self.val_loss:
                 val = f", val_loss {self.val_loss[0][1]:.4g} -> {self.val_loss[-1][1]:.4g}"
+            if self.best_step is not None:
+                val += f", best_step={self.best_step}" + (" (stopped early)" if self.stopped_early else "")
             return (
                 f"History(steps={self.steps}, full_loss {self.full_loss[0][1]:.4g} -> "
                 f"{self.full_loss[-1][1]:.4g}{val}, seconds={self.seconds:.3g})"
@@ -87,6 +96,8 @@ def from_runs(
     checkpoints: List[Tuple[int, float]],
     seconds: float,
     val_checkpoints: Optional[List[Tuple[int, float]]] = None,
+    best_step: Optional[int] = None,
+    stopped_early: bool = False,
 ) -> History:
     """A History from the per-run arrays (loss, |R|, sum |A_i|, batch
     sizes) of the runs of one fit, and its checkpoints."""
@@ -102,4 +113,6 @@ def from_runs(
         full_loss=list(checkpoints),
         seconds=seconds,
         val_loss=list(val_checkpoints or []),
+        best_step=best_step,
+        stopped_early=stopped_early,
     )

@@ -14,6 +14,7 @@ from .. import placement as placements
 from ..data import KronPoints
 from ..errors import ArgumentError, ArgumentTypeError, DivergenceError, StaleTrainerError
 from ..model import TwoLayerNet
+from ..model.state import NetState
 from ..placement import Placement, StepRunner
 from ..progress import PointsBar, steps_bar
 from . import checkpoint as checkpoint_file
@@ -23,6 +24,7 @@ from .memory import MemoryPlan, trainer_memory
 from .sampler import BatchSampler
 from .schedules import ScheduleLike, factors
 from .state import CoreState, TrainerState
+from .stopping import EarlyStopping
 
 
 class Trainer:
@@ -688,7 +690,12 @@ class Trainer:
         return float(loss)
 
     def fit(
-        self, steps: int, progress: bool = False, eval_every: int = 0, validation: Optional[KronPoints] = None
+        self,
+        steps: int,
+        progress: bool = False,
+        eval_every: int = 0,
+        validation: Optional[KronPoints] = None,
+        patience: Optional[int] = None,
     ) -> History:
         """Takes `steps` sampled SGD steps.
 
@@ -707,6 +714,16 @@ class Trainer:
             (1/2q) sum_j (f(x'_j) - y'_j)^2 over its q points is recorded
             too (:attr:`History.val_loss`, computed with
             :meth:`TwoLayerNet.predict`) and shown on the progress bar.
+        patience : int, optional
+            Early stopping: end the fit once this many validation losses in
+            a row (one every `eval_every` steps) have not been lower than
+            the lowest so far, and in any case go back to the step of the
+            lowest one (counting the loss before the first step), as if
+            restored from a checkpoint taken then: the net's weights, the
+            step count and the sampler's position
+            (:attr:`History.best_step`, :attr:`History.stopped_early`).
+            Needs `validation` and `eval_every`. Keeps one copy of the
+            training state (P and the coefficients) for the best step.
 
         Returns
         -------
@@ -717,7 +734,8 @@ class Trainer:
         ------
         ArgumentError
             `validation` has no targets, no points, non-finite targets or
-            other dims than the net (checked before any step).
+            other dims than the net, or `patience` is not positive or lacks
+            `validation` and `eval_every` (checked before any step).
         ArgumentTypeError
             `validation` is not a KronData or PairData.
         DivergenceError
@@ -751,33 +769,48 @@ class Trainer:
         True
         >>> [step for step, _ in hist.val_loss]
         [100, 125, 150]
+
+        Early stopping goes back to the step of the lowest validation loss:
+
+        >>> hist = tr.fit(2000, eval_every=50, validation=held_out, patience=3)
+        >>> best = min(hist.val_loss, key=lambda sv: sv[1])
+        >>> hist.best_step == best[0] == tr.steps_done
+        True
         """
 
-        def check() -> Tuple[int, int, bool, Optional[KronPoints]]:
+        def check() -> Tuple[int, int, bool, Optional[KronPoints], Optional[int]]:
             self._check_current()
-            return (
+            out = (
                 v.positive_int(steps, "steps"),
                 v.nonnegative_int(eval_every, "eval_every"),
                 v.flag(progress, "progress"),
                 _validation_set(validation, self._net, self._config.loss),
+                None if patience is None else v.positive_int(patience, "patience"),
             )
+            if out[4] is not None and (out[3] is None or out[1] == 0):
+                raise ArgumentError("patience", "early stopping needs validation= (held-out points) and eval_every > 0")
+            return out
 
-        n_steps, every, shown, val = self._placement.run(check)
-        self._placement.agree(steps=n_steps, eval_every=every, validation=val)
+        n_steps, every, shown, val, wait = self._placement.run(check)
+        self._placement.agree(steps=n_steps, eval_every=every, validation=val, patience=wait)
         # Sharded, Ctrl-C must stop every rank after the same step: it only
         # sets a flag that the next step's message carries to all ranks.
         with self._runner.interrupts():
-            return self._fit(n_steps, every, shown, val)
+            return self._fit(n_steps, every, shown, val, wait)
 
-    def _fit(self, steps: int, eval_every: int, progress: bool, val: Optional[KronPoints]) -> History:
+    def _fit(
+        self, steps: int, eval_every: int, progress: bool, val: Optional[KronPoints], patience: Optional[int]
+    ) -> History:
         start = time.perf_counter()
         parts: List[Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
         checkpoints: List[Tuple[int, float]] = []
         val_checkpoints: List[Tuple[int, float]] = []
         bar: Any = None
         postfix: Dict[str, str] = {}
+        watch = None if patience is None else EarlyStopping(patience, self._snapshot)
 
-        def checkpoint() -> None:
+        def checkpoint() -> bool:
+            """Records the losses; True when early stopping ends the fit."""
             # Both losses first, then both records: an interrupt in between
             # leaves the two lists with the same steps.
             loss = self.full_loss()
@@ -788,16 +821,19 @@ class Trainer:
                 postfix["val_loss"] = f"{val_loss:.3e}"
                 if bar is not None:
                     bar.set_postfix(postfix)
+                if watch is not None:
+                    return watch.observe(self._steps, val_loss)
+            return False
 
         checkpoint()
         # Steps run in Rust in chunks: no Python between steps, the GIL
         # released, and still a live progress bar and checkpoints.
         chunk = max(1, min(steps // 100, 256))
         bar = steps_bar(steps, progress and self._placement.speaks)
-        done = 0
+        done, stopped = 0, False
         try:
             try:
-                while done < steps:
+                while done < steps and not stopped:
                     k = min(chunk, steps - done)
                     if eval_every:
                         k = min(k, eval_every - done % eval_every)
@@ -811,7 +847,7 @@ class Trainer:
                     if err is not None:
                         raise err
                     if eval_every and (done % eval_every == 0) and done < steps:
-                        checkpoint()
+                        stopped = checkpoint()
             except (DivergenceError, KeyboardInterrupt) as exc:
                 # Wherever it landed (in Rust between two steps, or in Python
                 # between two chunks), the trainer is at a step boundary:
@@ -821,11 +857,31 @@ class Trainer:
                     parts, checkpoints, time.perf_counter() - start, val_checkpoints
                 )
                 raise
-            checkpoint()  # the last one, while the bar still shows
+            if not stopped:
+                checkpoint()  # the last one, while the bar still shows
         finally:
             if bar is not None:
                 bar.close()
-        return from_runs(parts, checkpoints, time.perf_counter() - start, val_checkpoints)
+        best_step = None
+        if watch is not None:
+            best_step = watch.best_step
+            if best_step != self._steps:
+                self._go_back(watch.best)
+        return from_runs(parts, checkpoints, time.perf_counter() - start, val_checkpoints, best_step, stopped)
+
+    def _snapshot(self) -> Tuple[NetState, TrainerState]:
+        """Copies of the net's and this trainer's state (this rank's part)."""
+        return self._net.to_state(whole=False), self.export_state()
+
+    def _go_back(self, snapshot: Tuple[NetState, TrainerState]) -> None:
+        """Returns the net and this trainer to a `_snapshot` of this run, as
+        a restore from a checkpoint taken then would."""
+        net_state, state = snapshot
+        self._net.load_state(net_state)
+        # The old core's state goes before the new one is built, so the
+        # peak is the snapshot plus one core, as while training.
+        self._core = self._runner = None  # type: ignore[assignment]
+        self._build(self._net, self._data, state.config.unresolved(), self._placement, state)
 
     def _run_chunk(self, k: int, parts: List[Any]) -> Tuple[int, Optional[BaseException]]:
         """Draws k batches and runs them in Rust. On an early stop the sampler
