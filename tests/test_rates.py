@@ -92,6 +92,37 @@ def test_data_kernels_match_a_wide_nets_empirical_tangent_kernels():
     assert rates["lr"] < 0.8 * blind["lr"] and rates["lr_v"] < 0.5 * blind["lr_v"]
 
 
+def test_points_of_other_norms_use_the_largest_diagonal():
+    # Norms from 0.6 to 1.6: a point of larger norm fires more neurons, and
+    # the rates must keep the step stable at the largest diagonal.
+    rng = np.random.default_rng(0)
+    n, dims = 300, (6, 6)
+    mats = [rng.standard_normal((n, dk)) + rng.standard_normal(dk) for dk in dims]
+    unit = kn.KronData(mats).normalized()
+    scale = np.exp(rng.uniform(-0.5, 0.5, n))
+    data = kn.KronData([unit.factors[0] * scale[:, None], unit.factors[1]])
+    x = data.dense()
+    m, s = 40000, 8
+    net = kn.TwoLayerNet(dims, width=m, seed=3)
+    z = x @ net.dense_weights().T
+    fired = (z > net.threshold).astype(float)
+    relu = np.maximum(z - net.threshold, 0.0)
+    gram = x @ x.T
+    kernels = {
+        "lr": (fired @ fired.T) / m * gram,
+        "lr_a": (relu @ relu.T) / m,
+        "lr_b": (fired @ fired.T) / m,
+        "lr_c": np.ones((n, n)),
+        "lr_v": gram,
+    }
+    rates = kn.suggest_rates(net, s, data, parts="wabcv")
+    for name, k in kernels.items():
+        h = np.max(np.diag(k)) / s + empirical_spread(k) * (s - 1) / s
+        # Off the diagonal, unequal norms are an approximation (within 15%).
+        assert rates[name] == pytest.approx(1.0 / (2 * 5 * h), rel=0.15), name
+    assert rates["lr_v"] == pytest.approx(1.0 / (2 * 5 * (np.max(np.diag(gram)) / s + empirical_spread(gram) * 7 / 8)))
+
+
 @pytest.mark.parametrize(
     "loss,outputs,make_y",
     [

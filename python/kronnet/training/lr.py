@@ -10,7 +10,7 @@ import numpy as np
 from .. import _validate as v
 from ..data import KronPoints
 from ..errors import ArgumentError, ArgumentTypeError
-from ..model import TwoLayerNet
+from ..model import TwoLayerNet, gaussian_tail
 
 
 def suggest_lr(net: TwoLayerNet, batch_size: int = 8) -> float:
@@ -151,12 +151,10 @@ def suggest_rates(
     chosen = _parse_parts(parts)
     if loss not in _CURVATURE:
         raise ArgumentError("loss", f"must be one of {sorted(_CURVATURE)}, got {loss!r}")
-    b = net.threshold
-    q = max(net.firing_fraction(), 1.0 / net.width)
-    rho = None if data is None else _correlations(data, net)
+    geometry = None if data is None else _sample_geometry(data, net)
     rates = dict.fromkeys(_RATE_OF_PART.values(), 0.0)
     for part in chosen:
-        diagonal, spread = _kernel(part, b, q, rho)
+        diagonal, spread = _kernel(part, net, geometry)
         h = _CURVATURE[loss] * (diagonal / batch_size + spread * (batch_size - 1) / batch_size)
         rates[_RATE_OF_PART[part]] = 1.0 / (2.0 * len(chosen) * h)
     return rates
@@ -170,9 +168,9 @@ def _parse_parts(parts: Any) -> str:
     return parts
 
 
-def _correlations(data: Any, net: TwoLayerNet) -> np.ndarray:
-    """The correlation matrix of a fixed sample of the points (their inner
-    products over their norms), diagonal included."""
+def _sample_geometry(data: Any, net: TwoLayerNet) -> Tuple[np.ndarray, np.ndarray]:
+    """(norms (s,), correlations (s, s)) of a fixed sample of the points,
+    from their inner products (d-free)."""
     if not isinstance(data, KronPoints):
         raise ArgumentTypeError("data", f"must be a KronData or PairData, got {type(data).__name__}")
     if data.dims != net.dims:
@@ -181,34 +179,71 @@ def _correlations(data: Any, net: TwoLayerNet) -> np.ndarray:
         raise ArgumentError("data", "has no points")
     # A fixed seed: every MPI rank and every call picks the same sample.
     rows = np.sort(np.random.default_rng(0).permutation(data.n)[:_SAMPLE])
-    sample = data.take(rows)
-    gram = sample.inner_products()
-    norms = np.sqrt(np.clip(np.diag(gram), 1e-300, None))
-    rho: np.ndarray = np.clip(gram / norms[:, None] / norms[None, :], -1.0, 1.0)
-    return rho
+    gram = data.take(rows).inner_products()
+    norms = np.sqrt(np.clip(np.diag(gram), 0.0, None))
+    safe = np.maximum(norms, 1e-300)
+    rho: np.ndarray = np.clip(gram / safe[:, None] / safe[None, :], -1.0, 1.0)
+    return norms, rho
 
 
-def _kernel(part: str, b: float, q: float, rho: Optional[np.ndarray]) -> Tuple[float, float]:
-    """(K_g(x, x), lambda_g) for one group: the diagonal and the largest
-    eigenvalue of the off-diagonal kernel matrix over n (0 if negative)."""
-    if part == "c":
-        return 1.0, 1.0
-    if part == "a":
-        diagonal = (1.0 + b * b) * q - b * float(_phi(b))
-    elif part == "v":
-        diagonal = 1.0
+def _kappa(net: TwoLayerNet) -> float:
+    """The init's firing fraction over the Gaussian one: 1 for Gaussian
+    init; the Kronecker init's tail differs slightly."""
+    unit = gaussian_tail(net.threshold)
+    return net.firing_fraction() / unit if unit > 0 else 1.0
+
+
+def _diagonal(part: str, b: float, kappa: float, r: np.ndarray) -> np.ndarray:
+    """K_g(x, x) at points of norm r: preactivations are N(0, r^2), so a
+    neuron fires with probability P(z > b / r); firing terms scaled by
+    `kappa` (`_kappa`)."""
+    t = b / np.maximum(r, 1e-300)
+    if part == "w":
+        out = kappa * r * r * _tail(t)
+    elif part == "a":
+        out = r * r * ((1.0 + t * t) * _tail(t) - t * _phi(t))
+    elif part == "b":
+        out = kappa * _tail(t)
+    elif part == "c":
+        out = np.ones_like(r)
     else:
-        diagonal = q
-    if rho is None:
-        # Orthogonal points: every off-diagonal entry is the kernel at 0.
-        return diagonal, max(float(_pair_kernel(part, b, np.zeros(1))[0]), 0.0)
+        out = r * r
+    diagonal: np.ndarray = np.asarray(out, dtype=float)
+    return diagonal
+
+
+def _kernel(part: str, net: TwoLayerNet, geometry: Optional[Tuple[np.ndarray, np.ndarray]]) -> Tuple[float, float]:
+    """(max_i K_g(x_i, x_i), lambda_g) for one group: the largest diagonal
+    over the sample (a point the step overshoots diverges, however rare) and
+    the largest eigenvalue of the off-diagonal kernel matrix over its size
+    (0 if negative). Off the diagonal the unit-norm kernel at rho is scaled
+    by sqrt(K_ii K_jj) / K(1): exact for equal norms, and for v and c always."""
+    one, b, kappa = np.ones(1), net.threshold, _kappa(net)
+    # The floor 1/m of suggest_lr: at least one neuron fires.
+    floor = 1.0 / net.width if part in ("w", "b") else 0.0
+    # The Gaussian unit-norm kernel at rho = 1, in closed form.
+    at_one = float(_diagonal(part, b, 1.0, one)[0])
+    if geometry is None:
+        # Unit-norm, orthogonal points: every off-diagonal entry is the
+        # kernel at rho = 0.
+        diagonal = max(float(_diagonal(part, b, kappa, one)[0]), floor)
+        return diagonal, max(_kappa_of(part, kappa) * float(_pair_kernel(part, b, np.zeros(1))[0]), 0.0)
+    norms, rho = geometry
+    d = _diagonal(part, b, kappa, norms)
+    diagonal = max(float(d.max()), floor)
     s = rho.shape[0]
-    if s < 2:
+    if s < 2 or at_one <= 0:
         return diagonal, 0.0
-    k = _pair_kernel(part, b, rho)
+    root = np.sqrt(d)
+    k = _pair_kernel(part, b, rho) / at_one * root[:, None] * root[None, :]
     np.fill_diagonal(k, 0.0)
     top = float(np.linalg.eigvalsh(k)[-1]) / s
     return diagonal, max(top, 0.0)
+
+
+def _kappa_of(part: str, kappa: float) -> float:
+    """The init's scale of a group's firing terms (`_kappa` for W and b)."""
+    return kappa if part in ("w", "b") else 1.0
 
 
 def _phi(x: Any) -> Any:
@@ -229,6 +264,9 @@ def _pair_kernel(part: str, b: float, rho: np.ndarray) -> np.ndarray:
     if part == "v":
         same: np.ndarray = rho.copy()
         return same
+    if part == "c":
+        ones: np.ndarray = np.ones_like(rho)
+        return ones
     grid = np.linspace(-1.0, 1.0, 129)
     # z = t, z' = rho t + sqrt(1 - rho^2) s: one integral over t > b of the
     # conditional expectation over s, which is closed-form.
