@@ -14,6 +14,7 @@ import kronnet as kn  # noqa: E402
 from kronnet.sklearn import KronNetClassifier, KronNetRegressor  # noqa: E402
 from sklearn.base import clone  # noqa: E402
 from sklearn.exceptions import ConvergenceWarning  # noqa: E402
+from sklearn.metrics import r2_score  # noqa: E402
 from sklearn.model_selection import GridSearchCV, cross_val_score  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
@@ -104,20 +105,78 @@ def test_pair_indices_match_a_plain_trainer():
     rs = check_random_state(7)
     rs.randint(0, 2**31 - 1)  # the early-stopping split seed, drawn always
     net_seed, trainer_seed = (int(s) for s in rs.randint(0, 2**31 - 1, size=2))
+    rms = np.sqrt(np.mean(data.norms() ** 2))
+    assert reg.input_scale_ == 1.0 / rms
+    assert reg.y_mean_ == y.mean() and reg.y_scale_ == y.std()
+    points = kn.PairData(tables, pairs).scaled(reg.input_scale_).with_targets((y - y.mean()) / y.std())
     net = kn.TwoLayerNet(data.dims, width=128, seed=net_seed)
-    lr = kn.suggest_lr(net, 8)  # the tables are unit-norm: "auto" is exactly suggest_lr
-    assert reg.lr_ == [lr]
-    tr = kn.Trainer(net, kn.PairData(tables, pairs, y), lr=lr, batch_size=8, seed=trainer_seed)
+    assert reg.rates_ == kn.suggest_rates(net, 8, points, parts="wac")
+    tr = kn.Trainer(net, points, batch_size=8, seed=trainer_seed, **reg.rates_)
     hist = tr.fit(97)
 
     test = np.array([[0, 0], [11, 9], [3, 4], [5, 1]])
-    np.testing.assert_allclose(reg.predict(test), net.predict(kn.PairData(tables, test)), rtol=0, atol=1e-12)
-    np.testing.assert_allclose(reg.predict(pairs), net.predict(data), rtol=0, atol=1e-12)
+    expect = y.mean() + y.std() * net.predict(kn.PairData(tables, test).scaled(reg.input_scale_))
+    np.testing.assert_allclose(reg.predict(test), expect, rtol=0, atol=1e-12)
     np.testing.assert_allclose(reg.loss_curve_[0], hist.loss[:15].mean(), rtol=0, atol=1e-12)
 
     # Pairs are rows: cross-validation splits them like any samples.
     scores = cross_val_score(clone(reg).set_params(max_steps=60), pairs, y, cv=3)
     assert scores.shape == (3,) and np.isfinite(scores).all()
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_the_classifier_is_one_softmax_net_as_a_plain_trainer_trains_it():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(90, 6))
+    y = np.array(["b", "a", "c"])[np.argmax(X[:, :3], axis=1)]
+    clf = KronNetClassifier(width=128, max_steps=60, n_iter_no_change=1000, random_state=4).fit(X, y)
+    assert clf.classes_.tolist() == ["a", "b", "c"] and clf.net_.outputs == 3
+
+    rs = check_random_state(4)
+    rs.randint(0, 2**31 - 1)
+    net_seed, trainer_seed = (int(s) for s in rs.randint(0, 2**31 - 1, size=2))
+    labels = np.searchsorted(["a", "b", "c"], y).astype(float)
+    points = kn.KronData([X]).scaled(clf.input_scale_).with_targets(labels)
+    net = kn.TwoLayerNet((6,), width=128, seed=net_seed, outputs=3)
+    assert clf.rates_ == kn.suggest_rates(net, 8, points, parts="wac", loss="cross_entropy")
+    kn.Trainer(net, points, batch_size=8, seed=trainer_seed, loss="cross_entropy", **clf.rates_).fit(60)
+    logits = net.predict(kn.KronData([X]).scaled(clf.input_scale_))
+    np.testing.assert_allclose(clf.decision_function(X), logits, rtol=0, atol=1e-12)
+    # Probabilities: the softmax of the logits, computed here independently.
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    np.testing.assert_allclose(clf.predict_proba(X), e / e.sum(axis=1, keepdims=True), rtol=1e-12, atol=1e-15)
+    assert (clf.predict(X) == np.array(["a", "b", "c"])[np.argmax(logits, axis=1)]).all()
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_a_binary_classifier_is_one_logistic_output():
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(80, 5))
+    y = np.where(X[:, 0] + X[:, 1] > 0, "yes", "no")
+    clf = KronNetClassifier(width=128, max_steps=400, random_state=0).fit(X, y)
+    f = clf.decision_function(X)
+    assert f.shape == (80,) and clf.net_.outputs == 1
+    p_yes, p_no = 1.0 / (1.0 + np.exp(-f)), 1.0 / (1.0 + np.exp(f))
+    np.testing.assert_allclose(clf.predict_proba(X), np.stack([p_no, p_yes], axis=1), rtol=1e-12)
+    assert (clf.predict(X) == np.where(f > 0, "yes", "no")).all()
+    assert clf.score(X, y) > 0.9
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_a_regressor_learns_several_targets_with_one_net():
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(200, 4))
+    Y = np.stack([np.sin(X[:, 0]), 100.0 + 30.0 * X[:, 1], np.cos(X[:, 2])], axis=1)
+    reg = KronNetRegressor(width=512, max_steps=3000, random_state=0).fit(X[:150], Y[:150])
+    assert reg.net_.outputs == 3 and reg.n_outputs_ == 3
+    pred = reg.predict(X[150:])
+    assert pred.shape == (50, 3)
+    # Each column learnt in its own units (the 100 + 30 x column too).
+    for k in range(3):
+        assert r2_score(Y[150:, k], pred[:, k]) > 0.5, k
+    # A one-column y keeps its shape.
+    one = KronNetRegressor(width=64, max_steps=50, random_state=0).fit(X, Y[:, :1])
+    assert one.predict(X[:4]).shape == (4, 1) and one.net_.outputs == 1
 
 
 def test_kronecker_data_inputs():
@@ -138,7 +197,7 @@ def test_multiclass_classifier_separates_classes():
     names = np.array(["w", "x", "y", "z"])[labels]
     clf = KronNetClassifier(width=256, max_steps=2000, random_state=0).fit(X[:150], names[:150])
     assert clf.classes_.tolist() == ["w", "x", "y", "z"]
-    assert len(clf.nets_) == 4
+    assert clf.net_.outputs == 4
     assert clf.decision_function(X).shape == (200, 4)
     assert clf.score(X[150:], names[150:]) >= 0.95
 
@@ -202,53 +261,72 @@ def test_partial_fit_runs_one_epoch_and_warm_start_continues():
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-def test_auto_lr_recovers_from_divergence(monkeypatch):
+def test_auto_rates_recover_from_divergence(monkeypatch):
     import kronnet.sklearn as ks
 
-    # An absurd "auto" rate overflows at once; training goes on from the last
-    # finite state at a quarter of the rate each time.
-    monkeypatch.setattr(ks, "suggest_lr", lambda net, batch_size: 1e100)
+    # Absurd "auto" rates overflow at once; training starts over at a
+    # quarter of every rate each time.
+    def absurd(net, batch_size, data, parts, loss):
+        return {name: (1e100 if p in parts else 0.0) for p, name in zip("wabcv", ks.RATE_PARAMS)}
+
+    monkeypatch.setattr(ks, "suggest_rates", absurd)
     monkeypatch.setattr(ks, "MAX_LR_RETRIES", 400)
     X = np.repeat(np.eye(4), 8, axis=0)
     y = np.repeat([1.0, -1.0, 2.0, 0.0], 8)
     reg = KronNetRegressor(width=64, max_steps=50, random_state=0).fit(X, y)
-    assert reg.lr_[0] < 1e100 and reg.t_ == 50
+    assert reg.rates_["lr"] < 1e100 and reg.rates_["lr_b"] == 0.0 and reg.t_ == 50
     assert np.isfinite(reg.predict(X)).all()
-    # An explicit rate is the user's choice: its divergence is reported.
+    # Explicit rates are the user's choice: their divergence is reported.
     with pytest.raises(kn.DivergenceError):
-        KronNetRegressor(width=64, lr=1e100, max_steps=50, random_state=0).fit(X, y)
+        KronNetRegressor(width=64, lr=1e100, lr_a=0.0, lr_c=0.0, max_steps=50, random_state=0).fit(X, y)
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-def test_auto_lr_scales_with_the_data_norm_and_correlation():
-    X = np.eye(32)  # unit norm, uncorrelated: exactly suggest_lr
-    y = np.linspace(-1, 1, 32)
-    unit = KronNetRegressor(width=64, max_steps=8, random_state=0).fit(X, y)
-    assert unit.lr_ == [kn.suggest_lr(unit.net_, 8)]
-    big = KronNetRegressor(width=64, max_steps=8, random_state=0).fit(10 * X, y)
-    assert big.lr_[0] < unit.lr_[0] / 100
-    (block,) = big.net_.coefficients  # the net trains on X itself, not a rescaled copy
-    np.testing.assert_allclose(block.data.norms(), 10.0)
-    # Unit rows that all point roughly the same way: a batch's kernel has an
-    # eigenvalue about S times its diagonal, and the rate drops with it.
+def test_the_inputs_scale_is_taken_out_and_the_rates_follow_the_data():
     rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 5))
+    y = np.sin(X[:, 0])
+    unit = KronNetRegressor(width=64, max_steps=40, random_state=0).fit(X, y)
+    big = KronNetRegressor(width=64, max_steps=40, random_state=0).fit(1000 * X, y)
+    assert big.input_scale_ == pytest.approx(unit.input_scale_ / 1000, rel=1e-12)
+    np.testing.assert_allclose(big.predict(1000 * X), unit.predict(X), rtol=1e-8, atol=1e-8)
+    (block,) = unit.net_.coefficients  # the net sees points of RMS norm one
+    assert np.sqrt(np.mean(block.data.norms() ** 2)) == pytest.approx(1.0)
+    # Without the scaling, points of norm ~1000 fire most neurons: far
+    # smaller rates keep the steps stable.
+    raw = KronNetRegressor(width=64, max_steps=8, input_scale=1.0, random_state=0).fit(1000 * X, y)
+    assert raw.input_scale_ == 1.0 and raw.rates_["lr"] < unit.rates_["lr"] / 1e4
+    # Unit rows that all point roughly the same way: the rates drop.
     same = np.ones((64, 10)) + 0.1 * rng.standard_normal((64, 10))
-    same /= np.linalg.norm(same, axis=1, keepdims=True)
-    corr = KronNetRegressor(width=64, max_steps=8, random_state=0).fit(same, rng.standard_normal(64))
-    assert corr.lr_[0] < unit.lr_[0] / 6
+    orth = np.eye(64)[:, :64]
+    a = KronNetRegressor(width=64, max_steps=8, random_state=0).fit(same, rng.standard_normal(64))
+    b = KronNetRegressor(width=64, max_steps=8, random_state=0).fit(orth, rng.standard_normal(64))
+    assert a.rates_["lr"] < b.rates_["lr"] / 4 and a.rates_["lr_c"] == pytest.approx(b.rates_["lr_c"], rel=0.1)
 
 
-def test_unscaled_targets_on_correlated_rows_train_stably():
-    # Standardized, then unit-norm rows of 10 features (highly correlated
-    # directions) with targets around 150: the diagonal-only rate diverged to
-    # predictions of 1e135 while staying finite.
+def test_standardized_features_train_without_a_normalizer():
     from sklearn.datasets import load_diabetes
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import Normalizer, StandardScaler
 
     X, y = load_diabetes(return_X_y=True)
-    pipe = make_pipeline(StandardScaler(), Normalizer(), KronNetRegressor(width=256, max_steps=2000, random_state=0))
+    pipe = make_pipeline(StandardScaler(), KronNetRegressor(width=256, max_steps=2000, random_state=0))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         pipe.fit(X[:330], y[:330])
-    assert pipe.score(X[330:], y[330:]) > 0.0
+    assert pipe.score(X[330:], y[330:]) > 0.3
+
+
+@pytest.mark.parametrize(
+    "params,match",
+    [
+        (dict(lr=-1.0), "lr must be"),
+        (dict(lr_a="fast"), "lr_a must be"),
+        (dict(lr=0.0, lr_a=0.0, lr_c=0.0), "at least one"),
+        (dict(alpha=-0.1), "alpha"),
+        (dict(input_scale=0.0), "input_scale"),
+        (dict(schedule="warmup"), "schedule"),
+        (dict(lr_v=float("nan")), "lr_v must be"),
+    ],
+)
+def test_bad_parameters_are_refused_at_fit(params, match):
+    with pytest.raises(ValueError, match=match):
+        KronNetRegressor(**params).fit(np.eye(4), np.arange(4.0))

@@ -1,9 +1,11 @@
 """scikit-learn estimators around :class:`~kronnet.TwoLayerNet` and :class:`~kronnet.Trainer`.
 
-:class:`KronNetRegressor` and :class:`KronNetClassifier` follow scikit-learn's
-conventions (``fit``/``partial_fit``/``predict``/``score``, ``get_params``,
-``clone``, pickling, pipelines and grid searches) and train by epochs with the
-same stopping rule as :class:`sklearn.neural_network.MLPRegressor`.
+:class:`KronNetRegressor` (squared loss, one or several outputs) and
+:class:`KronNetClassifier` (one softmax network; logistic for two classes)
+follow scikit-learn's conventions (``fit``/``partial_fit``/``predict``/
+``score``, ``get_params``, ``clone``, pickling, pipelines and grid searches)
+and train by epochs with the same stopping rule as
+:class:`sklearn.neural_network.MLPRegressor`.
 
 Inputs, for ``fit``, ``partial_fit`` and ``predict``:
 
@@ -16,11 +18,12 @@ Inputs, for ``fit``, ``partial_fit`` and ``predict``:
   (n, p) of entity indices, one row per pair (``PairData(tables, X, y)``), so
   that cross-validation and grid searches split pairs as rows.
 
-The data are never rescaled: kronnet's model is made for inputs of norm about
-one, so put a scaler in a :class:`~sklearn.pipeline.Pipeline` in front when
-the features are not. Only the automatic learning rate adapts to the data's
-scale (see ``lr`` below). Requires scikit-learn >= 1.4 (the ``sklearn``
-extra).
+kronnet's model is made for points of norm about one (its threshold b is
+on that scale). With ``input_scale="auto"`` (the default) the estimators
+multiply every point by one number, 1 / (root mean square norm of the
+training points), so standardized features need no Normalizer: the
+geometry of the data is kept, only its scale changes (``input_scale_``).
+Requires scikit-learn >= 1.4 (the ``sklearn`` extra).
 """
 
 from __future__ import annotations
@@ -41,8 +44,9 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d  # type: igno
 
 from .data import KronData, KronPoints, PairData
 from .errors import DivergenceError
-from .model import TwoLayerNet, gaussian_tail
-from .training import IndexKind, Trainer, suggest_lr
+from .model import TwoLayerNet
+from .training import IndexKind, Trainer, suggest_rates
+from .training.schedules import Constant, Cosine, InverseTime, Schedule, as_schedule
 
 try:  # scikit-learn >= 1.6
     from sklearn.utils.validation import validate_data as _validate_data
@@ -53,14 +57,19 @@ __all__ = ["KronNetClassifier", "KronNetRegressor"]
 
 #: Seeds are drawn from [0, SEED_BOUND) by ``check_random_state(random_state).randint``.
 SEED_BOUND = 2**31 - 1
-#: How often ``lr="auto"`` divides the learning rate by 4 after a divergence
-#: before giving up.
+#: How often the "auto" rates are divided by 4 after a divergence before
+#: giving up.
 MAX_LR_RETRIES = 12
 #: An epoch whose mean loss exceeds the first epoch's by this factor is a
 #: divergence even while every number is finite: as the weights grow with
 #: targets far from the unit scale, more neurons fire, the tangent kernel
 #: grows with them, and a rate chosen at initialization can become unstable.
 LOSS_GROWTH = 1e3
+#: The estimator parameters of the five learning rates, in the order of
+#: ``kronnet.training.lr.PARTS`` ("wabcv").
+RATE_PARAMS = ("lr", "lr_a", "lr_b", "lr_c", "lr_v")
+#: The schedules the estimators name, over their `max_steps`.
+SCHEDULES = ("constant", "inverse_time", "cosine")
 
 
 class _LossGrowth(Exception):
@@ -70,52 +79,26 @@ class _LossGrowth(Exception):
 Targets = Optional[Any]
 
 
-#: Points sampled (evenly spaced) to estimate how correlated a batch is.
-LR_SAMPLE = 256
-
-
-def _auto_lr(net: TwoLayerNet, batch_size: int, data: KronPoints) -> float:
-    """S / (2 lam), lam an estimate of the largest eigenvalue of a batch's
-    tangent kernel K(x, x') = <x, x'> P(both fire).
-
-    lam = max_i k_i + (S - 1) q_max max(0, mean_{i != j} <x_i, x_j>) over a
-    sample of the points, with k_i = r_i^2 q(r_i) the kernel's diagonal at a
-    point of norm r_i (q(r) = P(N(0, 1) > b / r), scaled so that q(1) is the
-    net's own firing fraction) and q_max the largest q(r_i). On unit-norm,
-    uncorrelated points lam = q(1) and the rate is exactly
-    ``suggest_lr(net, S)``; points of larger norm, or many points pointing
-    the same way (low-dimensional, uncentred data), lower it, as SGD on a
-    least-squares problem needs lr * lam / S < 2 to be stable. Never above
-    ``suggest_lr(net, S)``.
-    """
-    lr = suggest_lr(net, batch_size)
-    if data.n == 0:
-        return lr
-    b = net.threshold
-    unit = gaussian_tail(b)
-    scale = net.firing_fraction() / unit if unit > 0 else 1.0
-    sample = data.take(np.unique(np.linspace(0, data.n - 1, min(data.n, LR_SAMPLE)).astype(np.int64)))
-    gram = sample.inner_products()
-    r = np.sqrt(np.maximum(np.diag(gram), 0.0))
-    q = np.array([scale * gaussian_tail(b / x) if x > 0 else 0.0 for x in r])
-    diag = float(np.max(r * r * q))
-    k = gram.shape[0]
-    off = 0.0
-    if k > 1:
-        off = max(0.0, (float(gram.sum()) - float(np.trace(gram))) / (k * (k - 1)))
-    lam = diag + (min(batch_size, data.n) - 1) * float(np.max(q)) * off
-    # suggest_lr is S / (2 q(1)): divide it by lam / q(1) when that exceeds
-    # 1 (so unit, uncorrelated points get it bit for bit).
-    ratio = lam / (scale * unit) if unit > 0 else 1.0
-    return lr / ratio if ratio > 1.0 + 1e-9 else lr
-
-
 def _is_factor_list(X: Any) -> bool:
     return isinstance(X, (list, tuple)) and len(X) > 0 and all(isinstance(u, np.ndarray) and u.ndim >= 2 for u in X)
 
 
+def _is_rate(value: Any) -> bool:
+    return value == "auto" if isinstance(value, str) else _is_nonnegative(value)
+
+
+def _is_nonnegative(value: Any) -> bool:
+    return bool(
+        isinstance(value, (int, float, np.number))
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value >= 0
+    )
+
+
 class _KronNetBase(BaseEstimator):  # type: ignore[misc]
-    """What the regressor and the classifier share: input handling and the epoch loop."""
+    """What the regressor and the classifier share: input handling, the
+    rates and the epoch loop."""
 
     _is_classifier = False
 
@@ -126,6 +109,13 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
         init: str = "gaussian",
         init_rank: int = 8,
         lr: Union[str, float] = "auto",
+        lr_a: Union[str, float] = "auto",
+        lr_b: Union[str, float] = 0.0,
+        lr_c: Union[str, float] = "auto",
+        lr_v: Union[str, float] = 0.0,
+        alpha: float = 0.0,
+        schedule: Any = "constant",
+        input_scale: Union[str, float] = "auto",
         batch_size: int = 8,
         max_steps: int = 5000,
         tol: float = 1e-4,
@@ -144,6 +134,13 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
         self.init = init
         self.init_rank = init_rank
         self.lr = lr
+        self.lr_a = lr_a
+        self.lr_b = lr_b
+        self.lr_c = lr_c
+        self.lr_v = lr_v
+        self.alpha = alpha
+        self.schedule = schedule
+        self.input_scale = input_scale
         self.batch_size = batch_size
         self.max_steps = max_steps
         self.tol = tol
@@ -167,12 +164,19 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
 
         for name in ("width", "init_rank", "batch_size", "max_steps", "n_iter_no_change"):
             positive_int(name)
-        if isinstance(self.lr, str):
-            if self.lr != "auto":
-                raise ValueError(f"lr must be 'auto' or a positive float, got {self.lr!r}")
-        elif not (isinstance(self.lr, (int, float, np.number)) and math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr must be 'auto' or a positive float, got {self.lr!r}")
-        if not (isinstance(self.tol, (int, float, np.number)) and self.tol >= 0):
+        for name in RATE_PARAMS:
+            if not _is_rate(getattr(self, name)):
+                raise ValueError(f"{name} must be 'auto' or a non-negative float, got {getattr(self, name)!r}")
+        if all(getattr(self, name) in (0, 0.0) and not isinstance(getattr(self, name), str) for name in RATE_PARAMS):
+            raise ValueError(f"at least one of {', '.join(RATE_PARAMS)} must be 'auto' or positive (all are 0)")
+        if not _is_nonnegative(self.alpha):
+            raise ValueError(f"alpha must be a non-negative float, got {self.alpha!r}")
+        if isinstance(self.input_scale, str):
+            if self.input_scale != "auto":
+                raise ValueError(f"input_scale must be 'auto' or a positive float, got {self.input_scale!r}")
+        elif not (_is_nonnegative(self.input_scale) and self.input_scale > 0):
+            raise ValueError(f"input_scale must be 'auto' or a positive float, got {self.input_scale!r}")
+        if not _is_nonnegative(self.tol):
             raise ValueError(f"tol must be a non-negative float, got {self.tol!r}")
         if not (isinstance(self.validation_fraction, (int, float, np.number)) and 0 < self.validation_fraction < 1):
             raise ValueError(f"validation_fraction must be in (0, 1), got {self.validation_fraction!r}")
@@ -180,6 +184,24 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
             raise ValueError(f"init must be 'gaussian' or 'kron', got {self.init!r}")
         if self.index not in ("auto", "scan", "tree", "bits"):
             raise ValueError(f"index must be one of 'auto', 'scan', 'tree', 'bits', got {self.index!r}")
+        self._schedule()  # raises on a bad one
+
+    def _schedule(self) -> Schedule:
+        """The trainer's schedule: a name of SCHEDULES over `max_steps`, or
+        anything ``Trainer(schedule=...)`` takes."""
+        if isinstance(self.schedule, str) and self.schedule in SCHEDULES:
+            steps = int(self.max_steps)
+            if self.schedule == "cosine":
+                return Cosine(steps)
+            if self.schedule == "inverse_time":
+                return InverseTime(max(1.0, steps / 10.0))
+            return Constant()
+        try:
+            return as_schedule(self.schedule)
+        except Exception as exc:
+            raise ValueError(
+                f"schedule must be one of {SCHEDULES} or a kronnet schedule, got {self.schedule!r} ({exc})"
+            ) from None
 
     def _validate_array(self, X: Any, y: Any, reset: bool, **kwargs: Any) -> Any:
         """scikit-learn's own checks: validate_data, or check_X_y/check_array before 1.6."""
@@ -191,9 +213,15 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
             return self._validate_data(X, reset=reset, **kwargs)
         return self._validate_data(X, y, reset=reset, **kwargs)  # pragma: no cover
 
+    def _targets_of(self, y: Any) -> np.ndarray:
+        """y as given with a data set or factor list: 1-D, or 2-D for a
+        multi-output regressor."""
+        out: np.ndarray = column_or_1d(y, warn=True)
+        return out
+
     def _points(self, X: Any, y: Any, reset: bool) -> Tuple[KronPoints, Optional[np.ndarray]]:
-        """The points of X as a kronnet data set (without targets) and the
-        raw targets (None when there are none)."""
+        """The points of X as a kronnet data set (without targets, not yet
+        scaled) and the raw targets (None when there are none)."""
         fitting = y is not None or reset
         if isinstance(X, KronPoints):
             target = y if y is not None else X.y
@@ -203,17 +231,20 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
                 )
             if reset and hasattr(self, "n_features_in_"):
                 del self.n_features_in_
-            return X, None if target is None else column_or_1d(target, warn=True)
+            return X.with_targets(None), None if target is None else self._targets_of(target)
         if _is_factor_list(X):
             if fitting and y is None:
                 raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None")
             if reset and hasattr(self, "n_features_in_"):
                 del self.n_features_in_
-            return KronData(list(X)), None if y is None else column_or_1d(y, warn=True)
+            return KronData(list(X)), None if y is None else self._targets_of(y)
         numeric = not self._is_classifier
+        multi = not self._is_classifier
         if self.tables is not None:
             if y is not None:
-                X, y = self._validate_array(X, y, reset, dtype=None, y_numeric=numeric, ensure_min_features=1)
+                X, y = self._validate_array(
+                    X, y, reset, dtype=None, y_numeric=numeric, ensure_min_features=1, multi_output=multi
+                )
             else:
                 X = self._validate_array(X, None, reset, dtype=None)
             if not np.issubdtype(X.dtype, np.integer):
@@ -223,48 +254,70 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
                     raise ValueError(f"with tables=..., X must hold integer entity indices, got dtype {X.dtype}")
             return PairData(list(self.tables), X), y
         if y is not None:
-            X, y = self._validate_array(X, y, reset, dtype=np.float64, order="C", y_numeric=numeric)
+            X, y = self._validate_array(X, y, reset, dtype=np.float64, order="C", y_numeric=numeric, multi_output=multi)
         else:
             X = self._validate_array(X, None, reset, dtype=np.float64, order="C")
         return KronData([X]), y
 
-    # -- training ---------------------------------------------------------------
+    def _scaled(self, data: KronPoints) -> KronPoints:
+        """The points as the net sees them: times ``input_scale_``."""
+        return data if self.input_scale_ == 1.0 else data.scaled(self.input_scale_)
 
-    def _encode(self, y: np.ndarray) -> List[np.ndarray]:
-        """The float targets of each net's problem."""
+    # -- the model's shape and loss (the subclasses') ---------------------------
+
+    def _loss(self) -> str:
+        raise NotImplementedError
+
+    def _n_net_outputs(self) -> int:
+        raise NotImplementedError
+
+    def _encode(self, y: np.ndarray) -> np.ndarray:
+        """The trainer's targets for the raw targets y."""
         raise NotImplementedError
 
     def _validation_score(self, data: KronPoints, y: np.ndarray) -> float:
         raise NotImplementedError
 
-    def _lr_for(self, net: TwoLayerNet, batch_size: int, data: KronPoints) -> float:
-        if isinstance(self.lr, str):
-            return _auto_lr(net, batch_size, data)
-        return float(self.lr)
+    def _set_targets(self, y: np.ndarray, classes: Any) -> None:
+        raise NotImplementedError
 
-    def _start(self, data: KronPoints, targets: List[np.ndarray], rs: np.random.RandomState) -> None:
-        """New nets and trainers, one per problem."""
+    def _check_targets(self, y: np.ndarray, classes: Any) -> None:
+        pass
+
+    # -- training ---------------------------------------------------------------
+
+    def _rates_for(self, net: TwoLayerNet, batch_size: int, data: KronPoints) -> Dict[str, float]:
+        """The rates to train at: the "auto" ones from
+        :func:`~kronnet.suggest_rates` for the parts that train (those not
+        at 0), the others as given."""
+        given = {name: getattr(self, name) for name in RATE_PARAMS}
+        parts = "".join(p for p, name in zip("wabcv", RATE_PARAMS) if isinstance(given[name], str) or given[name] > 0)
+        auto = suggest_rates(net, batch_size, data, parts=parts, loss=self._loss())
+        return {name: auto[name] if isinstance(val, str) else float(val) for name, val in given.items()}
+
+    def _input_scale_for(self, data: KronPoints) -> float:
+        if isinstance(self.input_scale, str):
+            rms = float(np.sqrt(np.mean(np.square(data.norms()))))
+            return 1.0 / rms if rms > 0 and math.isfinite(rms) else 1.0
+        return float(self.input_scale)
+
+    def _start(self, data: KronPoints, rs: np.random.RandomState) -> None:
+        """A new net and its rates; `data` is scaled already."""
         self.batch_size_ = min(int(self.batch_size), data.n)
-        self.nets_: List[TwoLayerNet] = []
-        self.trainer_seeds_: List[int] = []
-        self._trainers: List[Optional[Trainer]] = []
-        for _ in targets:
-            net_seed, trainer_seed = (int(s) for s in rs.randint(0, SEED_BOUND, size=2))
-            net = TwoLayerNet(
-                data.dims,
-                int(self.width),
-                threshold=self.threshold,
-                seed=net_seed,
-                init=self.init,  # type: ignore[arg-type]
-                init_rank=int(self.init_rank),
-            )
-            self.nets_.append(net)
-            self.trainer_seeds_.append(trainer_seed)
-            self._trainers.append(None)
-        # The rate depends on the data, the width and the threshold, which
-        # all nets share (not on their seeds): estimated once.
-        rate = self._lr_for(self.nets_[0], self.batch_size_, data) * self._lr_scale
-        self.lr_ = [rate for _ in self.nets_]
+        net_seed, trainer_seed = (int(s) for s in rs.randint(0, SEED_BOUND, size=2))
+        self.net_ = TwoLayerNet(
+            data.dims,
+            int(self.width),
+            threshold=self.threshold,
+            seed=net_seed,
+            init=self.init,  # type: ignore[arg-type]
+            init_rank=int(self.init_rank),
+            outputs=self._n_net_outputs(),
+        )
+        self.trainer_seed_ = trainer_seed
+        self._trainer: Optional[Trainer] = None
+        rates = self._rates_for(self.net_, self.batch_size_, data)
+        self.rates_ = {name: rate * self._lr_scale for name, rate in rates.items()}
         self._train_points: Optional[KronPoints] = None
         self.t_ = 0
         self.n_iter_ = 0
@@ -274,113 +327,110 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
         self.best_validation_score_: Optional[float] = None
         self._no_improvement_count = 0
 
-    def _ensure_trainers(self, data: KronPoints, targets: List[np.ndarray]) -> None:
-        """Trainers on `data` (kept across epochs and calls while the points
+    def _make_trainer(self, net: TwoLayerNet, data: KronPoints) -> Trainer:
+        return Trainer(
+            net,
+            data,
+            batch_size=min(self.batch_size_, data.n),
+            index=self._index_kind(),
+            seed=self.trainer_seed_,
+            comm=self.comm,
+            loss=self._loss(),  # type: ignore[arg-type]
+            ridge_a=float(self.alpha),
+            ridge_v=float(self.alpha),
+            schedule=self._schedule(),
+            lr=self.rates_["lr"],
+            lr_a=self.rates_["lr_a"],
+            lr_b=self.rates_["lr_b"],
+            lr_c=self.rates_["lr_c"],
+            lr_v=self.rates_["lr_v"],
+        )
+
+    def _ensure_trainer(self, data: KronPoints) -> Trainer:
+        """A trainer on `data` (kept across epochs and calls while the points
         and targets stay the same, so the batch order continues)."""
+        tr = self._trainer
         same = (
-            self._train_points is not None
+            tr is not None
+            and self._train_points is not None
             and self._train_points.n == data.n
             and self._train_points.fingerprint == data.fingerprint
-            and all(tr is not None for tr in self._trainers)
-            and all(
-                tr is not None and tr.data.y is not None and np.array_equal(tr.data.y, t)
-                for tr, t in zip(self._trainers, targets)
-            )
+            and tr.data.y is not None
+            and data.y is not None
+            and np.array_equal(tr.data.y, data.y)
         )
         if same:
-            return
-        batch = min(self.batch_size_, data.n)
-        trainers: List[Optional[Trainer]] = []
-        first: Optional[Trainer] = None
-        for net, t, lr, seed in zip(self.nets_, targets, self.lr_, self.trainer_seeds_):
-            # One-vs-rest nets train on the same points: the first trainer's
-            # Gram serves them all (no copy).
-            tr = Trainer(
-                net,
-                data.with_targets(t),
-                lr=lr,
-                batch_size=batch,
-                index=self._index_kind(),
-                seed=seed,
-                gram_from=self._gram_source(first),
-                comm=self.comm,
-            )
-            first = first or tr
-            trainers.append(tr)
-        self._trainers = trainers
+            assert tr is not None
+            return tr
+        self._trainer = self._make_trainer(self.net_, data)
         self._train_points = data
-
-    def _gram_source(self, tr: Optional[Trainer]) -> Optional[Trainer]:
-        """`tr` when a new trainer on its points may share its Gram
-        (``gram_from=``): when it has a precomputed one."""
-        return tr if tr is not None and tr.gram == "precomputed" else None
+        return self._trainer
 
     def _speaks(self) -> bool:
         """Whether this process prints the epochs (`verbose`): the one that
         shows the trainers' progress bars (rank 0 when sharded)."""
-        return bool(self.verbose) and self.nets_[0].placement.speaks
+        return bool(self.verbose) and self.net_.placement.speaks
 
     def _index_kind(self) -> IndexKind:
         return cast(IndexKind, self.index)  # checked by _check_params
 
+    def _auto(self) -> bool:
+        return any(isinstance(getattr(self, name), str) for name in RATE_PARAMS)
+
     def _epoch(self, steps: int) -> float:
-        """One epoch (or `steps` steps) of every net; the mean batch loss."""
+        """One epoch (or `steps` steps); the mean batch loss."""
+        tr = self._trainer
+        assert tr is not None
         losses: List[float] = []
-        for j, tr in enumerate(self._trainers):
-            assert tr is not None
-            done = 0
-            retries = 0
-            while done < steps:
-                try:
-                    hist = tr.fit(steps - done)
-                    losses.extend(hist.loss.tolist())
-                    done = steps
-                except DivergenceError as exc:
-                    taken = getattr(exc, "history", None)
-                    if taken is not None:
-                        losses.extend(taken.loss.tolist())
-                        done += taken.steps
-                    if not isinstance(self.lr, str) or retries >= MAX_LR_RETRIES:
-                        raise
-                    # lr="auto": a quarter of the rate, from the last finite state.
-                    retries += 1
-                    self.lr_[j] /= 4.0
-                    tr = Trainer(
-                        tr.net,
-                        tr.data,
-                        lr=self.lr_[j],
-                        batch_size=tr.batch_size,
-                        index=self._index_kind(),
-                        seed=tr.seed,
-                        gram_from=self._gram_source(tr),
-                        comm=self.comm,
-                    )
-                    self._trainers[j] = tr
+        done = retries = 0
+        while done < steps:
+            try:
+                losses.extend(tr.fit(steps - done).loss.tolist())
+                done = steps
+            except DivergenceError as exc:
+                taken = getattr(exc, "history", None)
+                if taken is not None:
+                    losses.extend(taken.loss.tolist())
+                    done += taken.steps
+                if not self._auto() or retries >= MAX_LR_RETRIES:
+                    raise
+                if self._fresh:
+                    # The last finite state of a diverging run can be far
+                    # off (trained output weights scale the hidden layer's
+                    # steps): start over at a quarter of the rates instead.
+                    raise _LossGrowth(f"a step diverged after {self.t_ + done} steps ({exc})") from None
+                # "auto" rates: a quarter of every rate, from the last finite state.
+                retries += 1
+                self.rates_ = {name: rate / 4.0 for name, rate in self.rates_.items()}
+                tr = self._make_trainer(tr.net, tr.data)
+                self._trainer = tr
         self.t_ += steps
         finite = [x for x in losses if math.isfinite(x)]
         return float(np.mean(finite)) if finite else float("nan")
 
     def _fit(self, X: Any, y: Any, incremental: bool, classes: Any = None) -> Any:
-        starting = not (incremental or self.warm_start) or not hasattr(self, "nets_")
+        starting = not (incremental or self.warm_start) or not hasattr(self, "net_")
         for attempt in range(MAX_LR_RETRIES + 1):
             try:
                 return self._fit_once(X, y, incremental, classes, 0.25**attempt)
             except _LossGrowth as exc:
-                # lr="auto" on a fresh start: start over at a quarter of the rate.
-                if not (starting and isinstance(self.lr, str)) or attempt == MAX_LR_RETRIES:
+                # "auto" rates on a fresh start: start over at a quarter of them.
+                if not (starting and self._auto()) or attempt == MAX_LR_RETRIES:
                     raise DivergenceError(
-                        f"{type(self).__name__}: {exc}; lower lr (or scale the targets, e.g. with "
+                        f"{type(self).__name__}: {exc}; lower the learning rates (or scale the targets, e.g. with "
                         "sklearn.compose.TransformedTargetRegressor)"
                     ) from None
         raise AssertionError("unreachable")
 
     def _fit_once(self, X: Any, y: Any, incremental: bool, classes: Any, lr_scale: float) -> Any:
         self._check_params()
-        first = not (incremental or self.warm_start) or not hasattr(self, "nets_")
+        first = not (incremental or self.warm_start) or not hasattr(self, "net_")
+        # A fit that starts a net can start over after a divergence.
+        self._fresh = first and not incremental
         data, y_arr = self._points(X, y, reset=first)
-        if not first and data.dims != self.nets_[0].dims:
+        if not first and data.dims != self.net_.dims:
             raise ValueError(
-                f"X has factor dimensions {data.dims}, but {type(self).__name__} was fitted on {self.nets_[0].dims}"
+                f"X has factor dimensions {data.dims}, but {type(self).__name__} was fitted on {self.net_.dims}"
             )
         if y_arr is None:
             raise ValueError(f"{type(self).__name__} requires y to be passed, but the target y is None")
@@ -402,12 +452,14 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
             )
             train, y_train = data.take(idx_train), y_arr[idx_train]
             val_data, y_val = data.take(idx_val), y_arr[idx_val]
-        targets = self._encode(y_train)
-        train = train.with_targets(targets[0])
+        if first:
+            # From the training points only: the held-out ones judge.
+            self.input_scale_ = self._input_scale_for(train)
+        train = self._scaled(train).with_targets(self._encode(y_train))
         if first:
             self._lr_scale = lr_scale
-            self._start(train, targets, rs)
-        self._ensure_trainers(train, targets)
+            self._start(train, rs)
+        self._ensure_trainer(train)
         per_epoch = math.ceil(train.n / self.batch_size_)
         if incremental:
             self.loss_curve_.append(self._epoch(per_epoch))
@@ -415,13 +467,13 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
             return self
         budget = int(self.max_steps)
         converged = False
+        best_net = self.net_
         if val_data is not None:
             self.validation_scores_ = [] if self.validation_scores_ is None else self.validation_scores_
             self.best_validation_score_ = (
                 -np.inf if self.best_validation_score_ is None else self.best_validation_score_
             )
             self.best_loss_ = None
-            best_nets = self.nets_
         self._no_improvement_count = 0
         while budget > 0:
             steps = min(per_epoch, budget)
@@ -443,7 +495,7 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
                 self._no_improvement_count = self._no_improvement_count + 1 if score < best + self.tol else 0
                 if score > best:
                     self.best_validation_score_ = score
-                    best_nets = [copy.deepcopy(net) for net in self.nets_]
+                    best_net = copy.deepcopy(self.net_)
             else:
                 if self._speaks():
                     print(f"Epoch {self.n_iter_}, loss = {loss:.8f}")
@@ -454,12 +506,11 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
             if self._no_improvement_count > self.n_iter_no_change:
                 converged = True
                 break
-        if val_data is not None:
+        if best_net is not self.net_:
             # As MLPRegressor: keep the weights of the best validation score.
-            if best_nets is not self.nets_:
-                self.nets_ = best_nets
-                self._trainers = [None for _ in self.nets_]
-                self._train_points = None
+            self.net_ = best_net
+            self._trainer = None
+            self._train_points = None
         if not converged:
             warnings.warn(
                 f"{type(self).__name__}: max_steps={self.max_steps} reached and the optimization hasn't converged yet.",
@@ -468,68 +519,66 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
             )
         return self
 
-    def _set_targets(self, y: np.ndarray, classes: Any) -> None:
-        raise NotImplementedError
-
-    def _check_targets(self, y: np.ndarray, classes: Any) -> None:
-        pass
-
     # -- prediction -------------------------------------------------------------
 
     def _outputs(self, X: Any) -> np.ndarray:
-        """The nets' outputs on X, shape (n, number of nets)."""
-        check_is_fitted(self, "nets_")
+        """The net's raw outputs on X: (n,) for one output, else (n, C)."""
+        check_is_fitted(self, "net_")
         if isinstance(X, KronPoints):
             data = X
         else:
             data, _ = self._points(X, None, reset=False)
-        if data.dims != self.nets_[0].dims:
-            raise ValueError(
-                f"X has factor dimensions {data.dims}, but {type(self).__name__} expects {self.nets_[0].dims}"
-            )
-        return np.stack([net.predict(data) for net in self.nets_], axis=1)
+        if data.dims != self.net_.dims:
+            raise ValueError(f"X has factor dimensions {data.dims}, but {type(self).__name__} expects {self.net_.dims}")
+        out: np.ndarray = self.net_.predict(self._scaled(data.with_targets(None)))
+        return out
 
-    # -- pickling: trainers hold native state and are rebuilt on demand ----------
+    # -- pickling: the trainer holds native state and is rebuilt on demand -------
 
     def __getstate__(self) -> Dict[str, Any]:
-        """The estimator without its trainers. A sharded estimator (``comm``)
-        pickles as a single-process one: its nets are gathered, which is
+        """The estimator without its trainer. A sharded estimator (``comm``)
+        pickles as a single-process one: its net is gathered, which is
         collective (every rank must pickle it), and ``comm`` becomes None,
         since a communicator belongs to its processes."""
-        state: Dict[str, Any] = super().__getstate__()
-        state = dict(state)
-        if "_trainers" in state:
-            state["_trainers"] = [None for _ in state["_trainers"]]
+        state: Dict[str, Any] = dict(super().__getstate__())
+        if "_trainer" in state:
+            state["_trainer"] = None
             state["_train_points"] = None
         state["comm"] = None
-        if "nets_" in state:
-            state["nets_"] = [net.gather() for net in state["nets_"]]
+        if "net_" in state:
+            state["net_"] = state["net_"].gather()
         return state
 
 
-class KronNetRegressor(RegressorMixin, _KronNetBase):  # type: ignore[misc]
-    """A two-layer kronnet network as a scikit-learn regressor.
-
-    Trains a :class:`~kronnet.TwoLayerNet` by exact minibatch SGD
-    (:class:`~kronnet.Trainer`) on the squared loss, in epochs, stopping as
-    :class:`sklearn.neural_network.MLPRegressor` does.
-
-    Parameters
-    ----------
+_SHARED_PARAMS = """
     width : int, default 2048
         m, the number of hidden neurons.
     threshold : float, optional
-        b of the activation max(z - b, 0); default as :class:`~kronnet.TwoLayerNet`.
+        b of the activation max(z - b, 0) at initialization; default as
+        :class:`~kronnet.TwoLayerNet`.
     init : {"gaussian", "kron"}, default "gaussian"
         How W(0) is drawn (:class:`~kronnet.TwoLayerNet`).
     init_rank : int, default 8
         R for ``init="kron"``.
-    lr : "auto" or float, default "auto"
-        Learning rate. "auto": ``kn.suggest_lr(net, S)`` (S the batch size
-        used), exactly so on data of norm <= 1; on points of larger norm r it
-        is divided by the factor the largest r^2 P(N(0,1) > b/r) exceeds
-        P(N(0,1) > b), and after a divergence training goes on from the last
-        finite state at a quarter of the rate. The rate used is ``lr_``.
+    lr, lr_a, lr_b, lr_c, lr_v : "auto" or float >= 0
+        Learning rates of the hidden weights W, the output weights a, the
+        thresholds b, the output bias c and the linear term v (0 freezes a
+        part; defaults "auto", "auto", 0, "auto", 0). "auto":
+        :func:`~kronnet.suggest_rates` for the parts that train, on the
+        (scaled) training points; after a divergence training goes on from
+        the last finite state at a quarter of every rate. The rates used are
+        ``rates_``.
+    alpha : float, default 0.0
+        Ridge penalty (alpha/2)(||a||^2 + ||v||^2) on the output weights and
+        the linear term.
+    schedule : {"constant", "inverse_time", "cosine"} or kronnet schedule, default "constant"
+        Multiplies every rate at step t: "cosine" from 1 to 0 over
+        `max_steps`, "inverse_time" 1 / (1 + t / (max_steps / 10)); or
+        anything ``Trainer(schedule=...)`` takes.
+    input_scale : "auto" or float, default "auto"
+        Every point is multiplied by this before the net sees it; "auto":
+        1 / (root mean square norm of the training points), so points have
+        norm about one. The value used is ``input_scale_``.
     batch_size : int, default 8
         S; ``min(batch_size, n)`` is used.
     max_steps : int, default 5000
@@ -539,14 +588,14 @@ class KronNetRegressor(RegressorMixin, _KronNetBase):  # type: ignore[misc]
     n_iter_no_change : int, default 10
         Epochs without an improvement by `tol` before stopping.
     early_stopping : bool, default False
-        Hold out `validation_fraction` of the data and stop on its R^2
+        Hold out `validation_fraction` of the data and stop on its score
         instead of the training loss; the best-scoring weights are kept.
     validation_fraction : float, default 0.1
         The held-out share for `early_stopping`.
     index : {"auto", "scan", "tree", "bits"}, default "auto"
         The trainer's activated-neuron finder (speed only).
     warm_start : bool, default False
-        ``fit`` continues the current nets instead of starting over.
+        ``fit`` continues the current net instead of starting over.
     random_state : int, RandomState instance or None, default None
         Source of the seeds: ``rs = check_random_state(random_state)``
         draws ``split_seed = rs.randint(0, 2**31 - 1)``, then the net's
@@ -563,25 +612,21 @@ class KronNetRegressor(RegressorMixin, _KronNetBase):  # type: ignore[misc]
         are collective, and every rank ends with the same model, bitwise
         equal to the single-process fit. ``sklearn.base.clone`` deep-copies
         it, which keeps ``MPI.COMM_WORLD``. Pickling a fitted sharded
-        estimator is collective too and gives a single-process one.
+        estimator is collective too and gives a single-process one."""
 
-    Attributes
-    ----------
+_SHARED_ATTRIBUTES = """
     net_ : TwoLayerNet
         The trained net.
-    nets_ : list of TwoLayerNet
-        ``[net_]``.
-    lr_ : list of float
-        The learning rate in use (one per net).
+    rates_ : dict of str to float
+        The learning rates in use (keys ``lr, lr_a, lr_b, lr_c, lr_v``).
+    input_scale_ : float
+        The factor every point is multiplied by.
     batch_size_ : int
         The batch size in use.
-    trainer_seeds_ : list of int
-        The trainers' batch-order seeds.
-    loss_curve_ : list of float
-        Mean batch loss (1/2 mean squared error) of each epoch.
+    trainer_seed_ : int
+        The trainer's batch-order seed.
     validation_scores_ : list of float or None
-        R^2 on the held-out fraction after each epoch with `early_stopping`,
-        else None.
+        The held-out score after each epoch with `early_stopping`, else None.
     best_validation_score_ : float or None
         The best of `validation_scores_`.
     best_loss_ : float or None
@@ -591,22 +636,52 @@ class KronNetRegressor(RegressorMixin, _KronNetBase):  # type: ignore[misc]
     t_ : int
         SGD steps taken.
     n_features_in_ : int
-        Columns of X (array inputs only).
+        Columns of X (array inputs only)."""
+
+
+class KronNetRegressor(RegressorMixin, _KronNetBase):  # type: ignore[misc]
+    __doc__ = f"""A two-layer kronnet network as a scikit-learn regressor.
+
+    Trains a :class:`~kronnet.TwoLayerNet` with one output per target
+    column by exact minibatch SGD (:class:`~kronnet.Trainer`) on the
+    squared loss, in epochs, stopping as
+    :class:`sklearn.neural_network.MLPRegressor` does. The net learns the
+    standardized targets (y - y_mean_) / y_scale_, which keeps the "auto"
+    rates stable whatever the targets' units; predictions are in the units
+    of y.
+
+    Parameters
+    ----------{_SHARED_PARAMS}
+
+    Attributes
+    ----------{_SHARED_ATTRIBUTES}
+    n_outputs_ : int
+        Target columns (1 for a 1-D y).
+    y_mean_, y_scale_ : float or ndarray of shape (n_outputs_,)
+        The targets' mean and standard deviation (1 where it is 0) from the
+        first ``fit``.
+    loss_curve_ : list of float
+        Mean batch loss (1/2 squared error of the standardized targets,
+        summed over the outputs) of each epoch.
 
     Notes
     -----
     Training is deterministic for a fixed integer `random_state`. Without
-    `early_stopping` or `warm_start`, and when ``lr="auto"`` needed no
+    `early_stopping` or `warm_start`, and when the "auto" rates needed no
     reduction, ``fit(X, y)`` leaves ``net_`` exactly as::
 
         rs = check_random_state(random_state)
         rs.randint(0, 2**31 - 1)  # the split seed
         net_seed, trainer_seed = rs.randint(0, 2**31 - 1, size=2)
-        net = kn.TwoLayerNet(data.dims, width, threshold, seed=net_seed, init=init, init_rank=init_rank)
-        kn.Trainer(net, data, lr=lr_[0], batch_size=min(batch_size, n), index=index,
-                   seed=trainer_seed).fit(t_)
+        points = data.scaled(input_scale_).with_targets((y - y_mean_) / y_scale_)
+        net = kn.TwoLayerNet(data.dims, width, threshold, seed=net_seed, init=init,
+                             init_rank=init_rank, outputs=n_outputs_)
+        kn.Trainer(net, points, batch_size=min(batch_size, n), index=index, seed=trainer_seed,
+                   ridge_a=alpha, ridge_v=alpha, schedule=..., **rates_).fit(t_)
 
-    with ``data`` the kronnet data set of (X, y): the epochs are successive
+    with ``data`` the kronnet data set of X (``scaled`` skipped when
+    ``input_scale_`` is 1), and ``predict`` is
+    ``y_mean_ + y_scale_ * net_.predict(points)``: the epochs are successive
     ``Trainer.fit`` calls on one trainer, which draw the same batches as one
     call.
 
@@ -615,13 +690,20 @@ class KronNetRegressor(RegressorMixin, _KronNetBase):  # type: ignore[misc]
     >>> import numpy as np
     >>> from kronnet.sklearn import KronNetRegressor
     >>> rng = np.random.default_rng(0)
-    >>> X = rng.normal(size=(64, 4)) / 2
+    >>> X = rng.normal(size=(64, 4))
     >>> y = np.sin(X[:, 0])
     >>> reg = KronNetRegressor(width=256, max_steps=400, random_state=0).fit(X, y)
     >>> reg.predict(X[:3]).shape
     (3,)
     >>> reg.score(X, y) > 0.5
     True
+
+    Several targets at once, one output each:
+
+    >>> Y = np.stack([np.sin(X[:, 0]), np.cos(X[:, 1])], axis=1)
+    >>> reg = KronNetRegressor(width=256, max_steps=400, random_state=0).fit(X, Y)
+    >>> reg.predict(X[:3]).shape, reg.net_.outputs
+    ((3, 2), 2)
     """
 
     def fit(self, X: Any, y: Targets = None) -> KronNetRegressor:
@@ -631,7 +713,7 @@ class KronNetRegressor(RegressorMixin, _KronNetBase):  # type: ignore[misc]
         ----------
         X : array_like of shape (n, d), KronData, PairData or list of factor arrays
             The points (an (n, p) integer array of entity indices with `tables`).
-        y : array_like of shape (n,), optional
+        y : array_like of shape (n,) or (n, C), optional
             Targets; taken from X when X is a data set with targets.
 
         Returns
@@ -661,7 +743,7 @@ class KronNetRegressor(RegressorMixin, _KronNetBase):  # type: ignore[misc]
         ----------
         X : array_like of shape (n, d), KronData, PairData or list of factor arrays
             The points.
-        y : array_like of shape (n,), optional
+        y : array_like of shape (n,) or (n, C), optional
             Targets; taken from X when X is a data set with targets.
 
         Returns
@@ -682,23 +764,59 @@ class KronNetRegressor(RegressorMixin, _KronNetBase):  # type: ignore[misc]
         """
         return self._fit(X, y, incremental=True)  # type: ignore[no-any-return]
 
-    @property
-    def net_(self) -> TwoLayerNet:
-        """The trained net."""
-        check_is_fitted(self, "nets_")
-        return self.nets_[0]
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        return tags
+
+    def _more_tags(self) -> Dict[str, Any]:  # pragma: no cover - scikit-learn < 1.6
+        return {"multioutput": True}
+
+    def _targets_of(self, y: Any) -> np.ndarray:
+        arr = np.asarray(y, dtype=np.float64)
+        if arr.ndim == 2:
+            return arr
+        out: np.ndarray = column_or_1d(arr, warn=True)
+        return out
+
+    def _loss(self) -> str:
+        return "squared"
+
+    def _n_net_outputs(self) -> int:
+        return int(self.n_outputs_)
 
     def _set_targets(self, y: np.ndarray, classes: Any) -> None:
-        pass
+        self._y_ndim = np.ndim(y)
+        self.n_outputs_ = 1 if np.ndim(y) == 1 else int(np.shape(y)[1])
+        y = np.asarray(y, dtype=np.float64)
+        self.y_mean_ = np.mean(y, axis=0)
+        scale = np.std(y, axis=0)
+        self.y_scale_ = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
 
-    def _encode(self, y: np.ndarray) -> List[np.ndarray]:
-        return [np.asarray(y, dtype=np.float64)]
+    def _check_targets(self, y: np.ndarray, classes: Any) -> None:
+        outputs = 1 if np.ndim(y) == 1 else int(np.shape(y)[1])
+        if outputs != self.n_outputs_:
+            raise ValueError(
+                f"y has {outputs} target column(s), but {type(self).__name__} was fitted on {self.n_outputs_}"
+            )
+
+    def _encode(self, y: np.ndarray) -> np.ndarray:
+        out: np.ndarray = (np.asarray(y, dtype=np.float64) - self.y_mean_) / self.y_scale_
+        # One column of a 2-D y trains as the 1-D target it is.
+        return out[:, 0] if out.ndim == 2 and out.shape[1] == 1 else out
 
     def _validation_score(self, data: KronPoints, y: np.ndarray) -> float:
-        return float(r2_score(y, self._outputs(data)[:, 0]))
+        return float(r2_score(y, self._predicted(self._outputs(data))))
+
+    def _predicted(self, out: np.ndarray) -> np.ndarray:
+        """Outputs in the units and shape of the fitted y: (n,) or (n, C)."""
+        if self._y_ndim == 2 and out.ndim == 1:
+            out = out[:, None]
+        values: np.ndarray = self.y_mean_ + self.y_scale_ * out
+        return values
 
     def predict(self, X: Any) -> np.ndarray:
-        """f(W, x) for every point of X.
+        """f(x) for every point of X.
 
         Parameters
         ----------
@@ -707,8 +825,8 @@ class KronNetRegressor(RegressorMixin, _KronNetBase):  # type: ignore[misc]
 
         Returns
         -------
-        ndarray of shape (n,)
-            The predictions.
+        ndarray of shape (n,) or (n, C)
+            The predictions, shaped as the y of ``fit``.
 
         Examples
         --------
@@ -719,85 +837,27 @@ class KronNetRegressor(RegressorMixin, _KronNetBase):  # type: ignore[misc]
         >>> reg.predict(X).shape
         (8,)
         """
-        out: np.ndarray = self._outputs(X)[:, 0]
-        return out
+        return self._predicted(self._outputs(X))
 
 
 class KronNetClassifier(ClassifierMixin, _KronNetBase):  # type: ignore[misc]
-    """A two-layer kronnet network as a scikit-learn classifier.
+    __doc__ = f"""A two-layer kronnet network as a scikit-learn classifier.
 
-    Binary targets are trained as ±1 regression (+1 for ``classes_[1]``);
-    more classes one-vs-rest, one net per class, all on the same points.
+    One network for all classes: for K >= 3 classes it has K outputs (the
+    logits) trained on the softmax cross-entropy; for two, one output
+    trained on the logistic loss (the log-odds of ``classes_[1]``).
     Parameters, training and stopping as :class:`KronNetRegressor`, the
     validation score of `early_stopping` being the accuracy.
 
     Parameters
-    ----------
-    width : int, default 2048
-        m, the number of hidden neurons of each net.
-    threshold : float, optional
-        b of the activation; default as :class:`~kronnet.TwoLayerNet`.
-    init : {"gaussian", "kron"}, default "gaussian"
-        How W(0) is drawn.
-    init_rank : int, default 8
-        R for ``init="kron"``.
-    lr : "auto" or float, default "auto"
-        Learning rate, as for :class:`KronNetRegressor`.
-    batch_size : int, default 8
-        S; ``min(batch_size, n)`` is used.
-    max_steps : int, default 5000
-        Most SGD steps per net per ``fit``.
-    tol : float, default 1e-4
-        Improvement the stopping rule asks for.
-    n_iter_no_change : int, default 10
-        Epochs without improvement before stopping.
-    early_stopping : bool, default False
-        Stop on the accuracy of a held-out (stratified) fraction.
-    validation_fraction : float, default 0.1
-        The held-out share for `early_stopping`.
-    index : {"auto", "scan", "tree", "bits"}, default "auto"
-        The trainers' activated-neuron finder.
-    warm_start : bool, default False
-        ``fit`` continues the current nets.
-    random_state : int, RandomState instance or None, default None
-        Source of the seeds: ``rs.randint(0, 2**31 - 1)`` for the split,
-        then ``rs.randint(0, 2**31 - 1, size=2)`` (net seed, trainer seed)
-        for each net in turn.
-    verbose : bool, default False
-        Print the loss of every epoch.
-    tables : list of array_like, optional
-        Entity tables: X is then an integer array (n, p) of entity indices.
-    comm : mpi4py.MPI.Comm, optional
-        Train every class's net sharded over this communicator's ranks, as
-        :class:`KronNetRegressor` does (``decision_function`` is collective
-        too).
+    ----------{_SHARED_PARAMS}
 
     Attributes
     ----------
     classes_ : ndarray of shape (n_classes,)
-        The class labels.
-    nets_ : list of TwoLayerNet
-        One net for two classes, else one per class (one-vs-rest).
-    lr_ : list of float
-        The learning rate of each net.
-    batch_size_ : int
-        The batch size in use.
-    trainer_seeds_ : list of int
-        The trainers' batch-order seeds.
+        The class labels.{_SHARED_ATTRIBUTES}
     loss_curve_ : list of float
-        Mean batch loss over all nets of each epoch.
-    validation_scores_ : list of float or None
-        Held-out accuracy after each epoch with `early_stopping`, else None.
-    best_validation_score_ : float or None
-        The best of `validation_scores_`.
-    best_loss_ : float or None
-        Lowest of `loss_curve_` (None with `early_stopping`).
-    n_iter_ : int
-        Epochs run.
-    t_ : int
-        SGD steps taken by each net.
-    n_features_in_ : int
-        Columns of X (array inputs only).
+        Mean batch loss (cross-entropy or logistic) of each epoch.
 
     Examples
     --------
@@ -808,16 +868,18 @@ class KronNetClassifier(ClassifierMixin, _KronNetBase):  # type: ignore[misc]
     >>> clf = KronNetClassifier(width=128, max_steps=200, random_state=0).fit(X, y)
     >>> clf.classes_.tolist()
     ['a', 'b', 'c']
-    >>> clf.decision_function(X).shape
-    (30, 3)
+    >>> clf.decision_function(X).shape, clf.net_.outputs
+    ((30, 3), 3)
     >>> clf.score(X, y)
     1.0
+    >>> bool(np.allclose(clf.predict_proba(X).sum(axis=1), 1.0))
+    True
     """
 
     _is_classifier = True
 
     def fit(self, X: Any, y: Targets = None) -> KronNetClassifier:
-        """Trains the nets on (X, y), from scratch unless `warm_start`.
+        """Trains the net on (X, y), from scratch unless `warm_start`.
 
         Parameters
         ----------
@@ -837,13 +899,13 @@ class KronNetClassifier(ClassifierMixin, _KronNetBase):  # type: ignore[misc]
         >>> from kronnet.sklearn import KronNetClassifier
         >>> X = np.repeat(np.eye(2), 8, axis=0)
         >>> clf = KronNetClassifier(width=64, max_steps=100, random_state=0).fit(X, np.repeat([0, 1], 8))
-        >>> len(clf.nets_)
+        >>> clf.net_.outputs  # two classes: one logistic output
         1
         """
         return self._fit(X, y, incremental=False)  # type: ignore[no-any-return]
 
     def partial_fit(self, X: Any, y: Targets = None, classes: Any = None) -> KronNetClassifier:
-        """One epoch (ceil(n / batch_size) steps) of every net on (X, y).
+        """One epoch (ceil(n / batch_size) steps) on (X, y), continuing the net.
 
         Parameters
         ----------
@@ -873,6 +935,13 @@ class KronNetClassifier(ClassifierMixin, _KronNetBase):  # type: ignore[misc]
             raise ValueError("classes must be passed on the first call to partial_fit")
         return self._fit(X, y, incremental=True, classes=classes)  # type: ignore[no-any-return]
 
+    def _loss(self) -> str:
+        return "logistic" if self.classes_.shape[0] == 2 else "cross_entropy"
+
+    def _n_net_outputs(self) -> int:
+        k = int(self.classes_.shape[0])
+        return 1 if k == 2 else k
+
     def _set_targets(self, y: np.ndarray, classes: Any) -> None:
         check_classification_targets(y)
         self.classes_ = np.unique(y) if classes is None else np.unique(np.asarray(classes))
@@ -888,24 +957,24 @@ class KronNetClassifier(ClassifierMixin, _KronNetBase):  # type: ignore[misc]
         if not np.isin(y, self.classes_).all():
             raise ValueError(f"y holds labels not in classes_={self.classes_.tolist()}")
 
-    def _encode(self, y: np.ndarray) -> List[np.ndarray]:
-        if self.classes_.shape[0] == 2:
-            return [np.where(y == self.classes_[1], 1.0, -1.0)]
-        return [np.where(y == c, 1.0, -1.0) for c in self.classes_]
+    def _encode(self, y: np.ndarray) -> np.ndarray:
+        """0/1 for two classes, else the class's position in ``classes_``."""
+        index = np.searchsorted(self.classes_, y).astype(np.float64)
+        return index
 
     def _validation_score(self, data: KronPoints, y: np.ndarray) -> float:
         return float(accuracy_score(y, self._labels(self._outputs(data))))
 
     def _labels(self, out: np.ndarray) -> np.ndarray:
-        if out.shape[1] == 1:
-            labels: np.ndarray = self.classes_[(out[:, 0] > 0).astype(np.int64)]
+        if out.ndim == 1:
+            labels: np.ndarray = self.classes_[(out > 0).astype(np.int64)]
             return labels
         picked: np.ndarray = self.classes_[np.argmax(out, axis=1)]
         return picked
 
     def decision_function(self, X: Any) -> np.ndarray:
-        """The nets' outputs: positive for ``classes_[1]`` (binary), or one
-        column per class (one-vs-rest).
+        """The net's outputs: the log-odds of ``classes_[1]`` (two classes),
+        or one logit per class.
 
         Parameters
         ----------
@@ -926,11 +995,62 @@ class KronNetClassifier(ClassifierMixin, _KronNetBase):  # type: ignore[misc]
         >>> clf.decision_function(X).shape
         (16,)
         """
+        return self._outputs(X)
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities: the softmax of the logits (the logistic
+        function of the log-odds for two classes).
+
+        Parameters
+        ----------
+        X : array_like of shape (n, d), KronData, PairData or list of factor arrays
+            The points, in the form used for ``fit``.
+
+        Returns
+        -------
+        ndarray of shape (n, n_classes)
+            Rows sum to one; columns in the order of ``classes_``.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from kronnet.sklearn import KronNetClassifier
+        >>> X = np.repeat(np.eye(2), 8, axis=0)
+        >>> clf = KronNetClassifier(width=64, max_steps=100, random_state=0).fit(X, np.repeat([0, 1], 8))
+        >>> proba = clf.predict_proba(X[[0, 8]])
+        >>> proba.shape, bool(proba[0, 0] > 0.5 and proba[1, 1] > 0.5)
+        ((2, 2), True)
+        """
+        proba: np.ndarray = np.exp(self.predict_log_proba(X))
+        return proba
+
+    def predict_log_proba(self, X: Any) -> np.ndarray:
+        """The logarithms of :meth:`predict_proba`, computed stably.
+
+        Parameters
+        ----------
+        X : array_like of shape (n, d), KronData, PairData or list of factor arrays
+            The points, in the form used for ``fit``.
+
+        Returns
+        -------
+        ndarray of shape (n, n_classes)
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from kronnet.sklearn import KronNetClassifier
+        >>> X = np.repeat(np.eye(2), 8, axis=0)
+        >>> clf = KronNetClassifier(width=64, max_steps=100, random_state=0).fit(X, np.repeat([0, 1], 8))
+        >>> bool(np.allclose(np.exp(clf.predict_log_proba(X)).sum(axis=1), 1.0))
+        True
+        """
         out = self._outputs(X)
-        if out.shape[1] == 1:
-            col: np.ndarray = out[:, 0]
-            return col
-        return out
+        logits = np.stack([np.zeros_like(out), out], axis=1) if out.ndim == 1 else out
+        top = logits.max(axis=1, keepdims=True)
+        shifted = logits - top
+        log_proba: np.ndarray = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        return log_proba
 
     def predict(self, X: Any) -> np.ndarray:
         """The predicted class of every point of X.

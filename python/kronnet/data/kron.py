@@ -257,6 +257,38 @@ class KronData(KronPoints):
             mats.append(scaled / np.linalg.norm(scaled, axis=1, keepdims=True))
         return KronData(mats, self._y, copy=False)
 
+    def scaled(self, factor: float) -> KronData:
+        """A copy of the points multiplied by `factor` (the first factor of
+        every term scaled), with the same targets.
+
+        Parameters
+        ----------
+        factor : float
+            Positive and finite.
+
+        Returns
+        -------
+        KronData
+            Same n, dims, rank and targets; norms times `factor`.
+
+        Raises
+        ------
+        ArgumentError
+            `factor` is not positive and finite.
+
+        Examples
+        --------
+        >>> import numpy as np, kronnet as kn
+        >>> kn.KronData([np.array([[3.0, 4.0]]), np.array([[1.0]])]).scaled(0.2).norms()
+        array([1.])
+        """
+        factor = v.finite_float(factor, "factor", positive=True)
+        mats = [self._mats[0] * factor] + list(self._mats[1:])
+        if self._rank == 1:
+            return KronData(mats, self._y, copy=False)
+        terms = [mats[0].reshape(self.n, self._rank, -1)] + self.factors[1:]
+        return KronData(terms, self._y, copy=False)
+
     def take(self, indices: Any) -> KronData:
         """The points at `indices`, with their targets.
 

@@ -228,6 +228,36 @@ class PairData(KronPoints):
             tables.append(t / np.where(norm > 0, norm, 1.0)[:, None])
         return PairData._from_parts(tables, list(self._columns), self._y)
 
+    def scaled(self, factor: float) -> PairData:
+        """A copy of the points multiplied by `factor` (the first table
+        scaled), with the same pairs and targets.
+
+        Parameters
+        ----------
+        factor : float
+            Positive and finite.
+
+        Returns
+        -------
+        PairData
+            Same pairs and targets; norms times `factor`.
+
+        Raises
+        ------
+        ArgumentError
+            `factor` is not positive and finite.
+
+        Examples
+        --------
+        >>> import numpy as np, kronnet as kn
+        >>> data = kn.PairData([np.array([[3.0, 4.0]]), np.array([[1.0], [2.0]])], [[0, 0], [0, 1]])
+        >>> data.scaled(0.1).norms()
+        array([0.5, 1. ])
+        """
+        factor = v.finite_float(factor, "factor", positive=True)
+        tables = [self._tables[0] * factor] + list(self._tables[1:])
+        return PairData._from_parts(tables, list(self._columns), self._y)
+
     def take(self, indices: Any) -> PairData:
         """The pairs at `indices` (repeats allowed), with their targets,
         over the same tables (shared, not copied).

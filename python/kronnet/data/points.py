@@ -175,6 +175,34 @@ class KronPoints(ABC):
         """
 
     @abstractmethod
+    def scaled(self, factor: float) -> KronPoints:
+        """A copy of the points multiplied by `factor` (x_i -> factor * x_i),
+        same kind, same targets; d-free (one factor scaled).
+
+        Parameters
+        ----------
+        factor : float
+            Positive and finite.
+
+        Returns
+        -------
+        KronPoints
+            Norms multiplied by `factor`.
+
+        Raises
+        ------
+        ArgumentError
+            `factor` is not positive and finite.
+
+        Examples
+        --------
+        >>> import kronnet as kn
+        >>> data = kn.make_kronecker_data(3, dims=(2, 2), seed=0)
+        >>> data.scaled(2.0).norms() / data.norms()
+        array([2., 2., 2.])
+        """
+
+    @abstractmethod
     def dense(self) -> np.ndarray:
         """The materialized points. Only for small d.
 

@@ -197,7 +197,9 @@ def _diagonal(part: str, b: float, kappa: float, r: np.ndarray) -> np.ndarray:
     """K_g(x, x) at points of norm r: preactivations are N(0, r^2), so a
     neuron fires with probability P(z > b / r); firing terms scaled by
     `kappa` (`_kappa`)."""
-    t = b / np.maximum(r, 1e-300)
+    # Beyond |t| = 40 the Gaussian tails are 0 or 1 in float64; clipping
+    # keeps t * t and t * phi(t) finite for points of (near) zero norm.
+    t = np.clip(b / np.maximum(r, 1e-300), -40.0, 40.0)
     if part == "w":
         out = kappa * r * r * _tail(t)
     elif part == "a":
