@@ -646,7 +646,7 @@ class KronNetRegressor(RegressorMixin, _KronNetBase):  # type: ignore[misc]
     column by exact minibatch SGD (:class:`~kronnet.Trainer`) on the
     squared loss, in epochs, stopping as
     :class:`sklearn.neural_network.MLPRegressor` does. The net learns the
-    standardized targets (y - y_mean_) / y_scale_, which keeps the "auto"
+    standardized targets ``(y - y_mean_) / y_scale_``, which keeps the "auto"
     rates stable whatever the targets' units; predictions are in the units
     of y.
 
@@ -657,7 +657,7 @@ class KronNetRegressor(RegressorMixin, _KronNetBase):  # type: ignore[misc]
     ----------{_SHARED_ATTRIBUTES}
     n_outputs_ : int
         Target columns (1 for a 1-D y).
-    y_mean_, y_scale_ : float or ndarray of shape (n_outputs_,)
+    y_mean_, y_scale_ : float or ndarray of shape (C,)
         The targets' mean and standard deviation (1 where it is 0) from the
         first ``fit``.
     loss_curve_ : list of float
@@ -1035,6 +1035,7 @@ class KronNetClassifier(ClassifierMixin, _KronNetBase):  # type: ignore[misc]
         Returns
         -------
         ndarray of shape (n, n_classes)
+            log P(class | x), columns in the order of ``classes_``.
 
         Examples
         --------

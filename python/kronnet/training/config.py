@@ -134,9 +134,23 @@ class TrainerConfig:
             object.__setattr__(self, name, value)
 
     def resolved(self, n: int, width: int, threshold: float) -> TrainerConfig:
-        """The same settings with "auto" decided for n points and a net of
-        `width` neurons and `threshold` b (docs/indexes.md); the dense
-        backend's index and Gram mode become "none"."""
+        """The same settings with "auto" decided (docs/indexes.md); the
+        dense backend's index and Gram mode become "none".
+
+        Parameters
+        ----------
+        n : int
+            Training points.
+        width : int
+            The net's neurons.
+        threshold : float
+            The net's initial threshold b.
+
+        Returns
+        -------
+        TrainerConfig
+            No "auto" left.
+        """
         if self.backend != "kron":
             return replace(self, index=NONE, gram=NONE)
         index = resolve_index(self.index, n, width, threshold)
@@ -171,7 +185,17 @@ class TrainerConfig:
     @classmethod
     def from_dict(cls, doc: Dict[str, Any]) -> TrainerConfig:
         """The inverse of :meth:`to_dict` (missing fields take their defaults,
-        as in files written before they existed)."""
+        as in files written before they existed).
+
+        Parameters
+        ----------
+        doc : dict
+            What :meth:`to_dict` returned (or a checkpoint's ``trainer``).
+
+        Returns
+        -------
+        TrainerConfig
+        """
         known = {f.name for f in fields(cls)}
         args = {k: val for k, val in doc.items() if k in known}
         args["schedule"] = schedule_from_dict(doc.get("schedule"))
