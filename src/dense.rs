@@ -112,6 +112,7 @@ impl DenseState {
     ) -> Result<StepStats> {
         check_batch(batch, self.x.nrows())?;
         rates.check()?;
+        self.ridge.check_with(rates)?;
         let c = self.outputs;
         if model.outputs() != c {
             return invalid("model", format!("has {} outputs, the trainer {c}", model.outputs()));

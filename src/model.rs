@@ -420,6 +420,26 @@ impl Ridge {
         }
         Ok(())
     }
+
+    /// Checks that a step at `rates` shrinks what each ridge pulls on: a
+    /// decay factor 1 − lr λ ≤ 0 would flip its sign every step (the linear
+    /// term's scale would reach 0 or below).
+    pub fn check_with(&self, rates: &Rates) -> Result<()> {
+        for (name, lr, r) in [
+            ("ridge_a", rates.a, self.a),
+            ("ridge_b", rates.b, self.b),
+            ("ridge_c", rates.c, self.c),
+            ("ridge_v", rates.v, self.v),
+        ] {
+            if lr * r >= 1.0 {
+                return invalid(
+                    name,
+                    format!("times its learning rate is {} >= 1: the decay 1 - lr * ridge would be <= 0", lr * r),
+                );
+            }
+        }
+        Ok(())
+    }
 }
 
 /// What one SGD step changes, planned from the parameters before it (every

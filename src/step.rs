@@ -409,6 +409,7 @@ impl KronState {
     ) -> Result<Pending> {
         check_batch(batch, self.n())?;
         rates.check()?;
+        self.ridge.check_with(rates)?;
         self.check_head(coef, model)?;
         let started = std::time::Instant::now();
         let fire = self.index.fire_sets(self.p_t.t(), batch, model.b());

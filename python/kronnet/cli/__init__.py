@@ -25,12 +25,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser(
         "bench",
-        help="measure: per-step time vs d against dense baselines, the activation indexes, "
+        help="measure: per-step time vs d against dense baselines, the full model's step against the paper's, "
+        "the activation indexes, "
         "memory churn, PairData init, Gaussian init against BLAS, the d-free pipeline end to end, "
         "or sharded training on MPI",
     )
     b.add_argument(
-        "sweep", nargs="?", choices=["scaling", "index", "churn", "pairs", "init", "endtoend", "mpi"], default="scaling"
+        "sweep",
+        nargs="?",
+        choices=["scaling", "model", "index", "churn", "pairs", "init", "endtoend", "mpi"],
+        default="scaling",
     )
     b.add_argument("--n", type=int, default=512, help="training points (default 512)")
     b.add_argument("--width", type=int, default=2048, help="hidden neurons m for the scaling sweep (default 2048)")
@@ -67,6 +71,7 @@ def bench_command(args: argparse.Namespace) -> int:
 
     run = {
         "scaling": sweeps.scaling,
+        "model": sweeps.model,
         "index": sweeps.index,
         "churn": sweeps.churn,
         "pairs": sweeps.pairs,

@@ -497,3 +497,108 @@ def pipeline_at_rate(run: Dict[str, Any], gflops: float) -> float:
     floor = contraction_floor(run, gflops)
     assert floor is not None, "a positive rate always gives a floor"
     return float(run["data"] + run["new_data"] + run["train"] + floor)
+
+
+#: The models `kronnet bench model` times side by side: the paper's (W
+#: alone, one output, squared loss) and the full model with every part
+#: trained, with one output and with ten softmax outputs.
+MODEL_CASES: Dict[str, Dict[str, Any]] = {
+    "paper": {"outputs": 1, "loss": "squared", "parts": "w"},
+    "full C=1": {"outputs": 1, "loss": "squared", "parts": "wabcv"},
+    "full C=1, b frozen": {"outputs": 1, "loss": "squared", "parts": "wacv"},
+    "full C=10": {"outputs": 10, "loss": "cross_entropy", "parts": "wabcv"},
+    "full C=10, b frozen": {"outputs": 10, "loss": "cross_entropy", "parts": "wacv"},
+}
+
+
+def model_trainer(
+    case: str, data: KronData, width: int, batch_size: int, seed: int = 0, ridge_b: float = 0.0, **overrides: float
+) -> Trainer:
+    """A trainer of MODEL_CASES[case] on `data` (regression targets; ten
+    classes by the targets' deciles for a softmax case) at the rates
+    `suggest_rates` gives, `overrides` replacing any of them."""
+    from kronnet import suggest_rates
+
+    spec = MODEL_CASES[case]
+    if spec["loss"] == "cross_entropy":
+        y = np.asarray(data.y)
+        labels = np.digitize(y, np.quantile(y, np.linspace(0, 1, spec["outputs"] + 1)[1:-1]))
+        data = data.with_targets(labels.astype(np.float64))  # type: ignore[assignment]
+    net = TwoLayerNet(data.dims, width, seed=seed, outputs=spec["outputs"])
+    rates = suggest_rates(net, batch_size, data, parts=spec["parts"], loss=spec["loss"])
+    rates.update(overrides)
+    return Trainer(
+        net,
+        data,
+        batch_size=batch_size,
+        seed=seed,
+        loss=spec["loss"],
+        ridge_b=ridge_b,
+        lr=rates["lr"],
+        lr_a=rates["lr_a"],
+        lr_b=rates["lr_b"],
+        lr_c=rates["lr_c"],
+        lr_v=rates["lr_v"],
+    )
+
+
+def time_models(d: int, n: int, width: int, batch_size: int, steps: int, rounds: int = 5) -> Dict[str, Any]:
+    """Per-step seconds of every MODEL_CASES model at input dimension d (two
+    equal factors), on the same points: an epoch of warm-up each, then
+    `rounds` rounds that time `steps` steps of each model in turn (so a
+    noisy stretch of the machine hits every model alike); medians."""
+    data = make_kronecker_data(n, dims=square_dims(d), seed=0)
+    trainers = {case: model_trainer(case, data, width, batch_size) for case in MODEL_CASES}
+    for tr in trainers.values():
+        tr.fit(math.ceil(n / batch_size))
+    times: Dict[str, List[float]] = {case: [] for case in MODEL_CASES}
+    fired: Dict[str, List[float]] = {case: [] for case in MODEL_CASES}
+    for _ in range(rounds):
+        for case, tr in trainers.items():
+            hist = tr.fit(steps)
+            times[case].append(hist.seconds / steps)
+            fired[case].append(float(hist.fired_per_point.mean()))
+    return {
+        "d": d,
+        "step_seconds": {case: float(np.median(t)) for case, t in times.items()},
+        "step_seconds_range": {case: [float(min(t)), float(max(t))] for case, t in times.items()},
+        "fired_per_point": {case: float(np.mean(f)) for case, f in fired.items()},
+    }
+
+
+def fired_over_training(
+    n: int, width: int, batch_size: int, steps: int, windows: int = 10, d: int = 2**12
+) -> Dict[str, Any]:
+    """The fraction of neurons a point fires, window by window over a long
+    run of the full C = 10 model, with the thresholds trained (at the
+    suggested rate, and at that rate with a ridge pulling them back to
+    b(0)) and frozen; with the thresholds' mean and minimum at the end."""
+    data = make_kronecker_data(n, dims=square_dims(d), seed=0)
+    out: Dict[str, Any] = {}
+    for name in ("b trained", "b trained, ridge_b", "b frozen"):
+        tr = model_trainer("full C=10", data, width, batch_size)
+        if name != "b trained":
+            # The ridge pulls every threshold 1% of the way back to b(0) per step.
+            lr_b = tr.config.lr_b
+            tr = model_trainer(
+                "full C=10",
+                data,
+                width,
+                batch_size,
+                ridge_b=0.01 / lr_b if name.endswith("ridge_b") else 0.0,
+                lr_b=lr_b if name.endswith("ridge_b") else 0.0,
+            )
+        hist = tr.fit(steps)
+        per = hist.fired_per_point / width
+        chunks = np.array_split(per, windows)
+        b = tr.net.thresholds
+        out[name] = {
+            "fired_fraction": [float(c.mean()) for c in chunks],
+            "step_seconds": hist.seconds / steps,
+            "threshold_start": tr.net.threshold,
+            "threshold_mean_end": float(b.mean()),
+            "threshold_min_end": float(b.min()),
+            "loss_first": float(hist.full_loss[0][1]),
+            "loss_last": float(hist.full_loss[-1][1]),
+        }
+    return out

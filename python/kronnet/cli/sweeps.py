@@ -580,3 +580,70 @@ def plot_endtoend(results: List[Dict[str, Any]], path: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     print(f"wrote {path}")
+
+
+def model(args: argparse.Namespace) -> int:
+    """The full model's step against the paper's, across d, and the fired
+    fraction over a long run with trained thresholds (docs/guide.md,
+    "The full model's step")."""
+    from tqdm.auto import tqdm
+
+    n, m, S = args.n, args.width, args.batch_size
+    exps = range(8, 21, 4) if args.quick else range(8, 21, 2)
+    ds = [2**k for k in exps if 2**k <= args.max_d]
+    results = [
+        bench.time_models(d, n, m, S, args.steps) for d in tqdm(ds, desc="d sweep", unit="d", disable=args.no_progress)
+    ]
+    long_steps = 2000 if args.quick else 10000
+    fired = bench.fired_over_training(n, m, S, long_steps)
+    save_json(
+        f"{args.out}/bench_model.json",
+        {"meta": meta(args), "n": n, "width": m, "batch_size": S, "results": results, "fired_over_training": fired},
+    )
+    cases = list(bench.MODEL_CASES)
+    print(
+        f"\nper-step time in ms (neurons fired per point), n={n}, m={m}, S={S}, {args.threads} thread(s), medians of 5 rounds:"
+    )
+    rows = []
+    for r in results:
+        t, f = r["step_seconds"], r["fired_per_point"]
+        rows.append([f"2^{int(math.log2(r['d']))}"] + [f"{t[c] * 1e3:.3f} ({f[c]:.0f})" for c in cases])
+    print(table(["d"] + cases, rows))
+    print("\nratios to the paper's step at the same d (time; time per fired neuron):")
+    rows = []
+    for r in results:
+        t, f = r["step_seconds"], r["fired_per_point"]
+        rows.append(
+            [f"2^{int(math.log2(r['d']))}"]
+            + [
+                f"{t[c] / t['paper']:.2f}x; {t[c] / f[c] / (t['paper'] / f['paper']):.2f}x"
+                for c in cases
+                if c != "paper"
+            ]
+        )
+    print(table(["d"] + [c for c in cases if c != "paper"], rows))
+    for case in cases:
+        steps = [r["step_seconds"][case] for r in results]
+        print(f"{case}: slowest d / fastest d {max(steps) / min(steps):.2f}x")
+    print(f"\nfraction of neurons a point fires over {long_steps} steps (full C=10, d=2^12, windows of the run):")
+    rows = []
+    for name, f in fired.items():
+        frac = f["fired_fraction"]
+        rows.append(
+            [
+                name,
+                f"{frac[0]:.3%}",
+                f"{frac[len(frac) // 2]:.3%}",
+                f"{frac[-1]:.3%}",
+                f"{f['threshold_start']:.3f} -> {f['threshold_mean_end']:.3f} (min {f['threshold_min_end']:.3f})",
+                f"{f['step_seconds'] * 1e3:.3f}",
+                f"{f['loss_first']:.3g} -> {f['loss_last']:.3g}",
+            ]
+        )
+    print(
+        table(
+            ["thresholds", "first window", "middle", "last window", "b: start -> mean (min)", "ms/step", "full loss"],
+            rows,
+        )
+    )
+    return 0

@@ -132,6 +132,14 @@ class TrainerConfig:
         }
         for name, value in checked.items():
             object.__setattr__(self, name, value)
+        for part, what in (("a", "a"), ("b", "b - b(0)"), ("c", "c"), ("v", "v")):
+            rate, ridge = getattr(self, f"lr_{part}"), getattr(self, f"ridge_{part}")
+            if rate * ridge >= 1.0:
+                raise ArgumentError(
+                    f"ridge_{part}",
+                    f"times lr_{part} is {rate * ridge:.4g} >= 1: each step would multiply {what} by "
+                    f"1 - lr_{part} * ridge_{part} <= 0; use ridge_{part} < 1 / lr_{part} = {1.0 / rate:.4g}",
+                )
 
     def resolved(self, n: int, width: int, threshold: float) -> TrainerConfig:
         """The same settings with "auto" decided (docs/indexes.md); the
