@@ -700,3 +700,20 @@ pub fn check_batch(batch: &[usize], n: usize) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A ridge whose decay 1 − lr λ would be ≤ 0 is refused; a smaller one,
+    /// or any ridge on a frozen part, is not.
+    #[test]
+    fn a_ridge_must_shrink() {
+        let ridge = Ridge { a: 0.5, b: 0.0, c: 0.0, v: 0.1 };
+        let rates = |a: f64, v: f64| Rates { a, v, ..Rates::w_only(1.0) };
+        assert!(ridge.check_with(&rates(1.9, 9.0)).is_ok());
+        assert!(ridge.check_with(&rates(0.0, 0.0)).is_ok());
+        assert!(ridge.check_with(&rates(2.0, 0.0)).is_err());
+        assert!(ridge.check_with(&rates(1.0, 10.0)).is_err());
+    }
+}

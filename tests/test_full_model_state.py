@@ -131,6 +131,8 @@ def test_the_validation_loss_is_the_trainers_loss():
         (dict(lr_c=float("inf")), 1, "squared", "lr_c", "must be finite"),
         (dict(lr_v=-1.0), 1, "squared", "lr_v", "must be >= 0"),
         (dict(ridge_b=-1.0), 1, "squared", "ridge_b", "must be >= 0"),
+        (dict(lr_b=2.0, ridge_b=0.5), 1, "squared", "ridge_b", "times lr_b is 1 >= 1"),
+        (dict(lr_v=10.0, ridge_v=0.2), 1, "squared", "ridge_v", "1 - lr_v \\* ridge_v <= 0"),
         (dict(schedule=("inverse_time", -5)), 1, "squared", "schedule tau", "must be positive"),
         (dict(schedule=("cosine", 0)), 1, "squared", "schedule steps", "must be positive"),
         (dict(schedule=("cosine", 10, 2.0)), 1, "squared", "schedule floor", r"must be in \[0, 1\]"),
