@@ -104,9 +104,9 @@ def test_mpi_bench_jobs_agree_and_count_their_messages():
     # The same training, bitwise, on one process and on two ranks.
     assert two["loss"] == one["loss"] and two["last_batch_loss"] == one["last_batch_loss"]
     assert [r["p_rows"] for r in two["per_rank"]] == [128, 128]
-    # One Allreduce per step, S exact sums and 5 counters (int64), plus a
-    # 3-word status message closing the run.
-    per_step = 8 * (4 * EXACT_WORDS + 5) + 8 * 3 / cfg["steps"]
+    # One Allreduce per step, S exact sums, the head's two maxima and 5
+    # counters (int64), plus a 3-word status message closing the run.
+    per_step = 8 * ((4 + 2) * EXACT_WORDS + 5) + 8 * 3 / cfg["steps"]
     assert all(r["bytes_per_step"] == pytest.approx(per_step, rel=1e-12) for r in two["per_rank"])
     assert one["per_rank"][0]["bytes_per_step"] == 0
 

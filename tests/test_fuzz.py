@@ -331,8 +331,12 @@ def test_kron_data_predict_preactivations(case, y_kind, copy, width, threshold, 
         y64 = np.linspace(-1, 1, n)
         y = y64
     elif y_kind == "random":
-        ya = data.draw(arrays(data.draw(st.sampled_from([(n,), (n,), (n + 1,), (n, 1), ()]))))
-        y, y64 = ya.obj, (ya.values if finite_real(ya) and ya.values.shape == (n,) else "bad")
+        ya = data.draw(arrays(data.draw(st.sampled_from([(n,), (n,), (n + 1,), (n, 1), (n, 3), (n, 1, 1), ()]))))
+        # (n,) values, or (n, C) with C >= 1: C targets per point.
+        shaped = ya.values is not None and (
+            ya.values.shape == (n,) or (ya.values.ndim == 2 and ya.values.shape[0] == n and ya.values.shape[1] >= 1)
+        )
+        y, y64 = ya.obj, (ya.values if finite_real(ya) and shaped else "bad")
         if y is None:
             y64 = None
     valid = f64 is not None and isinstance(copy, (bool, np.bool_)) and (y64 is None or not isinstance(y64, str))

@@ -52,7 +52,8 @@ def factors(n=5, dims=(3, 4)):
         (lambda: kn.KronData([["a", "b"], ["c", "d"]]), TypeError, r"factors\[0\]: expected real"),
         (lambda: kn.KronData(factors(), y=np.ones(4)), ValueError, "y: has 4 targets for 5 points"),
         (lambda: kn.KronData(factors(), y=np.array([1, 2, np.nan, 4, 5.0])), ValueError, "y: contains 1 NaN"),
-        (lambda: kn.KronData(factors(), y=np.ones((5, 1))), ValueError, "y: expected a 1-D"),
+        (lambda: kn.KronData(factors(), y=np.ones((5, 1, 1))), ValueError, "y: expected a 1-D or 2-D"),
+        (lambda: kn.KronData(factors(), y=np.ones((5, 0))), ValueError, "y: is empty"),
     ],
 )
 def test_kron_data_rejects(make, exc, match):

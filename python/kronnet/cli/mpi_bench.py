@@ -101,7 +101,9 @@ def _worker(config: Dict[str, Any]) -> None:
         # without waiting for a slower rank.
         from mpi4py import MPI
 
-        buf = np.zeros(S * placement.EXACT_WORDS + 5, dtype=np.int64)
+        # A step's message at one output: S exact sums, the head's two
+        # maxima, two fired counts and three status words.
+        buf = np.zeros((S + 2) * placement.EXACT_WORDS + 5, dtype=np.int64)
         comm.Barrier()
         started = time.perf_counter()
         for _ in range(1000):
