@@ -10,19 +10,24 @@ CRC-32) holding one JSON document, ``kronnet.json``, stored as UTF-8 bytes,
 and plain float64/int64 arrays. It is read with ``allow_pickle=False``, so a
 file can never execute code or build arbitrary objects, and any language
 with a zip and an ``.npy`` reader can read it. Writes are atomic: the file is
-written under a temporary name in the same directory, flushed to disk
+written under a temporary name in the target's directory, flushed to disk
 (fsync), then renamed over the target, so a crash leaves any previous file
-intact. Every read is checked, and whatever is wrong with a file —
-truncated, corrupted, another kind of file, an unknown format version,
-inconsistent shapes — raises :class:`~kronnet.errors.FileFormatError`
-naming the file and the problem.
+intact. Otherwise a write behaves as ``open(path, "w")`` would: a new file
+gets the mode ``0o666`` less the umask, a replaced file keeps its mode, and
+a symbolic link is followed (its target is replaced, the link stays). Every
+read is checked, and whatever is wrong with a file — truncated, corrupted,
+another kind of file, an unknown format version, inconsistent shapes —
+raises :class:`~kronnet.errors.FileFormatError` naming the file and the
+problem.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
-import tempfile
+import secrets
+import stat
 import zipfile
 from typing import Any, Dict, Iterable, Optional, Tuple, Union
 
@@ -41,6 +46,14 @@ VERSION = 3
 #: The versions this kronnet reads.
 READS = (1, 2, 3)
 META = "kronnet.json"
+#: How deeply ``kronnet.json`` may nest arrays and objects. Real files nest
+#: four or five levels (the sampler's generator state is the deepest); the
+#: bound keeps a hostile header from exhausting the recursion limit of
+#: whatever walks the document later.
+MAX_JSON_DEPTH = 32
+#: How a zip archive starts: a local file header, or the end record of an
+#: empty archive (what ``np.load`` also accepts).
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 
 
 def _meta_array(meta: Dict[str, Any]) -> np.ndarray:
@@ -88,6 +101,80 @@ def checked_path(path: Any) -> str:
     return out
 
 
+def _target(path: str) -> Tuple[str, Optional[os.stat_result]]:
+    """Where a write to `path` lands and the status of the file it replaces
+    (None when there is none yet), refusing what ``open(path, "w")`` would
+    refuse or what renaming over would damage; errors name `path`."""
+    # Writing through a link writes its target, as open() does; renaming
+    # over the link itself would turn it into a regular file.
+    target = os.path.realpath(path)
+    try:
+        st = os.stat(target)
+    except FileNotFoundError:
+        # A new file (or a dangling link's target, which open() creates);
+        # a missing directory is reported when the temporary file is made.
+        return target, None
+    except OSError as exc:
+        # A cycle of links, a file where a directory should be...
+        raise type(exc)(exc.errno, exc.strerror, path) from None
+    if stat.S_ISDIR(st.st_mode):
+        raise IsADirectoryError(errno.EISDIR, f"{os.strerror(errno.EISDIR)} (a kronnet file cannot replace it)", path)
+    if not stat.S_ISREG(st.st_mode):
+        # Renaming over a device or a pipe would replace it (/dev/null
+        # included, when run as root) instead of writing to it.
+        raise ArgumentError("path", f"{path} is not a regular file; kronnet saves to regular files only")
+    if not os.access(target, os.W_OK):
+        # The rename needs only a writable directory; a file its owner made
+        # read-only must stay as protected as open(path, "w") leaves it.
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
+    return target, st
+
+
+def _create_temporary(directory: str, old: Optional[os.stat_result], path: str) -> Tuple[int, str]:
+    """A new file in `directory` opened for writing: (descriptor, name).
+    Its mode is 0o666 less the umask, or no more than that of `old`, the
+    file it will replace, so that it is never readable by more users than
+    the file it will become."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    # The kernel applies the umask, as it does for open(path, "w"):
+    # reading the umask would mean setting it, which races other threads.
+    create = 0o666 if old is None else stat.S_IMODE(old.st_mode) & 0o777
+    for _ in range(100):
+        tmp = os.path.join(directory, f".kronnet-{secrets.token_hex(8)}.tmp")
+        try:
+            return os.open(tmp, flags, create), tmp
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise type(exc)(
+                exc.errno, f"{exc.strerror} (creating a temporary file in {directory} to save atomically)", path
+            ) from None
+    raise FileExistsError(errno.EEXIST, f"no unused temporary file name in {directory}", path)
+
+
+def _adopt(fd: int, tmp: str, old: os.stat_result) -> None:
+    """Gives the new file the mode and, where allowed, the owner of `old`,
+    the file it replaces, as writing into that file would have kept them."""
+    new = os.fstat(fd)
+    if hasattr(os, "fchown") and (old.st_uid, old.st_gid) != (new.st_uid, new.st_gid):
+        try:
+            # Before the chmod: a chown may clear the set-id bits.
+            os.fchown(fd, old.st_uid, old.st_gid)
+        except OSError:
+            # Only root may give a file away: the writer owns it then.
+            pass
+    try:
+        # The umask may have narrowed the mode it was created with.
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, stat.S_IMODE(old.st_mode))
+        else:
+            os.chmod(tmp, stat.S_IMODE(old.st_mode))
+    except OSError:
+        # Some file systems (FAT, some network shares) have no modes: the
+        # file then has what they give, as after open(path, "w").
+        pass
+
+
 def write(
     path: Any,
     kind: str,
@@ -97,17 +184,27 @@ def write(
 ) -> None:
     """Writes one file atomically: temporary file, fsync, rename. `streamed`
     members (float64, 2-D) are written row block by row block as their
-    iterables yield them."""
+    iterables yield them. A symbolic link is written through; errors about
+    the destination name `path`, never the temporary file."""
     path = checked_path(path)
     doc = {"format": FORMAT, "version": VERSION, "kind": kind, "kronnet_version": _core.__version__, **meta}
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".kronnet-", suffix=".tmp", dir=directory)
+    target, old = _target(path)
+    # In the target's directory: a rename is atomic only within one file
+    # system, and the link's directory may be on another.
+    directory = os.path.dirname(target)
+    fd, tmp = _create_temporary(directory, old, path)
     try:
         with os.fdopen(fd, "wb") as fh:
+            if old is not None:
+                _adopt(fh.fileno(), tmp, old)
             _write_members(fh, {META: _meta_array(doc), **arrays}, streamed or {})
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, target)
+        except OSError as exc:
+            # A directory made at `target` since it was checked, say.
+            raise type(exc)(exc.errno, exc.strerror, path) from None
     except BaseException:
         try:
             os.unlink(tmp)
@@ -127,18 +224,48 @@ def write(
         os.close(dfd)
 
 
+def _nesting(doc: Any) -> int:
+    """How deeply `doc` nests lists and dicts, counted without recursion
+    and no further than one level past MAX_JSON_DEPTH."""
+    deepest = 0
+    todo = [(doc, 1)]
+    while todo:
+        value, depth = todo.pop()
+        if isinstance(value, (list, dict)):
+            deepest = max(deepest, depth)
+            if depth > MAX_JSON_DEPTH:
+                break
+            todo.extend((item, depth + 1) for item in (value.values() if isinstance(value, dict) else value))
+    return deepest
+
+
 class Reader:
     """A kronnet file opened for checked reads of its members."""
 
     def __init__(self, path: Any) -> None:
         self.path = os.fspath(path)
+        # A missing file, a directory or no permission raise as open() does.
+        self._file = open(self.path, "rb")
         try:
-            archive = np.load(self.path, allow_pickle=False)
-        except (FileNotFoundError, IsADirectoryError, PermissionError):
+            # Sniffed before numpy sees it: np.load takes anything else for
+            # a pickle and advises allow_pickle=True, the one thing never to
+            # do with a file that is not what it claims.
+            magic = self._file.read(len(np.lib.format.MAGIC_PREFIX))
+            if magic == np.lib.format.MAGIC_PREFIX:
+                raise FileFormatError(self.path, "is a single .npy array, not a kronnet file")
+            if not magic.startswith(_ZIP_MAGIC):
+                what = "the file is empty" if not magic else "not a zip archive"
+                raise FileFormatError(self.path, f"is not a kronnet file ({what})")
+            self._file.seek(0)
+            archive = np.load(self._file, allow_pickle=False)
+        except FileFormatError:
+            self._file.close()
             raise
         except Exception as exc:  # noqa: BLE001 - any unreadable file is a format error
+            self._file.close()
             raise FileFormatError(self.path, f"is not a kronnet file ({type(exc).__name__}: {exc})") from None
         if not isinstance(archive, np.lib.npyio.NpzFile):
+            self._file.close()
             raise FileFormatError(self.path, "is a single .npy array, not a kronnet file")
         self._archive = archive
         # Reading a member does not always verify its CRC-32 (numpy stops at
@@ -160,9 +287,18 @@ class Reader:
         assert raw is not None
         try:
             doc = json.loads(raw.tobytes().decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except RecursionError:
+            self.close()
+            raise FileFormatError(self.path, f"{META} nests arrays or objects too deeply") from None
+        except ValueError as exc:
+            # Bad UTF-8, bad JSON, or an integer too long to convert.
             self.close()
             raise FileFormatError(self.path, f"{META} is not valid JSON ({exc})") from None
+        if _nesting(doc) > MAX_JSON_DEPTH:
+            self.close()
+            raise FileFormatError(
+                self.path, f"{META} nests arrays or objects too deeply (more than {MAX_JSON_DEPTH} levels)"
+            )
         if not isinstance(doc, dict) or doc.get("format") != FORMAT:
             self.close()
             raise FileFormatError(self.path, f"{META} does not describe a kronnet file")
@@ -178,6 +314,8 @@ class Reader:
 
     def close(self) -> None:
         self._archive.close()
+        # The archive reads through this file but does not own it.
+        self._file.close()
 
     def __enter__(self) -> Reader:
         return self
