@@ -10,7 +10,7 @@ at a per-step cost independent of the input dimension d.
 """
 
 from ._core import __version__
-from .data import KronData, KronPoints, PairData, make_kronecker_data, make_pair_data
+from .data import KernelFeatures, KronData, KronPoints, PairData, make_kronecker_data, make_pair_data
 from .errors import (
     ArgumentError,
     ArgumentTypeError,
@@ -33,6 +33,7 @@ __all__ = [
     "DivergenceError",
     "FileFormatError",
     "History",
+    "KernelFeatures",
     "KronData",
     "KronPoints",
     "KronnetError",

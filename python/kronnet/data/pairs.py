@@ -11,6 +11,7 @@ import numpy as np
 
 from .. import _validate as v
 from ..errors import ArgumentError, ArgumentTypeError
+from .kernels import KernelFeatures
 from .kron import KronData
 from .points import CoreLayout, KronPoints, frozen
 
@@ -450,6 +451,115 @@ class PairData(KronPoints):
         True
         """
         return cls(list(arrays["tables"]), arrays["pairs"], y, copy=False)
+
+    @classmethod
+    def from_kernels(
+        cls, kernels: Sequence[Any], pairs: Any, y: Optional[Any] = None, center: bool = False
+    ) -> PairData:
+        """Pairwise data over entity kernels: <x_i, x_j> = prod_k K_k[pairs[i, k], pairs[j, k]].
+
+        Each kernel K_k is factored once, K_k = F_k F_kᵀ
+        (:class:`~kronnet.KernelFeatures`), and F_k becomes entity table k,
+        so the points' inner products are exactly the Kronecker kernel
+        K_1 ⊗ ... ⊗ K_p on the pairs (up to round-off, and to the
+        eigenvalues dropped as round-off).
+
+        Parameters
+        ----------
+        kernels : sequence of p >= 1 array_like, kernel k of shape (N_k, N_k)
+            Entity kernels, each symmetric positive semi-definite up to
+            round-off (as :class:`~kronnet.KernelFeatures` requires).
+        pairs : array_like of int, shape (n, p)
+            Point i combines entity ``pairs[i, k]`` of every kernel k, an
+            index in [0, N_k).
+        y : array_like of shape (n,) or (n, C), optional
+            Targets, as for :class:`PairData`.
+        center : bool, default False
+            Centre every kernel first (H K_k H); see
+            :class:`~kronnet.KernelFeatures`.
+
+        Returns
+        -------
+        PairData
+            Table k is ``KernelFeatures(kernels[k], center=center).features``,
+            of shape (N_k, r_k), r_k the numerical rank of K_k; the pairs
+            and targets as given.
+
+        Raises
+        ------
+        ArgumentError
+            A kernel :class:`~kronnet.KernelFeatures` refuses (named
+            ``kernels[k]``: not square, not symmetric, indefinite, not
+            finite, empty or zero); no kernel; `pairs` with a number of
+            columns other than the number of kernels, or an index outside
+            its kernel's range; targets of the wrong shape.
+        ArgumentTypeError
+            `kernels` is not a list or tuple, `pairs` not integer.
+
+        See Also
+        --------
+        KernelFeatures : the factorisation, and the Nyström features of new entities.
+
+        Examples
+        --------
+        >>> import numpy as np, kronnet as kn
+        >>> rng = np.random.default_rng(0)
+        >>> drug_x, protein_x = rng.standard_normal((5, 3)), rng.standard_normal((4, 6))
+        >>> K_drugs = drug_x @ drug_x.T                                       # (5, 5), rank 3
+        >>> sq = ((protein_x[:, None] - protein_x[None]) ** 2).sum(-1)
+        >>> K_proteins = np.exp(-sq / 6)                                      # (4, 4), Gaussian
+        >>> pairs = [[0, 1], [3, 2], [4, 0], [0, 0]]
+        >>> data = kn.PairData.from_kernels([K_drugs, K_proteins], pairs, y=[1.0, -1.0, 0.5, 0.2])
+        >>> data.dims
+        (3, 4)
+        >>> a, b = np.array(pairs).T
+        >>> bool(np.allclose(data.inner_products(), K_drugs[np.ix_(a, a)] * K_proteins[np.ix_(b, b)]))
+        True
+
+        Cold start: a new drug enters through its kernel row against the 5
+        training drugs. :class:`~kronnet.KernelFeatures` of the same kernel
+        gives the same table, so the new drug's features are appended to
+        it as entity 5, and a net trained on `data` predicts its pairs:
+
+        >>> drugs, proteins = kn.KernelFeatures(K_drugs), kn.KernelFeatures(K_proteins)
+        >>> bool(np.array_equal(drugs.features, data.tables[0]))
+        True
+        >>> new_x = rng.standard_normal((1, 3))
+        >>> table = np.vstack([drugs.features, drugs.transform(new_x @ drug_x.T)])   # (6, 3)
+        >>> new = kn.PairData([table, proteins.features], [[5, 0], [5, 3]])
+        >>> bool(np.allclose(new.inner_products(data)[0, 2], (new_x @ drug_x[4]) * K_proteins[0, 0]))
+        True
+        >>> net = kn.TwoLayerNet(data.dims, width=64, seed=0)
+        >>> net.predict(new).shape
+        (2,)
+        """
+        if isinstance(kernels, np.ndarray) or not isinstance(kernels, (list, tuple)):
+            raise ArgumentTypeError(
+                "kernels", f"expected a list of 2-D arrays (one entity kernel per factor), got {type(kernels).__name__}"
+            )
+        if len(kernels) < 1:
+            raise ArgumentError("kernels", "need at least 1 entity kernel, got 0")
+        center = v.flag(center, "center")
+        # The cheap checks come before any eigendecomposition.
+        try:
+            shape = np.shape(pairs)
+        except (ValueError, TypeError):
+            shape = ()
+        if len(shape) == 2 and shape[1] != len(kernels):
+            raise ArgumentError(
+                "pairs", f"has {shape[1]} columns for {len(kernels)} kernels (one column per kernel); shape {shape}"
+            )
+        tables = []
+        for k, kernel in enumerate(kernels):
+            name = f"kernels[{k}]"
+            try:
+                features = KernelFeatures(kernel, center=center)
+            except ArgumentTypeError as exc:
+                raise ArgumentTypeError(name, exc.reason) from None
+            except ArgumentError as exc:
+                raise ArgumentError(name, exc.reason) from None
+            tables.append(np.array(features.features))
+        return cls(tables, pairs, y, copy=False)
 
     def _retargeted(self, y: Optional[np.ndarray]) -> PairData:
         return PairData._from_parts(list(self._tables), list(self._columns), y)

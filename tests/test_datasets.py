@@ -1,0 +1,331 @@
+"""The MovieLens 100k loader on a miniature fake ml-100k folder (the real
+data is never needed, nor committed): pairs and targets in file order,
+tables built from the training split only, side features for entities
+never rated in training, unit rows, checksums, and the refusals."""
+
+import hashlib
+import os
+import pathlib
+
+import kronnet as kn
+import numpy as np
+import pytest
+from kronnet.datasets import ChecksumError, movielens_100k
+from kronnet.datasets import movielens as ml
+
+GENRES = ["unknown", "Action", "Comedy"]
+OCCUPATIONS = ["artist", "none", "student"]
+# id|age|gender|occupation|zip
+USERS = [
+    (1, 24, "M", "student"),
+    (2, 53, "F", "none"),
+    (3, 33, "M", "artist"),
+    (4, 19, "F", "student"),
+    (5, 41, "M", "none"),
+    (6, 60, "F", "artist"),  # never rated in u1.base
+]
+# id, title, release date, genre flags
+ITEMS = [
+    (1, "Toy Story (1995)", "01-Jan-1995", (0, 0, 1)),
+    (2, "Misérables, Les (1995)", "01-Jan-1995", (0, 1, 1)),  # latin-1 in the file
+    (3, "unknown", "", (1, 0, 0)),  # no release date
+    (4, "Heat (1995)", "15-Dec-1995", (0, 1, 0)),
+    (5, "Casablanca (1942)", "01-Jan-1942", (0, 0, 0)),  # never rated in u1.base
+]
+# user, item, rating, timestamp: every user but 6 and every item but 5 in training
+BASE = [
+    (1, 1, 5, 881250949),
+    (2, 2, 3, 891717742),
+    (1, 3, 4, 878887116),
+    (3, 1, 2, 880606923),
+    (4, 4, 1, 886397596),
+    (5, 2, 4, 884182806),
+    (3, 4, 3, 881171488),
+    (2, 1, 4, 891628467),
+    (5, 3, 2, 886324817),
+    (4, 1, 5, 883603013),
+]
+TEST = [
+    (6, 1, 4, 881250950),
+    (1, 5, 3, 881250951),
+    (2, 4, 5, 881250952),
+    (6, 5, 1, 881250953),
+]
+RANK = 2
+
+
+def write_folder(root, base=BASE, test=TEST, name="ml-100k"):
+    """A miniature ml-100k folder in GroupLens's formats, split u1."""
+    folder = root / name
+    folder.mkdir()
+    (folder / "u.genre").write_bytes("".join(f"{g}|{k}\n" for k, g in enumerate(GENRES)).encode() + b"\n")
+    (folder / "u.occupation").write_bytes("".join(f"{o}\n" for o in OCCUPATIONS).encode())
+    (folder / "u.user").write_bytes("".join(f"{i}|{a}|{g}|{o}|55455\n" for i, a, g, o in USERS).encode())
+    lines = [
+        f"{i}|{t}|{d}||http://us.imdb.com/M/title-exact?{i}|" + "|".join(map(str, flags)) + "\n"
+        for i, t, d, flags in ITEMS
+    ]
+    (folder / "u.item").write_bytes("".join(lines).encode("latin-1"))
+    for fname, rows in (("u1.base", base), ("u1.test", test)):
+        (folder / fname).write_bytes("".join("\t".join(map(str, r)) + "\n" for r in rows).encode())
+    return folder
+
+
+def load(folder, **kwargs):
+    kwargs.setdefault("rank", RANK)
+    kwargs.setdefault("verify", False)
+    return movielens_100k(folder, **kwargs)
+
+
+def unit(rows):
+    rows = np.asarray(rows, dtype=float)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def standardised(x):
+    x = np.asarray(x, dtype=float)
+    known = ~np.isnan(x)
+    z = (x - x[known].mean()) / x[known].std()
+    return np.where(known, z, 0.0)
+
+
+def user_side():
+    """Independent user side features: age z-score, gender (M, F), occupation one-hot."""
+    age = standardised([u[1] for u in USERS])
+    out = np.zeros((len(USERS), 3 + len(OCCUPATIONS)))
+    for k, (_, _, gender, occupation) in enumerate(USERS):
+        out[k, 0] = age[k]
+        out[k, 1 if gender == "M" else 2] = 1.0
+        out[k, 3 + OCCUPATIONS.index(occupation)] = 1.0
+    return out
+
+
+def item_side():
+    """Independent item side features: genre flags, release year z-score (0 if unknown)."""
+    years = standardised([float(d[-4:]) if d else np.nan for _, _, d, _ in ITEMS])
+    return np.array([list(flags) + [years[k]] for k, (_, _, _, flags) in enumerate(ITEMS)], dtype=float)
+
+
+@pytest.fixture
+def folder(tmp_path):
+    return write_folder(tmp_path)
+
+
+def test_pairs_and_targets_follow_the_file_rows(folder):
+    train, test = load(folder)
+    assert isinstance(train, kn.PairData) and isinstance(test, kn.PairData)
+    for data, rows in ((train, BASE), (test, TEST)):
+        rows = np.array(rows)
+        np.testing.assert_array_equal(data.pairs, rows[:, :2] - 1)
+        np.testing.assert_array_equal(data.y, rows[:, 2].astype(float))
+        assert data.y.dtype == np.float64
+        assert data.n_entities == (len(USERS), len(ITEMS))
+
+
+def test_table_shapes_per_feature_choice(folder):
+    side_u, side_i = 3 + len(OCCUPATIONS), len(GENRES) + 1
+    cases = {
+        ("bias", "side", "ratings"): (1 + side_u + RANK, 1 + side_i + RANK),
+        ("bias",): (1, 1),
+        ("side",): (side_u, side_i),
+        ("ratings",): (RANK, RANK),
+        ("ratings", "bias"): (1 + RANK, 1 + RANK),
+    }
+    for features, dims in cases.items():
+        train, test = load(folder, features=features)
+        assert train.dims == test.dims == dims
+        assert [t.shape[0] for t in train.tables] == [len(USERS), len(ITEMS)]
+        for table in train.tables:
+            np.testing.assert_allclose(np.linalg.norm(table, axis=1), 1.0, rtol=0, atol=1e-14)
+        # Train and test share one set of tables.
+        for a, b in zip(train.tables, test.tables):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_blocks_are_concatenated_in_a_fixed_order(folder):
+    a, _ = load(folder, features=("ratings", "side", "bias"))
+    b, _ = load(folder, features=["bias", "side", "ratings"])
+    for x, y in zip(a.tables, b.tables):
+        np.testing.assert_array_equal(x, y)
+    # bias first: a constant column, equal to 1 / ||row|| once normalised.
+    users = b.tables[0]
+    np.testing.assert_allclose(users[:, 0] * np.linalg.norm(users / users[:, :1], axis=1), 1.0)
+
+
+def test_side_features_match_an_independent_computation(folder):
+    train, _ = load(folder, features=("side",))
+    np.testing.assert_allclose(train.tables[0], unit(user_side()), rtol=0, atol=1e-14)
+    np.testing.assert_allclose(train.tables[1], unit(item_side()), rtol=0, atol=1e-14)
+
+
+def test_entities_unseen_in_training_get_side_features(folder):
+    train, test = load(folder)
+    users, items = train.tables
+    side_u, side_i = 3 + len(OCCUPATIONS), len(GENRES) + 1
+    for table, row, side in ((users, 5, user_side()[5]), (items, 4, item_side()[4])):
+        # [bias, side, ratings]: the ratings block is exactly zero, the rest
+        # is [1, side] normalised.
+        np.testing.assert_array_equal(table[row, -RANK:], 0.0)
+        np.testing.assert_allclose(table[row, : 1 + len(side)], unit([np.r_[1.0, side]])[0], atol=1e-14)
+    assert side_u + 1 + RANK == users.shape[1] and side_i + 1 + RANK == items.shape[1]
+    # The test pairs of unseen entities are ordinary points.
+    assert np.all(test.norms() > 0.999)
+
+
+def test_ratings_block_is_the_truncated_svd_of_the_training_matrix(folder):
+    """Sign-free: the normalised user and item rows' inner products are those of
+    U_r S_r V_rᵀ's scaled factors, for entities rated in training."""
+    train, _ = load(folder, features=("ratings",))
+    rows = np.array(BASE)
+    y = rows[:, 2].astype(float)
+    M = np.zeros((len(USERS), len(ITEMS)))
+    M[rows[:, 0] - 1, rows[:, 1] - 1] = y - y.mean()
+    U, S, Vt = np.linalg.svd(M)
+    w = np.sqrt(S[:RANK] / S[0])
+    users = np.sqrt(len(USERS)) * U[:, :RANK] * w
+    items = np.sqrt(len(ITEMS)) * Vt[:RANK].T * w
+    seen_u, seen_i = np.arange(5), np.arange(4)
+    want = (users @ items.T)[np.ix_(seen_u, seen_i)]
+    want /= np.outer(np.linalg.norm(users[seen_u], axis=1), np.linalg.norm(items[seen_i], axis=1))
+    got = (train.tables[0] @ train.tables[1].T)[np.ix_(seen_u, seen_i)]
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+    # The first component has unit mean square before normalisation.
+    np.testing.assert_allclose(np.mean(users[:, 0] ** 2), 1.0)
+
+
+def test_a_zero_row_without_bias_becomes_the_uniform_unit_vector(folder):
+    train, _ = load(folder, features=("ratings",))
+    np.testing.assert_allclose(train.tables[0][5], np.full(RANK, RANK**-0.5), rtol=0, atol=1e-15)
+    np.testing.assert_allclose(train.tables[1][4], np.full(RANK, RANK**-0.5), rtol=0, atol=1e-15)
+
+
+def test_features_come_from_the_training_split_only(tmp_path):
+    for sub in "abc":
+        (tmp_path / sub).mkdir()
+    reference, _ = load(write_folder(tmp_path / "a"))
+    changed = [(u, i, 6 - r if k == 1 else r, t) for k, (u, i, r, t) in enumerate(TEST)]
+    changed += [(3, 5, 5, 881250999), (6, 2, 1, 881250998)]  # new test pairs of unseen entities too
+    train, test = load(write_folder(tmp_path / "b", test=changed))
+    for a, b in zip(reference.tables, train.tables):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(reference.pairs, train.pairs)
+    np.testing.assert_array_equal(reference.y, train.y)
+    assert reference.fingerprint == train.fingerprint
+    assert test.n == len(changed) and test.y[1] == 6 - TEST[1][2]
+    # Whereas a changed training rating does change the ratings features.
+    base = [(u, i, 6 - r if k == 0 else r, t) for k, (u, i, r, t) in enumerate(BASE)]
+    other, _ = load(write_folder(tmp_path / "c", base=base))
+    assert not np.array_equal(other.tables[0], reference.tables[0])
+
+
+def test_u_data_is_not_needed_and_paths_may_be_pathlib_or_the_parent(folder, tmp_path):
+    assert not (folder / "u.data").exists()
+    a, _ = load(pathlib.Path(folder))
+    b, _ = load(str(tmp_path))  # the folder the archive was unzipped in
+    assert a.fingerprint == b.fingerprint
+
+
+def test_bad_arguments_are_refused(folder):
+    for kwargs, arg in [
+        ({"split": "u6"}, "split"),
+        ({"split": "U1"}, "split"),
+        ({"split": 1}, "split"),
+        ({"features": ()}, "features"),
+        ({"features": ("bias", "genres")}, "features"),
+        ({"features": ("bias", "bias")}, "features"),
+        ({"rank": 0}, "rank"),
+        ({"rank": -3}, "rank"),
+        ({"rank": min(len(USERS), len(ITEMS))}, "rank"),
+    ]:
+        with pytest.raises(kn.ArgumentError) as info:
+            load(folder, **kwargs)
+        assert info.value.arg == arg, kwargs
+        assert str(info.value).startswith(f"{arg}: ")
+    for kwargs, arg in [
+        ({"rank": 2.0}, "rank"),
+        ({"verify": "yes"}, "verify"),
+        ({"features": 3}, "features"),
+    ]:
+        with pytest.raises(kn.ArgumentTypeError) as info:
+            load(folder, **kwargs)
+        assert info.value.arg == arg
+    with pytest.raises(kn.ArgumentTypeError) as info:
+        movielens_100k(None)
+    assert info.value.arg == "path"
+    # A single name is a one-block request.
+    assert load(folder, features="side")[0].dims == (3 + len(OCCUPATIONS), len(GENRES) + 1)
+
+
+def test_a_missing_folder_says_where_to_download(tmp_path):
+    with pytest.raises(FileNotFoundError) as info:
+        movielens_100k(tmp_path / "nowhere" / "ml-100k")
+    message = str(info.value)
+    assert "https://files.grouplens.org/datasets/movielens/ml-100k.zip" in message
+    assert "never ships" in message and str(tmp_path / "nowhere") in message
+
+
+def test_a_missing_file_is_named(folder):
+    os.remove(folder / "u1.test")
+    with pytest.raises(FileNotFoundError) as info:
+        load(folder)
+    assert str(folder / "u1.test") in str(info.value)
+    assert "https://files.grouplens.org/datasets/movielens/ml-100k.zip" in str(info.value)
+    with pytest.raises(FileNotFoundError, match="u2.base"):
+        load(folder, split="u2")
+
+
+def test_verify_refuses_files_that_are_not_grouplens(folder):
+    with pytest.raises(ChecksumError) as info:
+        movielens_100k(folder, rank=RANK)
+    exc = info.value
+    assert isinstance(exc, ValueError) and isinstance(exc, kn.KronnetError)
+    name = os.path.basename(exc.path)
+    assert exc.path == str(folder / name)
+    assert exc.expected == ml.MD5[name]
+    assert exc.actual == hashlib.md5((folder / name).read_bytes()).hexdigest()
+    assert exc.path in str(exc) and exc.expected in str(exc) and exc.actual in str(exc)
+
+
+def test_verify_accepts_files_with_the_listed_md5(folder, monkeypatch):
+    for name in ("u.user", "u.item", "u.genre", "u.occupation", "u1.base", "u1.test"):
+        monkeypatch.setitem(ml.MD5, name, hashlib.md5((folder / name).read_bytes()).hexdigest())
+    train, _ = movielens_100k(folder, rank=RANK)
+    assert train.n == len(BASE)
+    # One changed byte in the test file is caught, and named.
+    (folder / "u1.test").write_bytes((folder / "u1.test").read_bytes().replace(b"\t4\t", b"\t3\t", 1))
+    with pytest.raises(ChecksumError, match="u1.test"):
+        movielens_100k(folder, rank=RANK)
+
+
+def test_the_checksum_table_covers_every_file_read():
+    names = {"u.user", "u.item", "u.genre", "u.occupation"}
+    names |= {f"{s}.{part}" for s in ml.SPLITS for part in ("base", "test")}
+    assert set(ml.MD5) == names
+    assert all(len(h) == 32 and int(h, 16) >= 0 for h in ml.MD5.values())
+
+
+def test_malformed_files_are_refused_with_file_and_line(folder):
+    (folder / "u1.base").write_bytes(b"1\t1\t5\t881250949\n1\t2\t3\n")
+    with pytest.raises(ValueError, match=r"u1\.base: line 2: expected 4 tab-separated fields"):
+        load(folder)
+    (folder / "u1.base").write_bytes(b"1\t9\t5\t881250949\n")
+    with pytest.raises(ValueError, match=r"u1\.base: line 1: .*item 9 is outside"):
+        load(folder)
+    (folder / "u1.base").write_bytes(b"0\t1\t5\t881250949\n")
+    with pytest.raises(ValueError, match=r"u1\.base: line 1: user 0"):
+        load(folder)
+
+
+def test_the_ChecksumError_pickles():
+    import pickle
+
+    exc = pickle.loads(pickle.dumps(ChecksumError("p", "a" * 32, "b" * 32)))
+    assert (exc.path, exc.expected, exc.actual) == ("p", "a" * 32, "b" * 32)
+
+
+def test_kronnet_datasets_is_imported_on_demand():
+    import subprocess
+    import sys
+
+    code = "import sys, kronnet; assert 'kronnet.datasets' not in sys.modules; import kronnet.datasets"
+    subprocess.run([sys.executable, "-c", code], check=True)
