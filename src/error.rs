@@ -37,7 +37,13 @@ pub fn out_of_memory(what: &str, bytes: u128) -> KronError {
 /// Allocates a zeroed `Vec<f64>` of `len` elements, turning an impossible size
 /// into an error instead of an abort so that it reaches Python as MemoryError.
 pub fn try_zeros(len: usize, what: &str) -> Result<Vec<f64>> {
-    let bytes = (len as u128) * 8;
+    try_zeros_of(len, what)
+}
+
+/// `try_zeros` for any plain number type (float32 P).
+pub fn try_zeros_of<T: Copy + Default>(len: usize, what: &str) -> Result<Vec<T>> {
+    let size = std::mem::size_of::<T>();
+    let bytes = (len as u128) * size as u128;
     let oom = || out_of_memory(what, bytes);
     if bytes > isize::MAX as u128 {
         return Err(oom());
@@ -45,8 +51,8 @@ pub fn try_zeros(len: usize, what: &str) -> Result<Vec<f64>> {
     let mut v = Vec::new();
     v.try_reserve_exact(len).map_err(|_| oom())?;
     // Before the first touch, which is what maps the pages.
-    crate::pages::advise_huge(v.as_mut_ptr() as *mut u8, len * 8);
-    v.resize(len, 0.0);
+    crate::pages::advise_huge(v.as_mut_ptr() as *mut u8, len * size);
+    v.resize(len, T::default());
     Ok(v)
 }
 
@@ -58,7 +64,7 @@ pub fn checked_len(a: usize, b: usize, what: &str) -> Result<usize> {
 /// `a` in row-major layout, taken over as is when it already is: ndarray's
 /// `as_standard_layout().into_owned()` copies even then, and these arrays
 /// (P, W, X, α) are the largest a run allocates.
-pub fn into_standard(a: ndarray::Array2<f64>) -> ndarray::Array2<f64> {
+pub fn into_standard<T: Clone>(a: ndarray::Array2<T>) -> ndarray::Array2<T> {
     if a.is_standard_layout() {
         a
     } else {
@@ -69,7 +75,12 @@ pub fn into_standard(a: ndarray::Array2<f64>) -> ndarray::Array2<f64> {
 /// A zeroed `rows × cols` matrix, refused with `OutOfMemory` (naming `what`)
 /// when it cannot be allocated.
 pub fn try_array2(rows: usize, cols: usize, what: &str) -> Result<ndarray::Array2<f64>> {
-    let data = try_zeros(checked_len(rows, cols, what)?, what)?;
+    try_array2_of(rows, cols, what)
+}
+
+/// `try_array2` for any plain number type.
+pub fn try_array2_of<T: Copy + Default>(rows: usize, cols: usize, what: &str) -> Result<ndarray::Array2<T>> {
+    let data = try_zeros_of(checked_len(rows, cols, what)?, what)?;
     ndarray::Array2::from_shape_vec((rows, cols), data)
         .map_err(|e| KronError::Invalid { arg: what.to_string(), msg: e.to_string() })
 }

@@ -114,6 +114,93 @@ pub fn gram_rows(f: &Factors<'_>, rows: &[usize]) -> Result<Array2<f64>> {
     cross_gram(&picked, f)
 }
 
+/// Columns of K[rows, :] computed per task by `gram_rows_into`: a task's
+/// per-factor products (|rows| × this) stay in L2.
+const COLUMN_BLOCK: usize = 2048;
+
+/// `gram_rows` into `out` (|rows| × n, row-major), reusing its allocation
+/// across calls, and in parallel over blocks of columns (a step's few rows
+/// are one task for `cross_gram`). The same products in the same order as
+/// `gram_rows`: a factor's Gram with the rows is the same GEMM (or table
+/// GEMM and gather), and the factors are multiplied in k order. `scratch`
+/// holds the tables' products between calls.
+pub fn gram_rows_into(f: &Factors<'_>, rows: &[usize], out: &mut Vec<f64>, scratch: &mut Vec<f64>) -> Result<()> {
+    let (s, n) = (rows.len(), f.n());
+    if f.rank() != 1 {
+        let k = gram_rows(f, rows)?;
+        out.clear();
+        out.extend_from_slice(k.as_slice().expect("a fresh array is row-major"));
+        return Ok(());
+    }
+    let picked = f.select(rows);
+    // Each indexed factor's Gram with its table, C_k = U_k[rows] T_kᵀ
+    // (|rows| × N_k), once for all column blocks.
+    let mut table_offsets = vec![usize::MAX; f.p()];
+    scratch.clear();
+    for k in 0..f.p() {
+        if f.index(k).is_some() {
+            let table = f.mat(k);
+            table_offsets[k] = scratch.len();
+            scratch.resize(scratch.len() + s * table.nrows(), 0.0);
+            let start = table_offsets[k];
+            let mut c =
+                ndarray::ArrayViewMut2::from_shape((s, table.nrows()), &mut scratch[start..start + s * table.nrows()])
+                    .expect("the scratch holds the product");
+            general_mat_mul(1.0, &picked[k].view(), &table.t(), 0.0, &mut c);
+        }
+    }
+    if out.len() != s * n {
+        out.clear();
+        out.resize(s * n, 0.0);
+    }
+    // Disjoint pieces of the output: for each block of columns, its part of
+    // every row.
+    let blocks = n.div_ceil(COLUMN_BLOCK).max(1);
+    let mut parts: Vec<Vec<&mut [f64]>> = (0..blocks).map(|_| Vec::with_capacity(s)).collect();
+    for row in out.chunks_mut(n.max(1)) {
+        for (b, part) in row.chunks_mut(COLUMN_BLOCK).enumerate() {
+            parts[b].push(part);
+        }
+    }
+    let tables: &[f64] = scratch;
+    parts.into_par_iter().enumerate().for_each(|(b, mut parts)| {
+        let j0 = b * COLUMN_BLOCK;
+        let len = parts.first().map_or(0, |p| p.len());
+        let mut g = vec![0.0; if (0..f.p()).any(|k| f.index(k).is_none()) { s * len } else { 0 }];
+        for k in 0..f.p() {
+            match f.index(k) {
+                Some(idx) => {
+                    let nk = f.mat(k).nrows();
+                    let c = &tables[table_offsets[k]..table_offsets[k] + s * nk];
+                    for (si, part) in parts.iter_mut().enumerate() {
+                        let crow = &c[si * nk..(si + 1) * nk];
+                        let idx = idx.slice(ndarray::s![j0..j0 + len]);
+                        if k == 0 {
+                            part.iter_mut().zip(idx.iter()).for_each(|(o, &j)| *o = crow[j as usize]);
+                        } else {
+                            part.iter_mut().zip(idx.iter()).for_each(|(o, &j)| *o *= crow[j as usize]);
+                        }
+                    }
+                }
+                None => {
+                    let mut gv = ndarray::ArrayViewMut2::from_shape((s, len), &mut g[..]).expect("g holds the block");
+                    let cols = f.mat(k).slice_move(ndarray::s![j0..j0 + len, ..]);
+                    general_mat_mul(1.0, &picked[k].view(), &cols.t(), 0.0, &mut gv);
+                    for (si, part) in parts.iter_mut().enumerate() {
+                        let grow = &g[si * len..(si + 1) * len];
+                        if k == 0 {
+                            part.copy_from_slice(grow);
+                        } else {
+                            part.iter_mut().zip(grow).for_each(|(o, v)| *o *= v);
+                        }
+                    }
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,7 +10,8 @@
 //! [`sharded`]'s reduction protocol) → predictions ([`predict`]: regenerated
 //! init of the new points plus α times their cross-Gram with the training
 //! points). The learned coefficients α ([`coef`]) belong to the model and are
-//! lent to each step; [`control`] lets a caller stop long work at a step
+//! lent to each step; [`elem`] is the type the trainer keeps P in (float64,
+//! or float32 for half the traffic); [`control`] lets a caller stop long work at a step
 //! boundary. [`dense`] is the textbook reference trainer of the same model;
 //! [`model`] holds the arithmetic both backends share. [`memory`] works out
 //! a trainer's bytes before it is built; [`roofline`] measures the machine's
@@ -20,6 +21,7 @@
 pub mod coef;
 pub mod control;
 pub mod dense;
+pub mod elem;
 pub mod error;
 pub mod exact_sum;
 pub mod factors;

@@ -4,6 +4,7 @@
 //! in u128 and saturating: absurd sizes give huge figures, never an overflow
 //! or a panic.
 
+use crate::elem::Dtype;
 use crate::index::IndexKind;
 use crate::init::InitialWeights;
 use crate::model::BackendKind;
@@ -44,6 +45,8 @@ pub struct TrainerShape<'a> {
     pub linear: bool,
     /// Worker threads.
     pub threads: usize,
+    /// The type P is kept in.
+    pub dtype: Dtype,
 }
 
 /// Bytes of each structure (0 for what the backend does not have) and the
@@ -112,14 +115,21 @@ pub fn trainer_memory(shape: &TrainerShape<'_>) -> TrainerMemory {
     let largest_trained = shape.trained_sizes.iter().copied().max().unwrap_or(0);
     // A new block: α (n × neurons) and β̃ (n × C).
     let coefficients = if shape.new_block { f64_bytes(&[n, m.saturating_add(c)]) } else { 0 };
-    let preacts = f64_bytes(&[n, m]);
+    let preacts = f64_bytes(&[n, m]) / 8 * shape.dtype.bytes() as u128;
     match shape.backend {
         BackendKind::Kron => {
             let points = if shape.gram == GramMode::Columns { shape.points_bytes } else { 0 };
             let targets = f64_bytes(&[n, c]);
             let linear = if shape.linear { f64_bytes(&[n, c]) } else { 0 };
             let scratch = shape.init.scratch_bytes(shape.dims, n, shape.rank, shape.table_rows, shape.threads);
-            let init = scratch.max(f64_bytes(&[n, largest_trained]));
+            let mut init = scratch.max(f64_bytes(&[n, largest_trained]));
+            if shape.dtype != Dtype::F64 {
+                // Float64 rows before they are rounded: 256 neurons at a
+                // time for a fresh net, the whole P when a block is trained
+                // (`predict::preacts_t_part_as`).
+                let rows = if largest_trained > 0 { m } else { m.min(256) };
+                init = init.saturating_add(f64_bytes(&[n, rows]));
+            }
             let gram = if shape.gram == GramMode::Precomputed && !shape.shared_gram {
                 f64_bytes(&[n, n]).saturating_add(f64_bytes(&[64, n, shape.threads]))
             } else {
@@ -203,6 +213,7 @@ mod tests {
             points_bytes: 123_456,
             outputs: 1,
             linear: false,
+            dtype: Dtype::F64,
             threads: 2,
         }
     }
@@ -261,6 +272,13 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(trainer_memory(&s), want);
+        // float32 P: half of P, and its rounding's float64 rows (256 of the
+        // 512 neurons of this fresh net) during init.
+        let k = TrainerShape { backend: BackendKind::Kron, trained_sizes: &[], ..s };
+        let half = trainer_memory(&TrainerShape { dtype: Dtype::F32, ..k });
+        let full = trainer_memory(&k);
+        assert_eq!(half.preacts * 2, full.preacts);
+        assert_eq!(half.init, full.init + 8 * 1000 * 256);
         // Three outputs with a linear term: β̃, the targets and ṽ grow with C.
         let multi = TrainerShape { outputs: 3, linear: true, ..s };
         let got = trainer_memory(&multi);
@@ -296,6 +314,7 @@ mod tests {
                         new_block: true,
                         trained_sizes: &trained,
                         points_bytes: u128::MAX,
+                        dtype: Dtype::F32,
                         threads: usize::MAX,
                     };
                     assert_eq!(trainer_memory(&s).peak, u128::MAX);

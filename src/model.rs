@@ -14,6 +14,7 @@
 
 use crate::coef::Coefficients;
 use crate::control::Control;
+use crate::elem::Elem;
 use crate::error::{invalid, KronError, Result};
 use crate::exact_sum::ExactSum;
 use crate::limits::{OUTPUT_BOUND, SAFE_BOUND, VALUE_BOUND};
@@ -207,6 +208,23 @@ impl Model {
         self.a.iter().fold(0.0f64, |m, v| m.max(v.abs()))
     }
 
+    /// Σ a² and Σ b² over the neurons held, as exact sums whose totals over
+    /// any split of the net into whole 64-neuron blocks are the same bits:
+    /// each block's squares are added in f64 in a fixed order, and the
+    /// blocks' partial sums exactly. Their square roots bound max |a| and
+    /// max |b| alike in one process and on any number of ranks.
+    pub fn square_sums(&self) -> [ExactSum; 2] {
+        const BLOCK: usize = 64;
+        let mut out = [ExactSum::new(), ExactSum::new()];
+        for chunk in self.a.chunks(BLOCK * self.outputs) {
+            out[0].add(chunk.iter().map(|v| v * v).sum::<f64>());
+        }
+        for chunk in self.b.chunks(BLOCK) {
+            out[1].add(chunk.iter().map(|v| v * v).sum::<f64>());
+        }
+        out
+    }
+
     /// max |b| over the neurons held.
     pub fn b_max(&self) -> f64 {
         self.b.iter().fold(0.0f64, |m, v| m.max(v.abs()))
@@ -259,7 +277,7 @@ impl Model {
     /// `pt`, which are this head's neurons `first`, `first + 1`, … (counted
     /// among those held): any passes over any neuron ranges give the same
     /// sums.
-    pub fn accumulate_outputs(&self, first: usize, pt: ArrayView2<'_, f64>, acc: &mut [ExactSum]) {
+    pub fn accumulate_outputs<T: Elem>(&self, first: usize, pt: ArrayView2<'_, T>, acc: &mut [ExactSum]) {
         const POINTS: usize = 256;
         let c = self.outputs;
         acc.par_chunks_mut(POINTS * c).enumerate().for_each(|(blk, acc)| {
@@ -268,7 +286,8 @@ impl Model {
             for (r, row) in pt.axis_iter(Axis(0)).enumerate() {
                 let (a, b) = (self.a_row(first + r), self.b[first + r]);
                 let row = &row.as_slice().expect("rows of Pᵀ are contiguous")[start..start + points];
-                for (i, &z) in row.iter().enumerate() {
+                for (i, z) in row.iter().enumerate() {
+                    let z = z.to_f64();
                     if z > b {
                         let h = z - b;
                         for (o, a) in acc[i * c..(i + 1) * c].iter_mut().zip(a) {
@@ -282,7 +301,7 @@ impl Model {
 
     /// The exact sums (points × C) of all neurons held for each column of
     /// Pᵀ (neurons held × points, rows contiguous).
-    pub fn sums_neuron_major(&self, pt: ArrayView2<'_, f64>) -> Vec<ExactSum> {
+    pub fn sums_neuron_major<T: Elem>(&self, pt: ArrayView2<'_, T>) -> Vec<ExactSum> {
         let mut acc = vec![ExactSum::new(); pt.ncols() * self.outputs];
         self.accumulate_outputs(0, pt, &mut acc);
         acc
@@ -291,7 +310,7 @@ impl Model {
     /// f (points × C) from Pᵀ (neurons × points, rows contiguous) and the
     /// points' unscaled linear parts, a few thousand points at a time so
     /// that the exact sums (`WORDS` words each) stay small next to Pᵀ.
-    pub fn outputs_neuron_major(&self, pt: ArrayView2<'_, f64>, linear: Option<&[f64]>) -> Vec<f64> {
+    pub fn outputs_neuron_major<T: Elem>(&self, pt: ArrayView2<'_, T>, linear: Option<&[f64]>) -> Vec<f64> {
         const POINTS: usize = 4096;
         let (q, c) = (pt.ncols(), self.outputs);
         let mut out = Vec::with_capacity(q * c);
@@ -553,11 +572,20 @@ pub struct Bounds {
 
 impl Bounds {
     /// The bounds a step of `plan` leads to: `kb_max[s]` is max_i |K[i, B_s]|.
-    /// Refuses a step that could push |P| past `SAFE_BOUND` or an output
+    /// Refuses a step that could push |P| past `p_limit` (the storage
+    /// type's `Elem::SAFE_BOUND`), |a| or |b| past `SAFE_BOUND`, or an output
     /// past `OUTPUT_BOUND`. For the paper's model (only W trains) this is
     /// exactly the guard it always had: |P| grows by at most
     /// max |a| Σ_s |c_s| max_i |K[i, B_s]|.
-    pub fn advance(&self, model: &Model, plan: &Plan, rates: &Rates, ridge: &Ridge, kb_max: &[f64]) -> Result<Bounds> {
+    pub fn advance(
+        &self,
+        model: &Model,
+        plan: &Plan,
+        rates: &Rates,
+        ridge: &Ridge,
+        kb_max: &[f64],
+        p_limit: f64,
+    ) -> Result<Bounds> {
         let (c, s_len) = (model.outputs, plan.c_norm.len());
         let growth: f64 = plan.c_norm.iter().zip(kb_max).map(|(n, k)| n * k).sum::<f64>() * self.a;
         // Relative slack covers the rounding of the sums above and of the update.
@@ -585,7 +613,7 @@ impl Bounds {
         } else {
             self.l
         };
-        if !(p < SAFE_BOUND) {
+        if !(p < p_limit) {
             return Err(KronError::Diverged(format!(
                 "the step could push preactivations to {p:.3e} (the loss would overflow); \
                  the model is left at its last finite state (lower lr)"

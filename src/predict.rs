@@ -7,7 +7,8 @@
 
 use crate::coef::Coefficients;
 use crate::control::Control;
-use crate::error::{invalid, Result};
+use crate::elem::Elem;
+use crate::error::{invalid, try_array2_of, Result};
 use crate::exact_sum::{ExactSum, WORDS};
 use crate::factors::Factors;
 use crate::gram::cross_gram;
@@ -117,6 +118,32 @@ pub fn preacts_t_part(
         add_trained(&mut p_t, query, b)?;
     }
     Ok(p_t)
+}
+
+/// `preacts_t_part` stored as `T`. For float32 and a net with no trained
+/// block (a new trainer's usual start), the rows are computed 256 neurons at
+/// a time (whole 64-neuron blocks, as one process computes them) and
+/// rounded, so the float64 Pᵀ never exists whole: its peak is the float32
+/// array plus one chunk.
+pub fn preacts_t_part_as<T: Elem>(
+    query: &Factors<'_>,
+    init: &InitialWeights,
+    first: usize,
+    count: usize,
+    blocks: &[Block<'_>],
+    ctl: &Control,
+) -> Result<Array2<T>> {
+    if T::BYTES == 8 || blocks.iter().any(|b| b.coef.trained()) {
+        return Ok(T::from_f64_array(preacts_t_part(query, init, first, count, blocks, ctl)?));
+    }
+    const CHUNK: usize = 256;
+    let mut out = try_array2_of::<T>(count, query.n(), "preactivations")?;
+    for j0 in (0..count).step_by(CHUNK) {
+        let c = CHUNK.min(count - j0);
+        let part = init.preacts_t_range(query, first + j0, c, ctl)?;
+        out.slice_mut(ndarray::s![j0..j0 + c, ..]).zip_mut_with(&part, |o, v| *o = T::from_f64(*v));
+    }
+    Ok(out)
 }
 
 /// Pᵀ += α_sᵀ-part: Pᵀ[r, j] += Σ_i αᵀ[i, r] K[j, i], K = cross-Gram (q × n_s),

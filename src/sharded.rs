@@ -11,25 +11,26 @@
 
 use crate::coef::Coefficients;
 use crate::control::Control;
+use crate::elem::Elem;
 use crate::error::{invalid, KronError, Result};
 use crate::exact_sum::{read_all, write_all, WORDS};
 use crate::model::{check_factors, step_rates, Model, Rates, StepStats};
-use crate::step::{KronState, Pending, Reduced};
+use crate::step::{norms_of, KronState, Pending, Reduced};
 
 // The message's encoding belongs to this protocol, so the method that
 // writes a step's half of it is defined here, on step.rs's type, through
 // its accessors.
 impl Pending {
     /// What this rank contributes to the step's message: the S × C exact
-    /// sums (`WORDS` each), this state's max |a| and max |b| (`WORDS`
-    /// each), then |R| and Σ|A_i| of its neurons; summed element-wise over
-    /// the ranks, the whole net's (`reduced_from_words`).
+    /// sums (`WORDS` each), this state's Σ a² and Σ b² (`WORDS` each), then
+    /// |R| and Σ|A_i| of its neurons; summed element-wise over the ranks,
+    /// the whole net's (`reduced_from_words`).
     pub fn words(&self) -> Vec<i64> {
         let (fire, sums) = (self.fire_sets(), self.sums());
         let k = sums.len() + HEAD_SUMS;
         let mut words = vec![0i64; k * WORDS + 2];
         write_all(sums, &mut words[..sums.len() * WORDS]);
-        write_all(self.head_maxima(), &mut words[sums.len() * WORDS..k * WORDS]);
+        write_all(self.head_squares(), &mut words[sums.len() * WORDS..k * WORDS]);
         let mut union: Vec<u32> = fire.iter().flatten().copied().collect();
         union.sort_unstable();
         union.dedup();
@@ -40,7 +41,7 @@ impl Pending {
 }
 
 /// Exact sums a step's message carries besides the outputs': the ranks'
-/// max |a| and max |b|.
+/// Σ a² and Σ b².
 const HEAD_SUMS: usize = 2;
 
 /// Words a step on S points of a C-output net exchanges.
@@ -58,17 +59,18 @@ pub fn reduced_from_words(s: usize, outputs: usize, words: &[i64]) -> Result<Red
     }
     let k = s * outputs * WORDS;
     let head = read_all(&words[k..len - 2]);
+    let head = [head[0].clone(), head[1].clone()];
     Ok(Reduced {
         sums: read_all(&words[..k]),
         fired_union: words[len - 2] as usize,
         fired_total: words[len - 1] as usize,
-        head_maxima: (head[0].value(), head[1].value()),
+        head_norms: norms_of(&head),
     })
 }
 
 /// `finish_step` with the totals of the summed message `words`.
-fn finish_reduced(
-    state: &mut KronState,
+fn finish_reduced<T: Elem>(
+    state: &mut KronState<T>,
     coef: &mut Coefficients,
     model: &mut Model,
     pending: Pending,
@@ -125,8 +127,8 @@ pub enum RunEnd {
 /// is this rank's alone is reported to the others by the next message, and
 /// a closing status message ends the run, so no rank is left waiting.
 #[allow(clippy::too_many_arguments)]
-pub fn run_sharded(
-    state: &mut KronState,
+pub fn run_sharded<T: Elem>(
+    state: &mut KronState<T>,
     coef: &mut Coefficients,
     model: &mut Model,
     indices: &[usize],
@@ -233,12 +235,14 @@ mod tests {
         let fire = pending.fire_sets();
         assert_eq!(back.fired_total, fire.iter().map(|a| a.len()).sum::<usize>());
         assert!(back.fired_union > 0 && back.fired_union <= back.fired_total);
-        // W alone trains: no head maxima travel.
-        assert_eq!(back.head_maxima, (0.0, 0.0));
+        // W alone trains: no head norms travel.
+        assert_eq!(back.head_norms, (0.0, 0.0));
         let rates = Rates { a: 0.5, ..Rates::w_only(1.0) };
         let pending = st.begin_step(&coef, &model, &[3], &rates).unwrap();
         let back = reduced_from_words(1, 1, &pending.words()).unwrap();
-        assert_eq!(back.head_maxima, (1.0, 0.3));
+        // a = ±1 and b = 0.3 on 100 neurons: ‖a‖₂ = 10, ‖b‖₂ = 3.
+        let (a, b) = back.head_norms;
+        assert!((a - 10.0).abs() < 1e-10 && (b - 3.0).abs() < 1e-10, "{a} {b}");
     }
 
     /// `run_sharded` on K in-process "ranks" (threads that sum their words

@@ -8,10 +8,11 @@
 //! product K[:, B] · C, the only O(n · S · |R|) work, with no d in it.
 
 use crate::coef::Coefficients;
+use crate::elem::Elem;
 use crate::error::{into_standard, invalid, Result};
 use crate::exact_sum::{write_all, ExactSum, WORDS};
 use crate::factors::{views, Factors, OwnedFactors};
-use crate::gram::{gram, gram_rows};
+use crate::gram::{gram, gram_rows_into};
 use crate::index::{ActivationIndex, IndexStats};
 use crate::limits::SAFE_BOUND;
 use crate::loss::Loss;
@@ -66,7 +67,7 @@ enum Kernel {
     Columns(OwnedFactors),
 }
 
-pub struct KronState {
+pub struct KronState<T: Elem = f64> {
     /// Targets, n × `loss.target_width(C)`.
     y: Vec<f64>,
     loss: Loss,
@@ -76,13 +77,18 @@ pub struct KronState {
     /// Pᵀ (m × n), neuron-major: a step rewrites whole rows P[:, r] for the
     /// fired neurons r ∈ R, so each is one contiguous n-vector updated by S
     /// axpys. Point-major P would touch every cache line of P for |R| ≳ m/8.
-    p_t: Array2<f64>,
+    p_t: Array2<T>,
     /// L̃ (n × C): each training point's unscaled linear part <Σ β̃ x, x_i>
     /// (the linear term is s_v times it), kept like P: a step moves it by
     /// K[:, B] times its coefficients. None while the net has no linear term.
     lin: Option<Array2<f64>>,
     kernel: Kernel,
-    index: Box<dyn ActivationIndex>,
+    index: Box<dyn ActivationIndex<T>>,
+    /// K[B, :] of the current step (S × n, row-major) and the scratch its
+    /// computation needs, kept across steps: allocating S · n doubles per
+    /// step cost a page fault per 4 KiB, a tenth of a step at large n.
+    kb: Vec<f64>,
+    kb_scratch: Vec<f64>,
     /// Bounds on |P|, |a|, |b| and |L̃| that keep every output finite
     /// (`model::Bounds`): the step updates in place with nothing to roll back.
     bounds: Bounds,
@@ -104,9 +110,10 @@ pub struct Pending {
     values: Vec<Vec<f64>>,
     /// This state's exact part of each batch point's C output sums (S × C).
     sums: Vec<ExactSum>,
-    /// max |a| and max |b| over this state's neurons before the step, when
-    /// the step trains a or b (else zero): summed over the ranks, a bound
-    /// every rank agrees on (`head_caps`).
+    /// Σ a² and Σ b² over this state's neurons before the step
+    /// (`Model::square_sums`), when the step trains a or b (else zero):
+    /// summed over the ranks, the whole net's, the same bits on any number
+    /// of ranks (`head_caps`).
     head: [ExactSum; 2],
 }
 
@@ -126,9 +133,9 @@ impl Pending {
         &self.sums
     }
 
-    /// This state's max |a| and max |b| before the step (zero unless the
-    /// step trains a or b).
-    pub fn head_maxima(&self) -> &[ExactSum; 2] {
+    /// This state's Σ a² and Σ b² before the step (zero unless the step
+    /// trains a or b).
+    pub fn head_squares(&self) -> &[ExactSum; 2] {
         &self.head
     }
 }
@@ -143,13 +150,21 @@ pub struct Reduced {
     /// |R| and Σ|A_i| over every neuron of the net.
     pub fired_union: usize,
     pub fired_total: usize,
-    /// The ranks' max |a| and max |b| summed (`Pending::head_maxima`): at
-    /// least the whole net's maxima, and the same on every rank.
-    pub head_maxima: (f64, f64),
+    /// The whole net's ‖a‖₂ and ‖b‖₂ (the square roots of the ranks'
+    /// `Pending::head_squares` summed): at least max |a| and max |b|, and
+    /// the same bits on every rank and in one process.
+    pub head_norms: (f64, f64),
 }
 
-fn max_abs<'a>(values: impl IntoIterator<Item = &'a f64>) -> f64 {
-    values.into_iter().fold(0.0, |m, v| m.max(v.abs()))
+/// (‖a‖₂, ‖b‖₂) from their exact sums of squares, a hair up so that
+/// rounding never takes them below max |a| or max |b|.
+pub(crate) fn norms_of(squares: &[ExactSum; 2]) -> (f64, f64) {
+    let up = |s: &ExactSum| s.value().sqrt() * (1.0 + 1e-12);
+    (up(&squares[0]), up(&squares[1]))
+}
+
+fn max_abs<'a, T: Elem>(values: impl IntoIterator<Item = &'a T>) -> f64 {
+    values.into_iter().fold(0.0, |m, v| m.max(v.to_f64().abs()))
 }
 
 /// What a training state is built from besides its points and P.
@@ -169,7 +184,7 @@ impl Setup {
     }
 }
 
-impl KronState {
+impl<T: Elem> KronState<T> {
     /// `p_t` are the current preactivations of the training points,
     /// transposed (m × n, any layout; taken over without a copy when
     /// row-major), e.g. from `predict::preacts_t`; `make_index` builds the
@@ -179,10 +194,10 @@ impl KronState {
         factors: Vec<Array2<f64>>,
         setup: Setup,
         model: &Model,
-        p_t: Array2<f64>,
+        p_t: Array2<T>,
         mode: GramMode,
-        make_index: impl FnOnce(ArrayView2<'_, f64>, &[f64]) -> Box<dyn ActivationIndex>,
-    ) -> Result<KronState> {
+        make_index: impl FnOnce(ArrayView2<'_, T>, &[f64]) -> Box<dyn ActivationIndex<T>>,
+    ) -> Result<KronState<T>> {
         Self::with_rank(factors, 1, setup, model, p_t, mode, make_index)
     }
 
@@ -192,10 +207,10 @@ impl KronState {
         rank: usize,
         setup: Setup,
         model: &Model,
-        p_t: Array2<f64>,
+        p_t: Array2<T>,
         mode: GramMode,
-        make_index: impl FnOnce(ArrayView2<'_, f64>, &[f64]) -> Box<dyn ActivationIndex>,
-    ) -> Result<KronState> {
+        make_index: impl FnOnce(ArrayView2<'_, T>, &[f64]) -> Box<dyn ActivationIndex<T>>,
+    ) -> Result<KronState<T>> {
         Self::with_points(&Factors::with_rank(views(&factors), rank)?, setup, model, p_t, mode.into(), make_index)
     }
 
@@ -204,10 +219,10 @@ impl KronState {
         f: &Factors<'_>,
         setup: Setup,
         model: &Model,
-        p_t: Array2<f64>,
+        p_t: Array2<T>,
         kernel: KernelSpec,
-        make_index: impl FnOnce(ArrayView2<'_, f64>, &[f64]) -> Box<dyn ActivationIndex>,
-    ) -> Result<KronState> {
+        make_index: impl FnOnce(ArrayView2<'_, T>, &[f64]) -> Box<dyn ActivationIndex<T>>,
+    ) -> Result<KronState<T>> {
         let n = f.n();
         let Setup { y, loss, ridge, linear } = setup;
         if n == 0 {
@@ -219,8 +234,8 @@ impl KronState {
         if p_t.dim() != (model.width(), n) {
             return invalid("preacts", format!("have shape {:?}, expected ({}, {n})", p_t.dim(), model.width()));
         }
-        if p_t.iter().any(|v| !(v.abs() < SAFE_BOUND)) {
-            return invalid("preacts", format!("must be finite with |P| < {SAFE_BOUND:e}"));
+        if p_t.iter().any(|v| !(v.to_f64().abs() < T::SAFE_BOUND)) {
+            return invalid("preacts", format!("must be finite with |P| < {:e}", T::SAFE_BOUND));
         }
         if let Some(l) = &linear {
             if l.dim() != (n, c) || l.iter().any(|v| !(v.abs() < SAFE_BOUND)) {
@@ -245,6 +260,8 @@ impl KronState {
             l: lin.as_ref().map_or(0.0, |l| max_abs(l.iter())),
         };
         Ok(KronState {
+            kb: Vec::new(),
+            kb_scratch: Vec::new(),
             y,
             loss,
             ridge,
@@ -265,12 +282,12 @@ impl KronState {
     }
 
     /// P (n × m): P[i, r] = <w_r, x_i> (a transposed view of the storage).
-    pub fn preacts(&self) -> ArrayView2<'_, f64> {
+    pub fn preacts(&self) -> ArrayView2<'_, T> {
         self.p_t.t()
     }
 
     /// Pᵀ (m × n), the storage itself (row-major).
-    pub fn preacts_t(&self) -> ArrayView2<'_, f64> {
+    pub fn preacts_t(&self) -> ArrayView2<'_, T> {
         self.p_t.view()
     }
 
@@ -301,8 +318,9 @@ impl KronState {
             ("b_bound", bounds.b, exact.b),
             ("l_bound", bounds.l, exact.l),
         ] {
-            if !(set >= low && set < SAFE_BOUND) {
-                return invalid(name, format!("must lie in [{low:e}, {SAFE_BOUND:e}), got {set}"));
+            let limit = if name == "p_bound" { T::SAFE_BOUND } else { SAFE_BOUND };
+            if !(set >= low && set < limit) {
+                return invalid(name, format!("must lie in [{low:e}, {limit:e}), got {set}"));
             }
         }
         self.bounds = bounds;
@@ -310,16 +328,17 @@ impl KronState {
     }
 
     /// The running bounds, with those on |a| and |b| lowered to the head's
-    /// maxima when the step trains a or b. Without this the bounds compound:
-    /// |P|'s growth scales with the bound on |a| and |a|'s with the bound
-    /// on |P|, so two running bounds grow geometrically while the values
-    /// stay put, and the guard refuses sound steps. The maxima are exact on
-    /// one process and the sum of the ranks' maxima under MPI (an upper
-    /// bound every rank shares); without trained a or b the bounds are the
-    /// exact maxima already and stay as they were.
-    fn head_caps(&self, rates: &Rates, (a_max, b_max): (f64, f64)) -> Bounds {
+    /// norms ‖a‖₂ ≥ max |a| and ‖b‖₂ ≥ max |b| when the step trains a or b.
+    /// Without this the bounds compound: |P|'s growth scales with the bound
+    /// on |a| and |a|'s with the bound on |P|, so two running bounds grow
+    /// geometrically while the values stay put, and the guard refuses sound
+    /// steps. The norms are the same bits in one process and on any number
+    /// of ranks, so a sharded run refuses exactly the steps one process
+    /// would and writes the same bounds; without trained a or b the bounds
+    /// are the exact maxima already and stay as they were.
+    fn head_caps(&self, rates: &Rates, (a_norm, b_norm): (f64, f64)) -> Bounds {
         if rates.a > 0.0 || rates.b > 0.0 {
-            Bounds { a: self.bounds.a.min(a_max), b: self.bounds.b.min(b_max), ..self.bounds }
+            Bounds { a: self.bounds.a.min(a_norm), b: self.bounds.b.min(b_norm), ..self.bounds }
         } else {
             self.bounds
         }
@@ -421,16 +440,13 @@ impl KronState {
             .zip(batch)
             .zip(sums.chunks_mut(c))
             .map(|((a, &i), out)| {
-                let values: Vec<f64> = a.iter().map(|&r| self.p_t[[r as usize, i]]).collect();
+                let values: Vec<f64> = a.iter().map(|&r| self.p_t[[r as usize, i]].to_f64()).collect();
                 model.sum_fired(a, &values, out);
                 values
             })
             .collect();
-        let mut head = [ExactSum::new(), ExactSum::new()];
-        if rates.a > 0.0 || rates.b > 0.0 {
-            head[0].add(model.a_max());
-            head[1].add(model.b_max());
-        }
+        let head =
+            if rates.a > 0.0 || rates.b > 0.0 { model.square_sums() } else { [ExactSum::new(), ExactSum::new()] };
         Ok(Pending { batch: batch.to_vec(), rates: *rates, fire, values, sums, head })
     }
 
@@ -448,15 +464,15 @@ impl KronState {
     ) -> Result<StepStats> {
         let Pending { batch, rates, fire, values, sums, head } = pending;
         let c = self.outputs;
-        // The whole net's sums, fired counts and head maxima: this state's
+        // The whole net's sums, fired counts and head norms: this state's
         // own, or the ranks' summed ones.
-        let (sums, counts, head_maxima) = match reduced {
-            None => (sums, None, (head[0].value(), head[1].value())),
-            Some(Reduced { sums, fired_union, fired_total, head_maxima }) => {
+        let (sums, counts, head_norms) = match reduced {
+            None => (sums, None, norms_of(&head)),
+            Some(Reduced { sums, fired_union, fired_total, head_norms }) => {
                 if sums.len() != batch.len() * c {
                     return invalid("reduced", format!("has {} sums for a batch of {} × {c}", sums.len(), batch.len()));
                 }
-                (sums, Some((fired_union, fired_total)), head_maxima)
+                (sums, Some((fired_union, fired_total)), head_norms)
             }
         };
         let tw = self.loss.target_width(c);
@@ -470,12 +486,34 @@ impl KronState {
         // K[B, :] (= K[:, B]ᵀ, K symmetric) as S contiguous rows of n: the
         // step's axpy operands. Every rank needs it for the growth guard,
         // even one whose neurons did not fire.
-        let kb_t = match &self.kernel {
-            Kernel::Gram(k) => k.select(Axis(0), &batch),
-            Kernel::Columns(f) => gram_rows(&f.view(), &batch)?,
-        };
+        let mut kb = std::mem::take(&mut self.kb);
+        let filled = fill_kernel_rows(&self.kernel, &batch, &mut kb, &mut self.kb_scratch);
+        // The buffer goes back into the state whatever happens next.
+        let result = filled.and_then(|()| {
+            let kb_t = ArrayView2::from_shape((batch.len(), self.n()), &kb[..batch.len() * self.n()])
+                .expect("the buffer holds S rows of n");
+            self.finish_with_rows(coef, model, batch, rates, plan, stats, head_norms, kb_t)
+        });
+        self.kb = kb;
+        result
+    }
+
+    /// `finish_step` once K[B, :] (`kb_t`, S × n) is known.
+    #[allow(clippy::too_many_arguments)]
+    fn finish_with_rows(
+        &mut self,
+        coef: &mut Coefficients,
+        model: &mut Model,
+        batch: Vec<usize>,
+        rates: Rates,
+        plan: Plan,
+        stats: StepStats,
+        head_norms: (f64, f64),
+        kb_t: ArrayView2<'_, f64>,
+    ) -> Result<StepStats> {
         let kb_max: Vec<f64> = kb_t.axis_iter(Axis(0)).map(|row| max_abs(row.iter())).collect();
-        let bounds = self.head_caps(&rates, head_maxima).advance(model, &plan, &rates, &self.ridge, &kb_max)?;
+        let bounds =
+            self.head_caps(&rates, head_norms).advance(model, &plan, &rates, &self.ridge, &kb_max, T::SAFE_BOUND)?;
         // The linear term's coefficients: φ = lr_v / (S s_v) with s_v already
         // decayed by its ridge.
         let lin_factor = if rates.v > 0.0 {
@@ -491,7 +529,7 @@ impl KronState {
         }
         if rates.v > 0.0 {
             coef.apply_linear(&batch, &plan.g, lin_factor)?;
-            self.move_linear(&plan, &kb_t, lin_factor);
+            self.move_linear(&plan, kb_t, lin_factor);
         }
         self.bounds = bounds;
         coef.note_step();
@@ -516,7 +554,7 @@ impl KronState {
         };
         let started = std::time::Instant::now();
         let track = self.index.tracks_crossings();
-        let masks = self.update_preacts(&kb_t, &changed, &coefs, if track { Some(model.b()) } else { None });
+        let masks = self.update_preacts(kb_t, &changed, &coefs, if track { Some(model.b()) } else { None });
         self.update_seconds += started.elapsed().as_secs_f64();
         self.update_flops += 2.0 * (self.n() * batch.len() * plan.neurons.len()) as f64;
         if track {
@@ -528,7 +566,7 @@ impl KronState {
 
     /// The linear parts' step, L̃ −= Σ_s φ K[:, B_s] g_sᵀ (β̃ moved by the
     /// same φ g_s at the batch points).
-    fn move_linear(&mut self, plan: &Plan, kb_t: &Array2<f64>, factor: f64) {
+    fn move_linear(&mut self, plan: &Plan, kb_t: ArrayView2<'_, f64>, factor: f64) {
         let (n, c) = (self.n(), self.outputs);
         let lin = self.lin.get_or_insert_with(|| Array2::zeros((n, c)));
         for (s, krow) in kb_t.axis_iter(Axis(0)).enumerate() {
@@ -581,7 +619,7 @@ impl KronState {
     /// (⌈n/64⌉ words per neuron), computed while the row is in L1.
     fn update_preacts(
         &mut self,
-        kb_t: &Array2<f64>,
+        kb_t: ArrayView2<'_, f64>,
         neurons: &[u32],
         coef: &Array2<f64>,
         thresholds: Option<&[f64]>,
@@ -589,7 +627,7 @@ impl KronState {
         let n = self.n();
         // Disjoint &mut rows of Pᵀ for the sorted neurons, so the rows are
         // updated in parallel without unsafe code.
-        let mut rows: Vec<&mut [f64]> = Vec::with_capacity(neurons.len());
+        let mut rows: Vec<&mut [T]> = Vec::with_capacity(neurons.len());
         let mut rest = self.p_t.as_slice_mut().expect("Pᵀ is standard layout");
         let mut next = 0usize;
         for &r in neurons {
@@ -617,7 +655,7 @@ impl KronState {
     }
 }
 
-impl crate::model::Backend for KronState {
+impl<T: Elem> crate::model::Backend for KronState<T> {
     fn step(
         &mut self,
         coef: &mut Coefficients,
@@ -635,12 +673,17 @@ impl crate::model::Backend for KronState {
 
 /// One fired neuron's row P[:, r] −= Σ_s c_s K[:, B_s] (only the nonzero
 /// c_s), returning the (i, r) whose P[i, r] > τ flipped when `track` is set.
-/// Dispatches at run time to an AVX2 build of the same code where the CPU
-/// has it: wider vectors, same operations in the same order, same bits (no
-/// FMA contraction is ever applied to these separate multiply and subtract).
-fn update_row(row: &mut [f64], kb: &[f64], coefs: ArrayView1<'_, f64>, track: Option<f64>, mask: &mut [u64]) {
+/// Dispatches at run time to an AVX-512 or AVX2 build of the same code where
+/// the CPU has it: wider vectors, same operations in the same order, same
+/// bits (no FMA contraction is ever applied to these separate multiply and
+/// subtract).
+fn update_row<T: Elem>(row: &mut [T], kb: &[f64], coefs: ArrayView1<'_, f64>, track: Option<f64>, mask: &mut [u64]) {
     #[cfg(target_arch = "x86_64")]
     {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU supports AVX-512F, checked just above.
+            return unsafe { update_row_avx512(row, kb, coefs, track, mask) };
+        }
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU supports AVX2, checked just above.
             return unsafe { update_row_avx2(row, kb, coefs, track, mask) };
@@ -650,16 +693,31 @@ fn update_row(row: &mut [f64], kb: &[f64], coefs: ArrayView1<'_, f64>, track: Op
 }
 
 #[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn update_row_avx512<T: Elem>(
+    row: &mut [T],
+    kb: &[f64],
+    coefs: ArrayView1<'_, f64>,
+    track: Option<f64>,
+    mask: &mut [u64],
+) {
+    update_row_generic(row, kb, coefs, track, mask, above_mask)
+}
+
+#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn update_row_avx2(
-    row: &mut [f64],
+unsafe fn update_row_avx2<T: Elem>(
+    row: &mut [T],
     kb: &[f64],
     coefs: ArrayView1<'_, f64>,
     track: Option<f64>,
     mask: &mut [u64],
 ) {
     // SAFETY (for the closure): this function only runs where AVX2 exists.
-    update_row_generic(row, kb, coefs, track, mask, |chunk, tau| unsafe { above_mask_avx2(chunk, tau) })
+    update_row_generic(row, kb, coefs, track, mask, |chunk: &[T], tau| match T::as_f64s(chunk) {
+        Some(values) => unsafe { above_mask_avx2(values, tau) },
+        None => above_mask(chunk, tau),
+    })
 }
 
 /// Bit k set iff chunk[k] > tau, four lanes per compare + move-mask.
@@ -683,40 +741,54 @@ unsafe fn above_mask_avx2(chunk: &[f64], tau: f64) -> u64 {
     bits
 }
 
-/// Bit k set iff chunk[k] > tau.
-fn above_mask(chunk: &[f64], tau: f64) -> u64 {
-    chunk.iter().enumerate().fold(0u64, |bits, (k, v)| bits | ((*v > tau) as u64) << k)
+/// Bit k set iff chunk[k] > tau (the stored value, widened exactly).
+#[inline(always)]
+fn above_mask<T: Elem>(chunk: &[T], tau: f64) -> u64 {
+    chunk.iter().enumerate().fold(0u64, |bits, (k, v)| bits | ((v.to_f64() > tau) as u64) << k)
 }
 
 #[inline(always)]
-fn update_row_generic(
-    row: &mut [f64],
+fn update_row_generic<T: Elem>(
+    row: &mut [T],
     kb: &[f64],
     coefs: ArrayView1<'_, f64>,
     track: Option<f64>,
     mask: &mut [u64],
-    above: impl Fn(&[f64], f64) -> u64,
+    above: impl Fn(&[T], f64) -> u64,
 ) {
     let n = row.len();
     let terms: Vec<(f64, &[f64])> =
         coefs.iter().zip(kb.chunks_exact(n)).filter(|(c, _)| **c != 0.0).map(|(c, k)| (*c, k)).collect();
-    // Blocks of 256 values (2 KiB): every axpy and then the mask run while
-    // the block is in L1, however long the row (n) is. Per value the
+    // Blocks of 256 values (2 KiB of f64): every axpy and then the mask run
+    // while the block is in L1, however long the row (n) is. Per value the
     // additions still run in s order whatever the thread count: bitwise
     // reproducible; skipping c = 0 changes no bits (x − 0·k = x).
     const BLOCK: usize = 256;
     for (b, block) in row.chunks_mut(BLOCK).enumerate() {
-        let (start, len) = (b * BLOCK, block.len());
-        for (c, krow) in &terms {
-            for (o, k) in block.iter_mut().zip(&krow[start..start + len]) {
-                *o -= c * k;
-            }
-        }
+        let start = b * BLOCK;
+        T::update_block(block, &terms, start);
         if let Some(tau) = track {
             for (w, chunk) in block.chunks(64).enumerate() {
                 mask[start / 64 + w] = above(chunk, tau);
             }
         }
+    }
+}
+
+/// K[B, :] (S × n, row-major) into `out`: rows of the precomputed Gram, or
+/// computed from the factors (`scratch` for the per-factor products).
+fn fill_kernel_rows(kernel: &Kernel, batch: &[usize], out: &mut Vec<f64>, scratch: &mut Vec<f64>) -> Result<()> {
+    match kernel {
+        Kernel::Gram(k) => {
+            let n = k.ncols();
+            out.clear();
+            out.reserve(batch.len() * n);
+            for &b in batch {
+                out.extend_from_slice(k.row(b).as_slice().expect("the Gram is row-major"));
+            }
+            Ok(())
+        }
+        Kernel::Columns(f) => gram_rows_into(&f.view(), batch, out, scratch),
     }
 }
 

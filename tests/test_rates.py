@@ -145,7 +145,9 @@ def test_suggested_rates_train_every_part_without_tripping_the_guard(loss, outpu
     assert hist.full_loss[-1][1] < 0.3 * hist.full_loss[0][1]
     p_bound, a_bound, b_bound, _ = tr.export_state().core.bounds
     assert a_bound >= np.abs(net.a).max() and b_bound >= np.abs(net.thresholds).max()
-    assert a_bound < 10 * np.abs(net.a).max()
+    # Capped at ||a||_2 (the same bits on any number of MPI ranks) before
+    # each step's growth: it no longer compounds.
+    assert a_bound < 100 * np.linalg.norm(net.a)
 
 
 @pytest.mark.parametrize(

@@ -30,6 +30,7 @@ INDEXES: tuple[str, ...]
 GRAM_MODES: tuple[str, ...]
 INITS: tuple[str, ...]
 LOSSES: tuple[str, ...]
+DTYPES: tuple[str, ...]
 __all__ = [
     "AsyncTree",
     "Coefficients",
@@ -42,6 +43,7 @@ __all__ = [
     "GRAM_MODES",
     "INITS",
     "LOSSES",
+    "DTYPES",
     "__version__",
     "cross_gram",
     "dense_linear",
@@ -118,6 +120,7 @@ def trainer_memory(
     threads: int,
     outputs: int = 1,
     linear: bool = False,
+    dtype: str = "float64",
 ) -> dict[str, int]: ...
 def preacts_bytes(
     init: _Init,
@@ -221,6 +224,7 @@ class TrainerCore:
         bounds: Optional[_Bounds] = None,
         progress: _Progress = None,
         gram_from: Optional[TrainerCore] = None,
+        dtype: str = "float64",
     ) -> TrainerCore: ...
     def step(self, batch: _I64, rates_: _Rates) -> Tuple[float, int, int]: ...
     def run_sharded(
@@ -249,6 +253,8 @@ class TrainerCore:
     def preacts(self) -> _F64: ...
     @property
     def index_name(self) -> str: ...
+    @property
+    def dtype(self) -> str: ...
     @property
     def index_memory_bytes(self) -> int: ...
     @property

@@ -24,6 +24,7 @@ problem.
 from __future__ import annotations
 
 import errno
+import itertools
 import json
 import os
 import secrets
@@ -60,9 +61,12 @@ def _meta_array(meta: Dict[str, Any]) -> np.ndarray:
     return np.frombuffer(json.dumps(meta, allow_nan=False).encode("utf-8"), dtype=np.uint8)
 
 
-#: A float64 member written a row block at a time: (its shape, (rows, cols)
-#: or (rows,), and the blocks in row order, each (k, cols) or (k, 1)).
+#: A member written a row block at a time: (its shape, (rows, cols) or
+#: (rows,), and the blocks in row order, each (k, cols) or (k, 1)). Its
+#: dtype is its first block's, float32 or float64 (float64 without blocks).
 Streamed = Tuple[Tuple[int, ...], Iterable[np.ndarray]]
+#: The dtypes a streamed member may have (a float32 trainer's P is float32).
+STREAMED_DTYPES = (np.dtype(np.float64), np.dtype(np.float32))
 
 
 def _write_members(fh: Any, arrays: Dict[str, np.ndarray], streamed: Dict[str, Streamed]) -> None:
@@ -74,14 +78,21 @@ def _write_members(fh: Any, arrays: Dict[str, np.ndarray], streamed: Dict[str, S
             with zf.open(name + ".npy", mode="w", force_zip64=True) as out:
                 np.lib.format.write_array(out, np.asanyarray(arr), allow_pickle=False)
         for name, (shape, blocks) in streamed.items():
+            # The header needs the dtype before any row: the first block says it.
+            queue = iter(blocks)
+            first = next(queue, None)
+            dtype = np.dtype(np.float64) if first is None else np.asarray(first).dtype
+            if dtype not in STREAMED_DTYPES:
+                dtype = np.dtype(np.float64)
+            queue = itertools.chain([] if first is None else [first], queue)
             with zf.open(name + ".npy", mode="w", force_zip64=True) as out:
-                header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float64)), "fortran_order": False}
+                header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False}
                 np.lib.format.write_array_header_1_0(out, {**header, "shape": tuple(shape)})
                 rows = 0
                 # A vector travels as one-column row blocks.
                 cols = shape[1] if len(shape) == 2 else 1
-                for block in blocks:
-                    block = np.ascontiguousarray(block, dtype=np.float64)
+                for block in queue:
+                    block = np.ascontiguousarray(block, dtype=dtype)
                     if block.ndim != 2 or block.shape[1] != cols:
                         raise ValueError(f"{name}: a row block of shape {block.shape} for an array of shape {shape}")
                     out.write(block.data.cast("B"))
@@ -339,8 +350,8 @@ class Reader:
     def array(
         self, name: str, dtype: Any, ndim: Union[int, Tuple[int, ...]], optional: bool = False
     ) -> Optional[np.ndarray]:
-        """Member `name`, checked for dtype and rank; CRC errors and
-        truncation surface here."""
+        """Member `name`, checked for dtype (one, or a tuple of those
+        allowed) and rank; CRC errors and truncation surface here."""
         if name not in self.names:
             if optional:
                 return None
@@ -350,10 +361,11 @@ class Reader:
         except Exception as exc:  # noqa: BLE001 - corruption shows up as many exception types
             raise self.fail(f"member {name!r} cannot be read ({type(exc).__name__}: {exc})") from None
         ranks = (ndim,) if isinstance(ndim, int) else ndim
-        if not isinstance(arr, np.ndarray) or arr.dtype != np.dtype(dtype) or arr.ndim not in ranks:
+        allowed = _dtypes(dtype)
+        if not isinstance(arr, np.ndarray) or arr.dtype not in allowed or arr.ndim not in ranks:
             got = f"{getattr(arr, 'dtype', type(arr).__name__)} with {getattr(arr, 'ndim', '?')} dims"
             want = " or ".join(f"{k}-D" for k in ranks)
-            raise self.fail(f"member {name!r} should be a {want} {np.dtype(dtype)} array, got {got}")
+            raise self.fail(f"member {name!r} should be a {want} {_names(allowed)} array, got {got}")
         return arr
 
     def mapped(self, name: str, dtype: Any, ndim: int) -> np.ndarray:
@@ -388,13 +400,23 @@ class Reader:
             assert arr is not None
             return arr
         shape, fortran, got_dtype, offset = header
-        if got_dtype != np.dtype(dtype) or len(shape) != ndim:
-            raise self.fail(f"member {name!r} should be a {ndim}-D {np.dtype(dtype)} array, got {got_dtype}")
+        allowed = _dtypes(dtype)
+        if got_dtype not in allowed or len(shape) != ndim:
+            raise self.fail(f"member {name!r} should be a {ndim}-D {_names(allowed)} array, got {got_dtype}")
         if 0 in shape:
-            return np.zeros(shape, dtype=dtype, order="F" if fortran else "C")
+            return np.zeros(shape, dtype=got_dtype, order="F" if fortran else "C")
         return np.memmap(
             self.path, dtype=got_dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C"
         )
+
+
+def _dtypes(dtype: Any) -> Tuple[np.dtype, ...]:
+    """The dtypes `dtype` allows: itself, or each of a tuple."""
+    return tuple(np.dtype(d) for d in dtype) if isinstance(dtype, tuple) else (np.dtype(dtype),)
+
+
+def _names(dtypes: Tuple[np.dtype, ...]) -> str:
+    return " or ".join(str(d) for d in dtypes)
 
 
 def build(r: Reader, make: Any) -> Any:

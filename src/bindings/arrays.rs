@@ -36,6 +36,27 @@ pub(super) fn f64_array<'py, D: ndarray::Dimension>(
         .map_err(|_| PyValueError::new_err(format!("{name}: expected a {}-D array", D::NDIM.unwrap_or(0))))
 }
 
+/// `f64_array` for float32 (a float32 trainer's P from a checkpoint).
+pub(super) fn f32_array<'py, D: ndarray::Dimension>(
+    obj: &Bound<'py, PyAny>,
+    name: &str,
+) -> PyResult<PyReadonlyArray<'py, f32, D>> {
+    let py = obj.py();
+    let np = py.import("numpy")?;
+    let is_array = obj.is_instance(&np.getattr("ndarray")?)?;
+    let is_f32 = is_array && {
+        let dt = obj.getattr("dtype")?;
+        dt.getattr("kind")?.extract::<String>()? == "f" && dt.getattr("itemsize")?.extract::<usize>()? == 4
+    };
+    if !is_f32 {
+        return Err(PyTypeError::new_err(format!("{name}: expected a float32 numpy array")));
+    }
+    let fixed = np.call_method1("require", (obj, "float32", ("C", "A")))?;
+    fixed
+        .extract::<PyReadonlyArray<'py, f32, D>>()
+        .map_err(|_| PyValueError::new_err(format!("{name}: expected a {}-D array", D::NDIM.unwrap_or(0))))
+}
+
 pub(super) fn f64_matrices<'py>(objs: &[Bound<'py, PyAny>], name: &str) -> PyResult<Vec<PyReadonlyArray2<'py, f64>>> {
     objs.iter().enumerate().map(|(k, o)| f64_array::<Ix2>(o, &format!("{name}[{k}]"))).collect()
 }

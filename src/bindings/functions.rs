@@ -6,6 +6,7 @@ use super::coefficients::{HeldBlocks, PyBlocks};
 use super::errors::to_py;
 use super::model::PyModel;
 use super::runtime::{finish, guarded, interruptible, reporting};
+use crate::elem::Dtype;
 use crate::exact_sum::{write_all, ExactSum, WORDS};
 use crate::index::IndexKind;
 use crate::loss::Loss;
@@ -279,7 +280,7 @@ pub(super) fn kron_init_factors<'py>(
 /// "points", "targets", "init", "gram", "index", "dense_x", "dense_w" and
 /// "peak". `index` and `gram` are parsed but ignored by the dense backend.
 #[pyfunction]
-#[pyo3(signature = (backend, init, dims, n, neurons, rank, table_rows, index, gram, shared_gram, new_block, trained_sizes, points_bytes, threads, outputs=1, linear=false))]
+#[pyo3(signature = (backend, init, dims, n, neurons, rank, table_rows, index, gram, shared_gram, new_block, trained_sizes, points_bytes, threads, outputs=1, linear=false, dtype="float64"))]
 #[allow(clippy::too_many_arguments)]
 pub(super) fn trainer_memory<'py>(
     py: Python<'py>,
@@ -299,8 +300,10 @@ pub(super) fn trainer_memory<'py>(
     threads: usize,
     outputs: usize,
     linear: bool,
+    dtype: &str,
 ) -> PyResult<Bound<'py, PyDict>> {
     let shape = TrainerShape {
+        dtype: parse_mode(dtype, "dtype", &Dtype::NAMES)?,
         backend: parse_mode(backend, "backend", &BackendKind::NAMES)?,
         init: initial(&init)?,
         dims: &dims,

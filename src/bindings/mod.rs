@@ -27,6 +27,7 @@ mod runtime;
 mod trainer;
 mod tree;
 
+use crate::elem::Dtype;
 use crate::exact_sum::WORDS;
 use crate::index::IndexKind;
 use crate::init::InitName;
@@ -58,6 +59,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("GRAM_MODES", PyTuple::new(m.py(), mode_names(&GramMode::NAMES))?)?;
     m.add("INITS", PyTuple::new(m.py(), mode_names(&InitName::NAMES))?)?;
     m.add("LOSSES", PyTuple::new(m.py(), mode_names(&Loss::NAMES))?)?;
+    m.add("DTYPES", PyTuple::new(m.py(), mode_names(&Dtype::NAMES))?)?;
     m.add_function(wrap_pyfunction!(functions::dense_weights, m)?)?;
     m.add_function(wrap_pyfunction!(functions::dense_linear, m)?)?;
     m.add_function(wrap_pyfunction!(functions::cross_gram, m)?)?;

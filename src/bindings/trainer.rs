@@ -3,12 +3,13 @@
 //! block, its steps, sharded runs and checkpoint state; and the helpers that
 //! turn step and index figures into Python values.
 
-use super::arrays::{f64_array, indices, initial, parse_mode, HeldPoints, PyInit, PyPoints};
+use super::arrays::{f32_array, f64_array, indices, initial, parse_mode, HeldPoints, PyInit, PyPoints};
 use super::coefficients::{HeldBlocks, PyBlocks, PyCoefficients};
 use super::errors::{internal_error, to_py};
 use super::model::PyModel;
 use super::runtime::{finish, guarded, interruptible, reporting};
 use crate::dense::DenseState;
+use crate::elem::{Dtype, Elem};
 use crate::exact_sum::WORDS;
 use crate::index::{IndexKind, IndexStats};
 use crate::loss::Loss;
@@ -24,22 +25,37 @@ use pyo3::types::PyDict;
 use std::collections::HashMap;
 
 enum Engine {
-    Kron(KronState),
+    Kron(KronState<f64>),
+    /// The Kronecker backend with P in float32 (`Trainer(dtype="float32")`).
+    Kron32(KronState<f32>),
     Dense(DenseState),
+}
+
+/// `$body` with `$k` bound to the Kronecker state, whatever its P's type;
+/// `$dense` for the dense backend.
+macro_rules! with_kron {
+    ($engine:expr, $k:ident => $body:expr, $dense:expr) => {
+        match $engine {
+            Engine::Kron($k) => $body,
+            Engine::Kron32($k) => $body,
+            Engine::Dense(_) => $dense,
+        }
+    };
 }
 
 impl Engine {
     fn backend(&mut self) -> &mut dyn Backend {
         match self {
             Engine::Kron(k) => k,
+            Engine::Kron32(k) => k,
             Engine::Dense(d) => d,
         }
     }
 
-    fn kron(&self) -> Option<&KronState> {
+    fn dtype(&self) -> &'static str {
         match self {
-            Engine::Kron(k) => Some(k),
-            Engine::Dense(_) => None,
+            Engine::Kron32(_) => f32::NAME,
+            _ => f64::NAME,
         }
     }
 }
@@ -84,6 +100,23 @@ pub(super) fn check_offsets(indices: usize, offsets: &[usize]) -> PyResult<()> {
     }
 }
 
+/// A Kronecker state over P in `T`, with the checkpoint's bounds if any.
+fn kron_state<T: Elem>(
+    f: &crate::factors::Factors<'_>,
+    setup: Setup,
+    head: &crate::model::Model,
+    p_t: Array2<T>,
+    kernel: KernelSpec,
+    index: IndexKind,
+    bounds: Option<Bounds>,
+) -> crate::Result<KronState<T>> {
+    let mut st = KronState::with_points(f, setup, head, p_t, kernel, |vals, b| index.build(vals, b))?;
+    if let Some(b) = bounds {
+        st.set_bounds(b, head)?;
+    }
+    Ok(st)
+}
+
 /// A training run's state: the backend's (P, Gram, index; or X and W) and
 /// the net's coefficient block and head it moves. Dropping it frees
 /// everything but the block and the head.
@@ -124,7 +157,7 @@ impl TrainerCore {
     /// weights: W(0) (from `init`) plus `blocks`, which include `coef`
     /// itself when it is trained.
     #[new]
-    #[pyo3(signature = (backend, points, y, model, init, coef, blocks, gram, index, loss="squared", ridge=None, state=None, linear=None, bounds=None, progress=None, gram_from=None))]
+    #[pyo3(signature = (backend, points, y, model, init, coef, blocks, gram, index, loss="squared", ridge=None, state=None, linear=None, bounds=None, progress=None, gram_from=None, dtype="float64"))]
     #[allow(clippy::too_many_arguments)]
     fn new<'py>(
         py: Python<'py>,
@@ -144,8 +177,13 @@ impl TrainerCore {
         bounds: Option<(f64, f64, f64, f64)>,
         progress: Option<Py<PyAny>>,
         gram_from: Option<PyRef<'py, TrainerCore>>,
+        dtype: &str,
     ) -> PyResult<Self> {
         let backend = parse_mode(backend, "backend", &BackendKind::NAMES)?;
+        let dtype = parse_mode(dtype, "dtype", &Dtype::NAMES)?;
+        if dtype == Dtype::F32 && backend != BackendKind::Kron {
+            return Err(PyValueError::new_err("dtype: float32 is for the Kronecker backend only"));
+        }
         let loss = parse_mode(loss, "loss", &Loss::NAMES)?;
         let (ra, rb, rc, rv) = ridge.unwrap_or_default();
         let ridge = Ridge { a: ra, b: rb, c: rc, v: rv };
@@ -160,7 +198,7 @@ impl TrainerCore {
         // they are the same), shared without a copy.
         let kernel: KernelSpec = match &gram_from {
             None => parse_mode(gram, "gram", &GramMode::NAMES)?.into(),
-            Some(other) => match other.engine.kron().and_then(|k| k.shared_gram()) {
+            Some(other) => match with_kron!(&other.engine, k => k.shared_gram(), None) {
                 Some(k) => KernelSpec::Shared(k),
                 None => return Err(PyValueError::new_err("gram_from: that trainer has no precomputed Gram")),
             },
@@ -170,7 +208,12 @@ impl TrainerCore {
         let index = parse_mode(index, "index", &IndexKind::NAMES)?;
         let points = HeldPoints::hold(&points, "points")?;
         let y = targets(y)?;
-        let state = state.map(|s| f64_array::<Ix2>(s, "state")).transpose()?;
+        // A float32 trainer's P comes back as float32; everything else is float64.
+        let (state, state32) = if dtype == Dtype::F32 {
+            (None, state.map(|s| f32_array::<Ix2>(s, "state")).transpose()?)
+        } else {
+            (state.map(|s| f64_array::<Ix2>(s, "state")).transpose()?, None)
+        };
         let linear = linear.map(|s| f64_array::<Ix2>(s, "linear")).transpose()?;
         let held = HeldBlocks::hold(&blocks)?;
         let blocks = held.blocks().map_err(|e| to_py(py, e))?;
@@ -180,10 +223,12 @@ impl TrainerCore {
             c.inner.check_shape(points.n(), count, outputs).map_err(|e| to_py(py, e))?;
         }
         let state_view = state.as_ref().map(|s| s.as_array());
+        let state32_view = state32.as_ref().map(|s| s.as_array());
+        let resumed = state_view.is_some() || state32_view.is_some();
         let linear_view = linear.as_ref().map(|s| s.as_array());
         // Progress counts the Kronecker init's points × neurons (the dense
         // backend and a resumed state do not count).
-        let counted = state_view.is_none() && backend == BackendKind::Kron;
+        let counted = !resumed && backend == BackendKind::Kron;
         let total = if counted { (points.n() * count) as u64 } else { 0 };
         let points = points.views();
         let head = model.try_borrow()?;
@@ -192,20 +237,28 @@ impl TrainerCore {
             let f = points.factors()?;
             match backend {
                 BackendKind::Kron => {
-                    let p_t = match state_view {
-                        Some(s) => s.to_owned(),
-                        None => prediction::preacts_t_part(&f, &init, first, count, &blocks, ctl)?,
-                    };
-                    let lin = match (state_view, linear_view) {
-                        (Some(_), l) => l.map(|l| l.to_owned()),
-                        (None, _) => prediction::linear_parts(&f, outputs, &blocks, ctl)?,
+                    let lin = match (resumed, linear_view) {
+                        (true, l) => l.map(|l| l.to_owned()),
+                        (false, _) => prediction::linear_parts(&f, outputs, &blocks, ctl)?,
                     };
                     let setup = Setup { y, loss, ridge, linear: lin };
-                    let mut st = KronState::with_points(&f, setup, head, p_t, kernel, |vals, b| index.build(vals, b))?;
-                    if let Some((p, a, b, l)) = bounds {
-                        st.set_bounds(Bounds { p, a, b, l }, head)?;
+                    let bounds = bounds.map(|(p, a, b, l)| Bounds { p, a, b, l });
+                    match dtype {
+                        Dtype::F64 => {
+                            let p_t = match state_view {
+                                Some(s) => s.to_owned(),
+                                None => prediction::preacts_t_part(&f, &init, first, count, &blocks, ctl)?,
+                            };
+                            Ok(Engine::Kron(kron_state(&f, setup, head, p_t, kernel, index, bounds)?))
+                        }
+                        Dtype::F32 => {
+                            let p_t = match state32_view {
+                                Some(s) => s.to_owned(),
+                                None => prediction::preacts_t_part_as::<f32>(&f, &init, first, count, &blocks, ctl)?,
+                            };
+                            Ok(Engine::Kron32(kron_state(&f, setup, head, p_t, kernel, index, bounds)?))
+                        }
                     }
-                    Ok(Engine::Kron(st))
                 }
                 BackendKind::Dense => {
                     let w = match state_view {
@@ -275,9 +328,6 @@ impl TrainerCore {
         let r = rates(rates_);
         let mut coef = self.coef.bind(py).try_borrow_mut()?;
         let mut model = self.model.bind(py).try_borrow_mut()?;
-        let Engine::Kron(state) = &mut self.engine else {
-            return Err(PyValueError::new_err("run_sharded: only the Kronecker backend can be sharded"));
-        };
         let (alpha, head) = (&mut coef.inner, &mut model.inner);
         let mut failed_exchange: Option<PyErr> = None;
         let slot = &mut failed_exchange;
@@ -303,7 +353,14 @@ impl TrainerCore {
                     }
                 })
             };
-            Ok(sharded::run_sharded(state, alpha, head, &idx, &off, &r, fac.as_deref(), ctl, &mut send))
+            with_kron!(
+                &mut self.engine,
+                state => Ok(sharded::run_sharded(state, alpha, head, &idx, &off, &r, fac.as_deref(), ctl, &mut send)),
+                Err(crate::KronError::Invalid {
+                    arg: "run_sharded".into(),
+                    msg: "only the Kronecker backend can be sharded".into(),
+                })
+            )
         });
         let (stats, end) = match done.result {
             Ok(Ok(v)) => v,
@@ -333,12 +390,13 @@ impl TrainerCore {
     /// This shard's exact output sums for training points start .. stop:
     /// (stop − start, outputs · EXACT_WORDS) int64.
     fn output_words<'py>(&self, py: Python<'py>, start: usize, stop: usize) -> PyResult<Bound<'py, PyArray2<i64>>> {
-        let Some(state) = self.engine.kron() else {
-            return Err(PyValueError::new_err("output_words: only the Kronecker backend can be sharded"));
-        };
         let model = self.model.bind(py).try_borrow()?;
         let head = &model.inner;
-        let words = guarded(py, || state.output_words(head, start, stop))?;
+        let words = with_kron!(
+            &self.engine,
+            state => guarded(py, || state.output_words(head, start, stop))?,
+            return Err(PyValueError::new_err("output_words: only the Kronecker backend can be sharded"))
+        );
         let cols = head.outputs() * WORDS;
         Ok(Array2::from_shape_vec((stop - start, cols), words).expect("rows · C · WORDS words").into_pyarray(py))
     }
@@ -351,34 +409,37 @@ impl TrainerCore {
         start: usize,
         words: PyReadonlyArray2<'py, i64>,
     ) -> PyResult<Bound<'py, PyArray2<f64>>> {
-        let Some(state) = self.engine.kron() else {
-            return Err(PyValueError::new_err("outputs_from_words: only the Kronecker backend can be sharded"));
-        };
         let model = self.model.bind(py).try_borrow()?;
         let head = &model.inner;
         let w = words.as_array().as_standard_layout().into_owned();
-        let f = guarded(py, || state.outputs_from_words(head, start, w.as_slice().expect("standard layout")))?;
+        let w = w.as_slice().expect("standard layout");
+        let f = with_kron!(
+            &self.engine,
+            state => guarded(py, || state.outputs_from_words(head, start, w))?,
+            return Err(PyValueError::new_err("outputs_from_words: only the Kronecker backend can be sharded"))
+        );
         let c = head.outputs();
         Ok(Array2::from_shape_vec((f.len() / c, c), f).expect("k × C").into_pyarray(py))
     }
 
     /// The mean loss over the training points from their outputs (n, C).
     fn loss_of(&self, py: Python<'_>, f: PyReadonlyArray2<'_, f64>) -> PyResult<f64> {
-        let Some(state) = self.engine.kron() else {
-            return Err(PyValueError::new_err("loss_of: only the Kronecker backend can be sharded"));
-        };
         let f = f.as_array().iter().copied().collect::<Vec<_>>();
-        guarded(py, || state.loss_of(&f))
+        with_kron!(
+            &self.engine,
+            state => guarded(py, || state.loss_of(&f)),
+            Err(PyValueError::new_err("loss_of: only the Kronecker backend can be sharded"))
+        )
     }
 
     /// The running bounds (max |P|, |a|, |b|, |L̃|) of the Kronecker
     /// backend's overflow guard; zeros for the dense backend.
     #[getter]
     fn bounds(&self) -> (f64, f64, f64, f64) {
-        self.engine.kron().map_or((0.0, 0.0, 0.0, 0.0), |k| {
+        with_kron!(&self.engine, k => {
             let b = k.bounds();
             (b.p, b.a, b.b, b.l)
-        })
+        }, (0.0, 0.0, 0.0, 0.0))
     }
 
     /// Sets the running bounds (a sharded trainer sets every rank's to the
@@ -386,13 +447,12 @@ impl TrainerCore {
     #[setter]
     fn set_bounds(&mut self, py: Python<'_>, bounds: (f64, f64, f64, f64)) -> PyResult<()> {
         let model = self.model.bind(py).try_borrow()?;
-        match &mut self.engine {
-            Engine::Kron(k) => {
-                let (p, a, b, l) = bounds;
-                k.set_bounds(Bounds { p, a, b, l }, &model.inner).map_err(|e| to_py(py, e))
-            }
-            Engine::Dense(_) => Err(PyValueError::new_err("bounds: only the Kronecker backend has them")),
-        }
+        let (p, a, b, l) = bounds;
+        with_kron!(
+            &mut self.engine,
+            k => k.set_bounds(Bounds { p, a, b, l }, &model.inner).map_err(|e| to_py(py, e)),
+            Err(PyValueError::new_err("bounds: only the Kronecker backend has them"))
+        )
     }
 
     /// Many steps without returning to Python between them: the batches are
@@ -467,9 +527,11 @@ impl TrainerCore {
         match &self.engine {
             Engine::Kron(k) => {
                 out.set_item("state", k.preacts_t().to_owned().into_pyarray(py))?;
-                let b = k.bounds();
-                out.set_item("bounds", (b.p, b.a, b.b, b.l))?;
-                out.set_item("linear", k.linear().map(|l| l.to_owned().into_pyarray(py)))?;
+                kron_extras(py, &out, k)?;
+            }
+            Engine::Kron32(k) => {
+                out.set_item("state", k.preacts_t().to_owned().into_pyarray(py))?;
+                kron_extras(py, &out, k)?;
             }
             Engine::Dense(d) => {
                 out.set_item("state", d.weights().to_owned().into_pyarray(py))?;
@@ -479,44 +541,59 @@ impl TrainerCore {
         Ok(out)
     }
 
-    /// P (n, width): P[i, r] = <w_r, x_i> (Kronecker backend; a copy).
+    /// P (n, width): P[i, r] = <w_r, x_i> (Kronecker backend; a float64
+    /// copy whatever the trainer keeps P in).
     fn preacts<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray2<f64>>> {
-        match self.engine.kron() {
-            Some(k) => Ok(k.preacts().as_standard_layout().into_owned().into_pyarray(py)),
-            None => Err(PyValueError::new_err("preacts: only the Kronecker backend keeps P")),
-        }
+        with_kron!(
+            &self.engine,
+            k => Ok(k.preacts().mapv(|v| v.to_f64()).into_pyarray(py)),
+            Err(PyValueError::new_err("preacts: only the Kronecker backend keeps P"))
+        )
+    }
+
+    /// The type P is kept in: "float64" or "float32".
+    #[getter]
+    fn dtype(&self) -> &'static str {
+        self.engine.dtype()
     }
 
     #[getter]
     fn index_name(&self) -> &'static str {
-        self.engine.kron().map_or("none", |k| k.index_name())
+        with_kron!(&self.engine, k => k.index_name(), "none")
     }
 
     #[getter]
     fn index_memory_bytes(&self) -> usize {
-        self.engine.kron().map_or(0, |k| k.index_memory_bytes())
+        with_kron!(&self.engine, k => k.index_memory_bytes(), 0)
     }
 
     /// The index's work so far (see `kn.AsyncTree.stats`).
     #[getter]
     fn index_stats(&self) -> HashMap<&'static str, u64> {
-        stats_dict(self.engine.kron().map_or(IndexStats::default(), |k| k.index_stats()))
+        stats_dict(with_kron!(&self.engine, k => k.index_stats(), IndexStats::default()))
     }
 
     /// (seconds, nominal FLOPs 2·n·S·|R|) of the step's GEMM so far.
     #[getter]
     fn update_work(&self) -> (f64, f64) {
-        self.engine.kron().map_or((0.0, 0.0), |k| k.update_work())
+        with_kron!(&self.engine, k => k.update_work(), (0.0, 0.0))
     }
 
     /// Seconds spent finding fire sets (index syncs and queries) so far.
     #[getter]
     fn index_seconds(&self) -> f64 {
-        self.engine.kron().map_or(0.0, |k| k.index_seconds())
+        with_kron!(&self.engine, k => k.index_seconds(), 0.0)
     }
 
     #[getter]
     fn gram_mode(&self) -> &'static str {
-        self.engine.kron().map_or("none", |k| k.gram_mode().name())
+        with_kron!(&self.engine, k => k.gram_mode().name(), "none")
     }
+}
+
+/// The Kronecker backend's bounds and linear parts, for `export_state`.
+fn kron_extras<T: Elem>(py: Python<'_>, out: &Bound<'_, PyDict>, k: &KronState<T>) -> PyResult<()> {
+    let b = k.bounds();
+    out.set_item("bounds", (b.p, b.a, b.b, b.l))?;
+    out.set_item("linear", k.linear().map(|l| l.to_owned().into_pyarray(py)))
 }

@@ -4,7 +4,7 @@
 use super::arrays::{f64_array, indices};
 use super::runtime::guarded;
 use super::trainer::stats_dict;
-use crate::index::{ActivationIndex, AsyncTree};
+use crate::index::AsyncTree;
 use ndarray::{Array1, Array2, Ix2};
 use numpy::{IntoPyArray, PyArray1, PyArray2};
 use pyo3::exceptions::PyValueError;
@@ -111,13 +111,13 @@ impl PyAsyncTree {
     /// Bytes of the tree's own structure (internal nodes, log, cursors).
     #[getter]
     fn memory_bytes(&self) -> usize {
-        self.tree.memory_bytes()
+        self.tree.bytes()
     }
 
     /// Work so far: dict of queries, rows_synced, full_rebuilds,
     /// nodes_recomputed, values_read.
     #[getter]
     fn stats(&self) -> HashMap<&'static str, u64> {
-        stats_dict(self.tree.stats())
+        stats_dict(self.tree.work())
     }
 }

@@ -6,6 +6,7 @@
 //! to date (the asynchronous tree, `index/tree.rs`). Every index must return exactly
 //! the same, sorted fire sets: they are interchangeable, only speed differs.
 
+use crate::elem::Elem;
 use ndarray::ArrayView2;
 use rayon::prelude::*;
 
@@ -34,11 +35,11 @@ impl IndexStats {
     }
 }
 
-pub trait ActivationIndex: Send + Sync {
+pub trait ActivationIndex<T: Elem = f64>: Send + Sync {
     /// Fire sets of `rows` (indices into P, may repeat), each sorted ascending,
     /// in the order of `rows`. Strict: r fires when P[i, r] > thresholds[r]
     /// (one threshold per neuron, the net's b_r).
-    fn fire_sets(&mut self, values: ArrayView2<'_, f64>, rows: &[usize], thresholds: &[f64]) -> Vec<Vec<u32>>;
+    fn fire_sets(&mut self, values: ArrayView2<'_, T>, rows: &[usize], thresholds: &[f64]) -> Vec<Vec<u32>>;
 
     /// Neurons `cols` (sorted, distinct) changed in every row of P: their
     /// preactivations, their thresholds, or both.
@@ -79,12 +80,12 @@ impl LinearScan {
 }
 
 /// `{r : row[r] > thresholds[r]}`, sorted.
-pub fn scan_row(row: &[f64], thresholds: &[f64]) -> Vec<u32> {
-    row.iter().zip(thresholds).enumerate().filter(|(_, (v, t))| *v > *t).map(|(r, _)| r as u32).collect()
+pub fn scan_row<T: Elem>(row: &[T], thresholds: &[f64]) -> Vec<u32> {
+    row.iter().zip(thresholds).enumerate().filter(|(_, (v, t))| v.to_f64() > **t).map(|(r, _)| r as u32).collect()
 }
 
-impl ActivationIndex for LinearScan {
-    fn fire_sets(&mut self, values: ArrayView2<'_, f64>, rows: &[usize], thresholds: &[f64]) -> Vec<Vec<u32>> {
+impl<T: Elem> ActivationIndex<T> for LinearScan {
+    fn fire_sets(&mut self, values: ArrayView2<'_, T>, rows: &[usize], thresholds: &[f64]) -> Vec<Vec<u32>> {
         self.stats.queries += rows.len() as u64;
         self.stats.values_read += (rows.len() * values.ncols()) as u64;
         rows.par_iter()

@@ -14,6 +14,7 @@
 //! answers are exact for any thresholds.
 
 use super::activation::{scan_row, ActivationIndex, IndexStats};
+use crate::elem::Elem;
 use ndarray::ArrayView2;
 use rayon::prelude::*;
 
@@ -35,7 +36,7 @@ impl FiredBits {
     pub const NAME: &'static str = "bits";
 
     /// Builds the bits of `values` (n × m) at the per-neuron `thresholds` (m).
-    pub fn new(values: ArrayView2<'_, f64>, thresholds: &[f64]) -> FiredBits {
+    pub fn new<T: Elem>(values: ArrayView2<'_, T>, thresholds: &[f64]) -> FiredBits {
         let (n, m) = values.dim();
         let tau = thresholds.to_vec();
         let words = m.div_ceil(64).max(1);
@@ -43,7 +44,7 @@ impl FiredBits {
         bits.par_chunks_mut(words).enumerate().for_each(|(i, row_bits)| {
             let row = values.row(i);
             for (r, (v, t)) in row.iter().zip(&tau).enumerate() {
-                if *v > *t {
+                if v.to_f64() > *t {
                     row_bits[r / 64] |= 1 << (r % 64);
                 }
             }
@@ -52,7 +53,7 @@ impl FiredBits {
         let mut by_neuron = vec![0u64; m * point_words];
         by_neuron.par_chunks_mut(point_words).enumerate().for_each(|(r, mask)| {
             for (i, v) in values.column(r).iter().enumerate() {
-                if *v > tau[r] {
+                if v.to_f64() > tau[r] {
                     mask[i / 64] |= 1 << (i % 64);
                 }
             }
@@ -73,8 +74,8 @@ impl FiredBits {
     }
 }
 
-impl ActivationIndex for FiredBits {
-    fn fire_sets(&mut self, values: ArrayView2<'_, f64>, rows: &[usize], thresholds: &[f64]) -> Vec<Vec<u32>> {
+impl<T: Elem> ActivationIndex<T> for FiredBits {
+    fn fire_sets(&mut self, values: ArrayView2<'_, T>, rows: &[usize], thresholds: &[f64]) -> Vec<Vec<u32>> {
         self.stats.queries += rows.len() as u64;
         // (Comparing m thresholds costs far less than the query it answers.)
         if thresholds == self.tau.as_slice() {

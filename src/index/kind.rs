@@ -4,6 +4,7 @@
 use super::activation::{ActivationIndex, LinearScan};
 use super::bits::FiredBits;
 use super::tree::{nodes_per_row, AsyncTree};
+use crate::elem::Elem;
 use ndarray::ArrayView2;
 
 /// Which index a trainer uses (`Trainer(index=...)`), parsed once at the
@@ -23,7 +24,7 @@ impl IndexKind {
 
     /// The index over P (n × m) for fire sets at the per-neuron
     /// `thresholds` (m).
-    pub fn build(self, values: ArrayView2<'_, f64>, thresholds: &[f64]) -> Box<dyn ActivationIndex> {
+    pub fn build<T: Elem>(self, values: ArrayView2<'_, T>, thresholds: &[f64]) -> Box<dyn ActivationIndex<T>> {
         match self {
             IndexKind::Scan => Box::new(LinearScan::default()),
             IndexKind::Tree => Box::new(AsyncTree::with_offsets(values, thresholds)),

@@ -28,6 +28,7 @@
 //! task, disjoint memory, no locks).
 
 use super::activation::{ActivationIndex, IndexStats};
+use crate::elem::Elem;
 use ndarray::{ArrayView1, ArrayView2};
 use rayon::prelude::*;
 
@@ -88,15 +89,15 @@ pub struct AsyncTree {
 /// Leaf r of a row: its value, less its neuron's threshold when the tree
 /// has them.
 #[inline]
-fn leaf(row: &ArrayView1<'_, f64>, offsets: Option<&[f64]>, r: usize) -> f64 {
+fn leaf<T: Elem>(row: &ArrayView1<'_, T>, offsets: Option<&[f64]>, r: usize) -> f64 {
     match offsets {
-        Some(b) => row[r] - b[r],
-        None => row[r],
+        Some(b) => row[r].to_f64() - b[r],
+        None => row[r].to_f64(),
     }
 }
 
 /// Max of the leaves of level-0 node `j`: values r in [j·F, (j+1)·F) ∩ [0, m).
-fn leaf_max(row: &ArrayView1<'_, f64>, offsets: Option<&[f64]>, j: usize, m: usize) -> f64 {
+fn leaf_max<T: Elem>(row: &ArrayView1<'_, T>, offsets: Option<&[f64]>, j: usize, m: usize) -> f64 {
     let stop = ((j + 1) * FANOUT).min(m);
     (j * FANOUT..stop).map(|r| leaf(row, offsets, r)).fold(f64::NEG_INFINITY, f64::max)
 }
@@ -107,7 +108,13 @@ fn node_max(block: &[f64], child_off: usize, child_count: usize, j: usize) -> f6
 }
 
 /// Rebuilds one point's tree from its leaves.
-fn rebuild(shape: &Shape, block: &mut [f64], row: &ArrayView1<'_, f64>, offsets: Option<&[f64]>, st: &mut IndexStats) {
+fn rebuild<T: Elem>(
+    shape: &Shape,
+    block: &mut [f64],
+    row: &ArrayView1<'_, T>,
+    offsets: Option<&[f64]>,
+    st: &mut IndexStats,
+) {
     for (j, node) in block[..shape.sizes[0]].iter_mut().enumerate() {
         *node = leaf_max(row, offsets, j, shape.m);
     }
@@ -123,10 +130,10 @@ fn rebuild(shape: &Shape, block: &mut [f64], row: &ArrayView1<'_, f64>, offsets:
 }
 
 /// Recomputes the ancestors of the dirty leaves, each once, bottom-up.
-fn sync_dirty(
+fn sync_dirty<T: Elem>(
     shape: &Shape,
     block: &mut [f64],
-    row: &ArrayView1<'_, f64>,
+    row: &ArrayView1<'_, T>,
     offsets: Option<&[f64]>,
     dirty: &[u32],
     st: &mut IndexStats,
@@ -154,10 +161,10 @@ fn sync_dirty(
 }
 
 /// Every r whose leaf exceeds tau, ascending, from an up-to-date tree.
-fn collect_above(
+fn collect_above<T: Elem>(
     shape: &Shape,
     block: &[f64],
-    row: &ArrayView1<'_, f64>,
+    row: &ArrayView1<'_, T>,
     offsets: Option<&[f64]>,
     tau: f64,
     out: &mut Vec<u32>,
@@ -194,18 +201,18 @@ impl AsyncTree {
 
     /// Builds the trees of all rows of `values` (n × m), in parallel, for
     /// queries at any τ (`query`, `query_many`).
-    pub fn new(values: ArrayView2<'_, f64>) -> AsyncTree {
+    pub fn new<T: Elem>(values: ArrayView2<'_, T>) -> AsyncTree {
         Self::build(values, None)
     }
 
     /// Builds the trees over the leaves P[i, r] − thresholds[r], for a
     /// trainer's fire sets (`ActivationIndex::fire_sets` with the same
     /// thresholds, or newer ones whose changes were logged).
-    pub fn with_offsets(values: ArrayView2<'_, f64>, thresholds: &[f64]) -> AsyncTree {
+    pub fn with_offsets<T: Elem>(values: ArrayView2<'_, T>, thresholds: &[f64]) -> AsyncTree {
         Self::build(values, Some(thresholds))
     }
 
-    fn build(values: ArrayView2<'_, f64>, offsets: Option<&[f64]>) -> AsyncTree {
+    fn build<T: Elem>(values: ArrayView2<'_, T>, offsets: Option<&[f64]>) -> AsyncTree {
         let (n, m) = values.dim();
         let shape = Shape::new(m);
         let mut nodes = vec![f64::NEG_INFINITY; n * shape.per_row];
@@ -231,7 +238,7 @@ impl AsyncTree {
 
     /// Brings tree i up to date with `values` (which must hold every change
     /// reported through `mark_changed`).
-    pub fn sync_row(&mut self, values: ArrayView2<'_, f64>, i: usize) {
+    pub fn sync_row<T: Elem>(&mut self, values: ArrayView2<'_, T>, i: usize) {
         let per_row = self.shape.per_row;
         let block = &mut self.nodes[i * per_row..(i + 1) * per_row];
         let st = sync_one(&self.shape, block, &values.row(i), None, &mut self.cursor[i], &self.log, self.log_base);
@@ -240,7 +247,7 @@ impl AsyncTree {
 
     /// Every r with values[i, r] > tau, ascending. Tree i must be synced
     /// (`sync_row`) since the last `mark_changed`, or the answer may be stale.
-    pub fn query_row(&self, values: ArrayView2<'_, f64>, i: usize, tau: f64) -> Vec<u32> {
+    pub fn query_row<T: Elem>(&self, values: ArrayView2<'_, T>, i: usize, tau: f64) -> Vec<u32> {
         let per_row = self.shape.per_row;
         let mut out = Vec::new();
         if self.shape.m > 0 {
@@ -257,17 +264,17 @@ impl AsyncTree {
     }
 
     /// Sync, then query: always exact.
-    pub fn query(&mut self, values: ArrayView2<'_, f64>, i: usize, tau: f64) -> Vec<u32> {
+    pub fn query<T: Elem>(&mut self, values: ArrayView2<'_, T>, i: usize, tau: f64) -> Vec<u32> {
         self.sync_row(values, i);
         self.query_row(values, i, tau)
     }
 }
 
 /// Syncs one point's tree from the log; returns the work done.
-fn sync_one(
+fn sync_one<T: Elem>(
     shape: &Shape,
     block: &mut [f64],
-    row: &ArrayView1<'_, f64>,
+    row: &ArrayView1<'_, T>,
     offsets: Option<&[f64]>,
     cursor: &mut u64,
     log: &[u32],
@@ -295,9 +302,9 @@ impl AsyncTree {
     /// row once): leaves above `tau`, the leaves shifted by `offsets` when
     /// given (a trainer's thresholds; the tree must have been built with
     /// offsets then, and without them otherwise).
-    pub fn query_many(
+    pub fn query_many<T: Elem>(
         &mut self,
-        values: ArrayView2<'_, f64>,
+        values: ArrayView2<'_, T>,
         rows: &[usize],
         offsets: Option<&[f64]>,
         tau: f64,
@@ -363,8 +370,8 @@ impl AsyncTree {
     }
 }
 
-impl ActivationIndex for AsyncTree {
-    fn fire_sets(&mut self, values: ArrayView2<'_, f64>, rows: &[usize], thresholds: &[f64]) -> Vec<Vec<u32>> {
+impl<T: Elem> ActivationIndex<T> for AsyncTree {
+    fn fire_sets(&mut self, values: ArrayView2<'_, T>, rows: &[usize], thresholds: &[f64]) -> Vec<Vec<u32>> {
         self.query_many(values, rows, Some(thresholds), 0.0)
     }
 

@@ -145,6 +145,26 @@ def test_early_stopping_goes_back_on_every_rank_as_one_process_does():
     assert bitwise(tr.fit(30).loss, ref.fit(30).loss)
 
 
+def test_a_float32_trainer_shards_bitwise_and_its_checkpoint_is_the_single_process_file():
+    data, net = make((8, 8), "gaussian", "kron")
+    _, alone = make((8, 8), "gaussian", "kron")
+    kw = dict(lr=kn.suggest_lr(net, 8), lr_a=1.0, dtype="float32")
+    tr = kn.Trainer(net, data, comm=COMM, **kw)
+    ref = kn.Trainer(alone, data, **kw)
+    assert bitwise(tr.fit(150).loss, ref.fit(150).loss)
+    assert bitwise(net.predict(data), alone.predict(data))
+    tmp = shared_tmpdir()
+    tr.checkpoint(os.path.join(tmp, "f32.ckpt"))
+    if COMM.rank == 0:
+        ref.checkpoint(os.path.join(tmp, "f32_alone.ckpt"))
+    COMM.Barrier()
+    got, want = members(os.path.join(tmp, "f32.ckpt")), members(os.path.join(tmp, "f32_alone.ckpt"))
+    assert got["trainer/state"].dtype == np.float32
+    assert sorted(got) == sorted(want) and all(bitwise(got[k], want[k]) for k in want)
+    back = kn.Trainer.restore(os.path.join(tmp, "f32.ckpt"), comm=COMM)
+    assert bitwise(back.fit(40).loss, ref.fit(40).loss)
+
+
 def test_each_rank_holds_its_share_of_the_state():
     data, net = make((8, 8), "gaussian", "kron")
     tr = kn.Trainer(net, data, lr=50.0, comm=COMM, progress=True)

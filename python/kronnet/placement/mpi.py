@@ -280,8 +280,10 @@ def stream_rows(
     group : ShardedPlacement
         The ranks; every one must call with the same number of arrays.
     parts : sequence of array_like, each of shape (rows_q, cols_i)
-        This rank's row block of each array (float64; any layout: each
-        piece is made contiguous as it is sent).
+        This rank's row block of each array (float32 stays float32, any
+        other type becomes float64; every rank's blocks of an array must
+        have the same type; any layout: each piece is made contiguous as it
+        is sent).
     write : callable
         Called on `root` only, with one ``((rows, cols_i), blocks)`` per
         array: the whole shape and an iterator over its row blocks in
@@ -299,11 +301,14 @@ def stream_rows(
     """
     # Views stay views (α arrives as a transposed view): each piece is made
     # contiguous only when it is sent or written.
-    mine = group.run(lambda: [np.asarray(p, dtype=np.float64) for p in parts])
+    mine = group.run(lambda: [_row_array(p) for p in parts])
     shapes = group.comm.allgather([a.shape for a in mine])
+    kinds = group.comm.allgather([a.dtype.str for a in mine])
     for i in range(len(mine)):
         if any(len(s[i]) != 2 for s in shapes) or len({s[i][1] for s in shapes}) != 1:
             raise ArgumentError("parts", f"array {i} has row blocks of shapes {[s[i] for s in shapes]} on the ranks")
+        if len({k[i] for k in kinds}) != 1:
+            raise ArgumentError("parts", f"array {i} has row blocks of dtypes {[k[i] for k in kinds]} on the ranks")
     comm = group.comm
     if group.rank != root:
         for i, a in enumerate(mine):
@@ -320,13 +325,13 @@ def stream_rows(
         for start, stop in _pieces(*shapes[q][i])
     ]
     cursor = 0
-    buffer = np.empty(0)
+    buffers: Dict[str, np.ndarray] = {}
 
     def receive(i: int, q: int, start: int, stop: int) -> np.ndarray:
-        nonlocal buffer
-        cols = shapes[q][i][1]
+        cols, kind = shapes[q][i][1], kinds[q][i]
+        buffer = buffers.get(kind, np.empty(0, dtype=kind))
         if buffer.size < (stop - start) * cols:
-            buffer = np.empty((stop - start) * cols)
+            buffer = buffers[kind] = np.empty((stop - start) * cols, dtype=kind)
         piece = buffer[: (stop - start) * cols].reshape(stop - start, cols)
         comm.Recv(piece, source=q, tag=ROWS_TAG + i)
         return piece
@@ -352,6 +357,13 @@ def stream_rows(
         receive(*pending[cursor])
         cursor += 1
     group.fail_together(error)
+
+
+def _row_array(part: Any) -> np.ndarray:
+    """A row block as sent: float32 stays float32 (a float32 trainer's P),
+    anything else becomes float64."""
+    arr = np.asarray(part)
+    return arr if arr.dtype == np.float32 else np.asarray(arr, dtype=np.float64)
 
 
 class _Interrupt:

@@ -80,7 +80,8 @@ def read(path: Any, placement: Placement) -> Tuple[TwoLayerNet, KronPoints, Trai
             raise r.fail(f"trainer: block {block} does not exist")
         backend = r.field(t, "backend", str, "trainer")
         y = r.array("trainer/y", np.float64, (1, 2))
-        core_state = r.mapped(STATE_MEMBER, np.float64, 2)
+        # Pᵀ in the type the trainer kept it in (float32 or float64).
+        core_state = r.mapped(STATE_MEMBER, (np.float64, np.float32), 2)
         linear = r.array(LINEAR_MEMBER, np.float64, 2, optional=True)
         order = r.array("trainer/order", np.int64, 1)
         assert y is not None and order is not None
@@ -122,6 +123,7 @@ def read(path: Any, placement: Placement) -> Tuple[TwoLayerNet, KronPoints, Trai
             ("ridge_c", (int, float)),
             ("ridge_v", (int, float)),
             ("schedule", dict),
+            ("dtype", str),
         ):
             if key in t:
                 settings[key] = r.field(t, key, kind, "trainer")
@@ -136,7 +138,9 @@ def read(path: Any, placement: Placement) -> Tuple[TwoLayerNet, KronPoints, Trai
             _check_sampler(r, sampler, data.n, steps_done)
             # Only the neurons this process holds (all of them in one process).
             first, count = neurons
-            mine = np.ascontiguousarray(core_state[first : first + count], np.float64)
+            # A float32 trainer's P is stored as float64 (exactly its values).
+            kind = np.float32 if settings.get("dtype") == "float32" else np.float64
+            mine = np.ascontiguousarray(core_state[first : first + count], kind)
             held = bounds
             if held is not None and held[1] is None:
                 # This process's a and b; a sharded trainer agrees on the

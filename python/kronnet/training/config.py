@@ -22,6 +22,7 @@ Backend = Literal["kron", "dense"]
 IndexKind = Literal["auto", "scan", "tree", "bits"]
 GramMode = Literal["auto", "precomputed", "columns"]
 LossName = Literal["squared", "logistic", "cross_entropy"]
+Dtype = Literal["float64", "float32"]
 
 #: The backends, activation indexes and Gram modes the core implements, and
 #: the names a Trainer accepts (the core's plus "auto", which a plan resolves).
@@ -29,6 +30,8 @@ BACKENDS: Tuple[str, ...] = tuple(_core.BACKENDS)
 #: The losses the core implements (``Trainer(loss=...)``).
 LOSSES: Tuple[str, ...] = tuple(_core.LOSSES)
 INDEXES: Tuple[str, ...] = ("auto", *_core.INDEXES)
+#: The types a Kronecker trainer keeps P in (``Trainer(dtype=...)``).
+DTYPES: Tuple[str, ...] = tuple(_core.DTYPES)
 GRAM_MODES: Tuple[str, ...] = ("auto", *_core.GRAM_MODES)
 
 #: What a resolved dense-backend plan says for the index and Gram mode it
@@ -77,6 +80,9 @@ class TrainerConfig:
         thresholds.
     schedule : None, tuple or schedule, default None
         A factor on every rate per step (:mod:`kronnet.training.schedules`).
+    dtype : {"float64", "float32"}, default "float64"
+        The type the Kronecker backend keeps P in (float32: half the memory
+        and traffic; docs/design.md, "float32").
 
     Raises
     ------
@@ -115,6 +121,7 @@ class TrainerConfig:
     ridge_c: float = 0.0
     ridge_v: float = 0.0
     schedule: Any = None
+    dtype: str = "float64"
 
     def __post_init__(self) -> None:
         resolved_dense = self.index == NONE and self.gram == NONE
@@ -129,9 +136,12 @@ class TrainerConfig:
             "index": self.index if resolved_dense else v.choice(self.index, "index", INDEXES),
             "gram": self.gram if resolved_dense else v.choice(self.gram, "gram", GRAM_MODES),
             "gram_budget_bytes": v.positive_int(self.gram_budget_bytes, "gram_budget_bytes"),
+            "dtype": v.choice(self.dtype, "dtype", DTYPES),
         }
         for name, value in checked.items():
             object.__setattr__(self, name, value)
+        if self.dtype != "float64" and self.backend != "kron":
+            raise ArgumentError("dtype", f"{self.dtype} is for the Kronecker backend only (backend={self.backend!r})")
         for part, what in (("a", "a"), ("b", "b - b(0)"), ("c", "c"), ("v", "v")):
             rate, ridge = getattr(self, f"lr_{part}"), getattr(self, f"ridge_{part}")
             if rate * ridge >= 1.0:

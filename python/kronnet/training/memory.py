@@ -67,6 +67,9 @@ def trainer_memory(
             [blk.data.n for blk in net.coefficients if blk.trained],
             data.core_nbytes,
             _core.thread_count(),
+            outputs=net.outputs,
+            linear=config.lr_v > 0 or any(blk.storage.linear for blk in net.coefficients),
+            dtype=config.dtype,
         ).items()
     }
     what = (

@@ -19,6 +19,7 @@ from ..placement import Placement, StepRunner
 from ..progress import PointsBar, steps_bar
 from . import checkpoint as checkpoint_file
 from .config import GRAM_BUDGET_BYTES, NONE, Backend, GramMode, IndexKind, LossName, TrainerConfig
+from .config import Dtype as DtypeName
 from .history import History, from_runs
 from .memory import MemoryPlan, trainer_memory
 from .sampler import BatchSampler
@@ -98,6 +99,13 @@ class Trainer:
         ``("inverse_time", tau)`` (1 / (1 + t / tau)), ``("cosine", T)``
         (half a cosine from 1 to 0 over T steps), or a schedule object
         (:mod:`kronnet.training.schedules`); t counts the trainer's steps.
+    dtype : {"float64", "float32"}, default "float64"
+        The type the Kronecker backend keeps P (n × m) in. "float32" halves
+        the trainer's largest array and the traffic of every step; values
+        are widened for every computation and each step's update of a value
+        is rounded once (docs/design.md, "float32", for what it changes).
+        The coefficients, the Gram and everything saved with the net stay
+        float64.
 
     Raises
     ------
@@ -153,6 +161,7 @@ class Trainer:
         ridge_c: float = 0.0,
         ridge_v: float = 0.0,
         schedule: ScheduleLike = None,
+        dtype: DtypeName = "float64",
     ) -> None:
         progress = v.flag(progress, "progress")
         config = TrainerConfig(
@@ -173,6 +182,7 @@ class Trainer:
             ridge_c=ridge_c,
             ridge_v=ridge_v,
             schedule=schedule,
+            dtype=dtype,
         )
         if gram_from is not None:
             config = replace(config, gram=_shared_gram_mode(gram_from, data, config.backend))
@@ -311,10 +321,11 @@ class Trainer:
         index: IndexKind = "auto",
         gram: GramMode = "auto",
         gram_budget_bytes: int = GRAM_BUDGET_BYTES,
+        dtype: DtypeName = "float64",
     ) -> int:
         """Peak bytes a Trainer on (net, data) allocates, before building it.
 
-        Kronecker backend: P (8 n m), the coefficient block when the net has
+        Kronecker backend: P (8 n m, or 4 n m in float32), the coefficient block when the net has
         none for these points yet (8 n m), the Gram (8 n^2 when
         precomputed), the index (``bits``: n m / 4 bytes; ``tree``: about
         8 n m / 7), a copy of the factors, and the largest transient (init's
@@ -337,6 +348,8 @@ class Trainer:
         gram : {"auto", "precomputed", "columns"}, default "auto"
             As for :class:`Trainer`.
         gram_budget_bytes : int, default 2**30
+            As for :class:`Trainer`.
+        dtype : {"float64", "float32"}, default "float64"
             As for :class:`Trainer`.
 
         Returns
@@ -364,7 +377,7 @@ class Trainer:
             raise ArgumentTypeError("data", f"expected a KronData or PairData, got {type(data).__name__}")
         if data.n == 0 or data.dims != net.dims:
             raise ArgumentError("data", f"has {data.n} points of dims {data.dims}; the net expects dims {net.dims}")
-        config = TrainerConfig(1.0, 1, index, backend, 0, gram, gram_budget_bytes)
+        config = TrainerConfig(1.0, 1, index, backend, 0, gram, gram_budget_bytes, dtype=dtype)
         resolved = config.resolved(data.n, net.width, net.threshold)
         return trainer_memory(net, data, resolved, net.placement.neurons(net.width)[1]).estimate
 
@@ -1087,6 +1100,7 @@ def _make_core(
         bounds=bounds,
         progress=progress,
         gram_from=gram_from,
+        dtype=config.dtype,
     )
 
 

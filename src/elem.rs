@@ -1,0 +1,165 @@
+//! The element type of a trainer's preactivations P (`Trainer(dtype=...)`).
+//!
+//! P (n × m) is the state a step reads and writes most: every fired
+//! neuron's whole column, O(n |R|) values per step, against O(S |R|) for
+//! the coefficients and O(n S) for the Gram rows. Keeping it in float32
+//! halves the trainer's memory and the step's traffic. Every computation on
+//! it still runs in float64: a value is widened when read, a step's update
+//! of a value is accumulated in float64 and rounded once when stored, and a
+//! fire set compares the stored value, widened exactly, with the
+//! threshold. float64 keeps the paper's exactness (docs/design.md, "Why it
+//! is exact"); float32 has its own statement (docs/design.md, "float32").
+
+/// A storage type of P: f64 or f32.
+pub trait Elem: Copy + Default + Send + Sync + PartialOrd + std::fmt::Debug + 'static {
+    /// The NumPy name of the type.
+    const NAME: &'static str;
+    /// Bytes per value.
+    const BYTES: usize;
+    /// Largest |P| a step may leave: far enough below the type's overflow
+    /// that no stored value, and no sum or product of them in float64, can
+    /// become infinite.
+    const SAFE_BOUND: f64;
+
+    /// The value, exactly, as f64.
+    fn to_f64(self) -> f64;
+
+    /// The nearest value of this type.
+    fn from_f64(v: f64) -> Self;
+
+    /// `block[k] -= Σ_t c_t · k_t[start + k]` over the terms (c_t, k_t) in
+    /// their order, rounding each value once when it is stored.
+    fn update_block(block: &mut [Self], terms: &[(f64, &[f64])], start: usize);
+
+    /// The values themselves when the type is f64 (for code specialised to
+    /// it), else None.
+    fn as_f64s(values: &[Self]) -> Option<&[f64]>;
+
+    /// An f64 array in this type: itself for f64 (no copy), rounded for f32.
+    fn from_f64_array(a: ndarray::Array2<f64>) -> ndarray::Array2<Self>;
+}
+
+impl Elem for f64 {
+    const NAME: &'static str = "float64";
+    const BYTES: usize = 8;
+    const SAFE_BOUND: f64 = crate::limits::SAFE_BOUND;
+
+    #[inline(always)]
+    fn to_f64(self) -> f64 {
+        self
+    }
+
+    #[inline(always)]
+    fn from_f64(v: f64) -> f64 {
+        v
+    }
+
+    #[inline(always)]
+    fn update_block(block: &mut [f64], terms: &[(f64, &[f64])], start: usize) {
+        let len = block.len();
+        for (c, krow) in terms {
+            for (o, k) in block.iter_mut().zip(&krow[start..start + len]) {
+                *o -= c * k;
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn as_f64s(values: &[f64]) -> Option<&[f64]> {
+        Some(values)
+    }
+
+    fn from_f64_array(a: ndarray::Array2<f64>) -> ndarray::Array2<f64> {
+        a
+    }
+}
+
+impl Elem for f32 {
+    const NAME: &'static str = "float32";
+    const BYTES: usize = 4;
+    /// f32 overflows at 3.4e38; products of two values and sums over m
+    /// neurons stay far inside f64.
+    const SAFE_BOUND: f64 = 1e30;
+
+    #[inline(always)]
+    fn to_f64(self) -> f64 {
+        self as f64
+    }
+
+    #[inline(always)]
+    fn from_f64(v: f64) -> f32 {
+        v as f32
+    }
+
+    #[inline(always)]
+    fn update_block(block: &mut [f32], terms: &[(f64, &[f64])], start: usize) {
+        // The S terms are accumulated in float64 and the value rounded to
+        // float32 once per step, not once per term.
+        const MAX: usize = 256;
+        let len = block.len();
+        debug_assert!(len <= MAX);
+        let mut acc = [0.0f64; MAX];
+        let acc = &mut acc[..len];
+        for (a, v) in acc.iter_mut().zip(block.iter()) {
+            *a = *v as f64;
+        }
+        for (c, krow) in terms {
+            for (a, k) in acc.iter_mut().zip(&krow[start..start + len]) {
+                *a -= c * k;
+            }
+        }
+        for (o, a) in block.iter_mut().zip(acc.iter()) {
+            *o = *a as f32;
+        }
+    }
+
+    #[inline(always)]
+    fn as_f64s(_: &[f32]) -> Option<&[f64]> {
+        None
+    }
+
+    fn from_f64_array(a: ndarray::Array2<f64>) -> ndarray::Array2<f32> {
+        a.mapv(|v| v as f32)
+    }
+}
+
+/// Which type a trainer keeps P in, parsed once at the binding boundary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dtype {
+    F64,
+    F32,
+}
+
+impl Dtype {
+    /// Every type by the name `Trainer(dtype=...)` accepts.
+    pub const NAMES: [(&'static str, Dtype); 2] = [(f64::NAME, Dtype::F64), (f32::NAME, Dtype::F32)];
+
+    /// Bytes per value of P.
+    pub fn bytes(self) -> usize {
+        match self {
+            Dtype::F64 => f64::BYTES,
+            Dtype::F32 => f32::BYTES,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The f32 update accumulates in f64 and rounds once: it equals the f64
+    /// update of the widened values, rounded.
+    #[test]
+    fn f32_updates_round_once() {
+        let k1: Vec<f64> = (0..300).map(|i| (i as f64 * 0.37).sin()).collect();
+        let k2: Vec<f64> = (0..300).map(|i| (i as f64 * 0.11).cos()).collect();
+        let terms = [(1e-3, k1.as_slice()), (-2.5e-4, k2.as_slice())];
+        let mut low: Vec<f32> = (0..200).map(|i| 1.0 + i as f32 * 1e-3).collect();
+        let mut wide: Vec<f64> = low.iter().map(|&v| v as f64).collect();
+        f32::update_block(&mut low, &terms, 50);
+        f64::update_block(&mut wide, &terms, 50);
+        for (l, w) in low.iter().zip(&wide) {
+            assert_eq!(*l, *w as f32);
+        }
+    }
+}
