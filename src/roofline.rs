@@ -1,7 +1,8 @@
 //! The machine's ceilings that benchmarks read achieved rates against,
 //! measured on every worker thread at once: the float64 fused multiply-add
-//! peak, and the throughput of the normal generator that init and
-//! prediction draw W(0) from. A contraction of F flops that also draws N
+//! peak, the read-plus-write bandwidth of a buffer of a given size (the
+//! memory level a step's P lives in), and the throughput of the normal
+//! generator that init and prediction draw W(0) from. A contraction of F flops that also draws N
 //! normals cannot take less than F / peak + N / rate on this machine at
 //! that moment (the two compete for the same cores), whatever its GEMM.
 
@@ -51,6 +52,37 @@ pub fn normals_per_second(seconds: f64) -> f64 {
         sink
     });
     (bursts * FILLS_PER_BURST * NORMALS_PER_FILL) as f64 / elapsed
+}
+
+/// Values a task of `stream_gbytes` covers: 256 KiB, long against the
+/// pool's dispatch and short against any one cache.
+const STREAM_CHUNK: usize = 1 << 15;
+
+/// Read-plus-write bandwidth, in GB/s, of in-place streaming passes
+/// (x ← 0.999 x + 0.001, which a step's update of P resembles: every value
+/// read once and written once) over a buffer of `bytes` on all rayon
+/// threads at once, for about `seconds`; the best of the passes. The
+/// buffer's size picks the memory level: a few MiB measures the caches,
+/// far more than the last-level cache measures DRAM. None when the buffer
+/// cannot be allocated.
+pub fn stream_gbytes(bytes: usize, seconds: f64) -> Option<f64> {
+    let len = (bytes / 8).max(1);
+    let mut buf = crate::error::try_zeros(len, "stream buffer").ok()?;
+    // First touch (page faults) outside the timed passes.
+    buf.par_chunks_mut(STREAM_CHUNK).for_each(|c| c.iter_mut().for_each(|v| *v = 1.0));
+    let budget = if seconds.is_finite() && seconds > 0.0 { seconds.min(3600.0) } else { 0.0 };
+    let start = Instant::now();
+    let mut best = f64::INFINITY;
+    loop {
+        let pass = Instant::now();
+        buf.par_chunks_mut(STREAM_CHUNK).for_each(|c| c.iter_mut().for_each(|v| *v = 0.999 * *v + 0.001));
+        best = best.min(pass.elapsed().as_secs_f64());
+        if start.elapsed().as_secs_f64() >= budget {
+            break;
+        }
+    }
+    std::hint::black_box(&buf);
+    Some(2.0 * (len * 8) as f64 / best.max(1e-9) / 1e9)
 }
 
 /// Runs `burst` on every rayon thread at once, again and again, until
@@ -118,7 +150,10 @@ mod tests {
         // Budgets that are not numbers of seconds run one burst.
         for seconds in [f64::NAN, -1.0, f64::INFINITY, f64::NEG_INFINITY] {
             assert!(normals_per_second(seconds) > 0.0);
+            assert!(stream_gbytes(1 << 16, seconds).is_some_and(|g| g.is_finite() && g > 0.0));
         }
+        let rate = stream_gbytes(1 << 20, 0.02).expect("1 MiB allocates");
+        assert!(rate.is_finite() && rate > 0.0, "{rate}");
     }
 
     /// The burst computes what its recurrence says (so the timed work is

@@ -17,7 +17,7 @@ use crate::index::{ActivationIndex, IndexStats};
 use crate::limits::SAFE_BOUND;
 use crate::loss::Loss;
 use crate::model::{check_batch, plan_step, Bounds, Model, Plan, Rates, Ridge, StepStats};
-use ndarray::{Array2, ArrayView1, ArrayView2, Axis};
+use ndarray::{Array2, ArrayView2, Axis};
 use rayon::prelude::*;
 use std::sync::Arc;
 
@@ -89,6 +89,8 @@ pub struct KronState<T: Elem = f64> {
     /// step cost a page fault per 4 KiB, a tenth of a step at large n.
     kb: Vec<f64>,
     kb_scratch: Vec<f64>,
+    /// K[B, :] as the update reads it (`Elem::gram_rows`), for float32.
+    kb_typed: Vec<T::Gram>,
     /// Bounds on |P|, |a|, |b| and |L̃| that keep every output finite
     /// (`model::Bounds`): the step updates in place with nothing to roll back.
     bounds: Bounds,
@@ -262,6 +264,7 @@ impl<T: Elem> KronState<T> {
         Ok(KronState {
             kb: Vec::new(),
             kb_scratch: Vec::new(),
+            kb_typed: Vec::new(),
             y,
             loss,
             ridge,
@@ -511,7 +514,15 @@ impl<T: Elem> KronState<T> {
         head_norms: (f64, f64),
         kb_t: ArrayView2<'_, f64>,
     ) -> Result<StepStats> {
-        let kb_max: Vec<f64> = kb_t.axis_iter(Axis(0)).map(|row| max_abs(row.iter())).collect();
+        // max_i |K[i, B_s]| per batch point, in parallel over pieces of each
+        // row (a max is the same whatever the split).
+        let kb_max: Vec<f64> = kb_t
+            .axis_iter(Axis(0))
+            .map(|row| {
+                let row = row.to_slice().expect("rows of K[B, :] are contiguous");
+                row.par_chunks(1 << 14).map(|c| max_abs(c.iter())).reduce(|| 0.0, f64::max)
+            })
+            .collect();
         let bounds =
             self.head_caps(&rates, head_norms).advance(model, &plan, &rates, &self.ridge, &kb_max, T::SAFE_BOUND)?;
         // The linear term's coefficients: φ = lr_v / (S s_v) with s_v already
@@ -612,11 +623,12 @@ impl<T: Elem> KronState<T> {
         Ok(self.loss.mean(f, &self.y, self.outputs, None))
     }
 
-    /// P[:, R_j] −= Σ_s C[s, j] K[:, B_s] in place: the step's GEMM
-    /// (n × S × |R|), one contiguous row of Pᵀ per fired neuron, with the
-    /// zero coefficients (neuron not fired by point s) skipped. With
+    /// P[:, R_j] −= Σ_s C[s, j] K[:, B_s] in place: the step's update
+    /// (n × S × |R|, with the zero coefficients — neuron not fired by point
+    /// s — skipped), one contiguous row of Pᵀ per fired neuron. With
     /// `thresholds` it also returns each new row's mask of P[:, r] > b_r
-    /// (⌈n/64⌉ words per neuron), computed while the row is in L1.
+    /// (⌈n/64⌉ words per neuron), computed while the values are in L1.
+    ///
     fn update_preacts(
         &mut self,
         kb_t: ArrayView2<'_, f64>,
@@ -625,8 +637,22 @@ impl<T: Elem> KronState<T> {
         thresholds: Option<&[f64]>,
     ) -> Vec<u64> {
         let n = self.n();
-        // Disjoint &mut rows of Pᵀ for the sorted neurons, so the rows are
-        // updated in parallel without unsafe code.
+        let s_len = kb_t.nrows();
+        let kb = kb_t.as_slice().expect("standard layout");
+        // Each fired row's nonzero terms (c, s), in s order.
+        let mut terms: Vec<(f64, usize)> = Vec::with_capacity(neurons.len() * 2);
+        let mut starts: Vec<usize> = Vec::with_capacity(neurons.len() + 1);
+        for j in 0..neurons.len() {
+            starts.push(terms.len());
+            for s in 0..s_len {
+                let c = coef[[s, j]];
+                if c != 0.0 {
+                    terms.push((c, s));
+                }
+            }
+        }
+        starts.push(terms.len());
+        // Disjoint &mut rows of Pᵀ for the sorted neurons.
         let mut rows: Vec<&mut [T]> = Vec::with_capacity(neurons.len());
         let mut rest = self.p_t.as_slice_mut().expect("Pᵀ is standard layout");
         let mut next = 0usize;
@@ -637,7 +663,6 @@ impl<T: Elem> KronState<T> {
             rest = tail;
             next = r as usize + 1;
         }
-        let kb = kb_t.as_slice().expect("standard layout");
         let words = if thresholds.is_some() { n.div_ceil(64).max(1) } else { 0 };
         let mut masks = vec![0u64; words * neurons.len()];
         let mask_slots: Vec<&mut [u64]> = if words == 0 {
@@ -645,12 +670,23 @@ impl<T: Elem> KronState<T> {
         } else {
             masks.chunks_mut(words).collect()
         };
-        rows.into_par_iter().zip(mask_slots.into_par_iter()).with_min_len(8).enumerate().for_each(
+        // Each term with its row of K[B, :] (as the update reads it), once
+        // for every row.
+        let mut typed = std::mem::take(&mut self.kb_typed);
+        let kb = T::gram_rows(kb, &mut typed);
+        let with_rows: Vec<(f64, &[T::Gram])> = terms.iter().map(|&(c, s)| (c, &kb[s * n..(s + 1) * n])).collect();
+        let (terms, starts) = (&with_rows, &starts);
+        // Rows are the tasks, several per task when they are short (small
+        // n): rayon splits the rest adaptively.
+        let min_rows = (MIN_TASK_VALUES / n.max(1)).max(8);
+        rows.into_par_iter().zip(mask_slots.into_par_iter()).with_min_len(min_rows).enumerate().for_each(
             |(j, (row, mask))| {
                 let track = thresholds.map(|b| b[neurons[j] as usize]);
-                update_row(row, kb, coef.column(j), track, mask)
+                update_row(row, &terms[starts[j]..starts[j + 1]], track, mask)
             },
         );
+        drop(with_rows);
+        self.kb_typed = typed;
         masks
     }
 }
@@ -671,50 +707,42 @@ impl<T: Elem> crate::model::Backend for KronState<T> {
     }
 }
 
-/// One fired neuron's row P[:, r] −= Σ_s c_s K[:, B_s] (only the nonzero
-/// c_s), returning the (i, r) whose P[i, r] > τ flipped when `track` is set.
-/// Dispatches at run time to an AVX-512 or AVX2 build of the same code where
-/// the CPU has it: wider vectors, same operations in the same order, same
-/// bits (no FMA contraction is ever applied to these separate multiply and
-/// subtract).
-fn update_row<T: Elem>(row: &mut [T], kb: &[f64], coefs: ArrayView1<'_, f64>, track: Option<f64>, mask: &mut [u64]) {
+/// Values of P a task of the step's update covers at least: below that,
+/// waking a worker costs more than the work it takes over.
+const MIN_TASK_VALUES: usize = 1 << 12;
+
+/// One fired neuron's row P[:, r] −= Σ_s c_s K[B_s, :] over its nonzero
+/// `terms` (c_s with K's row s), then the row's mask of values above τ_r
+/// when `track` is set. Dispatches at run time to an AVX-512 or AVX2 build
+/// of the same code where the CPU has it: wider vectors, the same
+/// operations in the same order, the same bits (no FMA contraction is ever
+/// applied to these separate multiply and subtract).
+fn update_row<T: Elem>(row: &mut [T], terms: &[(f64, &[T::Gram])], track: Option<f64>, mask: &mut [u64]) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f") {
             // SAFETY: the CPU supports AVX-512F, checked just above.
-            return unsafe { update_row_avx512(row, kb, coefs, track, mask) };
+            return unsafe { update_row_avx512(row, terms, track, mask) };
         }
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU supports AVX2, checked just above.
-            return unsafe { update_row_avx2(row, kb, coefs, track, mask) };
+            return unsafe { update_row_avx2(row, terms, track, mask) };
         }
     }
-    update_row_generic(row, kb, coefs, track, mask, above_mask)
+    update_row_generic(row, terms, track, mask, above_mask)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn update_row_avx512<T: Elem>(
-    row: &mut [T],
-    kb: &[f64],
-    coefs: ArrayView1<'_, f64>,
-    track: Option<f64>,
-    mask: &mut [u64],
-) {
-    update_row_generic(row, kb, coefs, track, mask, above_mask)
+unsafe fn update_row_avx512<T: Elem>(row: &mut [T], terms: &[(f64, &[T::Gram])], track: Option<f64>, mask: &mut [u64]) {
+    update_row_generic(row, terms, track, mask, above_mask)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn update_row_avx2<T: Elem>(
-    row: &mut [T],
-    kb: &[f64],
-    coefs: ArrayView1<'_, f64>,
-    track: Option<f64>,
-    mask: &mut [u64],
-) {
+unsafe fn update_row_avx2<T: Elem>(row: &mut [T], terms: &[(f64, &[T::Gram])], track: Option<f64>, mask: &mut [u64]) {
     // SAFETY (for the closure): this function only runs where AVX2 exists.
-    update_row_generic(row, kb, coefs, track, mask, |chunk: &[T], tau| match T::as_f64s(chunk) {
+    update_row_generic(row, terms, track, mask, |chunk: &[T], tau| match T::as_f64s(chunk) {
         Some(values) => unsafe { above_mask_avx2(values, tau) },
         None => above_mask(chunk, tau),
     })
@@ -750,23 +778,33 @@ fn above_mask<T: Elem>(chunk: &[T], tau: f64) -> u64 {
 #[inline(always)]
 fn update_row_generic<T: Elem>(
     row: &mut [T],
-    kb: &[f64],
-    coefs: ArrayView1<'_, f64>,
+    terms: &[(f64, &[T::Gram])],
     track: Option<f64>,
     mask: &mut [u64],
     above: impl Fn(&[T], f64) -> u64,
 ) {
-    let n = row.len();
-    let terms: Vec<(f64, &[f64])> =
-        coefs.iter().zip(kb.chunks_exact(n)).filter(|(c, _)| **c != 0.0).map(|(c, k)| (*c, k)).collect();
     // Blocks of 256 values (2 KiB of f64): every axpy and then the mask run
     // while the block is in L1, however long the row (n) is. Per value the
-    // additions still run in s order whatever the thread count: bitwise
+    // terms are subtracted in s order whatever the thread count: bitwise
     // reproducible; skipping c = 0 changes no bits (x − 0·k = x).
     const BLOCK: usize = 256;
+    // A neuron is usually fired by one point of the batch: that row is one
+    // streaming pass, dispatched once per row rather than once per block.
+    if let [(c, k)] = terms {
+        for (b, block) in row.chunks_mut(BLOCK).enumerate() {
+            let start = b * BLOCK;
+            T::update_one(block, *c, &k[start..start + block.len()]);
+            if let Some(tau) = track {
+                for (w, chunk) in block.chunks(64).enumerate() {
+                    mask[start / 64 + w] = above(chunk, tau);
+                }
+            }
+        }
+        return;
+    }
     for (b, block) in row.chunks_mut(BLOCK).enumerate() {
         let start = b * BLOCK;
-        T::update_block(block, &terms, start);
+        T::update_block(block, terms, start);
         if let Some(tau) = track {
             for (w, chunk) in block.chunks(64).enumerate() {
                 mask[start / 64 + w] = above(chunk, tau);

@@ -37,6 +37,38 @@ def fma_peak_gflops(seconds: float = 0.2) -> Optional[float]:
     return None if out is None else float(out)
 
 
+def stream_gbytes(nbytes: int, seconds: float = 0.2) -> Optional[float]:
+    """Read-plus-write bandwidth of a buffer of `nbytes`, in GB/s.
+
+    Every thread of kronnet's pool streams over its share of the buffer in
+    place (each value read and written once per pass, as a step's update of
+    P does) for about `seconds`; the fastest pass counts. The size picks the
+    memory level: a buffer the size of a trainer's P measures the level P
+    lives in (a cache for small n, DRAM once P outgrows the last-level
+    cache), which is what a step's lower bound needs.
+
+    Parameters
+    ----------
+    nbytes : int
+        Size of the buffer.
+    seconds : float, default 0.2
+        Time to spend measuring (at least one pass).
+
+    Returns
+    -------
+    float or None
+        GB/s (1e9 bytes), or None when the buffer cannot be allocated.
+
+    Examples
+    --------
+    >>> from kronnet.roofline import stream_gbytes
+    >>> stream_gbytes(1 << 20, 0.01) > 0
+    True
+    """
+    out = _core.stream_gbytes(int(nbytes), float(seconds))
+    return None if out is None else float(out)
+
+
 def normals_per_second(seconds: float = 0.2) -> float:
     """Standard normals per second that the generator of the initial
     weights W(0) draws on all pool threads at once.
@@ -72,4 +104,4 @@ def thread_count() -> int:
     return int(_core.thread_count())
 
 
-__all__ = ["fma_peak_gflops", "normals_per_second", "thread_count"]
+__all__ = ["fma_peak_gflops", "normals_per_second", "stream_gbytes", "thread_count"]

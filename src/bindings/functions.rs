@@ -391,6 +391,14 @@ pub(super) fn fma_peak_gflops(py: Python<'_>, seconds: f64) -> PyResult<Option<f
     guarded(py, || Ok(crate::roofline::fma_peak_gflops(seconds)))
 }
 
+/// Read-plus-write GB/s of streaming passes over a buffer of `bytes` on
+/// all pool threads at once, over about `seconds` (None if the buffer
+/// cannot be allocated).
+#[pyfunction]
+pub(super) fn stream_gbytes(py: Python<'_>, bytes: usize, seconds: f64) -> PyResult<Option<f64>> {
+    guarded(py, || Ok(crate::roofline::stream_gbytes(bytes, seconds)))
+}
+
 /// Standard normals per second the W(0) generator draws on all pool
 /// threads at once, over about `seconds`.
 #[pyfunction]

@@ -50,6 +50,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(functions::outputs_from_words, m)?)?;
     m.add_function(wrap_pyfunction!(functions::exact_sum, m)?)?;
     m.add_function(wrap_pyfunction!(functions::mean_loss, m)?)?;
+    m.add_function(wrap_pyfunction!(functions::stream_gbytes, m)?)?;
     m.add("EXACT_WORDS", WORDS)?;
     m.add("NEURON_BLOCK", NEURON_BLOCK)?;
     // The mode names, in the order of the core's tables (the one place
