@@ -181,24 +181,105 @@ pub fn init_preacts_range(
     if d <= DENSE_MAX_D && n.saturating_mul(d) <= DENSE_MAX_X {
         dense_init(f, seed, first, &mut p_t, ctl)?;
     } else {
-        factored_init(f, seed, d, first, &mut p_t, ctl)?;
+        factored_init(f, d, &mut p_t, ctl, &|r, wc| initial_weights(seed, first + r, wc))?;
     }
     Ok(p_t)
 }
 
-/// Init through the factors (module docs): any d.
+/// Pᵀ (count × n) of the points for given weights W (count × d): the
+/// contraction init does for W(0), with the rows of W in place of the drawn
+/// ones (a net whose coefficients were folded into dense weights, `fold.rs`,
+/// predicts this way in O(count · d) per point or less).
+pub fn preacts_t_of_weights(f: &Factors<'_>, w: ArrayView2<'_, f64>, ctl: &Control) -> Result<Array2<f64>> {
+    let count = w.nrows();
+    let d = check_shape(f, count.max(1))?;
+    if w.ncols() != d {
+        return invalid("weights", format!("have {} columns, the points have d = {d}", w.ncols()));
+    }
+    let n = f.n();
+    let mut p_t = try_array2(count, n, "preactivation matrix P (n × width)")?;
+    if n == 0 || count == 0 {
+        return Ok(p_t);
+    }
+    // Points over entity tables go through the tables (a GEMM per entity
+    // used, then O(d / d_k) per point); the dense product would cost O(d)
+    // per point and neuron.
+    if !f.is_indexed() && d <= DENSE_MAX_D && n.saturating_mul(d) <= DENSE_MAX_X {
+        let x = f.materialize()?;
+        p_t.axis_chunks_iter_mut(Axis(0), DENSE_NEURON_BLOCK).into_par_iter().enumerate().try_for_each(
+            |(blk, mut rows)| {
+                ctl.check()?;
+                let start = blk * DENSE_NEURON_BLOCK;
+                matmul_into(&w.slice(s![start..start + rows.nrows(), ..]), &x.t(), &mut rows);
+                ctl.advance((rows.nrows() * n) as u64);
+                Ok::<(), crate::KronError>(())
+            },
+        )?;
+    } else {
+        let fill = |r: usize, wc: &mut [f64]| {
+            let row = w.row(r);
+            match row.as_slice() {
+                Some(src) => wc.copy_from_slice(src),
+                None => wc.iter_mut().zip(row.iter()).for_each(|(o, v)| *o = *v),
+            }
+        };
+        factored(f, d, &mut p_t, ctl, &fill, true)?;
+    }
+    Ok(p_t)
+}
+
+/// The weights of neuron r (counted from the first row of Pᵀ) into a
+/// d-long buffer.
+type FillWeights<'a> = dyn Fn(usize, &mut [f64]) + Sync + 'a;
+
+/// Init through the factors (module docs): any d. `fill` gives each
+/// neuron's weights (W(0) drawn from its stream, or a stored row).
 fn factored_init(
     f: &Factors<'_>,
-    seed: u64,
     d: usize,
-    first: usize,
     p_t: &mut Array2<f64>,
     ctl: &Control,
+    fill: &FillWeights<'_>,
+) -> Result<()> {
+    factored(f, d, p_t, ctl, fill, false)
+}
+
+/// `factored_init`; with `grouped`, two-factor points over an entity
+/// table are contracted a table row at a time by one GEMM (the row's
+/// intermediate with all its points' other factors) instead of one dot
+/// product per point and neuron: the same sums in another order, so it is
+/// used only where no earlier result must be reproduced bit for bit
+/// (prediction through folded weights).
+fn factored(
+    f: &Factors<'_>,
+    d: usize,
+    p_t: &mut Array2<f64>,
+    ctl: &Control,
+    fill: &FillWeights<'_>,
+    grouped: bool,
 ) -> Result<()> {
     let (n, rank) = (f.n(), f.rank());
     let terms = f.terms();
-    let plan = Plan::new(&terms, d);
+    let mut plan = Plan::new(&terms, d);
+    if grouped && terms.p() == 2 {
+        // The grouped contraction's GEMMs have one row per neuron of the
+        // batch: a whole neuron block keeps them efficient.
+        plan = plan.with_batch(NEURON_BLOCK);
+    }
     let order = Order::new(&terms, plan.outer)?;
+    // For the grouped contraction: the other factor's rows in the order of
+    // the terms grouped by table row, once for every neuron batch.
+    let sorted: Option<Array2<f64>> = match &order {
+        Order::ByTableRow { terms: by_row, .. } if grouped && terms.p() == 2 => {
+            let last = if plan.first { 1 } else { 0 };
+            let mut x = try_array2(by_row.len(), terms.mat(last).ncols(), "the points' grouped factor rows")?;
+            for (mut row, &t) in x.rows_mut().into_iter().zip(by_row) {
+                row.assign(&terms.row(last, t));
+            }
+            Some(x)
+        }
+        _ => None,
+    };
     p_t.axis_chunks_iter_mut(Axis(0), NEURON_BLOCK).into_par_iter().enumerate().try_for_each(|(blk, mut rows)| {
         ctl.check()?;
         let what = "the initial weights of a batch of neurons (d values each, per thread)";
@@ -215,7 +296,7 @@ fn factored_init(
             ctl.check()?;
             let b = plan.batch.min(rows.nrows() - c0);
             for (c, wc) in w.chunks_exact_mut(d).take(b).enumerate() {
-                initial_weights(seed, first + blk * NEURON_BLOCK + c0 + c, wc);
+                fill(blk * NEURON_BLOCK + c0 + c, wc);
             }
             let weights = if plan.batch > 1 {
                 plan.lay_out(&w[..b * d], b, &mut laid_out[..b * d]);
@@ -224,10 +305,11 @@ fn factored_init(
                 &w[..d]
             };
             if rank == 1 {
-                contract_neurons(&terms, &plan, &order, weights, b, &mut scratch, rows.slice_mut(s![c0..c0 + b, ..]));
+                let out = rows.slice_mut(s![c0..c0 + b, ..]);
+                contract_neurons(&terms, &plan, &order, weights, b, &mut scratch, out, sorted.as_ref());
             } else {
                 let mut out = per_term.slice_mut(s![..b, ..]);
-                contract_neurons(&terms, &plan, &order, weights, b, &mut scratch, out.view_mut());
+                contract_neurons(&terms, &plan, &order, weights, b, &mut scratch, out.view_mut(), sorted.as_ref());
                 for (mut row, t) in rows.slice_mut(s![c0..c0 + b, ..]).rows_mut().into_iter().zip(out.rows()) {
                     let t = t.as_slice().expect("fresh scratch is standard layout");
                     for (o, terms) in row.iter_mut().zip(t.chunks_exact(rank)) {
@@ -241,6 +323,10 @@ fn factored_init(
         Ok(())
     })
 }
+
+/// A table row's points are contracted by one GEMM (`factored` with
+/// `grouped`) when there are at least this many of them.
+const GROUP_GEMM_MIN: usize = 8;
 
 /// Up to this d, init materializes the points (below).
 const DENSE_MAX_D: usize = 1 << 12;
@@ -359,6 +445,13 @@ impl Plan {
         Plan { first, outer, dk, rest, rows, total, batch }
     }
 
+    /// The same plan with `batch` neurons per GEMM (and the rows per GEMM
+    /// that keep the intermediate under MAX_INTERMEDIATE).
+    fn with_batch(self, batch: usize) -> Plan {
+        let rows = (MAX_INTERMEDIATE / (batch * self.rest).max(1)).max(1).min(self.total.max(1));
+        Plan { batch, rows, ..self }
+    }
+
     /// The weights of `b` neurons (each d values, row-major d_1 × … × d_p)
     /// as the one matrix the GEMM multiplies: d_k × (b · rest), neuron c in
     /// columns [c · rest, (c + 1) · rest) — W_c (d_1 × rest) when the first
@@ -424,6 +517,8 @@ fn try_zeros_usize(len: usize) -> Result<Vec<usize>> {
 struct Scratch {
     t: Array2<f64>,
     vec: Vec<f64>,
+    /// The grouped contraction's products (neurons × a table row's points).
+    prod: Vec<f64>,
 }
 
 impl Scratch {
@@ -432,7 +527,7 @@ impl Scratch {
         let t = try_array2(plan.rows, plan.batch * plan.rest, what)?;
         let mut vec = Vec::new();
         vec.try_reserve_exact(plan.rest).map_err(|_| crate::error::out_of_memory(what, 8 * plan.rest as u128))?;
-        Ok(Scratch { t, vec })
+        Ok(Scratch { t, vec, prod: Vec::new() })
     }
 }
 
@@ -448,6 +543,7 @@ fn contract_neurons(
     b: usize,
     scratch: &mut Scratch,
     mut out: ArrayViewMut2<'_, f64>,
+    sorted: Option<&Array2<f64>>,
 ) {
     let p = f.p();
     let remaining: Vec<usize> = if plan.first { (1..p).collect() } else { (0..p - 1).collect() };
@@ -475,17 +571,49 @@ fn contract_neurons(
         };
         let mut t: ArrayViewMut2<f64> = scratch.t.slice_mut(s![..stop - start, ..cols]);
         matmul_into(&outer.slice(s![start..stop, ..]), &wm, &mut t);
-        let mut visit = |i: usize, local: usize| {
+        let (vec, prodbuf) = (&mut scratch.vec, &mut scratch.prod);
+        let t = t.view();
+        let mut visit = |out: &mut ArrayViewMut2<'_, f64>, i: usize, local: usize| {
             let row = t.row(local);
             let row = row.as_slice().expect("scratch rows are contiguous");
             for c in 0..b {
                 let part = ndarray::ArrayView1::from(&row[c * rest..(c + 1) * rest]);
-                out[[c, i]] = contract_rest(part, f, &remaining, i, &mut scratch.vec);
+                out[[c, i]] = contract_rest(part, f, &remaining, i, vec);
             }
         };
-        match members {
-            None => (start..stop).for_each(|i| visit(i, i - start)),
-            Some(m) => m.iter().for_each(|&i| visit(i, f.table_row(plan.outer, i) - start)),
+        match (members, order) {
+            (Some(_), Order::ByTableRow { terms, start: first }) if sorted.is_some() => {
+                let sorted = sorted.expect("checked by the guard");
+                for a in start..stop {
+                    let (g0, g1) = (first[a], first[a + 1]);
+                    let group = &terms[g0..g1];
+                    if group.len() < GROUP_GEMM_MIN {
+                        group.iter().for_each(|&i| visit(&mut out, i, a - start));
+                        continue;
+                    }
+                    // out[c, group] = T_a (b × rest) · X_lastᵀ (rest × |group|).
+                    let ta = ArrayView2::from_shape(
+                        (b, rest),
+                        &t.row(a - start).to_slice().expect("contiguous")[..b * rest],
+                    )
+                    .expect("the row holds b · rest values");
+                    let xs = sorted.slice(s![g0..g1, ..]);
+                    let len = b * group.len();
+                    if prodbuf.len() < len {
+                        prodbuf.resize(len, 0.0);
+                    }
+                    let mut prod = ArrayViewMut2::from_shape((b, group.len()), &mut prodbuf[..len])
+                        .expect("the scratch holds the product");
+                    matmul_into(&ta, &xs.t(), &mut prod);
+                    for (k, &i) in group.iter().enumerate() {
+                        for c in 0..b {
+                            out[[c, i]] = prod[[c, k]];
+                        }
+                    }
+                }
+            }
+            (None, _) => (start..stop).for_each(|i| visit(&mut out, i, i - start)),
+            (Some(m), _) => m.iter().for_each(|&i| visit(&mut out, i, f.table_row(plan.outer, i) - start)),
         }
         start = stop;
     }
@@ -576,7 +704,7 @@ mod tests {
     fn factored(f: &Factors<'_>, seed: u64, width: usize, ctl: &Control) -> Array2<f64> {
         let d = check_shape(f, width).unwrap();
         let mut p_t = Array2::zeros((width, f.n()));
-        factored_init(f, seed, d, 0, &mut p_t, ctl).unwrap();
+        factored_init(f, d, &mut p_t, ctl, &|r, wc| initial_weights(seed, r, wc)).unwrap();
         p_t
     }
 
@@ -665,7 +793,10 @@ mod tests {
         assert_eq!(init_preacts_t(&f, 1, 64, &ctl).unwrap_err(), crate::error::KronError::Interrupted);
         let d = check_shape(&f, 64).unwrap();
         let mut p_t = Array2::zeros((64, f.n()));
-        assert_eq!(factored_init(&f, 1, d, 0, &mut p_t, &ctl).unwrap_err(), crate::error::KronError::Interrupted);
+        assert_eq!(
+            factored_init(&f, d, &mut p_t, &ctl, &|r, wc| initial_weights(1, r, wc)).unwrap_err(),
+            crate::error::KronError::Interrupted
+        );
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub mod elem;
 pub mod error;
 pub mod exact_sum;
 pub mod factors;
+pub mod fold;
 pub mod gram;
 pub mod index;
 pub mod init;

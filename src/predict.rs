@@ -251,6 +251,51 @@ pub fn predict_sums(
     Ok(())
 }
 
+/// `predict_sums` through folded weights (`fold.rs`): Pᵀ = W X'ᵀ of
+/// `model`'s neurons (W: neurons held × d) through the factors, and the
+/// linear parts through the folded linear weights `v` (C × d, unscaled),
+/// `rows` points at a time. No training point is read: O(m · d) per point
+/// or less, where `predict_sums` costs O(m · n_train).
+#[allow(clippy::too_many_arguments)]
+pub fn predict_sums_folded(
+    query: &Factors<'_>,
+    model: &Model,
+    w: ArrayView2<'_, f64>,
+    v: Option<ArrayView2<'_, f64>>,
+    rows: usize,
+    ctl: &Control,
+    mut sink: impl FnMut(&[ExactSum], Option<&[f64]>),
+) -> Result<()> {
+    if w.nrows() != model.width() {
+        return invalid("weights", format!("have {} rows for {} neurons", w.nrows(), model.width()));
+    }
+    if let Some(v) = v {
+        if v.dim() != (model.outputs(), w.ncols()) {
+            return invalid(
+                "linear",
+                format!("has shape {:?}, expected ({}, {})", v.dim(), model.outputs(), w.ncols()),
+            );
+        }
+    }
+    let q = query.n();
+    let mut start = 0;
+    while start < q {
+        ctl.check()?;
+        let stop = (start + rows.max(1)).min(q);
+        let part = query.rows(start, stop);
+        let p_t = crate::init::preacts_t_of_weights(&part, w, ctl)?;
+        let lin = match v {
+            Some(v) => Some(
+                crate::init::preacts_t_of_weights(&part, v, ctl)?.reversed_axes().as_standard_layout().into_owned(),
+            ),
+            None => None,
+        };
+        sink(&model.sums_neuron_major(p_t.view()), lin.as_ref().map(|l| l.as_slice().expect("standard layout")));
+        start = stop;
+    }
+    Ok(())
+}
+
 /// When the points need several chunks of `rows` but the cross-Grams of all
 /// of them and their exact sums fit the chunk budget (rows × (m + largest
 /// n_s) values), the neurons per pass of `predict_by_neurons`, which

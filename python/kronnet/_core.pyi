@@ -43,6 +43,8 @@ __all__ = [
     "GRAM_MODES",
     "INITS",
     "LOSSES",
+    "fold_weights",
+    "predict_words_folded",
     "stream_gbytes",
     "DTYPES",
     "__version__",
@@ -88,6 +90,15 @@ def predict_words(
     model: Model,
     init: _Init,
     blocks: _Blocks,
+    chunk_rows: int,
+    progress: _Progress = None,
+) -> Tuple[_I64, Optional[_F64]]: ...
+def fold_weights(model: Model, init: _Init, dims: Sequence[int], blocks: _Blocks) -> Tuple[_F64, Optional[_F64]]: ...
+def predict_words_folded(
+    points: _Points,
+    model: Model,
+    weights: _F64,
+    linear: Optional[_F64],
     chunk_rows: int,
     progress: _Progress = None,
 ) -> Tuple[_I64, Optional[_F64]]: ...

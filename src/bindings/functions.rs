@@ -8,6 +8,7 @@ use super::model::PyModel;
 use super::runtime::{finish, guarded, interruptible, reporting};
 use crate::elem::Dtype;
 use crate::exact_sum::{write_all, ExactSum, WORDS};
+use crate::fold;
 use crate::index::IndexKind;
 use crate::loss::Loss;
 use crate::memory::{self, TrainerShape};
@@ -69,6 +70,76 @@ pub(super) fn predict<'py>(
     });
     let f = finish(py, done)?;
     Ok(Array2::from_shape_vec((q, model.outputs()), f).expect("q × outputs").into_pyarray(py))
+}
+
+/// The net's coefficients folded into dense weights (`fold.rs`): (W of
+/// the neurons the head holds (held, d), the linear term's unscaled
+/// weights (outputs, d) or None).
+#[pyfunction]
+#[allow(clippy::type_complexity)]
+pub(super) fn fold_weights<'py>(
+    py: Python<'py>,
+    model: PyRef<'py, PyModel>,
+    init: PyInit,
+    dims: Vec<usize>,
+    blocks: PyBlocks<'py>,
+) -> PyResult<(Bound<'py, PyArray2<f64>>, Option<Bound<'py, PyArray2<f64>>>)> {
+    let init = initial(&init)?;
+    let held = HeldBlocks::hold(&blocks)?;
+    let blocks = held.blocks().map_err(|e| to_py(py, e))?;
+    let model = &model.inner;
+    let done = interruptible(py, |ctl| {
+        let w = fold::folded_weights(&init, model.net_width(), model.first(), model.width(), &dims, &blocks, ctl)?;
+        let v = fold::folded_linear(&dims, model.outputs(), &blocks, ctl)?;
+        Ok((w, v))
+    });
+    let (w, v) = finish(py, done)?;
+    Ok((w.into_pyarray(py), v.map(|v| v.into_pyarray(py))))
+}
+
+/// `predict_words` through folded weights (`fold_weights`): the exact sums
+/// of the neurons the head holds (q, outputs · EXACT_WORDS) and the
+/// points' unscaled linear parts (q, outputs) when `linear` is given.
+#[pyfunction]
+#[pyo3(signature = (points, model, weights, linear, chunk_rows, progress=None))]
+#[allow(clippy::type_complexity)]
+pub(super) fn predict_words_folded<'py>(
+    py: Python<'py>,
+    points: PyPoints<'py>,
+    model: PyRef<'py, PyModel>,
+    weights: PyReadonlyArray2<'py, f64>,
+    linear: Option<PyReadonlyArray2<'py, f64>>,
+    chunk_rows: usize,
+    progress: Option<Py<PyAny>>,
+) -> PyResult<(Bound<'py, PyArray2<i64>>, Option<Bound<'py, PyArray2<f64>>>)> {
+    let points = HeldPoints::hold(&points, "points")?;
+    let model = &model.inner;
+    let c = model.outputs();
+    let total = (points.n() * model.width()) as u64;
+    let points = points.views();
+    let (w, v) = (weights.as_array(), linear.as_ref().map(|l| l.as_array()));
+    let done = reporting(py, progress.as_ref(), total, |ctl| {
+        let f = points.factors()?;
+        let mut words: Vec<i64> = Vec::new();
+        let len = f.n() * c * WORDS;
+        words.try_reserve_exact(len).map_err(|_| crate::error::out_of_memory("predictions", 8 * len as u128))?;
+        words.resize(len, 0);
+        let mut lin_out: Option<Vec<f64>> = None;
+        let mut at = 0;
+        prediction::predict_sums_folded(&f, model, w, v, chunk_rows, ctl, |sums, lin| {
+            write_all(sums, &mut words[at..at + sums.len() * WORDS]);
+            at += sums.len() * WORDS;
+            if let Some(l) = lin {
+                lin_out.get_or_insert_with(Vec::new).extend_from_slice(l);
+            }
+        })?;
+        Ok((words, lin_out))
+    });
+    let (words, lin) = finish(py, done)?;
+    let q = words.len() / (WORDS * c);
+    let words = Array2::from_shape_vec((q, c * WORDS), words).expect("q · C · WORDS words").into_pyarray(py);
+    let lin = lin.map(|l| Array2::from_shape_vec((q, c), l).expect("q × C").into_pyarray(py));
+    Ok((words, lin))
 }
 
 /// One rank's part of `predict`: the exact sums over the neurons its head

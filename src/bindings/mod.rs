@@ -51,6 +51,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(functions::exact_sum, m)?)?;
     m.add_function(wrap_pyfunction!(functions::mean_loss, m)?)?;
     m.add_function(wrap_pyfunction!(functions::stream_gbytes, m)?)?;
+    m.add_function(wrap_pyfunction!(functions::fold_weights, m)?)?;
+    m.add_function(wrap_pyfunction!(functions::predict_words_folded, m)?)?;
     m.add("EXACT_WORDS", WORDS)?;
     m.add("NEURON_BLOCK", NEURON_BLOCK)?;
     // The mode names, in the order of the core's tables (the one place

@@ -12,7 +12,7 @@ import numpy as np
 from .. import _core, fileformat
 from .. import _validate as v
 from ..data import CoreLayout, FactorsLike, KronPoints, as_points, from_arrays
-from ..errors import ArgumentError
+from ..errors import ArgumentError, ArgumentTypeError
 from ..placement import ONE_PROCESS, Placement
 from ..progress import PointsBar
 from . import format as file_members
@@ -22,6 +22,12 @@ from .state import BlockState, NetState
 #: cross-Gram with the largest training set): prediction on any number of
 #: points stays within about this much beyond its inputs and outputs.
 PREDICT_CHUNK_BYTES = 64 << 20
+
+#: `predict` folds the coefficients into dense weights W (width × d, kept
+#: until the weights change) when W takes at most this many bytes and d is
+#: below the number of training points: a point then costs O(m d) or less
+#: instead of O(m n_train) (docs/design.md, "Prediction").
+FOLD_BYTES = 256 << 20
 
 #: The kinds of initial weights (``TwoLayerNet(init=...)``), as the core names them.
 InitName = Literal["gaussian", "kron"]
@@ -267,6 +273,9 @@ class TwoLayerNet:
         signs = _core.output_signs(self._seed, self._width * self._outputs).reshape(self._width, self._outputs)
         self._head = _core.Model(signs, np.full(self._width, self._threshold), np.zeros(self._outputs), self._threshold)
         self._blocks: List[CoefficientBlock] = []
+        # (revision, W of this process's neurons, linear weights or None)
+        # while `predict` uses folded weights; never saved or copied.
+        self._fold_cache: Optional[Tuple[Any, np.ndarray, Optional[np.ndarray]]] = None
         # Where the neurons live: this process, until a Trainer with comm=
         # shards the net (its blocks then hold α of this rank's neurons).
         self._placement: Placement = ONE_PROCESS
@@ -871,8 +880,30 @@ class TwoLayerNet:
         blocks = self.core_blocks()
         head = self._head
         linear: List[Optional[np.ndarray]] = []
+        # The path depends only on the whole net, so every rank (and a
+        # loaded copy) takes the same one.
+        folded = self._placement.run(self._folded) if self.folds else None
+        if folded is not None:
+            # P of a chunk, and the chunk's points materialized unless they
+            # go through entity tables.
+            per_point = self._width + (0 if data.table_rows > 0 else self.d)
+            rows = max(1, min(data.n, PREDICT_CHUNK_BYTES // (8 * per_point)))
+
+        def predict_words() -> Tuple[np.ndarray, Optional[np.ndarray]]:
+            with PointsBar(progress and self._placement.speaks, data.n, head.width, "predict") as bar:
+                if folded is not None:
+                    w, lin_w = folded
+                    out: Tuple[np.ndarray, Optional[np.ndarray]] = _core.predict_words_folded(
+                        data.core_layout, head, w, lin_w, rows, progress=bar.callback
+                    )
+                    return out
+                return _core.predict_words(data.core_layout, head, self.core_init, blocks, rows, progress=bar.callback)
 
         def here() -> np.ndarray:
+            if folded is not None:
+                summed, lin = predict_words()
+                got: np.ndarray = _core.outputs_from_words(head, summed, lin)
+                return got
             with PointsBar(progress, data.n, self._width, "predict") as bar:
                 out: np.ndarray = _core.predict(
                     data.core_layout, head, self.core_init, blocks, rows, progress=bar.callback
@@ -883,10 +914,7 @@ class TwoLayerNet:
             # All points in one call, chunked by the core exactly as one
             # process would chunk them; the linear parts are every rank's
             # alike.
-            with PointsBar(progress and self._placement.speaks, data.n, head.width, "predict") as bar:
-                summed, lin = _core.predict_words(
-                    data.core_layout, head, self.core_init, blocks, rows, progress=bar.callback
-                )
+            summed, lin = predict_words()
             linear.append(lin)
             return summed
 
@@ -900,6 +928,87 @@ class TwoLayerNet:
         if not np.isfinite(out).all():
             raise ArgumentError("X", "the predictions overflow float64 (the points or weights are too large)")
         return out[:, 0] if self._outputs == 1 else out
+
+    def predict_grid(self, tables: Sequence[Any], progress: bool = False) -> np.ndarray:
+        """f for every combination of entities: every user with every item,
+        what a recommender ranks.
+
+        The points are the pairs of ``PairData(tables, pairs)`` over all
+        N_1 × ... × N_p combinations, predicted as :meth:`predict` does (a
+        net that :attr:`folds` costs O(m d) per entity and O(m d_p) per
+        pair through the tables, not O(m n_train) per pair).
+
+        Parameters
+        ----------
+        tables : sequence of p array_like, table k of shape (N_k, d_k)
+            Entity features, as for :class:`~kronnet.PairData`; d_k must be
+            the net's dims.
+        progress : bool, default False
+            As for :meth:`predict`.
+
+        Returns
+        -------
+        ndarray of shape (N_1, ..., N_p), or (N_1, ..., N_p, C) for C > 1 outputs
+            Entry [a, b] is f(T_1[a] ⊗ T_2[b]).
+
+        Raises
+        ------
+        ArgumentError
+            As for :class:`~kronnet.PairData` and :meth:`predict`.
+
+        Examples
+        --------
+        >>> import numpy as np, kronnet as kn
+        >>> data = kn.make_pair_data(40, (6, 8), dims=(3, 4), seed=0)
+        >>> net = kn.TwoLayerNet(data.dims, width=64)
+        >>> _ = kn.Trainer(net, data, lr=20.0).fit(20)
+        >>> grid = net.predict_grid(data.tables)
+        >>> grid.shape
+        (6, 8)
+        >>> bool(np.allclose(grid[2, 5], net.predict(kn.PairData(data.tables, [[2, 5]]))[0]))
+        True
+        """
+        from ..data import PairData
+
+        if not isinstance(tables, (list, tuple)):
+            raise ArgumentTypeError("tables", f"expected a list of entity tables, got {type(tables).__name__}")
+        sizes = [int(np.shape(t)[0]) if np.ndim(t) == 2 else 0 for t in tables]
+        grid = np.indices(sizes).reshape(len(sizes), -1).T if all(sizes) else np.zeros((0, len(sizes)), int)
+        out = self.predict(PairData(list(tables), grid), progress=progress)
+        shape = tuple(sizes) + (() if self._outputs == 1 else (self._outputs,))
+        return out.reshape(shape)
+
+    @property
+    def folds(self) -> bool:
+        """Whether :meth:`predict` goes through folded weights: W = W(0) +
+        Σ αᵀ X (width × d) computed once after each change of the weights,
+        so that a point costs O(m d) or less, not O(m n_train). It does when
+        the net has trained blocks, W takes at most ``FOLD_BYTES`` and d is
+        below the training points' number. The two paths agree to
+        rounding (about 1e-12 relative); each is bitwise reproducible on its
+        own (threads, save and load, MPI ranks).
+
+        Examples
+        --------
+        >>> import kronnet as kn
+        >>> data = kn.make_pair_data(300, (20, 30), dims=(4, 4), seed=0)
+        >>> net = kn.TwoLayerNet(data.dims, width=64)
+        >>> net.folds  # nothing trained yet
+        False
+        >>> _ = kn.Trainer(net, data, lr=20.0).fit(5)
+        >>> net.folds  # d = 16 < 300 points, W of 64 × 16
+        True
+        """
+        trained = sum(blk.data.n for blk in self._blocks if blk.trained or blk.storage.linear)
+        return trained > 0 and self.d <= trained and 8 * self._width * self.d <= FOLD_BYTES
+
+    def _folded(self) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        """This process's folded weights, computed again after any change."""
+        revision = self.revision
+        if self._fold_cache is None or self._fold_cache[0] != revision:
+            w, lin = _core.fold_weights(self._head, self.core_init, list(self._dims), self.core_blocks())
+            self._fold_cache = (revision, w, lin)
+        return self._fold_cache[1], self._fold_cache[2]
 
     def _predict_plan(self, X: FactorsLike, progress: bool) -> Tuple[KronPoints, int, bool]:
         """The checked points, the points per chunk, and the progress flag."""
