@@ -83,8 +83,18 @@ impl Elem for f64 {
 
     #[inline(always)]
     fn update_block(block: &mut [f64], terms: &[(f64, &[f64])], start: usize) {
+        // Two terms per pass over the block (the same subtractions in the
+        // same order: ((x − c₀k₀) − c₁k₁) − …), half the loads and stores.
         let len = block.len();
-        for (c, krow) in terms {
+        let mut pairs = terms.chunks_exact(2);
+        for pair in pairs.by_ref() {
+            let ((c0, k0), (c1, k1)) = (pair[0], pair[1]);
+            let (k0, k1) = (&k0[start..start + len], &k1[start..start + len]);
+            for ((o, a), b) in block.iter_mut().zip(k0).zip(k1) {
+                *o = *o - c0 * a - c1 * b;
+            }
+        }
+        if let [(c, krow)] = pairs.remainder() {
             for (o, k) in block.iter_mut().zip(&krow[start..start + len]) {
                 *o -= c * k;
             }
@@ -167,7 +177,15 @@ impl Elem for f32 {
                 for (a, v) in acc.iter_mut().zip(block.iter()) {
                     *a = *v as f64;
                 }
-                for (c, krow) in terms {
+                let mut pairs = terms.chunks_exact(2);
+                for pair in pairs.by_ref() {
+                    let ((c0, k0), (c1, k1)) = (pair[0], pair[1]);
+                    let (k0, k1) = (&k0[start..start + len], &k1[start..start + len]);
+                    for ((a, x), y) in acc.iter_mut().zip(k0).zip(k1) {
+                        *a = *a - c0 * *x as f64 - c1 * *y as f64;
+                    }
+                }
+                if let [(c, krow)] = pairs.remainder() {
                     for (a, k) in acc.iter_mut().zip(&krow[start..start + len]) {
                         *a -= c * *k as f64;
                     }

@@ -24,6 +24,9 @@ CASES = [
     ((2, 3, 4), 10, 48, 4, "kron", "tree", "precomputed"),
     ((5, 1, 3), 7, 29, 2, "kron", "bits", "precomputed"),
     ((4, 4), 12, 40, 4, "kron", "bits", "columns"),
+    # A large batch: most fired neurons fired by several of its points (the
+    # update's multi-term rows).
+    ((4, 6), 300, 80, 96, "kron", "bits", "precomputed"),
     ((2, 17), 9, 37, 3, "dense", "auto", "auto"),
     ((2, 3, 4), 10, 48, 4, "dense", "auto", "auto"),
 ]
@@ -34,7 +37,9 @@ def test_training_matches_numpy_reference(dims, n, width, size, backend, index, 
     data = kn.make_kronecker_data(n, dims=dims, seed=3)
     unseen = kn.make_kronecker_data(6, dims=dims, seed=4)
     net = kn.TwoLayerNet(dims, width, seed=11)
-    lr = kn.suggest_lr(net, size)
+    # The data-aware rate: for a large batch of low-dimensional points the
+    # batch's kernel is far from diagonal.
+    lr = kn.suggest_rates(net, size, data, parts="w")["lr"]
     X = kron_rows(data.factors)
     ref = ReferenceSGD(net.initial_weights(), X, data.y, net.a, net.threshold, lr)
     tr = kn.Trainer(net, data, lr=lr, batch_size=size, backend=backend, index=index, gram=gram)

@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     b = sub.add_parser(
         "bench",
         help="measure: per-step time vs d against dense baselines, the full model's step against the paper's, "
+        "the step against its roofline (and batch size, prediction), "
         "the activation indexes, "
         "memory churn, PairData init, Gaussian init against BLAS, the d-free pipeline end to end, "
         "or sharded training on MPI",
@@ -33,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument(
         "sweep",
         nargs="?",
-        choices=["scaling", "model", "index", "churn", "pairs", "init", "endtoend", "mpi"],
+        choices=["scaling", "model", "roofline", "index", "churn", "pairs", "init", "endtoend", "mpi"],
         default="scaling",
     )
     b.add_argument("--n", type=int, default=512, help="training points (default 512)")
@@ -72,6 +73,7 @@ def bench_command(args: argparse.Namespace) -> int:
     run = {
         "scaling": sweeps.scaling,
         "model": sweeps.model,
+        "roofline": sweeps.roofline,
         "index": sweeps.index,
         "churn": sweeps.churn,
         "pairs": sweeps.pairs,

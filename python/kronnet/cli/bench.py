@@ -602,3 +602,165 @@ def fired_over_training(
             "loss_last": float(hist.full_loss[-1][1]),
         }
     return out
+
+
+def timed_steps(tr: Trainer, steps: int) -> Tuple[float, Any]:
+    """Seconds for `steps` steps on the sampler's next batches, through
+    ``Trainer.run`` (no full loss evaluated, unlike ``fit``), and the
+    History."""
+    batches = [tr.next_batch() for _ in range(steps)]
+    start = time.perf_counter()
+    hist = tr.run(batches)
+    return time.perf_counter() - start, hist
+
+
+def step_traffic(
+    n: int, width: int, batch: int, union: float, total: float, dtype: str, gram: str, index: str
+) -> Dict[str, float]:
+    """The bytes a Kronecker step must move and the flops it must do, from
+    its shape and its fired neurons (|R| = `union`, Σ|A_i| = `total`, means
+    per step): P[:, R] read and written, K[B, :] read (and written first
+    when computed from the factors), the index's share, α at the batch;
+    2 n flops per nonzero coefficient (one axpy over n each)."""
+    elem = 4 if dtype == "float32" else 8
+    p_bytes = 2.0 * n * union * elem
+    k_bytes = batch * n * 8.0 * (2 if gram == "columns" else 1)
+    if dtype == "float32":
+        k_bytes += batch * n * 4.0  # the rows rounded to float32
+    if index == "bits":
+        index_bytes = 3.0 * union * n / 8  # the new masks, the stored ones read and written
+    elif index == "scan":
+        index_bytes = batch * width * 64.0  # one cache line per neuron of each batch row
+    else:
+        index_bytes = batch * width * 8.0
+    alpha_bytes = 2.0 * batch * union * 8
+    return {
+        "bytes": p_bytes + k_bytes + index_bytes + alpha_bytes,
+        "p_bytes": p_bytes,
+        "flops": 2.0 * n * total,
+    }
+
+
+def roofline_cell(
+    n: int, width: int, dtype: str, steps: int, batch: int = 8, seed: int = 0
+) -> Optional[Dict[str, Any]]:
+    """One (n, m, dtype) cell of `kronnet bench roofline`: a trainer on
+    pairwise data (tables of 64-dimensional entities), its measured step
+    time, the step's bytes and flops, the stream bandwidth of a buffer the
+    size of its P and the FMA peak (measured just before, in the same run),
+    and the lower bound max(bytes / bandwidth, flops / peak). None when the
+    trainer would not fit in 60% of the available memory."""
+    from kronnet import make_pair_data
+    from kronnet.roofline import fma_peak_gflops, stream_gbytes
+
+    side = max(64, int(math.ceil(math.sqrt(2.0 * n))))
+    data = make_pair_data(n, (side, side), dims=(64, 64), seed=seed)
+    net = TwoLayerNet(data.dims, width, seed=seed)
+    need = Trainer.estimate_memory(net, data, dtype=dtype)  # type: ignore[arg-type]
+    import os
+
+    avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    if need > 0.6 * avail:
+        return None
+    start = time.perf_counter()
+    tr = Trainer(net, data, lr=suggest_lr(net, batch), batch_size=batch, seed=seed, dtype=dtype)  # type: ignore[arg-type]
+    build = time.perf_counter() - start
+    timed_steps(tr, 5)
+    seconds, hist = timed_steps(tr, steps)
+    elem = 4 if dtype == "float32" else 8
+    state = n * width * elem
+    bandwidth = stream_gbytes(min(state, 1 << 30), 0.3) or float("nan")
+    peak = fma_peak_gflops(0.1) or float("nan")
+    union, total = float(hist.fired_union.mean()), float(hist.fired_total.mean())
+    traffic = step_traffic(n, width, batch, union, total, dtype, tr.gram, tr.index)
+    bound = max(traffic["bytes"] / (bandwidth * 1e9), traffic["flops"] / (peak * 1e9))
+    measured = seconds / steps
+    return {
+        "n": n,
+        "width": width,
+        "dtype": dtype,
+        "gram": tr.gram,
+        "index": tr.index,
+        "build_seconds": build,
+        "step_seconds": measured,
+        "fired_union": union,
+        "fired_total": total,
+        "state_bytes": state,
+        "stream_gbytes": bandwidth,
+        "fma_gflops": peak,
+        **traffic,
+        "bound_seconds": bound,
+        "ratio": measured / bound,
+    }
+
+
+def batch_scaling(
+    n: int, width: int, sizes: Sequence[int], seconds: float = 2.0, dtype: str = "float32"
+) -> List[Dict[str, Any]]:
+    """Steps/s and points/s against the batch size S on one pairwise data
+    set: the fired union grows slower than S, so larger batches move fewer
+    bytes per point; each S at `suggest_lr(net, S)`."""
+    from kronnet import make_pair_data
+
+    side = max(64, int(math.ceil(math.sqrt(2.0 * n))))
+    data = make_pair_data(n, (side, side), dims=(64, 64), seed=0)
+    out = []
+    for s in sizes:
+        net = TwoLayerNet(data.dims, width, seed=0)
+        tr = Trainer(net, data, lr=suggest_lr(net, s), batch_size=s, seed=0, dtype=dtype)  # type: ignore[arg-type]
+        timed_steps(tr, 3)
+        done, spent, unions = 0, 0.0, []
+        while spent < seconds:
+            took, hist = timed_steps(tr, max(1, min(50, int(4096 / s))))
+            done += hist.steps
+            spent += took
+            unions.append(float(hist.fired_union.mean()))
+        out.append(
+            {
+                "batch_size": s,
+                "lr": tr.lr,
+                "steps_per_second": done / spent,
+                "points_per_second": done * s / spent,
+                "fired_union": float(np.mean(unions)),
+                "union_per_point": float(np.mean(unions)) / s,
+            }
+        )
+    return out
+
+
+def predict_times(
+    n_trains: Sequence[int], dims: Tuple[int, int], width: int, queries: int = 10_000
+) -> List[Dict[str, Any]]:
+    """Predict time of `queries` new pairs after training on n_train pairs
+    (a trained block of that size; 200 steps), through folded weights (the
+    first call, with the fold, and a second) and through the training
+    points, side by side."""
+    from kronnet import PairData, make_pair_data
+    from kronnet.model import net as net_module
+
+    out = []
+    for n in n_trains:
+        side = max(64, int(math.ceil(math.sqrt(2.0 * n))))
+        data = make_pair_data(n, (side, side), dims=dims, seed=0)
+        rng = np.random.default_rng(1)
+        test = PairData(data.tables, np.stack([rng.integers(0, side, queries), rng.integers(0, side, queries)], axis=1))
+        net = TwoLayerNet(data.dims, width, seed=0)
+        Trainer(net, data, lr=suggest_lr(net, 8), batch_size=8).fit(200)
+        row: Dict[str, Any] = {"n_train": n, "dims": list(dims), "width": width, "queries": queries, "folds": net.folds}
+        start = time.perf_counter()
+        fold_first = net.predict(test)
+        row["folded_first_seconds"] = time.perf_counter() - start
+        start = time.perf_counter()
+        net.predict(test)
+        row["folded_again_seconds"] = time.perf_counter() - start
+        saved = net_module.FOLD_BYTES
+        net_module.FOLD_BYTES = 0
+        try:
+            start = time.perf_counter()
+            scan = net.predict(test)
+            row["scan_seconds"] = time.perf_counter() - start
+        finally:
+            net_module.FOLD_BYTES = saved
+        row["max_rel_diff"] = float(np.max(np.abs(fold_first - scan)) / max(np.max(np.abs(scan)), 1e-300))
+        out.append(row)
+    return out

@@ -647,3 +647,108 @@ def model(args: argparse.Namespace) -> int:
         )
     )
     return 0
+
+
+def roofline(args: argparse.Namespace) -> int:
+    """Per-step time against its lower bound (bytes over the stream
+    bandwidth of the memory P lives in, flops over the FMA peak), for n
+    from 10^3 to 10^5 and m from 512 to 8192, float64 and float32; then
+    steps/s and points/s against the batch size, and predict time against
+    n_train (docs/guide.md, "Steps against the machine's limit")."""
+    from tqdm.auto import tqdm
+
+    ns = [1000, 10_000] if args.quick else [1000, 10_000, 100_000]
+    ms = [512, 2048] if args.quick else [512, 2048, 8192]
+    cells = [(n, m, dt) for n in ns for m in ms for dt in ("float64", "float32")]
+    results = []
+    for n, m, dt in tqdm(cells, desc="roofline", disable=args.no_progress):
+        steps = max(20, min(400, int(4e8 / (n * m))))
+        cell = bench.roofline_cell(n, m, dt, steps)
+        if cell is not None:
+            results.append(cell)
+    batch_n = 10_000 if args.quick else 50_000
+    sizes = [1, 8, 64, 256] if args.quick else [1, 2, 8, 32, 64, 128, 256]
+    scaling = bench.batch_scaling(batch_n, 1024, sizes, seconds=1.0 if args.quick else 3.0)
+    predict = bench.predict_times([10_000] if args.quick else [10_000, 30_000, 90_000], (64, 64), 1024)
+    save_json(
+        f"{args.out}/bench_roofline.json",
+        {"meta": meta(args), "results": results, "batch_scaling": scaling, "predict": predict},
+    )
+    print(f"\nstep time against its lower bound ({args.threads} threads, S = 8, pairwise data, 64 x 64 features):")
+    rows = []
+    for r in results:
+        rows.append(
+            [
+                f"{r['n']:,}",
+                str(r["width"]),
+                r["dtype"],
+                f"{r['index']}/{r['gram']}",
+                f"{r['fired_union']:.0f}",
+                f"{r['bytes'] / 1e6:.2f}",
+                f"{r['stream_gbytes']:.0f}",
+                f"{r['bound_seconds'] * 1e3:.3f}",
+                f"{r['step_seconds'] * 1e3:.3f}",
+                f"{r['ratio']:.2f}x",
+                f"{r['bytes'] / r['step_seconds'] / 1e9:.1f}",
+            ]
+        )
+    print(
+        table(
+            [
+                "n",
+                "m",
+                "P in",
+                "index/gram",
+                "|R|",
+                "MB moved",
+                "stream GB/s",
+                "bound ms",
+                "step ms",
+                "step / bound",
+                "GB/s",
+            ],
+            rows,
+        )
+    )
+    print(f"\nbatch size against throughput (n = {batch_n:,}, m = 1024, float32, lr = suggest_lr(net, S)):")
+    print(
+        table(
+            ["S", "lr", "steps/s", "points/s", "|R|", "|R| per point"],
+            [
+                [
+                    str(r["batch_size"]),
+                    f"{r['lr']:.4g}",
+                    f"{r['steps_per_second']:.1f}",
+                    f"{r['points_per_second']:.0f}",
+                    f"{r['fired_union']:.0f}",
+                    f"{r['union_per_point']:.1f}",
+                ]
+                for r in scaling
+            ],
+        )
+    )
+    print("\npredicting 10,000 new pairs (64 x 64 features, m = 1024) after training on n_train pairs:")
+    print(
+        table(
+            [
+                "n_train",
+                "folded, first call s",
+                "folded, again s",
+                "through the training points s",
+                "speed-up (first)",
+                "max rel diff",
+            ],
+            [
+                [
+                    f"{r['n_train']:,}",
+                    f"{r['folded_first_seconds']:.2f}",
+                    f"{r['folded_again_seconds']:.2f}",
+                    f"{r['scan_seconds']:.2f}",
+                    f"{r['scan_seconds'] / r['folded_first_seconds']:.0f}x",
+                    f"{r['max_rel_diff']:.1e}",
+                ]
+                for r in predict
+            ],
+        )
+    )
+    return 0
