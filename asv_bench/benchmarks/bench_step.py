@@ -62,3 +62,35 @@ class IndexMaintenance(Benchmark):
         before = self.tr.index_stats()
         self.tr.fit(128)
         return (self.tr.index_stats()["seconds"] - before["seconds"]) / 128
+
+
+class StepOverRoofline(Benchmark):
+    """The step time over its lower bound (`kronnet bench roofline`): the
+    bytes a step must move over the stream bandwidth of a buffer the size
+    of P, measured in the same run. 1.0 would be the machine's limit."""
+
+    params = ([1000, 10_000], [512, 2048], ["float64", "float32"])
+    param_names = ["n", "width", "dtype"]
+    unit = "step / bound"
+    repeat = (1, 1, 300.0)
+
+    def track_ratio(self, n, width, dtype):
+        from kronnet.cli import bench
+
+        cell = bench.roofline_cell(n, width, dtype, steps=max(20, min(400, int(4e8 / (n * width)))))
+        return float("nan") if cell is None else cell["ratio"]
+
+
+class PredictFolded(Benchmark):
+    """Predicting 10,000 new pairs after training on 30,000 (64 x 64
+    features, m = 1024): through the training points over through folded
+    weights, first call included."""
+
+    unit = "speed-up"
+    repeat = (1, 1, 600.0)
+
+    def track_speedup(self):
+        from kronnet.cli import bench
+
+        (row,) = bench.predict_times([30_000], (64, 64), 1024)
+        return row["scan_seconds"] / row["folded_first_seconds"]

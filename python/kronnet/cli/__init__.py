@@ -34,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument(
         "sweep",
         nargs="?",
-        choices=["scaling", "model", "roofline", "index", "churn", "pairs", "init", "endtoend", "mpi"],
+        choices=["scaling", "model", "roofline", "large", "index", "churn", "pairs", "init", "endtoend", "mpi"],
         default="scaling",
     )
     b.add_argument("--n", type=int, default=512, help="training points (default 512)")
@@ -74,6 +74,7 @@ def bench_command(args: argparse.Namespace) -> int:
         "scaling": sweeps.scaling,
         "model": sweeps.model,
         "roofline": sweeps.roofline,
+        "large": sweeps.large,
         "index": sweeps.index,
         "churn": sweeps.churn,
         "pairs": sweeps.pairs,

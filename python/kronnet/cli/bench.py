@@ -764,3 +764,44 @@ def predict_times(
         row["max_rel_diff"] = float(np.max(np.abs(fold_first - scan)) / max(np.max(np.abs(scan)), 1e-300))
         out.append(row)
     return out
+
+
+def large_run(n: int, width: int, seconds: float, dtype: str = "float32", comm: Any = None) -> Dict[str, Any]:
+    """Training on `n` pairs (tables of ~sqrt(2n) entities of 64 values
+    each, d = 4096), never an n × n matrix (K[B, :] from the tables per
+    step): build time, steps timed for about `seconds`, the epoch time they
+    imply, and this process's peak resident memory. Under MPI (`comm`)
+    every rank reports its own."""
+    import resource
+
+    from kronnet import make_pair_data
+
+    side = int(math.ceil(math.sqrt(2.0 * n)))
+    data = make_pair_data(n, (side, side), dims=(64, 64), seed=0)
+    net = TwoLayerNet(data.dims, width, seed=0)
+    start = time.perf_counter()
+    tr = Trainer(net, data, lr=suggest_lr(net, 8), batch_size=8, dtype=dtype, comm=comm)  # type: ignore[arg-type]
+    build = time.perf_counter() - start
+    timed_steps(tr, 3)
+    done, spent, losses = 0, 0.0, []
+    while spent < seconds:
+        took, hist = timed_steps(tr, 20)
+        done += hist.steps
+        spent += took
+        losses.extend(hist.loss.tolist())
+    per_step = spent / done
+    return {
+        "n": n,
+        "width": width,
+        "dtype": dtype,
+        "ranks": 1 if comm is None else comm.Get_size(),
+        "gram": tr.gram,
+        "index": tr.index,
+        "build_seconds": build,
+        "steps": done,
+        "step_seconds": per_step,
+        "epoch_seconds": per_step * math.ceil(n / 8),
+        "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        "loss_first": float(np.mean(losses[:20])),
+        "loss_last": float(np.mean(losses[-20:])),
+    }

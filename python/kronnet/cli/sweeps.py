@@ -752,3 +752,45 @@ def roofline(args: argparse.Namespace) -> int:
         )
     )
     return 0
+
+
+def large(args: argparse.Namespace) -> int:
+    """Training on 10^6 pairs (`--n`) with m = 1024 (`--width`), float32:
+    build time, time per step and per epoch, peak memory; under
+    ``mpiexec -n K`` every rank trains its shard and reports its own."""
+    comm = None
+    try:
+        from mpi4py import MPI
+
+        if MPI.COMM_WORLD.Get_size() > 1:
+            comm = MPI.COMM_WORLD
+    except ImportError:
+        pass
+    n = args.n if args.n != 512 else 1_000_000
+    width = args.width if args.width != 2048 else 1024
+    row = bench.large_run(n, width, seconds=20.0 if args.quick else 60.0, comm=comm)
+    rows = [row] if comm is None else comm.gather(row, root=0)
+    if comm is not None and comm.rank != 0:
+        return 0
+    assert rows is not None
+    save_json(f"{args.out}/bench_large.json", {"meta": meta(args), "ranks": rows})
+    print(f"\ntraining on {n:,} pairs, m = {width}, float32, S = 8, {args.threads} thread(s) per process:")
+    print(
+        table(
+            ["rank", "gram", "build s", "steps timed", "ms/step", "epoch (n/S steps)", "peak GiB", "batch loss"],
+            [
+                [
+                    f"{k} of {r['ranks']}",
+                    r["gram"],
+                    f"{r['build_seconds']:.1f}",
+                    str(r["steps"]),
+                    f"{r['step_seconds'] * 1e3:.1f}",
+                    f"{r['epoch_seconds'] / 3600:.2f} h",
+                    f"{r['peak_rss_bytes'] / 2**30:.2f}",
+                    f"{r['loss_first']:.3g} -> {r['loss_last']:.3g}",
+                ]
+                for k, r in enumerate(rows)
+            ],
+        )
+    )
+    return 0
