@@ -14,6 +14,7 @@ from .data import KernelFeatures, KronData, KronPoints, PairData, make_kronecker
 from .errors import (
     ArgumentError,
     ArgumentTypeError,
+    ConcurrentUseError,
     DivergenceError,
     FileFormatError,
     KronnetError,
@@ -30,6 +31,7 @@ __all__ = [
     "ArgumentTypeError",
     "AsyncTree",
     "CoefficientBlock",
+    "ConcurrentUseError",
     "DivergenceError",
     "FileFormatError",
     "History",

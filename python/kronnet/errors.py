@@ -2,7 +2,7 @@
 
 Each derives from the standard exception a Python user already catches for
 that kind of fault (``ValueError``, ``TypeError``, ``MemoryError``,
-``FloatingPointError``) and from :class:`KronnetError`, and carries the facts
+``FloatingPointError``, ``RuntimeError``) and from :class:`KronnetError`, and carries the facts
 of the fault as attributes, so that code can react to them without parsing
 messages. The Rust core raises the same classes (``src/bindings/errors.rs``).
 """
@@ -265,9 +265,55 @@ class StaleTrainerError(KronnetError):
     """
 
 
+class ConcurrentUseError(KronnetError, RuntimeError):
+    """A net or trainer was used from a second thread while a trainer works on it.
+
+    kronnet's contract (the "Thread safety" paragraphs of
+    :class:`~kronnet.TwoLayerNet` and :class:`~kronnet.Trainer`): several
+    threads may read one net at once (:meth:`~kronnet.TwoLayerNet.predict`,
+    :meth:`~kronnet.TwoLayerNet.save`...), but while a :class:`~kronnet.Trainer`
+    builds, steps, fits or reads its state in one thread, neither the net
+    nor any of its trainers may be used from another thread. Such a call
+    raises this at once, in the thread that made it, instead of waiting or
+    corrupting the state; the training is not disturbed. Nothing is changed
+    by the refused call: wait for the training to finish (join its thread)
+    and call again, or give each thread its own net (``copy.deepcopy(net)``).
+
+    Parameters
+    ----------
+    what : str
+        The refused call (``"net.predict()"``...).
+    holder : str
+        The thread that is using the net (its name).
+    activity : str
+        What that thread is doing (``"training it"``, ``"reading it"``).
+
+    Examples
+    --------
+    >>> import kronnet as kn
+    >>> exc = kn.ConcurrentUseError("net.predict()", "Thread-1", "training it")
+    >>> isinstance(exc, RuntimeError), exc.holder
+    (True, 'Thread-1')
+    """
+
+    def __init__(self, what: str, holder: str, activity: str) -> None:
+        super().__init__(
+            f"{what}: thread {holder!r} is {activity}; a net and its trainers must not be used from another "
+            "thread while a Trainer works on them (kronnet's thread-safety rule). Wait for that thread to "
+            "finish (join it), or give each thread its own net (copy.deepcopy(net))"
+        )
+        self.what = what
+        self.holder = holder
+        self.activity = activity
+
+    def __reduce__(self) -> Tuple[Any, ...]:
+        return (type(self), (self.what, self.holder, self.activity))
+
+
 __all__ = [
     "ArgumentError",
     "ArgumentTypeError",
+    "ConcurrentUseError",
     "DivergenceError",
     "FileFormatError",
     "KronnetError",

@@ -16,6 +16,7 @@ from ..errors import ArgumentError, ArgumentTypeError
 from ..placement import ONE_PROCESS, Placement
 from ..progress import PointsBar
 from . import format as file_members
+from .guard import UseGuard
 from .state import BlockState, NetState
 
 #: Memory one chunk of `predict` may use (P of the chunk's points and their
@@ -112,6 +113,8 @@ class CoefficientBlock:
     def __init__(self, data: KronPoints, coef: Any) -> None:
         self._data = data
         self._coef = coef
+        # The guard of the net that holds the block (its own until then).
+        self._guard = UseGuard()
 
     @property
     def data(self) -> KronPoints:
@@ -121,9 +124,10 @@ class CoefficientBlock:
     @property
     def alpha(self) -> np.ndarray:
         """alpha, shape (m, n), a read-only copy."""
-        a: np.ndarray = self._coef.alpha_t().T
-        a.flags.writeable = False
-        return a
+        with self._guard.reading("block.alpha"):
+            a: np.ndarray = self._coef.alpha_t().T
+            a.flags.writeable = False
+            return a
 
     @property
     def storage(self) -> Any:
@@ -135,15 +139,17 @@ class CoefficientBlock:
     @property
     def trained(self) -> bool:
         """Whether any coefficient of this block is nonzero."""
-        return bool(self._coef.trained)
+        with self._guard.reading("block.trained"):
+            return bool(self._coef.trained)
 
     @property
     def beta(self) -> np.ndarray:
         """β̃, shape (n, C), a read-only copy: the linear term is
         v = s_v Σ_blocks β̃ᵀ X (``net.linear_weights()`` materializes it)."""
-        b: np.ndarray = self._coef.beta()
-        b.flags.writeable = False
-        return b
+        with self._guard.reading("block.beta"):
+            b: np.ndarray = self._coef.beta()
+            b.flags.writeable = False
+            return b
 
     def neurons(self, first: int, count: int) -> CoefficientBlock:
         """An independent block of neurons first .. first + count of these
@@ -159,12 +165,13 @@ class CoefficientBlock:
         CoefficientBlock
             The same points, a copy of those neurons' coefficients.
         """
-        if not self._coef.trained and not self._coef.linear:
-            return CoefficientBlock(self._data, _core.Coefficients(self._data.n, count, self._coef.outputs))
-        return CoefficientBlock(
-            self._data,
-            _core.Coefficients.from_alpha_t(self._coef.alpha_t()[:, first : first + count], self._coef.beta()),
-        )
+        with self._guard.reading("block.neurons()"):
+            if not self._coef.trained and not self._coef.linear:
+                return CoefficientBlock(self._data, _core.Coefficients(self._data.n, count, self._coef.outputs))
+            return CoefficientBlock(
+                self._data,
+                _core.Coefficients.from_alpha_t(self._coef.alpha_t()[:, first : first + count], self._coef.beta()),
+            )
 
     def __repr__(self) -> str:
         return f"CoefficientBlock(n={self._data.n}, width={self._coef.width})"
@@ -227,6 +234,18 @@ class TwoLayerNet:
     in place; trainers on the same points share one coefficient block, and a
     discarded trainer leaves nothing behind but that block.
 
+    Thread safety: any number of threads may read a net at once
+    (:meth:`predict`, :meth:`save`, :meth:`preactivations`, its properties
+    and coefficient blocks...). Training needs the net to itself: while a
+    :class:`Trainer` is built on it or runs any of its methods (``fit``,
+    ``step``, ``run``, ``full_loss``, ``checkpoint``...) in one thread, no
+    other thread may use the net or any of its trainers, and a trainer does
+    not start while another thread reads the net. A call that breaks the
+    rule raises :class:`~kronnet.ConcurrentUseError` at once in the thread
+    that made it; it neither waits nor disturbs the training. Give each
+    thread its own net (``copy.deepcopy(net)``, made before training) to
+    train or predict in parallel.
+
     Examples
     --------
     >>> import kronnet as kn
@@ -279,6 +298,14 @@ class TwoLayerNet:
         # Where the neurons live: this process, until a Trainer with comm=
         # shards the net (its blocks then hold α of this rank's neurons).
         self._placement: Placement = ONE_PROCESS
+        # Which threads use the net: readers, or one trainer (the "Thread
+        # safety" rule above; kronnet.model.guard).
+        self._guard = UseGuard()
+
+    def _adopt(self, block: CoefficientBlock) -> CoefficientBlock:
+        """`block`, now guarded by this net's guard (it holds the block)."""
+        block._guard = self._guard
+        return block
 
     @property
     def dims(self) -> Tuple[int, ...]:
@@ -372,31 +399,34 @@ class TwoLayerNet:
         """Output weights, read-only: shape (m,) for one output, (m, C)
         otherwise. ±1 at initialization (drawn from the seed); trained when
         a :class:`Trainer` has ``lr_a > 0``."""
-        self._whole_head("a")
-        a: np.ndarray = self._head.a()
-        out = a[:, 0] if self._outputs == 1 else a
-        out.flags.writeable = False
-        return out
+        with self._guard.reading("net.a"):
+            self._whole_head("a")
+            a: np.ndarray = self._head.a()
+            out = a[:, 0] if self._outputs == 1 else a
+            out.flags.writeable = False
+            return out
 
     @property
     def thresholds(self) -> np.ndarray:
         """The per-neuron thresholds b_r, shape (m,), read-only: neuron r fires
         on x when <w_r, x> > b_r. All equal to :attr:`threshold` at
         initialization; trained when a :class:`Trainer` has ``lr_b > 0``."""
-        self._whole_head("thresholds")
-        b: np.ndarray = self._head.thresholds()
-        b.flags.writeable = False
-        return b
+        with self._guard.reading("net.thresholds"):
+            self._whole_head("thresholds")
+            b: np.ndarray = self._head.thresholds()
+            b.flags.writeable = False
+            return b
 
     @property
     def output_bias(self) -> Any:
         """c: a float for one output, shape (C,) otherwise. 0 at
         initialization; trained when a :class:`Trainer` has ``lr_c > 0``."""
-        c: np.ndarray = self._head.output_bias()
-        if self._outputs == 1:
-            return float(c[0])
-        c.flags.writeable = False
-        return c
+        with self._guard.reading("net.output_bias"):
+            c: np.ndarray = self._head.output_bias()
+            if self._outputs == 1:
+                return float(c[0])
+            c.flags.writeable = False
+            return c
 
     @property
     def coefficients(self) -> Tuple[CoefficientBlock, ...]:
@@ -405,7 +435,8 @@ class TwoLayerNet:
         W = W(0) + sum over blocks of ``block.alpha @ block.data.dense()``;
         read it without materializing W. Empty for an untrained net.
         """
-        return tuple(self._blocks)
+        with self._guard.reading("net.coefficients"):
+            return tuple(self._blocks)
 
     # -- the blocks trainers accumulate into -----------------------------------
 
@@ -438,14 +469,15 @@ class TwoLayerNet:
         >>> block.alpha.shape, net.block_for(data.with_targets(-data.y)) is block
         ((16, 8), True)
         """
-        found = self.find_block(data)
-        if found is not None:
-            return found
-        count = self._placement.neurons(self._width)[1]
-        v.ensure_fits(8.0 * data.n * count, "the coefficient block alpha (width × n)", "data")
-        block = CoefficientBlock(data, _core.Coefficients(data.n, count, self._outputs))
-        self._blocks.append(block)
-        return block
+        with self._guard.training("net.block_for()"):
+            found = self.find_block(data)
+            if found is not None:
+                return found
+            count = self._placement.neurons(self._width)[1]
+            v.ensure_fits(8.0 * data.n * count, "the coefficient block alpha (width × n)", "data")
+            block = CoefficientBlock(data, _core.Coefficients(data.n, count, self._outputs))
+            self._blocks.append(self._adopt(block))
+            return block
 
     def find_block(self, data: KronPoints) -> Optional[CoefficientBlock]:
         """The coefficient block of `data`'s points (same fingerprint), or None.
@@ -494,7 +526,8 @@ class TwoLayerNet:
         >>> len(net.core_blocks())
         1
         """
-        return [(blk.data.core_layout, blk.storage) for blk in self._blocks if blk.trained or blk.storage.linear]
+        with self._guard.reading("net.core_blocks()"):
+            return [(blk.data.core_layout, blk.storage) for blk in self._blocks if blk.trained or blk.storage.linear]
 
     @property
     def revision(self) -> Tuple[Tuple[int, int], ...]:
@@ -503,11 +536,20 @@ class TwoLayerNet:
         compares it with the one it saw after its own last step, to refuse
         stepping from a state another trainer has moved
         (:class:`StaleTrainerError`)."""
-        return ((self._head.serial, self._head.updates),) + tuple(
-            (blk.storage.serial, blk.storage.updates) for blk in self._blocks
-        )
+        with self._guard.reading("net.revision"):
+            return ((self._head.serial, self._head.updates),) + tuple(
+                (blk.storage.serial, blk.storage.updates) for blk in self._blocks
+            )
 
     # -- where the neurons live ---------------------------------------------------
+
+    @property
+    def guard(self) -> UseGuard:
+        """The record of which threads use the net
+        (:class:`~kronnet.model.guard.UseGuard`): its trainers hold it while
+        they work, readers while they read (the "Thread safety" rule above).
+        Low level."""
+        return self._guard
 
     @property
     def placement(self) -> Placement:
@@ -559,15 +601,16 @@ class TwoLayerNet:
         Under ``mpiexec -n 2``, ``net.shard(placement.over(MPI.COMM_WORLD))``
         keeps neurons (0, 64) on rank 0 of a width-128 net and (64, 64) on rank 1.
         """
-        if self._placement.sharded or not placement.sharded:
-            if self._placement.comm is not placement.comm:
-                raise ArgumentError("comm", "the net is already sharded over another communicator")
-            return self._placement.neurons(self._width)
-        first, count = placement.neurons(self._width)
-        self._blocks = [blk.neurons(first, count) for blk in self._blocks]
-        self._head = self._head.shard(first, count)
-        self._placement = placement
-        return first, count
+        with self._guard.training("net.shard()"):
+            if self._placement.sharded or not placement.sharded:
+                if self._placement.comm is not placement.comm:
+                    raise ArgumentError("comm", "the net is already sharded over another communicator")
+                return self._placement.neurons(self._width)
+            first, count = placement.neurons(self._width)
+            self._blocks = [self._adopt(blk.neurons(first, count)) for blk in self._blocks]
+            self._head = self._head.shard(first, count)
+            self._placement = placement
+            return first, count
 
     def gather(self, root: Optional[int] = None) -> Optional[TwoLayerNet]:
         """The whole net from a sharded one, as a plain (unsharded) net.
@@ -600,24 +643,25 @@ class TwoLayerNet:
         Under ``mpiexec -n 2``, after ``kn.Trainer(net, data, comm=MPI.COMM_WORLD)``,
         ``net.gather()`` returns on every rank a plain net with all 64 neurons.
         """
-        if not self._placement.sharded:
-            return self
-        placement = self._placement
-        placement.agree(root=root)
-        state = self.to_state(whole=False)
-        blocks = []
-        for blk in state.blocks:
-            rows = placement.gather_rows(blk.alpha_t.T, root=root)
-            if rows is not None:
-                blocks.append(BlockState(blk.kind, blk.points, blk.y, rows.T, blk.beta))
-        a = placement.gather_rows(np.asarray(state.a), root=root)
-        thresholds = placement.gather_rows(np.asarray(state.thresholds), root=root)
-        if root is not None and placement.rank != root:
-            return None
-        state.blocks = blocks
-        state.a, state.thresholds = a, thresholds
-        state.neurons = (0, self._width)
-        return TwoLayerNet.from_state(state)
+        with self._guard.reading("net.gather()"):
+            if not self._placement.sharded:
+                return self
+            placement = self._placement
+            placement.agree(root=root)
+            state = self.to_state(whole=False)
+            blocks = []
+            for blk in state.blocks:
+                rows = placement.gather_rows(blk.alpha_t.T, root=root)
+                if rows is not None:
+                    blocks.append(BlockState(blk.kind, blk.points, blk.y, rows.T, blk.beta))
+            a = placement.gather_rows(np.asarray(state.a), root=root)
+            thresholds = placement.gather_rows(np.asarray(state.thresholds), root=root)
+            if root is not None and placement.rank != root:
+                return None
+            state.blocks = blocks
+            state.a, state.thresholds = a, thresholds
+            state.neurons = (0, self._width)
+            return TwoLayerNet.from_state(state)
 
     # -- weights and predictions ----------------------------------------------
 
@@ -715,10 +759,11 @@ class TwoLayerNet:
         >>> bool(np.allclose(data.dense() @ W.T, net.preactivations(data)))
         True
         """
-        # Every rank gathers, then checks and computes; a refusal on one
-        # rank is agreed so that no rank waits in a later message.
-        whole = self._whole()
-        return self._placement.run(whole._dense_weights_here)
+        with self._guard.reading("net.dense_weights()"):
+            # Every rank gathers, then checks and computes; a refusal on one
+            # rank is agreed so that no rank waits in a later message.
+            whole = self._whole()
+            return self._placement.run(whole._dense_weights_here)
 
     def linear_weights(self) -> np.ndarray:
         """The linear term v materialized. Only for small d.
@@ -749,8 +794,9 @@ class TwoLayerNet:
         >>> v.shape, bool(np.abs(v).max() > 0)
         ((16,), True)
         """
-        whole = self._whole()
-        return self._placement.run(whole._linear_weights_here)
+        with self._guard.reading("net.linear_weights()"):
+            whole = self._whole()
+            return self._placement.run(whole._linear_weights_here)
 
     def _linear_weights_here(self) -> np.ndarray:
         need = _core.dense_weights_bytes(list(self._dims), self._outputs, [blk.data.n for blk in self._blocks])
@@ -809,10 +855,11 @@ class TwoLayerNet:
         >>> bool(np.allclose(P, data.dense() @ net.initial_weights().T))
         True
         """
-        data = self._placement.run(lambda: self._points(X, "X"))
-        self._placement.agree(X=data)
-        whole = self._whole()
-        return self._placement.run(lambda: whole._preactivations_here(data))
+        with self._guard.reading("net.preactivations()"):
+            data = self._placement.run(lambda: self._points(X, "X"))
+            self._placement.agree(X=data)
+            whole = self._whole()
+            return self._placement.run(lambda: whole._preactivations_here(data))
 
     def _preactivations_here(self, data: KronPoints) -> np.ndarray:
         need = _core.preacts_bytes(
@@ -872,62 +919,65 @@ class TwoLayerNet:
         >>> net.predict(data.factors).shape  # the factor matrices work too
         (16,)
         """
-        # Checked on every rank, and agreed, before any message.
-        data, rows, progress = self._placement.run(lambda: self._predict_plan(X, progress))
-        self._placement.agree(X=data)
-        if data.n == 0:
-            return np.empty(0) if self._outputs == 1 else np.empty((0, self._outputs))
-        blocks = self.core_blocks()
-        head = self._head
-        linear: List[Optional[np.ndarray]] = []
-        # The path depends only on the whole net, so every rank (and a
-        # loaded copy) takes the same one.
-        folded = self._placement.run(self._folded) if self.folds else None
-        if folded is not None:
-            # P of a chunk, and the chunk's points materialized unless they
-            # go through entity tables.
-            per_point = self._width + (0 if data.table_rows > 0 else self.d)
-            rows = max(1, min(data.n, PREDICT_CHUNK_BYTES // (8 * per_point)))
-
-        def predict_words() -> Tuple[np.ndarray, Optional[np.ndarray]]:
-            with PointsBar(progress and self._placement.speaks, data.n, head.width, "predict") as bar:
-                if folded is not None:
-                    w, lin_w = folded
-                    out: Tuple[np.ndarray, Optional[np.ndarray]] = _core.predict_words_folded(
-                        data.core_layout, head, w, lin_w, rows, progress=bar.callback
-                    )
-                    return out
-                return _core.predict_words(data.core_layout, head, self.core_init, blocks, rows, progress=bar.callback)
-
-        def here() -> np.ndarray:
+        with self._guard.reading("net.predict()"):
+            # Checked on every rank, and agreed, before any message.
+            data, rows, progress = self._placement.run(lambda: self._predict_plan(X, progress))
+            self._placement.agree(X=data)
+            if data.n == 0:
+                return np.empty(0) if self._outputs == 1 else np.empty((0, self._outputs))
+            blocks = self.core_blocks()
+            head = self._head
+            linear: List[Optional[np.ndarray]] = []
+            # The path depends only on the whole net, so every rank (and a
+            # loaded copy) takes the same one.
+            folded = self._placement.run(self._folded) if self.folds else None
             if folded is not None:
+                # P of a chunk, and the chunk's points materialized unless they
+                # go through entity tables.
+                per_point = self._width + (0 if data.table_rows > 0 else self.d)
+                rows = max(1, min(data.n, PREDICT_CHUNK_BYTES // (8 * per_point)))
+
+            def predict_words() -> Tuple[np.ndarray, Optional[np.ndarray]]:
+                with PointsBar(progress and self._placement.speaks, data.n, head.width, "predict") as bar:
+                    if folded is not None:
+                        w, lin_w = folded
+                        out: Tuple[np.ndarray, Optional[np.ndarray]] = _core.predict_words_folded(
+                            data.core_layout, head, w, lin_w, rows, progress=bar.callback
+                        )
+                        return out
+                    return _core.predict_words(
+                        data.core_layout, head, self.core_init, blocks, rows, progress=bar.callback
+                    )
+
+            def here() -> np.ndarray:
+                if folded is not None:
+                    summed, lin = predict_words()
+                    got: np.ndarray = _core.outputs_from_words(head, summed, lin)
+                    return got
+                with PointsBar(progress, data.n, self._width, "predict") as bar:
+                    out: np.ndarray = _core.predict(
+                        data.core_layout, head, self.core_init, blocks, rows, progress=bar.callback
+                    )
+                return out
+
+            def words() -> np.ndarray:
+                # All points in one call, chunked by the core exactly as one
+                # process would chunk them; the linear parts are every rank's
+                # alike.
                 summed, lin = predict_words()
-                got: np.ndarray = _core.outputs_from_words(head, summed, lin)
-                return got
-            with PointsBar(progress, data.n, self._width, "predict") as bar:
-                out: np.ndarray = _core.predict(
-                    data.core_layout, head, self.core_init, blocks, rows, progress=bar.callback
-                )
-            return out
+                linear.append(lin)
+                return summed
 
-        def words() -> np.ndarray:
-            # All points in one call, chunked by the core exactly as one
-            # process would chunk them; the linear parts are every rank's
-            # alike.
-            summed, lin = predict_words()
-            linear.append(lin)
-            return summed
+            def finish(start: int, summed: np.ndarray) -> np.ndarray:
+                lin = linear[0]
+                part = None if lin is None else lin[start : start + summed.shape[0]]
+                return _core.outputs_from_words(head, summed, part)
 
-        def finish(start: int, summed: np.ndarray) -> np.ndarray:
-            lin = linear[0]
-            part = None if lin is None else lin[start : start + summed.shape[0]]
-            return _core.outputs_from_words(head, summed, part)
-
-        out = self._placement.outputs(here, words, finish)
-        # The same outputs on every rank: all raise alike.
-        if not np.isfinite(out).all():
-            raise ArgumentError("X", "the predictions overflow float64 (the points or weights are too large)")
-        return out[:, 0] if self._outputs == 1 else out
+            out = self._placement.outputs(here, words, finish)
+            # The same outputs on every rank: all raise alike.
+            if not np.isfinite(out).all():
+                raise ArgumentError("X", "the predictions overflow float64 (the points or weights are too large)")
+            return out[:, 0] if self._outputs == 1 else out
 
     def predict_grid(self, tables: Sequence[Any], progress: bool = False) -> np.ndarray:
         """f for every combination of entities: every user with every item,
@@ -999,8 +1049,9 @@ class TwoLayerNet:
         >>> net.folds  # d = 16 < 300 points, W of 64 × 16
         True
         """
-        trained = sum(blk.data.n for blk in self._blocks if blk.trained or blk.storage.linear)
-        return trained > 0 and self.d <= trained and 8 * self._width * self.d <= FOLD_BYTES
+        with self._guard.reading("net.folds"):
+            trained = sum(blk.data.n for blk in self._blocks if blk.trained or blk.storage.linear)
+            return trained > 0 and self.d <= trained and 8 * self._width * self.d <= FOLD_BYTES
 
     def _folded(self) -> Tuple[np.ndarray, Optional[np.ndarray]]:
         """This process's folded weights, computed again after any change."""
@@ -1063,11 +1114,12 @@ class TwoLayerNet:
         32
         >>> tmp.cleanup()
         """
-        meta, arrays, rows = file_members.members(self.to_state(whole=False))
-        self._placement.agree(path=fileformat.checked_path(path))
-        # Sharded, rank 0 writes the file while the ranks' coefficients
-        # arrive a piece at a time: it never holds the whole net's α.
-        self._placement.write_file(path, "net", meta, arrays, rows)
+        with self._guard.reading("net.save()"):
+            meta, arrays, rows = file_members.members(self.to_state(whole=False))
+            self._placement.agree(path=fileformat.checked_path(path))
+            # Sharded, rank 0 writes the file while the ranks' coefficients
+            # arrive a piece at a time: it never holds the whole net's α.
+            self._placement.write_file(path, "net", meta, arrays, rows)
 
     def to_state(self, whole: bool = True) -> NetState:
         """The net as plain values and arrays (:class:`~kronnet.model.state.NetState`).
@@ -1101,37 +1153,38 @@ class TwoLayerNet:
         >>> bool((twin.predict(data) == net.predict(data)).all())
         True
         """
-        if whole and self._placement.sharded:
-            raise ArgumentError(
-                "net",
-                "is sharded over MPI ranks and holds only this rank's neurons: "
-                "use net.gather() for the whole net (net.save gathers by itself)",
-            )
-        head = self._head
-        return NetState(
-            dims=self._dims,
-            width=self._width,
-            threshold=self._threshold,
-            seed=self._seed,
-            init=self._init,
-            init_rank=self._init_rank,
-            blocks=[
-                BlockState(
-                    blk.data.kind,
-                    blk.data.to_arrays(),
-                    blk.data.y,
-                    blk.storage.alpha_t(),
-                    blk.storage.beta() if blk.storage.linear else None,
+        with self._guard.reading("net.to_state()"):
+            if whole and self._placement.sharded:
+                raise ArgumentError(
+                    "net",
+                    "is sharded over MPI ranks and holds only this rank's neurons: "
+                    "use net.gather() for the whole net (net.save gathers by itself)",
                 )
-                for blk in self._blocks
-            ],
-            neurons=self._placement.neurons(self._width),
-            outputs=self._outputs,
-            a=head.a(),
-            thresholds=head.thresholds(),
-            output_bias=head.output_bias(),
-            v_scale=float(head.v_scale),
-        )
+            head = self._head
+            return NetState(
+                dims=self._dims,
+                width=self._width,
+                threshold=self._threshold,
+                seed=self._seed,
+                init=self._init,
+                init_rank=self._init_rank,
+                blocks=[
+                    BlockState(
+                        blk.data.kind,
+                        blk.data.to_arrays(),
+                        blk.data.y,
+                        blk.storage.alpha_t(),
+                        blk.storage.beta() if blk.storage.linear else None,
+                    )
+                    for blk in self._blocks
+                ],
+                neurons=self._placement.neurons(self._width),
+                outputs=self._outputs,
+                a=head.a(),
+                thresholds=head.thresholds(),
+                output_bias=head.output_bias(),
+                v_scale=float(head.v_scale),
+            )
 
     @classmethod
     def from_state(cls, state: NetState, placement: Placement = ONE_PROCESS) -> TwoLayerNet:
@@ -1185,7 +1238,7 @@ class TwoLayerNet:
             if np.shape(beta) != (data.n, c):
                 raise ArgumentError(f"blocks[{j}].beta", f"has shape {np.shape(beta)}, expected ({data.n}, {c})")
             beta = v.float_array(beta, f"blocks[{j}].beta", 2, allow_empty=True)
-            net._blocks.append(CoefficientBlock(data, _core.Coefficients.from_alpha_t(alpha_t, beta)))
+            net._blocks.append(net._adopt(CoefficientBlock(data, _core.Coefficients.from_alpha_t(alpha_t, beta))))
         # The head: the file's (or the state's), else the initial one from
         # the seed; a shard's rows only.
         if state.a is None:
@@ -1240,17 +1293,18 @@ class TwoLayerNet:
         >>> bool(np.array_equal(net.predict(data), before))
         True
         """
-        twin = TwoLayerNet.from_state(state, self._placement)
-        ours = (self._dims, self._width, self._seed, self._init, self._init_rank, self._threshold, self._outputs)
-        theirs = (twin._dims, twin._width, twin._seed, twin._init, twin._init_rank, twin._threshold, twin._outputs)
-        if ours != theirs or tuple(state.neurons) != self._placement.neurons(self._width):
-            raise ArgumentError(
-                "state",
-                "describes another net (dims, width, seed, init, init_rank, threshold, outputs "
-                f"{theirs}, neurons {tuple(state.neurons)}); this one has {ours}, "
-                f"neurons {self._placement.neurons(self._width)}",
-            )
-        self._head, self._blocks = twin._head, twin._blocks
+        with self._guard.training("net.load_state()"):
+            twin = TwoLayerNet.from_state(state, self._placement)
+            ours = (self._dims, self._width, self._seed, self._init, self._init_rank, self._threshold, self._outputs)
+            theirs = (twin._dims, twin._width, twin._seed, twin._init, twin._init_rank, twin._threshold, twin._outputs)
+            if ours != theirs or tuple(state.neurons) != self._placement.neurons(self._width):
+                raise ArgumentError(
+                    "state",
+                    "describes another net (dims, width, seed, init, init_rank, threshold, outputs "
+                    f"{theirs}, neurons {tuple(state.neurons)}); this one has {ours}, "
+                    f"neurons {self._placement.neurons(self._width)}",
+                )
+            self._head, self._blocks = twin._head, [self._adopt(blk) for blk in twin._blocks]
 
     def __reduce__(self) -> Tuple[Any, ...]:
         return (TwoLayerNet.from_state, (self.to_state(),))
@@ -1264,7 +1318,7 @@ class TwoLayerNet:
         # The points are immutable and shared; the coefficients and the
         # head are copied.
         count = self._placement.neurons(self._width)[1]
-        twin._blocks = [blk.neurons(0, count) for blk in self._blocks]
+        twin._blocks = [twin._adopt(blk.neurons(0, count)) for blk in self._blocks]
         return twin
 
     def __repr__(self) -> str:

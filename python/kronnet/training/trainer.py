@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import replace
-from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple, cast
+from typing import Any, ContextManager, Dict, List, Literal, Optional, Sequence, Tuple, cast
 
 import numpy as np
 
@@ -126,6 +127,17 @@ class Trainer:
     training points. Dropping a trainer frees its state; the net keeps what
     it learned. :meth:`estimate_memory` tells the peak before building one.
 
+    Thread safety: a trainer and its net are not shared across threads
+    while it works. While this trainer is being built or runs any of its
+    methods in one thread (:meth:`fit`, :meth:`step`, :meth:`run`,
+    :meth:`full_loss`, :meth:`checkpoint`, :meth:`export_state`...), every
+    use of the net (``predict``, ``save``, another trainer...) or of this
+    trainer from another thread raises :class:`~kronnet.ConcurrentUseError`
+    at once, and the training goes on undisturbed; the trainer likewise
+    refuses to start while another thread reads the net. Several threads
+    may read an idle net together (:class:`TwoLayerNet`). Steps release the
+    GIL, so other Python threads keep running meanwhile.
+
     Examples
     --------
     >>> import kronnet as kn
@@ -246,72 +258,73 @@ class Trainer:
         neurons. Collective under MPI: each phase runs locally and is agreed
         on before the next message, so a rank that refuses makes every rank
         raise instead of leaving the others waiting."""
+        with _training(net, "Trainer()"):
 
-        def plan_locally() -> Tuple[TrainerConfig, MemoryPlan]:
-            if not isinstance(net, TwoLayerNet):
-                raise ArgumentTypeError("net", f"expected a TwoLayerNet, got {type(net).__name__}")
-            _check_data(data, net, "data", loss=config.loss)
-            if net.placement.sharded and net.placement.comm is not placement.comm:
-                raise ArgumentError(
-                    "comm",
-                    "the net is sharded over MPI ranks (a Trainer with comm= trained it): train it with the "
-                    "same comm=, or train net.gather() in one process",
-                )
-            if placement.sharded and config.backend != "kron":
-                raise ArgumentError(
-                    "backend", f"only the Kronecker backend can be sharded (comm=), got {config.backend!r}"
-                )
-            if gram_from is not None and gram_from.comm is not placement.comm:
-                raise ArgumentError("gram_from", "is sharded over another communicator than this trainer (comm=)")
-            if config.batch_size > data.n:
-                raise ArgumentError("batch_size", f"{config.batch_size} exceeds the {data.n} training points")
-            resolved = config.resolved(data.n, net.width, net.threshold)
-            held = placement.neurons(net.width)[1]
-            memory = trainer_memory(net, data, resolved, held, shared_gram=gram_from is not None)
-            where = " of this rank" if placement.sharded else ""
-            v.ensure_fits(memory.estimate, memory.what + where, "data, net.width")
-            return resolved, memory
+            def plan_locally() -> Tuple[TrainerConfig, MemoryPlan]:
+                if not isinstance(net, TwoLayerNet):
+                    raise ArgumentTypeError("net", f"expected a TwoLayerNet, got {type(net).__name__}")
+                _check_data(data, net, "data", loss=config.loss)
+                if net.placement.sharded and net.placement.comm is not placement.comm:
+                    raise ArgumentError(
+                        "comm",
+                        "the net is sharded over MPI ranks (a Trainer with comm= trained it): train it with the "
+                        "same comm=, or train net.gather() in one process",
+                    )
+                if placement.sharded and config.backend != "kron":
+                    raise ArgumentError(
+                        "backend", f"only the Kronecker backend can be sharded (comm=), got {config.backend!r}"
+                    )
+                if gram_from is not None and gram_from.comm is not placement.comm:
+                    raise ArgumentError("gram_from", "is sharded over another communicator than this trainer (comm=)")
+                if config.batch_size > data.n:
+                    raise ArgumentError("batch_size", f"{config.batch_size} exceeds the {data.n} training points")
+                resolved = config.resolved(data.n, net.width, net.threshold)
+                held = placement.neurons(net.width)[1]
+                memory = trainer_memory(net, data, resolved, held, shared_gram=gram_from is not None)
+                where = " of this rank" if placement.sharded else ""
+                v.ensure_fits(memory.estimate, memory.what + where, "data, net.width")
+                return resolved, memory
 
-        config, _ = placement.run(plan_locally)
-        # Every rank must train the same net on the same data the same way,
-        # or their shards would silently belong to different models.
-        placement.agree(
-            net=(net.dims, net.width, net.seed, net.init, net.init_rank, net.threshold, net.sharded),
-            data=data,
-            config=config.to_dict(),
-            steps_done=None if resume is None else resume.steps_done,
-        )
+            config, _ = placement.run(plan_locally)
+            # Every rank must train the same net on the same data the same way,
+            # or their shards would silently belong to different models.
+            placement.agree(
+                net=(net.dims, net.width, net.seed, net.init, net.init_rank, net.threshold, net.sharded),
+                data=data,
+                config=config.to_dict(),
+                steps_done=None if resume is None else resume.steps_done,
+            )
 
-        def build_locally() -> Any:
-            net.shard(placement)
-            first, count = placement.neurons(net.width)
-            # Rank 0's bar stands for all: the shards are alike in size.
-            with PointsBar(progress and resume is None and placement.speaks, data.n, count, "init") as bar:
-                return _make_core(
-                    config,
-                    net,
-                    data,
-                    resume,
-                    (first, count),
-                    progress=bar.callback,
-                    gram_from=None if gram_from is None else gram_from._core,
-                )
+            def build_locally() -> Any:
+                net.shard(placement)
+                first, count = placement.neurons(net.width)
+                # Rank 0's bar stands for all: the shards are alike in size.
+                with PointsBar(progress and resume is None and placement.speaks, data.n, count, "init") as bar:
+                    return _make_core(
+                        config,
+                        net,
+                        data,
+                        resume,
+                        (first, count),
+                        progress=bar.callback,
+                        gram_from=None if gram_from is None else gram_from._core,
+                    )
 
-        core = placement.run(build_locally)
-        self._placement = placement
-        self._config = config
-        self._net = net
-        self._data = data
-        self._core = core
-        # (A resumed state's p_bound is the whole net's already: the max over
-        # ranks that a sharded runner takes leaves it as it is.)
-        self._runner: StepRunner = placement.runner(core, data.n, net.width)
-        self._sampler = BatchSampler(data.n, config.batch_size, config.seed)
-        self._steps = 0
-        if resume is not None:
-            self._sampler.set_state(resume.sampler)
-            self._steps = resume.steps_done
-        self._revision = net.revision
+            core = placement.run(build_locally)
+            self._placement = placement
+            self._config = config
+            self._net = net
+            self._data = data
+            self._core = core
+            # (A resumed state's p_bound is the whole net's already: the max over
+            # ranks that a sharded runner takes leaves it as it is.)
+            self._runner: StepRunner = placement.runner(core, data.n, net.width)
+            self._sampler = BatchSampler(data.n, config.batch_size, config.seed)
+            self._steps = 0
+            if resume is not None:
+                self._sampler.set_state(resume.sampler)
+                self._steps = resume.steps_done
+            self._revision = net.revision
 
     @staticmethod
     def estimate_memory(
@@ -379,7 +392,8 @@ class Trainer:
             raise ArgumentError("data", f"has {data.n} points of dims {data.dims}; the net expects dims {net.dims}")
         config = TrainerConfig(1.0, 1, index, backend, 0, gram, gram_budget_bytes, dtype=dtype)
         resolved = config.resolved(data.n, net.width, net.threshold)
-        return trainer_memory(net, data, resolved, net.placement.neurons(net.width)[1]).estimate
+        with net.guard.reading("Trainer.estimate_memory()"):
+            return trainer_memory(net, data, resolved, net.placement.neurons(net.width)[1]).estimate
 
     @classmethod
     def restore(cls, path: Any, comm: Any = None) -> Trainer:
@@ -468,12 +482,13 @@ class Trainer:
         True
         >>> tmp.cleanup()
         """
-        self._placement.run(self._check_current)
-        self._placement.agree(path=checkpoint_file.checked_path(path))
-        # Agreed first: a rank that cannot copy out its state must not leave
-        # the others waiting for its rows.
-        net_state, state = self._placement.run(lambda: (self._net.to_state(whole=False), self.export_state()))
-        checkpoint_file.write(path, net_state, state, self._placement)
+        with self._net.guard.training("Trainer.checkpoint()"):
+            self._placement.run(self._check_current)
+            self._placement.agree(path=checkpoint_file.checked_path(path))
+            # Agreed first: a rank that cannot copy out its state must not leave
+            # the others waiting for its rows.
+            net_state, state = self._placement.run(lambda: (self._net.to_state(whole=False), self.export_state()))
+            checkpoint_file.write(path, net_state, state, self._placement)
 
     def export_state(self) -> TrainerState:
         """Everything this trainer alone knows, as plain values and arrays:
@@ -499,17 +514,18 @@ class Trainer:
         >>> state.steps_done, state.core.state.shape
         (5, (64, 32))
         """
-        core = self._core.export_state()
-        block = next(j for j, blk in enumerate(self._net.coefficients) if blk is self._net.find_block(self._data))
-        assert self._data.y is not None  # checked when the trainer was built
-        return TrainerState(
-            config=self._config,
-            steps_done=self._steps,
-            sampler=self._sampler.state(),
-            core=CoreState(state=core["state"], bounds=core.get("bounds"), linear=core.get("linear")),
-            block=block,
-            y=np.array(self._data.y),
-        )
+        with self._net.guard.training("Trainer.export_state()"):
+            core = self._core.export_state()
+            block = next(j for j, blk in enumerate(self._net.coefficients) if blk is self._net.find_block(self._data))
+            assert self._data.y is not None  # checked when the trainer was built
+            return TrainerState(
+                config=self._config,
+                steps_done=self._steps,
+                sampler=self._sampler.state(),
+                core=CoreState(state=core["state"], bounds=core.get("bounds"), linear=core.get("linear")),
+                block=block,
+                y=np.array(self._data.y),
+            )
 
     # -- properties ---------------------------------------------------------
 
@@ -600,7 +616,8 @@ class Trainer:
         >>> sorted(int(i) for b in epoch for i in b) == list(range(10))
         True
         """
-        return self._sampler.draw()
+        with self._net.guard.training("Trainer.next_batch()"):
+            return self._sampler.draw()
 
     # -- training -----------------------------------------------------------
 
@@ -621,7 +638,8 @@ class Trainer:
         >>> kn.Trainer(kn.TwoLayerNet(data.dims, width=64), data).comm_stats()  # one process
         {}
         """
-        return self._runner.comm_stats()
+        with self._net.guard.training("Trainer.comm_stats()"):
+            return self._runner.comm_stats()
 
     def _rates_at(self, t: int) -> Tuple[float, float, float, float, float]:
         """Step t's rates: the settings' times the schedule's factor."""
@@ -685,22 +703,23 @@ class Trainer:
         >>> tr.steps_done
         2
         """
-        self._check_current()
-        if batch is None:
-            before = self._sampler.state()
-            b = self._sampler.draw()
-        else:
-            before = None
-            b = self._placement.run(lambda: v.index_array(batch, "batch", self._data.n))
-            self._placement.agree(batch=b)
-        try:
-            loss, _, _ = self._runner.step(b, self._rates_at(self._steps))
-        except BaseException:
-            if before is not None:
-                self._sampler.set_state(before)
-            raise
-        self._committed(1)
-        return float(loss)
+        with self._net.guard.training("Trainer.step()"):
+            self._check_current()
+            if batch is None:
+                before = self._sampler.state()
+                b = self._sampler.draw()
+            else:
+                before = None
+                b = self._placement.run(lambda: v.index_array(batch, "batch", self._data.n))
+                self._placement.agree(batch=b)
+            try:
+                loss, _, _ = self._runner.step(b, self._rates_at(self._steps))
+            except BaseException:
+                if before is not None:
+                    self._sampler.set_state(before)
+                raise
+            self._committed(1)
+            return float(loss)
 
     def fit(
         self,
@@ -790,26 +809,29 @@ class Trainer:
         >>> hist.best_step == best[0] == tr.steps_done
         True
         """
+        with self._net.guard.training("Trainer.fit()"):
 
-        def check() -> Tuple[int, int, bool, Optional[KronPoints], Optional[int]]:
-            self._check_current()
-            out = (
-                v.positive_int(steps, "steps"),
-                v.nonnegative_int(eval_every, "eval_every"),
-                v.flag(progress, "progress"),
-                _validation_set(validation, self._net, self._config.loss),
-                None if patience is None else v.positive_int(patience, "patience"),
-            )
-            if out[4] is not None and (out[3] is None or out[1] == 0):
-                raise ArgumentError("patience", "early stopping needs validation= (held-out points) and eval_every > 0")
-            return out
+            def check() -> Tuple[int, int, bool, Optional[KronPoints], Optional[int]]:
+                self._check_current()
+                out = (
+                    v.positive_int(steps, "steps"),
+                    v.nonnegative_int(eval_every, "eval_every"),
+                    v.flag(progress, "progress"),
+                    _validation_set(validation, self._net, self._config.loss),
+                    None if patience is None else v.positive_int(patience, "patience"),
+                )
+                if out[4] is not None and (out[3] is None or out[1] == 0):
+                    raise ArgumentError(
+                        "patience", "early stopping needs validation= (held-out points) and eval_every > 0"
+                    )
+                return out
 
-        n_steps, every, shown, val, wait = self._placement.run(check)
-        self._placement.agree(steps=n_steps, eval_every=every, validation=val, patience=wait)
-        # Sharded, Ctrl-C must stop every rank after the same step: it only
-        # sets a flag that the next step's message carries to all ranks.
-        with self._runner.interrupts():
-            return self._fit(n_steps, every, shown, val, wait)
+            n_steps, every, shown, val, wait = self._placement.run(check)
+            self._placement.agree(steps=n_steps, eval_every=every, validation=val, patience=wait)
+            # Sharded, Ctrl-C must stop every rank after the same step: it only
+            # sets a flag that the next step's message carries to all ranks.
+            with self._runner.interrupts():
+                return self._fit(n_steps, every, shown, val, wait)
 
     def _fit(
         self, steps: int, eval_every: int, progress: bool, val: Optional[KronPoints], patience: Optional[int]
@@ -942,12 +964,13 @@ class Trainer:
         >>> stats["queries"] >= 80, stats["memory_bytes"] > 0
         (True, True)
         """
-        if self._config.backend != "kron":
-            return {}
-        out: Dict[str, float] = dict(self._core.index_stats)
-        out["seconds"] = float(self._core.index_seconds)
-        out["memory_bytes"] = int(self._core.index_memory_bytes)
-        return out
+        with self._net.guard.training("Trainer.index_stats()"):
+            if self._config.backend != "kron":
+                return {}
+            out: Dict[str, float] = dict(self._core.index_stats)
+            out["seconds"] = float(self._core.index_seconds)
+            out["memory_bytes"] = int(self._core.index_memory_bytes)
+            return out
 
     def update_stats(self) -> Dict[str, float]:
         """The work of the steps' update of P (their n × S × ``|R|`` product) so far.
@@ -967,10 +990,11 @@ class Trainer:
         >>> sorted(tr.update_stats())
         ['flops', 'seconds']
         """
-        if self._config.backend != "kron":
-            return {}
-        seconds, flops = self._core.update_work
-        return {"seconds": float(seconds), "flops": float(flops)}
+        with self._net.guard.training("Trainer.update_stats()"):
+            if self._config.backend != "kron":
+                return {}
+            seconds, flops = self._core.update_work
+            return {"seconds": float(seconds), "flops": float(flops)}
 
     def run(self, batches: Sequence[Any]) -> History:
         """One SGD step per batch of `batches`, in order, with no Python
@@ -1007,31 +1031,34 @@ class Trainer:
         >>> hist.steps, hist.batch_sizes.tolist(), tr.steps_done
         (2, [2, 3], 2)
         """
+        with self._net.guard.training("Trainer.run()"):
 
-        def check() -> Tuple[np.ndarray, np.ndarray]:
-            self._check_current()
-            if isinstance(batches, (str, bytes)) or not hasattr(batches, "__len__"):
-                raise ArgumentTypeError("batches", f"expected a sequence of index arrays, got {type(batches).__name__}")
-            drawn = [v.index_array(b, f"batches[{t}]", self._data.n) for t, b in enumerate(batches)]
-            offsets = np.zeros(len(drawn) + 1, dtype=np.int64)
-            np.cumsum([b.shape[0] for b in drawn], out=offsets[1:])
-            return (np.concatenate(drawn) if drawn else np.empty(0, dtype=np.int64)), offsets
+            def check() -> Tuple[np.ndarray, np.ndarray]:
+                self._check_current()
+                if isinstance(batches, (str, bytes)) or not hasattr(batches, "__len__"):
+                    raise ArgumentTypeError(
+                        "batches", f"expected a sequence of index arrays, got {type(batches).__name__}"
+                    )
+                drawn = [v.index_array(b, f"batches[{t}]", self._data.n) for t, b in enumerate(batches)]
+                offsets = np.zeros(len(drawn) + 1, dtype=np.int64)
+                np.cumsum([b.shape[0] for b in drawn], out=offsets[1:])
+                return (np.concatenate(drawn) if drawn else np.empty(0, dtype=np.int64)), offsets
 
-        indices, offsets = self._placement.run(check)
-        self._placement.agree(batches=(indices, offsets))
-        start = time.perf_counter()
-        if offsets.shape[0] == 1:
-            return from_runs([], [], 0.0)
-        taken = self._runner.steps_taken
-        schedule = factors(self._config.schedule, self._steps, offsets.shape[0] - 1)
-        loss, union, total, err = self._runner.run(indices, offsets, self._config.rates, schedule)
-        ran = self._runner.steps_taken - taken
-        self._committed(ran)
-        hist = from_runs([(loss, union, total, np.diff(offsets)[:ran])], [], time.perf_counter() - start)
-        if err is not None:
-            err.history = hist  # type: ignore[attr-defined]
-            raise err
-        return hist
+            indices, offsets = self._placement.run(check)
+            self._placement.agree(batches=(indices, offsets))
+            start = time.perf_counter()
+            if offsets.shape[0] == 1:
+                return from_runs([], [], 0.0)
+            taken = self._runner.steps_taken
+            schedule = factors(self._config.schedule, self._steps, offsets.shape[0] - 1)
+            loss, union, total, err = self._runner.run(indices, offsets, self._config.rates, schedule)
+            ran = self._runner.steps_taken - taken
+            self._committed(ran)
+            hist = from_runs([(loss, union, total, np.diff(offsets)[:ran])], [], time.perf_counter() - start)
+            if err is not None:
+                err.history = hist  # type: ignore[attr-defined]
+                raise err
+            return hist
 
     def full_loss(self) -> float:
         """The full training loss (1/2n) sum_i (f(x_i) - y_i)^2.
@@ -1051,13 +1078,22 @@ class Trainer:
         >>> bool(np.isclose(loss, 0.5 * np.mean((net.predict(data) - data.y) ** 2)))
         True
         """
-        return self._runner.full_loss()
+        with self._net.guard.training("Trainer.full_loss()"):
+            return self._runner.full_loss()
 
     def __repr__(self) -> str:
         return (
             f"Trainer(backend={self.backend!r}, index={self.index!r}, lr={self.lr:g}, "
             f"batch_size={self.batch_size}, n={self._data.n}, width={self._net.width}, steps_done={self._steps})"
         )
+
+
+def _training(net: Any, what: str) -> ContextManager[None]:
+    """The net's guard for `what`, a call that trains it (nothing for an
+    argument that is not a net: the checks refuse it)."""
+    if isinstance(net, TwoLayerNet):
+        return net.guard.training(what)
+    return contextlib.nullcontext()
 
 
 def _make_core(
