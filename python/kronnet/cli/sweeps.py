@@ -766,8 +766,7 @@ def large(args: argparse.Namespace) -> int:
             comm = MPI.COMM_WORLD
     except ImportError:
         pass
-    n = args.n if args.n != 512 else 1_000_000
-    width = args.width if args.width != 2048 else 1024
+    n, width = args.n, args.width
     row = bench.large_run(n, width, seconds=20.0 if args.quick else 60.0, comm=comm)
     rows = [row] if comm is None else comm.gather(row, root=0)
     if comm is not None and comm.rank != 0:
