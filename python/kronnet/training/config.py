@@ -58,7 +58,9 @@ class TrainerConfig:
     Parameters
     ----------
     lr : float, default 0.5
-        Learning rate, positive and finite.
+        Learning rate, positive and finite. (:class:`~kronnet.Trainer`'s
+        default, "auto", is resolved to :func:`~kronnet.suggest_lr` of its
+        net before it makes its config, which always holds a float.)
     batch_size : int, default 8
         S.
     index : {"auto", "scan", "tree", "bits"}, default "auto"

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import time
+import warnings
 from dataclasses import replace
-from typing import Any, ContextManager, Dict, List, Literal, Optional, Sequence, Tuple, cast
+from typing import Any, ContextManager, Dict, List, Literal, Optional, Sequence, Tuple, Union, cast
 
 import numpy as np
 
@@ -22,6 +23,7 @@ from . import checkpoint as checkpoint_file
 from .config import GRAM_BUDGET_BYTES, NONE, Backend, GramMode, IndexKind, LossName, TrainerConfig
 from .config import Dtype as DtypeName
 from .history import History, from_runs
+from .lr import suggest_lr
 from .memory import MemoryPlan, trainer_memory
 from .sampler import BatchSampler
 from .schedules import ScheduleLike, factors
@@ -40,9 +42,14 @@ class Trainer:
         Training points with targets: y (n,) floats (one output), (n, C)
         floats (the squared loss on C outputs), 0/1 values (the logistic
         loss) or integer labels in [0, C) (cross-entropy).
-    lr : float, default 0.5
-        Learning rate; see :func:`suggest_lr` for the scale this model needs
-        (for m = 2048 and S = 8 it is about 100, far above the usual 0.1).
+    lr : float or "auto", default "auto"
+        Learning rate. "auto" is ``suggest_lr(net, batch_size)``: S / (2 q),
+        with q the fraction of the m neurons a unit-norm input fires at
+        initialization (about 99 for m = 2048 and S = 8, far above the usual
+        0.1; the old default 0.5 was some 200 times too small). It is
+        resolved to that float here, so :attr:`lr`, :attr:`config`,
+        :meth:`export_state` and checkpoints hold the float, and a restored
+        run continues bitwise. A float is used as given.
     batch_size : int, default 8
         S. Batches are drawn without replacement within an epoch (a seeded
         reshuffle each epoch); the last batch of an epoch is smaller when S
@@ -153,7 +160,7 @@ class Trainer:
         self,
         net: TwoLayerNet,
         data: KronPoints,
-        lr: float = 0.5,
+        lr: Union[float, Literal["auto"]] = "auto",
         batch_size: int = 8,
         index: IndexKind = "auto",
         backend: Backend = "kron",
@@ -177,7 +184,7 @@ class Trainer:
     ) -> None:
         progress = v.flag(progress, "progress")
         config = TrainerConfig(
-            lr,
+            _auto_lr(lr, net, batch_size),
             batch_size,
             index,
             backend,
@@ -199,6 +206,9 @@ class Trainer:
         if gram_from is not None:
             config = replace(config, gram=_shared_gram_mode(gram_from, data, config.backend))
         self._build(net, data, config, placements.over(comm), None, progress, gram_from)
+        scale = _far_scale(data)
+        if scale is not None and self._placement.speaks:
+            warnings.warn(scale.warning(), UserWarning, stacklevel=2)
 
     @classmethod
     def from_state(cls, net: TwoLayerNet, data: KronPoints, state: TrainerState, comm: Any = None) -> Trainer:
@@ -546,12 +556,13 @@ class Trainer:
 
     @property
     def lr(self) -> float:
-        """The learning rate; may be set between steps (a positive float)."""
+        """The learning rate; may be set between steps (a positive float, or
+        "auto" for :func:`suggest_lr` of the net and batch size)."""
         return self._config.lr
 
     @lr.setter
-    def lr(self, value: float) -> None:
-        self._config = replace(self._config, lr=value)
+    def lr(self, value: Union[float, Literal["auto"]]) -> None:
+        self._config = replace(self._config, lr=_auto_lr(value, self._net, self._config.batch_size))
 
     @property
     def batch_size(self) -> int:
@@ -714,9 +725,10 @@ class Trainer:
                 self._placement.agree(batch=b)
             try:
                 loss, _, _ = self._runner.step(b, self._rates_at(self._steps))
-            except BaseException:
+            except BaseException as exc:
                 if before is not None:
                     self._sampler.set_state(before)
+                _explain_divergence(exc, self._data)
                 raise
             self._committed(1)
             return float(loss)
@@ -891,6 +903,7 @@ class Trainer:
                 exc.history = from_runs(  # type: ignore[union-attr]
                     parts, checkpoints, time.perf_counter() - start, val_checkpoints
                 )
+                _explain_divergence(exc, self._data)
                 raise
             if not stopped:
                 checkpoint()  # the last one, while the bar still shows
@@ -1057,6 +1070,7 @@ class Trainer:
             hist = from_runs([(loss, union, total, np.diff(offsets)[:ran])], [], time.perf_counter() - start)
             if err is not None:
                 err.history = hist  # type: ignore[attr-defined]
+                _explain_divergence(err, self._data)
                 raise err
             return hist
 
@@ -1086,6 +1100,72 @@ class Trainer:
             f"Trainer(backend={self.backend!r}, index={self.index!r}, lr={self.lr:g}, "
             f"batch_size={self.batch_size}, n={self._data.n}, width={self._net.width}, steps_done={self._steps})"
         )
+
+
+#: Training points whose median norm lies outside this range are far from
+#: the unit norm the model's threshold and :func:`suggest_lr` assume: a
+#: Trainer warns, and a divergence names the input scale first.
+UNIT_NORM_RANGE = (0.5, 2.0)
+#: The median norm is taken over at most this many points, evenly spaced.
+NORM_SAMPLE = 4096
+
+
+class _Scale:
+    """Training points' median norm, when it is far from 1."""
+
+    def __init__(self, median: float) -> None:
+        self.median = median
+
+    def advice(self) -> str:
+        fix = "data.normalized() (every point to unit norm)"
+        if self.median > 0:
+            fix += f" or data.scaled({1.0 / self.median:.3g}) (the median to 1)"
+        return fix
+
+    def warning(self) -> str:
+        lo, hi = UNIT_NORM_RANGE
+        return (
+            f"data: the training points' median norm is {self.median:.3g}, far from 1 (outside [{lo:g}, {hi:g}]); "
+            "the model's threshold and suggest_lr assume unit-norm points, so the learning rate and the "
+            f"fraction of neurons that fire are off scale. Train on {self.advice()}"
+        )
+
+    def divergence(self) -> str:
+        return (
+            f"the training points' median norm is {self.median:.3g}, far from 1: the model and suggest_lr "
+            f"assume unit-norm points, and a step at this input scale overshoots; train on {self.advice()} "
+            "rather than only lowering the learning rate. Diverged: "
+        )
+
+
+def _far_scale(data: KronPoints) -> Optional[_Scale]:
+    """The points' median norm, if outside :data:`UNIT_NORM_RANGE` (from at
+    most :data:`NORM_SAMPLE` points, the factors' norms only: O(sample ·
+    sum d_k))."""
+    sample = data if data.n <= NORM_SAMPLE else data.take(np.linspace(0, data.n - 1, NORM_SAMPLE).astype(np.int64))
+    median = float(np.median(sample.norms()))
+    lo, hi = UNIT_NORM_RANGE
+    return None if lo <= median <= hi else _Scale(median)
+
+
+def _explain_divergence(exc: BaseException, data: KronPoints) -> None:
+    """Puts the input scale first in a DivergenceError's message when the
+    training points are far from unit norm (the likely cause)."""
+    if not isinstance(exc, DivergenceError) or "median norm" in str(exc):
+        return
+    scale = _far_scale(data)
+    if scale is not None:
+        exc.args = (scale.divergence() + str(exc),)
+
+
+def _auto_lr(lr: Any, net: Any, batch_size: Any) -> Any:
+    """`lr`, with "auto" resolved to ``suggest_lr(net, batch_size)`` (the
+    other values are checked by TrainerConfig)."""
+    if not (isinstance(lr, str) and lr == "auto"):
+        return lr
+    if not isinstance(net, TwoLayerNet):
+        raise ArgumentTypeError("net", f"expected a TwoLayerNet, got {type(net).__name__}")
+    return suggest_lr(net, batch_size)
 
 
 def _training(net: Any, what: str) -> ContextManager[None]:
