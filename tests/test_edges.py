@@ -238,3 +238,61 @@ def test_a_divergence_on_unit_norm_points_keeps_the_core_message():
     with pytest.raises(kn.DivergenceError) as info:
         tr.fit(10)
     assert "median norm" not in str(info.value) and "lower lr" in str(info.value)
+
+
+# -- 4. sizes that cannot finish or fit ---------------------------------------------
+
+
+@pytest.mark.parametrize("width", [2**31, 2**28 + 1, 2**32 - 1])
+def test_a_width_above_the_maximum_is_refused_at_once_with_the_numbers(width):
+    start = time.perf_counter()
+    with pytest.raises(kn.ArgumentError) as info:
+        kn.TwoLayerNet((4, 4), width=width)
+    assert time.perf_counter() - start < 1.0  # was accepted, then took minutes (or ran out of memory)
+    msg = str(info.value)
+    assert info.value.arg == "width" and str(width) in msg and "2**28 = 268435456" in msg and "GiB" in msg
+    from kronnet.model.net import MAX_WIDTH
+
+    assert MAX_WIDTH == 2**28
+
+
+def test_a_width_whose_head_cannot_be_made_is_refused_with_its_bytes(monkeypatch):
+    from kronnet import _validate
+
+    # The head of 2**20 neurons takes 32 MiB while it is made (the drawn
+    # signs and thresholds and the core's copies): refused with 16 MiB free.
+    monkeypatch.setattr(_validate, "available_bytes", lambda: 16 << 20)
+    with pytest.raises(kn.OutOfMemoryError) as info:
+        kn.TwoLayerNet((4, 4), width=2**20)
+    assert info.value.arg == "width" and info.value.nbytes == 32 << 20 and info.value.available == 16 << 20
+    kn.TwoLayerNet((4, 4), width=2**18)  # 8 MiB: fits
+
+
+def test_steps_past_the_int64_step_counter_are_refused_before_any_step():
+    import dataclasses
+
+    data = kn.make_kronecker_data(32, dims=(4, 4), seed=0)
+    tr = kn.Trainer(kn.TwoLayerNet(data.dims, width=64), data)
+    with pytest.raises(kn.ArgumentError, match=r"^steps: 1180591620717411303424 more steps .* past 2\*\*63 - 1"):
+        tr.fit(2**70)
+    with pytest.raises(kn.ArgumentError, match=r"^batches: more than 2\*\*63 - 1 more steps"):
+        tr.run(range(2**70))
+    with pytest.raises(kn.ArgumentTypeError, match="^batches: expected a sequence"):
+        tr.run(2**70)
+    assert tr.steps_done == 0
+    # A trainer 10 steps short of the limit: 9 steps fit, no more.
+    near = dataclasses.replace(tr.export_state(), steps_done=2**63 - 10)
+    net = kn.TwoLayerNet.from_state(tr.net.to_state())
+    late = kn.Trainer.from_state(net, data, near)
+    with pytest.raises(kn.ArgumentError, match=r"^steps: 20 more steps would take steps_done .* at most 9 more fit"):
+        late.fit(20)
+    assert late.steps_done == 2**63 - 10
+    late.fit(9)
+    assert late.steps_done == 2**63 - 1
+    with pytest.raises(kn.ArgumentError, match="^steps_done: 1 more step would"):
+        late.step()
+    with pytest.raises(kn.ArgumentError, match="^batches: 1 more step would"):
+        late.run([[0]])
+    assert late.steps_done == 2**63 - 1
+    with pytest.raises(kn.ArgumentError, match=r"^state.steps_done: must be in \[0, 2\*\*63 - 1\]"):
+        kn.Trainer.from_state(net, data, dataclasses.replace(near, steps_done=2**63))

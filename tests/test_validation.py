@@ -103,7 +103,7 @@ def test_make_kronecker_data_rejects(kwargs, exc, match):
         (dict(dims=(3, 4), width=-3), ValueError, "width: must be positive"),
         (dict(dims=(3, 4), width=2.5), TypeError, "width: expected a positive integer"),
         (dict(dims=(3, 4), width=True), TypeError, "width: expected a positive integer"),
-        (dict(dims=(3, 4), width=2**32), ValueError, "width: must be below"),
+        (dict(dims=(3, 4), width=2**32), ValueError, "width: must be at most MAX_WIDTH"),
         (dict(dims=(0, 4), width=8), ValueError, r"dims\[0\]: must be positive"),
         (dict(dims=(), width=8), ValueError, "dims: need at least 1"),
         (dict(dims="ab", width=8), TypeError, "dims: expected a tuple"),

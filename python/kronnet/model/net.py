@@ -35,6 +35,15 @@ InitName = Literal["gaussian", "kron"]
 INITS: Tuple[str, ...] = tuple(_core.INITS)
 #: Largest ``init_rank`` (each neuron draws R * sum_k d_k normals).
 MAX_INIT_RANK = 1 << 16
+#: Largest width a net may have: 2**28 = 268,435,456 neurons. The head (±1
+#: output weights and thresholds) is drawn neuron by neuron at about 0.5 µs
+#: each, so this many take minutes and 8 GiB while it is made, and a trainer
+#: holds n × m values on top; 2**31 would take half an hour and 64 GiB
+#: before the first step.
+MAX_WIDTH = 1 << 28
+#: Bytes per neuron and output (plus one for the thresholds) while the head
+#: is made: the drawn signs and thresholds, and the core's copies of both.
+HEAD_BUILD_BYTES = 16
 
 
 def gaussian_tail(z: float) -> float:
@@ -191,7 +200,7 @@ class TwoLayerNet:
         (d_1, ..., d_p), p >= 1 (p = 1: plain dense inputs); inputs live in R^d,
         d = prod d_k.
     width : int
-        m, the number of hidden neurons.
+        m, the number of hidden neurons: at most ``MAX_WIDTH`` = 2**28.
     threshold : float, optional
         b in sigma_b(z) = max(z - b, 0). Default: sqrt(0.4 ln m) for
         Gaussian init; for ``init="kron"`` the b at which a unit-norm
@@ -221,8 +230,8 @@ class TwoLayerNet:
     Raises
     ------
     ArgumentError
-        A size is not positive, `width` >= 2**32, `threshold` is not
-        finite, `init` is unknown or `init_rank` is out of range.
+        A size is not positive, `width` exceeds ``MAX_WIDTH`` (2**28),
+        `threshold` is not finite, `init` is unknown or `init_rank` is out of range.
     ArgumentTypeError
         A size or the seed is not an integer.
 
@@ -271,9 +280,13 @@ class TwoLayerNet:
     ) -> None:
         self._dims = v.dims_tuple(dims)
         self._width = v.positive_int(width, "width")
-        if self._width >= 2**32:
-            raise ArgumentError("width", f"must be below 2**32, got {self._width}")
-        v.ensure_fits(8.0 * self._width, "the output weights a (width values)", "width")
+        if self._width > MAX_WIDTH:
+            raise ArgumentError(
+                "width",
+                f"must be at most MAX_WIDTH = 2**28 = {MAX_WIDTH}, got {self._width}: its head alone would take "
+                f"{HEAD_BUILD_BYTES * 2 * self._width / 2**30:.1f} GiB while it is made and about "
+                f"{self._width * 0.5e-6 / 60:.0f} minutes to draw (at 0.5 µs a neuron)",
+            )
         self._init = v.choice(init, "init", INITS)
         self._init_rank = v.positive_int(init_rank, "init_rank")
         if self._init_rank > MAX_INIT_RANK:
@@ -286,7 +299,11 @@ class TwoLayerNet:
             self._threshold = v.finite_float(threshold, "threshold", bound=v.VALUE_BOUND)
         self._seed = v.seed_int(seed)
         self._outputs = v.positive_int(outputs, "outputs")
-        v.ensure_fits(8.0 * self._width * (self._outputs + 1), "the head (a and the thresholds)", "width")
+        v.ensure_fits(
+            float(HEAD_BUILD_BYTES) * self._width * (self._outputs + 1),
+            "the head (a and the thresholds, drawn and copied into the core)",
+            "width",
+        )
         # ±1 from the seed: one output takes today's a exactly; C outputs
         # take the stream's first m·C signs, row-major.
         signs = _core.output_signs(self._seed, self._width * self._outputs).reshape(self._width, self._outputs)

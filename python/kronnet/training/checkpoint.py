@@ -22,7 +22,7 @@ from ..model import NetState, TwoLayerNet
 from ..model import format as net_members
 from ..placement import Placement
 from .config import TrainerConfig
-from .state import CoreState, TrainerState
+from .state import MAX_STEPS, CoreState, TrainerState
 
 #: The member holding the core's state: Pᵀ (one row per neuron) or W.
 STATE_MEMBER = "trainer/state"
@@ -168,8 +168,8 @@ def _check_sampler(r: fileformat.Reader, sampler: Any, n: int, steps_done: int) 
         raise r.fail("trainer/order is not a permutation of the training points")
     if not 0 <= pos <= order.size:
         raise r.fail(f"trainer: sampler position {pos} is outside the epoch of {order.size} points")
-    if steps_done < 0:
-        raise r.fail("trainer: steps_done is negative")
+    if not 0 <= steps_done <= MAX_STEPS:
+        raise r.fail(f"trainer: steps_done {steps_done} is outside [0, 2**63 - 1] (the step counter is an int64)")
     try:
         np.random.default_rng().bit_generator.state = sampler["rng"]
     except (TypeError, ValueError, KeyError) as exc:

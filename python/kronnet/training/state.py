@@ -10,6 +10,10 @@ import numpy as np
 
 from .config import TrainerConfig
 
+#: The most steps a trainer counts (``steps_done`` is an int64): ``fit``,
+#: ``run`` and ``step`` refuse, before any step, what would pass it.
+MAX_STEPS = 2**63 - 1
+
 
 @dataclass
 class CoreState:

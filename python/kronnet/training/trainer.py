@@ -27,7 +27,7 @@ from .lr import suggest_lr
 from .memory import MemoryPlan, trainer_memory
 from .sampler import BatchSampler
 from .schedules import ScheduleLike, factors
-from .state import CoreState, TrainerState
+from .state import MAX_STEPS, CoreState, TrainerState
 from .stopping import EarlyStopping
 
 
@@ -288,6 +288,11 @@ class Trainer:
                     raise ArgumentError("gram_from", "is sharded over another communicator than this trainer (comm=)")
                 if config.batch_size > data.n:
                     raise ArgumentError("batch_size", f"{config.batch_size} exceeds the {data.n} training points")
+                if resume is not None and not 0 <= resume.steps_done <= MAX_STEPS:
+                    raise ArgumentError(
+                        "state.steps_done",
+                        f"must be in [0, 2**63 - 1] (the step counter is an int64), got {resume.steps_done}",
+                    )
                 resolved = config.resolved(data.n, net.width, net.threshold)
                 held = placement.neurons(net.width)[1]
                 memory = trainer_memory(net, data, resolved, held, shared_gram=gram_from is not None)
@@ -675,6 +680,19 @@ class Trainer:
                 "create a new Trainer to continue training from the current weights"
             )
 
+    def _check_room(self, count: Optional[int], arg: str) -> None:
+        """Refuses `count` more steps (None: more than any int64) when
+        steps_done would pass :data:`MAX_STEPS` (the step counter is an
+        int64)."""
+        room = MAX_STEPS - self._steps
+        if count is None or count > room:
+            many = "more than 2**63 - 1" if count is None else str(count)
+            raise ArgumentError(
+                arg,
+                f"{many} more step{'' if count == 1 else 's'} would take steps_done from {self._steps} past "
+                f"2**63 - 1 = {MAX_STEPS}, the limit of the step counter (int64); at most {room} more fit",
+            )
+
     def _committed(self, steps: int) -> None:
         self._steps += steps
         self._revision = self._net.revision
@@ -696,7 +714,8 @@ class Trainer:
         Raises
         ------
         ArgumentError
-            An index of `batch` is out of range, or `batch` is empty.
+            An index of `batch` is out of range, `batch` is empty, or
+            :attr:`steps_done` is already 2**63 - 1, the step counter's limit.
         DivergenceError
             The loss or the update would be non-finite; the model is left at
             its last finite state and a sampled batch is not consumed.
@@ -716,6 +735,7 @@ class Trainer:
         """
         with self._net.guard.training("Trainer.step()"):
             self._check_current()
+            self._check_room(1, "steps_done")
             if batch is None:
                 before = self._sampler.state()
                 b = self._sampler.draw()
@@ -778,8 +798,10 @@ class Trainer:
         ------
         ArgumentError
             `validation` has no targets, no points, non-finite targets or
-            other dims than the net, or `patience` is not positive or lacks
-            `validation` and `eval_every` (checked before any step).
+            other dims than the net, `patience` is not positive or lacks
+            `validation` and `eval_every`, or `steps` would take
+            :attr:`steps_done` past 2**63 - 1, the step counter's limit
+            (checked before any step).
         ArgumentTypeError
             `validation` is not a KronData or PairData.
         DivergenceError
@@ -832,6 +854,7 @@ class Trainer:
                     _validation_set(validation, self._net, self._config.loss),
                     None if patience is None else v.positive_int(patience, "patience"),
                 )
+                self._check_room(out[0], "steps")
                 if out[4] is not None and (out[3] is None or out[1] == 0):
                     raise ArgumentError(
                         "patience", "early stopping needs validation= (held-out points) and eval_every > 0"
@@ -1028,7 +1051,9 @@ class Trainer:
         Raises
         ------
         ArgumentError
-            A batch is empty or has an index out of range.
+            A batch is empty or has an index out of range, or there are
+            more batches than steps left before :attr:`steps_done` reaches
+            2**63 - 1.
         DivergenceError
             A step would be non-finite; the steps before it stay applied
             and ``exc.history`` holds them.
@@ -1052,6 +1077,7 @@ class Trainer:
                     raise ArgumentTypeError(
                         "batches", f"expected a sequence of index arrays, got {type(batches).__name__}"
                     )
+                self._check_room(_length(batches), "batches")
                 drawn = [v.index_array(b, f"batches[{t}]", self._data.n) for t, b in enumerate(batches)]
                 offsets = np.zeros(len(drawn) + 1, dtype=np.int64)
                 np.cumsum([b.shape[0] for b in drawn], out=offsets[1:])
@@ -1156,6 +1182,15 @@ def _explain_divergence(exc: BaseException, data: KronPoints) -> None:
     scale = _far_scale(data)
     if scale is not None:
         exc.args = (scale.divergence() + str(exc),)
+
+
+def _length(batches: Any) -> Optional[int]:
+    """len(batches), or None when the length does not even fit a C
+    ssize_t (``range(2**70)``)."""
+    try:
+        return len(batches)
+    except OverflowError:
+        return None
 
 
 def _auto_lr(lr: Any, net: Any, batch_size: Any) -> Any:
