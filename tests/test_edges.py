@@ -296,3 +296,75 @@ def test_steps_past_the_int64_step_counter_are_refused_before_any_step():
     assert late.steps_done == 2**63 - 1
     with pytest.raises(kn.ArgumentError, match=r"^state.steps_done: must be in \[0, 2\*\*63 - 1\]"):
         kn.Trainer.from_state(net, data, dataclasses.replace(near, steps_done=2**63))
+
+
+# -- 5. a sharded net in one process ------------------------------------------------
+
+
+def _sharded_over_self():
+    """A net trained sharded over a one-rank communicator (COMM_SELF: no
+    mpiexec needed), its data and trainer."""
+    MPI = pytest.importorskip("mpi4py.MPI")
+    data = kn.make_kronecker_data(100, dims=(8, 8), seed=0)
+    net = kn.TwoLayerNet(data.dims, width=256, seed=0)
+    tr = kn.Trainer(net, data, lr=20.0, comm=MPI.COMM_SELF)
+    tr.fit(5)
+    return net, data, tr
+
+
+def test_a_local_trainer_on_a_sharded_net_names_the_ranks_and_the_fix():
+    net, data, _ = _sharded_over_self()
+    assert net.sharded
+    with pytest.raises(kn.ArgumentError) as info:
+        kn.Trainer(net, data, lr=20.0)
+    msg = str(info.value)
+    assert info.value.arg == "net" and msg.startswith("net: this net's neurons are sharded over 1 MPI rank")
+    assert "Trainer(..., comm=...)" in msg and "gather() it first" in msg
+    whole = net.gather()
+    assert not whole.sharded
+    kn.Trainer(whole, data, lr=20.0).fit(5)
+
+
+def _shard_of(width, rank, size):
+    from kronnet.placement.mpi import neuron_range
+
+    first, count = neuron_range(width, size, rank)
+    return first, count, slice(first, first + count)
+
+
+def test_a_sharded_trainers_state_on_a_whole_net_is_refused_by_name_not_by_shapes():
+    import dataclasses
+
+    # What rank 1 of 2 exports: P of its neurons (the rows of a one-process
+    # run's, bitwise; tests/mpi/test_sharded.py).
+    data = kn.make_kronecker_data(100, dims=(8, 8), seed=0)
+    tr = kn.Trainer(kn.TwoLayerNet(data.dims, width=256), data, lr=20.0)
+    tr.fit(5)
+    state = tr.export_state()
+    first, count, rows = _shard_of(256, 1, 2)
+    shard = dataclasses.replace(state, core=dataclasses.replace(state.core, state=state.core.state[rows]))
+    with pytest.raises(kn.ArgumentError) as info:
+        kn.Trainer.from_state(kn.TwoLayerNet.from_state(tr.net.to_state()), data, shard)
+    msg = str(info.value)
+    assert msg.startswith(f"state: is one MPI rank's shard of a trainer sharded over MPI ranks ({count} of")
+    assert "comm=" in msg and "Trainer.restore(path, comm=...)" in msg and "shape" not in msg
+
+
+def test_a_shards_net_state_is_not_taken_for_a_whole_net():
+    import dataclasses
+
+    data = kn.make_kronecker_data(100, dims=(8, 8), seed=0)
+    net = kn.TwoLayerNet(data.dims, width=256)
+    kn.Trainer(net, data, lr=20.0).fit(5)
+    state = net.to_state()
+    first, count, rows = _shard_of(256, 1, 2)
+    shard = dataclasses.replace(
+        state,
+        neurons=(first, count),
+        a=state.a[rows],
+        thresholds=state.thresholds[rows],
+        blocks=[dataclasses.replace(b, alpha_t=b.alpha_t[:, rows]) for b in state.blocks],
+    )
+    # It was accepted, and predicted the sum over half the neurons.
+    with pytest.raises(kn.ArgumentError, match=rf"^state: holds neurons {first}\.\.255 of a net of width 256: one MPI"):
+        kn.TwoLayerNet.from_state(shard)

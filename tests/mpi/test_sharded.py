@@ -8,6 +8,7 @@ test that passes on some ranks and fails on others fails the run (pytest's
 exit code of each rank reaches mpiexec).
 """
 
+import copy
 import os
 import tempfile
 
@@ -347,3 +348,21 @@ def test_ctrl_c_on_one_rank_stops_every_rank_after_the_same_step():
     ref.fit(steps)
     assert tr.full_loss() == ref.full_loss()
     assert bitwise(tr.fit(20).loss, ref.fit(20).loss)
+
+
+def test_a_sharded_net_or_its_state_in_a_local_trainer_is_refused_by_name():
+    data, net = make((8, 8), "gaussian", "kron")
+    tr = kn.Trainer(net, data, lr=50.0, comm=COMM)
+    tr.fit(5)
+    with pytest.raises(kn.ArgumentError, match=f"^net: this net's neurons are sharded over {K} MPI rank"):
+        kn.Trainer(net, data, lr=50.0)
+    state = tr.export_state()
+    _, alone = make((8, 8), "gaussian", "kron")
+    if K > 1:
+        # Was: "preacts: have shape (..., 200), expected (400, 200)".
+        with pytest.raises(kn.ArgumentError, match="^state: is one MPI rank's shard of a trainer sharded"):
+            kn.Trainer.from_state(alone, data, state)
+    # The fixes the messages name work.
+    whole = net.gather()
+    kn.Trainer(whole, data, lr=50.0).fit(5)
+    kn.Trainer.from_state(copy.deepcopy(net), data, state, comm=COMM).fit(5)

@@ -1222,7 +1222,8 @@ class TwoLayerNet:
         Raises
         ------
         ArgumentError
-            The state is inconsistent (shapes, dims, values).
+            The state is inconsistent (shapes, dims, values), or is one MPI
+            rank's shard while `placement` is one process.
 
         Examples
         --------
@@ -1241,6 +1242,14 @@ class TwoLayerNet:
             outputs=state.outputs,
         )
         first, count = state.neurons
+        if not placement.sharded and (first, count) != (0, net.width):
+            raise ArgumentError(
+                "state",
+                f"holds neurons {first}..{first + count - 1} of a net of width {net.width}: one MPI rank's shard "
+                "of a net sharded over MPI ranks (its to_state(whole=False)), not a whole net; gather() the "
+                "sharded net first (net.gather() on every rank), or make the shard with the placement it is "
+                "sharded under",
+            )
         c = net.outputs
         for j, blk in enumerate(state.blocks):
             data = from_arrays(blk.kind, blk.points, blk.y)

@@ -120,7 +120,8 @@ class Trainer:
     ArgumentError
         An argument has a bad value: `data` has no targets, other dims than
         the net, non-finite targets, or fewer than `batch_size` points; a
-        size or `lr` is not positive; an unknown mode name.
+        size or `lr` is not positive; an unknown mode name; `net` is sharded
+        over MPI ranks by a trainer with another (or no) `comm`.
     ArgumentTypeError
         `net` is not a TwoLayerNet, `data` not a KronData or PairData, or a number has
         the wrong type.
@@ -234,7 +235,10 @@ class Trainer:
         Raises
         ------
         ArgumentError
-            The state does not fit the net and data.
+            The state does not fit the net and data: among others, a state
+            exported by a trainer sharded over MPI ranks on a net held whole
+            by this process (continue it with `comm`, or through a
+            checkpoint).
 
         Examples
         --------
@@ -275,11 +279,17 @@ class Trainer:
                     raise ArgumentTypeError("net", f"expected a TwoLayerNet, got {type(net).__name__}")
                 _check_data(data, net, "data", loss=config.loss)
                 if net.placement.sharded and net.placement.comm is not placement.comm:
+                    other = " of another communicator than comm=" if placement.sharded else ""
                     raise ArgumentError(
-                        "comm",
-                        "the net is sharded over MPI ranks (a Trainer with comm= trained it): train it with the "
-                        "same comm=, or train net.gather() in one process",
+                        "net",
+                        f"this net's neurons are sharded over {net.placement.size} MPI "
+                        f"rank{'s' if net.placement.size != 1 else ''}{other} (a Trainer with comm= trained it; "
+                        f"this rank holds {net.placement.neurons(net.width)[1]} of its {net.width}); train it with "
+                        "Trainer(..., comm=...) on the same communicator, or gather() it first "
+                        "(net.gather() on every rank) and train the whole net in one process",
                     )
+                if resume is not None:
+                    _check_resumed_neurons(resume, config, net, placement)
                 if placement.sharded and config.backend != "kron":
                     raise ArgumentError(
                         "backend", f"only the Kronecker backend can be sharded (comm=), got {config.backend!r}"
@@ -1201,6 +1211,33 @@ def _auto_lr(lr: Any, net: Any, batch_size: Any) -> Any:
     if not isinstance(net, TwoLayerNet):
         raise ArgumentTypeError("net", f"expected a TwoLayerNet, got {type(net).__name__}")
     return suggest_lr(net, batch_size)
+
+
+def _check_resumed_neurons(state: TrainerState, config: TrainerConfig, net: TwoLayerNet, placement: Placement) -> None:
+    """A Kronecker trainer's state (Pᵀ of the neurons its process held)
+    continues only where this process holds as many of the net's neurons:
+    a shard's state on a whole net, or a whole state on a shard, is refused
+    here, naming the cause, instead of by the core's shape check."""
+    if config.backend != "kron":
+        return
+    rows, (first, held) = int(np.shape(state.core.state)[0]), placement.neurons(net.width)
+    if rows == held:
+        return
+    if rows < net.width:
+        what = f"one MPI rank's shard of a trainer sharded over MPI ranks ({rows} of the net's {net.width} neurons)"
+    else:
+        what = f"a single-process trainer's state of all {net.width} neurons"
+    here = (
+        f"this rank of {placement.size} holds neurons {first}..{first + held - 1}"
+        if placement.sharded
+        else f"this process holds all {net.width}"
+    )
+    raise ArgumentError(
+        "state",
+        f"is {what}, but {here}: a state exported by a sharded trainer continues only with "
+        "Trainer.from_state(net, data, state, comm=...) on the net sharded the same way; to change the number "
+        "of processes, go through a checkpoint (Trainer.checkpoint, then Trainer.restore(path, comm=...))",
+    )
 
 
 def _training(net: Any, what: str) -> ContextManager[None]:
