@@ -15,7 +15,7 @@ use crate::gram::cross_gram;
 use crate::init::InitialWeights;
 use crate::matmul::matmul_acc;
 use crate::model::Model;
-use ndarray::{s, Array2, ArrayView2, Axis};
+use ndarray::{s, Array2, ArrayView2, ArrayViewMut2, Axis};
 use rayon::prelude::*;
 
 /// Neurons per task of the α · K product: fixed, so results do not depend on
@@ -49,7 +49,7 @@ fn has_linear(blocks: &[Block<'_>]) -> bool {
 
 /// out (q × C) += K β̃ for a block's cross-Gram K (q × n_s), in fixed
 /// blocks of points (so the same bits on any thread count and any rank).
-fn add_linear(out: &mut Array2<f64>, k: &Array2<f64>, beta: ArrayView2<'_, f64>) {
+fn add_linear(out: &mut ArrayViewMut2<'_, f64>, k: &Array2<f64>, beta: ArrayView2<'_, f64>) {
     const POINTS: usize = 64;
     out.axis_chunks_iter_mut(Axis(0), POINTS).into_par_iter().enumerate().for_each(|(blk, mut rows)| {
         let start = blk * POINTS;
@@ -71,10 +71,31 @@ pub fn linear_parts(
     }
     let mut out = Array2::zeros((query.n(), outputs));
     for b in blocks.iter().filter(|b| b.coef.linear()) {
-        ctl.check()?;
-        add_linear(&mut out, &cross_gram(query, &b.factors)?, b.coef.beta());
+        for (start, stop) in gram_chunks(query.n(), b.factors.n()) {
+            ctl.check()?;
+            let k = cross_gram(&query.rows(start, stop), &b.factors)?;
+            add_linear(&mut out.slice_mut(s![start..stop, ..]), &k, b.coef.beta());
+        }
     }
     Ok(Some(out))
+}
+
+/// Bytes of cross-Gram (query rows × block points) one pass may hold: a
+/// trainer on a large trained block (n × n would be tens of GiB at
+/// n = 80,000) works through its points in row chunks under this.
+pub const GRAM_CHUNK_BYTES: usize = 256 << 20;
+
+/// Row ranges of the query for cross-Grams against `block_n` points: one
+/// range when the whole cross-Gram fits `GRAM_CHUNK_BYTES` (the GEMMs are
+/// then those of an unchunked pass), else chunks of a multiple of 64 rows.
+fn gram_chunks(query_n: usize, block_n: usize) -> Vec<(usize, usize)> {
+    let whole = query_n.saturating_mul(block_n).saturating_mul(8);
+    let rows = if whole <= GRAM_CHUNK_BYTES {
+        query_n.max(1)
+    } else {
+        ((GRAM_CHUNK_BYTES / 8 / block_n.max(1)) / 64 * 64).max(64)
+    };
+    (0..query_n).step_by(rows).map(|a| (a, (a + rows).min(query_n))).collect()
 }
 
 /// Pᵀ (m × q) of the points in `query`: P[j, r] = <w_r, x'_j>.
@@ -152,15 +173,17 @@ fn add_trained(p_t: &mut Array2<f64>, query: &Factors<'_>, b: &Block<'_>) -> Res
     if query.n() == 0 || !b.coef.trained() {
         return Ok(());
     }
-    let k = cross_gram(query, &b.factors)?;
-    add_alpha_gram(p_t, 0, b.coef.alpha_t(), &k);
+    for (start, stop) in gram_chunks(query.n(), b.factors.n()) {
+        let k = cross_gram(&query.rows(start, stop), &b.factors)?;
+        add_alpha_gram(&mut p_t.slice_mut(s![.., start..stop]), 0, b.coef.alpha_t(), &k);
+    }
     Ok(())
 }
 
 /// Pᵀ[r, j] += Σ_i αᵀ[i, first + r] K[j, i] for the rows r of `p_t`
 /// (neurons first, first + 1, …; K the q × n_s cross-Gram), in fixed blocks
 /// of neurons.
-fn add_alpha_gram(p_t: &mut Array2<f64>, first: usize, alpha_t: ArrayView2<'_, f64>, k: &Array2<f64>) {
+fn add_alpha_gram(p_t: &mut ArrayViewMut2<'_, f64>, first: usize, alpha_t: ArrayView2<'_, f64>, k: &Array2<f64>) {
     p_t.axis_chunks_iter_mut(Axis(0), NEURON_BLOCK).into_par_iter().enumerate().for_each(|(blk, mut rows)| {
         let start = first + blk * NEURON_BLOCK;
         let a = alpha_t.slice(s![.., start..start + rows.nrows()]);
@@ -340,7 +363,7 @@ fn predict_by_neurons(
         ctl.check()?;
         let k = cross_gram(query, &b.factors)?;
         if let (Some(out), true) = (lin.as_mut(), b.coef.linear()) {
-            add_linear(out, &k, b.coef.beta());
+            add_linear(&mut out.view_mut(), &k, b.coef.beta());
         }
         if b.coef.trained() {
             grams.push((k, b.coef.alpha_t()));
@@ -357,7 +380,7 @@ fn predict_by_neurons(
         let count = neurons.min(width - done);
         let mut p_t = init.preacts_t_range(query, first + done, count, ctl)?;
         for (k, alpha_t) in &grams {
-            add_alpha_gram(&mut p_t, done, *alpha_t, k);
+            add_alpha_gram(&mut p_t.view_mut(), done, *alpha_t, k);
         }
         model.accumulate_outputs(done, p_t.view(), &mut acc);
         done += count;

@@ -97,7 +97,15 @@ def test_clone_and_pickle_keep_predictions_bitwise(make):
 def test_pair_indices_match_a_plain_trainer():
     data = kn.make_pair_data(120, (12, 10), dims=(4, 5), seed=1)
     tables, pairs, y = data.tables, np.asarray(data.pairs), np.asarray(data.y)
-    reg = KronNetRegressor(width=128, batch_size=8, max_steps=97, n_iter_no_change=1000, random_state=7, tables=tables)
+    reg = KronNetRegressor(
+        width=128,
+        batch_size=8,
+        max_steps=97,
+        n_iter_no_change=1000,
+        random_state=7,
+        tables=tables,
+        linear_start="none",
+    )
     reg.fit(pairs, y)
     assert reg.t_ == 97 and reg.n_iter_ == 7  # six epochs of 15 steps, then 7
 
@@ -273,7 +281,7 @@ def test_auto_rates_recover_from_divergence(monkeypatch):
     monkeypatch.setattr(ks, "MAX_LR_RETRIES", 400)
     X = np.repeat(np.eye(4), 8, axis=0)
     y = np.repeat([1.0, -1.0, 2.0, 0.0], 8)
-    reg = KronNetRegressor(width=64, max_steps=50, random_state=0).fit(X, y)
+    reg = KronNetRegressor(width=64, max_steps=50, random_state=0, linear_start="none").fit(X, y)
     assert reg.rates_["lr"] < 1e100 and reg.rates_["lr_b"] == 0.0 and reg.t_ == 50
     assert np.isfinite(reg.predict(X)).all()
     # Explicit rates are the user's choice: their divergence is reported.

@@ -46,6 +46,7 @@ from .data import KronData, KronPoints, PairData
 from .errors import DivergenceError
 from .model import TwoLayerNet
 from .training import IndexKind, Trainer, suggest_rates
+from .training.ridge import MAX_RIDGE_D, ridge_linear, start_linear
 from .training.schedules import Constant, Cosine, InverseTime, Schedule, as_schedule
 
 try:  # scikit-learn >= 1.6
@@ -113,6 +114,7 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
         lr_b: Union[str, float] = 0.0,
         lr_c: Union[str, float] = "auto",
         lr_v: Union[str, float] = 0.0,
+        linear_start: str = "ridge",
         alpha: float = 0.0,
         schedule: Any = "constant",
         input_scale: Union[str, float] = "auto",
@@ -138,6 +140,7 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
         self.lr_b = lr_b
         self.lr_c = lr_c
         self.lr_v = lr_v
+        self.linear_start = linear_start
         self.alpha = alpha
         self.schedule = schedule
         self.input_scale = input_scale
@@ -169,6 +172,8 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
                 raise ValueError(f"{name} must be 'auto' or a non-negative float, got {getattr(self, name)!r}")
         if all(getattr(self, name) in (0, 0.0) and not isinstance(getattr(self, name), str) for name in RATE_PARAMS):
             raise ValueError(f"at least one of {', '.join(RATE_PARAMS)} must be 'auto' or positive (all are 0)")
+        if self.linear_start not in ("ridge", "none"):
+            raise ValueError(f"linear_start must be 'ridge' or 'none', got {self.linear_start!r}")
         if not _is_nonnegative(self.alpha):
             raise ValueError(f"alpha must be a non-negative float, got {self.alpha!r}")
         if isinstance(self.input_scale, str):
@@ -327,6 +332,28 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
         self.best_validation_score_: Optional[float] = None
         self._no_improvement_count = 0
 
+    def _start_linear(self, train: KronPoints) -> None:
+        """With ``linear_start="ridge"``, the linear term and output bias
+        start from the exact ridge fit of the training points (squared loss,
+        d <= MAX_RIDGE_D); ``ridge_lambda_`` is its λ, or None."""
+        self.ridge_lambda_: Optional[float] = None
+        if self.linear_start != "ridge" or self._loss() != "squared" or train.d > MAX_RIDGE_D:
+            return
+        assert train.y is not None
+        if self.rates_["lr_a"] > 0:
+            # The output weights start at 0 (they train): the hidden layer's
+            # random initial outputs would otherwise add noise to the exact
+            # linear fit that SGD must first undo.
+            state = self.net_.to_state(whole=False)
+            state.a = np.zeros((state.neurons[1], self.net_.outputs))
+            self.net_.load_state(state)
+        # The hidden layer's outputs (0 with a = 0) are part of f: the
+        # linear term fits what they leave.
+        initial = self.net_.predict(train.with_targets(None)).reshape(train.y.shape)
+        fit = ridge_linear(train, train.y - initial)
+        start_linear(self.net_, train, fit)
+        self.ridge_lambda_ = fit.lam
+
     def _make_trainer(self, net: TwoLayerNet, data: KronPoints) -> Trainer:
         return Trainer(
             net,
@@ -459,6 +486,7 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
         if first:
             self._lr_scale = lr_scale
             self._start(train, rs)
+            self._start_linear(train)
         self._ensure_trainer(train)
         per_epoch = math.ceil(train.n / self.batch_size_)
         if incremental:
@@ -475,6 +503,11 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
             )
             self.best_loss_ = None
         self._no_improvement_count = 0
+        if val_data is not None and first and self.ridge_lambda_ is not None:
+            # The linear start is the first candidate: training must beat it.
+            assert y_val is not None and self.validation_scores_ is not None
+            self.best_validation_score_ = self._validation_score(val_data, y_val)
+            best_net = copy.deepcopy(self.net_)
         while budget > 0:
             steps = min(per_epoch, budget)
             loss = self._epoch(steps)
@@ -568,6 +601,15 @@ _SHARED_PARAMS = """
         (scaled) training points; after a divergence training goes on from
         the last finite state at a quarter of every rate. The rates used are
         ``rates_``.
+    linear_start : {"ridge", "none"}, default "ridge"
+        "ridge": before SGD, the linear term v and the output bias c are set
+        to the exact ridge regression of the (scaled, standardized) training
+        targets on the points, λ chosen by generalized cross-validation
+        (``ridge_lambda_``); the hidden layer then learns what the linear
+        model leaves, and with `early_stopping` the linear start is the
+        first candidate the validation score must beat. Applies to the
+        squared loss when d <= 4096 (``kronnet.training.ridge``); elsewhere
+        v starts at 0 as with "none".
     alpha : float, default 0.0
         Ridge penalty (alpha/2)(||a||^2 + ||v||^2) on the output weights and
         the linear term.
@@ -621,6 +663,8 @@ _SHARED_ATTRIBUTES = """
         The learning rates in use (keys ``lr, lr_a, lr_b, lr_c, lr_v``).
     input_scale_ : float
         The factor every point is multiplied by.
+    ridge_lambda_ : float or None
+        λ of the linear start, None when there was none.
     batch_size_ : int
         The batch size in use.
     trainer_seed_ : int

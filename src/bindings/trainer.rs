@@ -239,7 +239,7 @@ impl TrainerCore {
                 BackendKind::Kron => {
                     let lin = match (resumed, linear_view) {
                         (true, l) => l.map(|l| l.to_owned()),
-                        (false, _) => prediction::linear_parts(&f, outputs, &blocks, ctl)?,
+                        (false, _) => crate::fold::linear_parts(&f, outputs, &blocks, ctl)?,
                     };
                     let setup = Setup { y, loss, ridge, linear: lin };
                     let bounds = bounds.map(|(p, a, b, l)| Bounds { p, a, b, l });

@@ -1,0 +1,194 @@
+"""The linear term solved exactly: ridge regression on the points, λ by GCV.
+
+The model's linear term ⟨v, x⟩ lives in the span of the training points
+(v = Σ_j β_j x_j), and so does the ridge solution with an unpenalized
+intercept, w = (X_cᵀX_c + λI)⁻¹ X_cᵀ(y − ȳ) for the centred points
+X_c = X − 1x̄ᵀ and c = ȳ − x̄ᵀw: w = Xᵀβ with β = (y − ȳ − X_c w) / λ,
+whose entries sum to 0 so that X_cᵀβ = Xᵀβ. When d is
+small enough for the d × d matrix XᵀX, that solution is exact and cheap, and
+it is what a linear model (RidgeCV, Kronecker kernel ridge with linear entity
+kernels) would reach; SGD on v gets there only slowly. Estimators start from
+it and train the hidden layer on what it leaves (see docs/design.md,
+"The linear start").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, Optional, Sequence
+
+import numpy as np
+
+from ..data import KronPoints
+from ..errors import ArgumentError
+from ..model import TwoLayerNet
+from ..model.state import BlockState
+
+__all__ = ["MAX_RIDGE_D", "RidgeFit", "ridge_linear", "start_linear"]
+
+#: Largest d solved exactly: XᵀX is d × d (128 MiB at d = 4096) and its
+#: eigendecomposition O(d³).
+MAX_RIDGE_D = 4096
+#: Rows of X materialized at a time (CHUNK × d floats).
+CHUNK = 4096
+#: The λ grid, relative to the mean eigenvalue trace(XᵀX) / d.
+RELATIVE_LAMBDAS = tuple(10.0 ** (k / 2.0) for k in range(-12, 5))
+
+
+@dataclass(frozen=True)
+class RidgeFit:
+    """The ridge solution of the linear term.
+
+    Attributes
+    ----------
+    beta : ndarray of shape (n, C)
+        Dual coefficients: v = Σ_j beta[j] x_j (one column per output).
+    intercept : ndarray of shape (C,)
+        c = ȳ − x̄ᵀw (not penalized), as scikit-learn's Ridge.
+    lam : float
+        The λ chosen, by generalized cross-validation.
+    gcv : float
+        Its GCV score, n·RSS / (n − 1 − df)², per output (mean over
+        outputs); df = tr X_c(X_cᵀX_c + λI)⁻¹X_cᵀ, and the intercept counts
+        one more.
+    weights : ndarray of shape (d, C)
+        The primal solution w = Xᵀ beta.
+    """
+
+    beta: np.ndarray
+    intercept: np.ndarray
+    lam: float
+    gcv: float
+    weights: np.ndarray
+
+
+def _chunks(data: KronPoints) -> Iterator[tuple[int, np.ndarray]]:
+    for start in range(0, data.n, CHUNK):
+        stop = min(start + CHUNK, data.n)
+        yield start, data.take(np.arange(start, stop)).dense()
+
+
+def ridge_linear(data: KronPoints, y: np.ndarray, lambdas: Optional[Sequence[float]] = None) -> RidgeFit:
+    """Ridge regression of `y` on the points of `data`, exactly.
+
+    Parameters
+    ----------
+    data : KronData or PairData
+        n points of dimension d <= ``MAX_RIDGE_D``.
+    y : ndarray of shape (n,) or (n, C)
+        Finite targets.
+    lambdas : sequence of float, optional
+        The λ values to choose from by generalized cross-validation
+        (Golub, Heath & Wahba 1979); default a grid from 1e-6 to 1e2 times
+        trace(XᵀX) / d.
+
+    Returns
+    -------
+    RidgeFit
+
+    Raises
+    ------
+    ArgumentError
+        d above ``MAX_RIDGE_D``, or `y` of the wrong length.
+
+    Examples
+    --------
+    >>> import numpy as np, kronnet as kn
+    >>> from kronnet.training.ridge import ridge_linear
+    >>> data = kn.make_kronecker_data(200, dims=(3, 4), seed=0)
+    >>> fit = ridge_linear(data, data.y)
+    >>> X = data.dense()
+    >>> Xc = X - X.mean(axis=0)
+    >>> w = np.linalg.solve(Xc.T @ Xc + fit.lam * np.eye(12), Xc.T @ (data.y - data.y.mean()))
+    >>> bool(np.allclose(fit.weights[:, 0], w)), bool(np.allclose(X.T @ fit.beta[:, 0], w))
+    (True, True)
+    """
+    if data.d > MAX_RIDGE_D:
+        raise ArgumentError("data", f"has d = {data.d}; the exact linear solve needs d <= {MAX_RIDGE_D}")
+    targets = np.asarray(y, dtype=np.float64)
+    targets = targets.reshape(len(targets), -1)
+    if targets.shape[0] != data.n:
+        raise ArgumentError("y", f"has {targets.shape[0]} rows for {data.n} points")
+    n, d = data.n, data.d
+    mean_y = targets.mean(axis=0)
+    centred = targets - mean_y
+    gram = np.zeros((d, d))
+    total_x = np.zeros(d)
+    rhs = np.zeros((d, targets.shape[1]))
+    for start, X in _chunks(data):
+        gram += X.T @ X
+        total_x += X.sum(axis=0)
+        rhs += X.T @ centred[start : start + len(X)]  # = X_cᵀ(y − ȳ): the targets are centred
+    mean_x = total_x / n
+    gram -= n * np.outer(mean_x, mean_x)
+    eig, vecs = np.linalg.eigh(gram)
+    eig = np.maximum(eig, 0.0)
+    z = vecs.T @ rhs  # (d, C)
+    total = float(np.sum(centred**2))
+    scale = max(float(eig.sum()) / d, np.finfo(np.float64).tiny)
+    grid = [scale * r for r in RELATIVE_LAMBDAS] if lambdas is None else [float(lam) for lam in lambdas]
+    if not grid or not all(np.isfinite(lam) and lam > 0 for lam in grid):
+        raise ArgumentError("lambdas", "must be positive and finite")
+    best_lam, best_gcv = grid[0], np.inf
+    z2 = np.sum(z**2, axis=1)
+    for lam in grid:
+        shrink = 1.0 / (eig + lam)
+        # ‖y − Xw‖² = ‖y‖² − 2 wᵀXᵀy + wᵀXᵀXw in the eigenbasis.
+        rss = max(total - float(np.sum(z2 * shrink * (2.0 - eig * shrink))), 0.0)
+        df = float(np.sum(eig * shrink))
+        gcv = n * rss / max(n - 1.0 - df, 1.0) ** 2 / targets.shape[1]
+        if gcv < best_gcv:
+            best_lam, best_gcv = lam, gcv
+    weights = vecs @ (z / (eig + best_lam)[:, None])
+    offset = mean_x @ weights  # x̄ᵀw, (C,)
+    beta = np.empty_like(centred)
+    for start, X in _chunks(data):
+        stop = start + len(X)
+        beta[start:stop] = (centred[start:stop] - (X @ weights - offset)) / best_lam
+    return RidgeFit(beta, mean_y - offset, best_lam, best_gcv, weights)
+
+
+def start_linear(net: TwoLayerNet, data: KronPoints, fit: RidgeFit) -> None:
+    """Sets `net`'s linear term to the ridge solution over `data`'s points
+    and its output bias c to the fit's intercept, leaving everything else
+    (so fit the ridge to the targets minus the net's current outputs).
+
+    The coefficients go into the block of `data`'s points (the one a
+    :class:`~kronnet.Trainer` on `data` then steps), so they are saved,
+    checkpointed and sharded like any trained coefficients.
+
+    Parameters
+    ----------
+    net : TwoLayerNet
+        A net with C = ``fit.beta.shape[1]`` outputs and `data`'s dims.
+    data : KronData or PairData
+        The points `fit` was solved on.
+    fit : RidgeFit
+        From :func:`ridge_linear` on `data`.
+
+    Examples
+    --------
+    >>> import numpy as np, kronnet as kn
+    >>> from kronnet.training.ridge import ridge_linear, start_linear
+    >>> data = kn.make_kronecker_data(100, dims=(3, 3), seed=0)
+    >>> net = kn.TwoLayerNet(data.dims, width=8)
+    >>> initial = net.predict(data)   # the hidden layer's part of f
+    >>> fit = ridge_linear(data, data.y - initial)
+    >>> start_linear(net, data, fit)
+    >>> want = initial + data.dense() @ fit.weights[:, 0] + fit.intercept[0]
+    >>> bool(np.allclose(net.predict(data), want))
+    True
+    """
+    if fit.beta.shape != (data.n, net.outputs):
+        raise ArgumentError("fit", f"has beta of shape {fit.beta.shape}, expected ({data.n}, {net.outputs})")
+    state = net.to_state(whole=False)
+    beta = fit.beta / state.v_scale
+    for j, blk in enumerate(state.blocks):
+        if blk.alpha_t.shape[0] == data.n and net.find_block(data) is net.coefficients[j]:
+            state.blocks[j] = BlockState(blk.kind, blk.points, blk.y, blk.alpha_t, beta)
+            break
+    else:
+        count = state.neurons[1]
+        state.blocks.append(BlockState(data.kind, data.to_arrays(), data.y, np.zeros((data.n, count)), beta))
+    state.output_bias = np.asarray(fit.intercept, dtype=np.float64).reshape(net.outputs)
+    net.load_state(state)
