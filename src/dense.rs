@@ -3,7 +3,7 @@
 //! in-package reference the Kronecker backend must reproduce, and a baseline.
 
 use crate::coef::Coefficients;
-use crate::error::{into_standard, invalid, KronError, Result};
+use crate::error::{checked_len, into_standard, invalid, try_zeros_of, KronError, Result};
 use crate::exact_sum::ExactSum;
 use crate::index::scan_row;
 use crate::limits::{OUTPUT_BOUND, SAFE_BOUND};
@@ -11,7 +11,7 @@ use crate::loss::Loss;
 use crate::model::{check_batch, plan_step, Model, Rates, Ridge, StepStats};
 use crate::step::Setup;
 use ndarray::linalg::general_mat_mul;
-use ndarray::{s, Array2, ArrayView2, Axis};
+use ndarray::{s, Array2, ArrayView2, ArrayViewMut2, Axis};
 use rayon::prelude::*;
 
 /// Neurons per GEMM task (fixed so results do not depend on thread count).
@@ -30,6 +30,13 @@ pub struct DenseState {
     /// ṽ (C × d): the linear term is v = s_v ṽ (s_v the head's scale).
     /// None while the net has no linear term.
     v: Option<Array2<f64>>,
+    /// A step's new rows of W (|R| × d), kept from step to step and grown
+    /// to the largest |R| so far. Rows allocated by each worker thread would
+    /// stay in its malloc arena after the step, one step's worth per thread,
+    /// and a fresh buffer per step of varying size fragments the heap; one
+    /// kept buffer costs its size once (`DENSE_STEP_ROWS` in
+    /// python/kronnet/training/memory.py).
+    rows: Vec<f64>,
 }
 
 /// Z = X Wᵀ (rows of X × neurons), in fixed neuron blocks.
@@ -76,6 +83,7 @@ impl DenseState {
             outputs: c,
             w: into_standard(w),
             v: linear.map(into_standard),
+            rows: Vec::new(),
         })
     }
 
@@ -139,24 +147,27 @@ impl DenseState {
         // overflows.
         let w = &self.w;
         let coef = &plan.coef;
-        let new_rows: Vec<Vec<f64>> = plan
-            .neurons
-            .par_iter()
-            .enumerate()
-            .map(|(j, &r)| {
-                let mut row = w.row(r as usize).to_vec();
-                for s in 0..batch.len() {
-                    let cf = coef[[s, j]];
-                    if cf != 0.0 {
-                        for (o, x) in row.iter_mut().zip(xb.row(s)) {
-                            *o -= cf * x;
-                        }
+        // The new rows go to the kept buffer (`rows`), filled by the workers.
+        let need = checked_len(plan.neurons.len(), w.ncols(), "the step's new rows of W (|R| × d)")?;
+        if self.rows.len() < need {
+            self.rows = Vec::new(); // the old buffer goes first: never two at once
+            self.rows = try_zeros_of(need, "the step's new rows of W (|R| × d)")?;
+        }
+        let mut new_rows = ArrayViewMut2::from_shape((plan.neurons.len(), w.ncols()), &mut self.rows[..need])
+            .expect("the buffer holds |R| × d values");
+        new_rows.axis_iter_mut(Axis(0)).into_par_iter().enumerate().for_each(|(j, mut row)| {
+            row.assign(&w.row(plan.neurons[j] as usize));
+            for s in 0..batch.len() {
+                let cf = coef[[s, j]];
+                if cf != 0.0 {
+                    for (o, x) in row.iter_mut().zip(xb.row(s)) {
+                        *o -= cf * x;
                     }
                 }
-                row
-            })
-            .collect();
-        let w_norm = new_rows.iter().map(|r| r.iter().map(|v| v * v).sum::<f64>().sqrt()).fold(0.0, f64::max);
+            }
+        });
+        let w_norm =
+            new_rows.rows().into_iter().map(|r| r.iter().map(|v| v * v).sum::<f64>().sqrt()).fold(0.0, f64::max);
         if !(w_norm * self.x_norm < SAFE_BOUND) {
             return Err(KronError::Diverged(
                 "the step could push preactivations past 1e140 (the loss would overflow); the model is left at its last finite state (lower lr)"
@@ -200,8 +211,8 @@ impl DenseState {
         model.apply(&plan, rates, &self.ridge);
         self.v = v_next;
         if rates.w > 0.0 {
-            for (&r, row) in plan.neurons.iter().zip(new_rows) {
-                self.w.row_mut(r as usize).assign(&ndarray::ArrayView1::from(&row));
+            for (&r, row) in plan.neurons.iter().zip(new_rows.rows()) {
+                self.w.row_mut(r as usize).assign(&row);
             }
         }
         Ok(stats)

@@ -4,6 +4,7 @@ refusal of a trainer that cannot fit (docs/design.md, "Memory")."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Dict
 
@@ -18,6 +19,14 @@ from .config import TrainerConfig
 #: Measured 5-13 MiB over the arrays' sum in tests/test_memory.py's shapes.
 ALLOCATOR_SLACK_BYTES = 16 << 20
 
+#: The dense backend's allowance per worker thread for what the matrix
+#: products allocate themselves: matrixmultiply packs blocks of its operands
+#: into a buffer of up to (KC·MC + KC·NC) f64 per product (256 KiB for the
+#: full loss's 64-neuron blocks), and each thread's malloc arena keeps what
+#: its products freed. Measured 1.1 to 1.7 MiB per thread in
+#: tests/test_memory.py's dense shapes, from 1 to 16 threads.
+DENSE_THREAD_BYTES = 2 << 20
+
 
 @dataclass(frozen=True)
 class MemoryPlan:
@@ -29,8 +38,9 @@ class MemoryPlan:
         Bytes by structure, as the core reports them: ``preacts`` (P),
         ``coefficients`` (a new block), ``points`` (a copy of the factors,
         for Gram columns), ``targets``, ``init`` (init's transient buffers),
-        ``gram``, ``index``, ``dense_x``, ``dense_w``; and ``peak``, the
-        largest total at any moment.
+        ``gram``, ``index``, ``dense_x``, ``dense_w``; for the dense backend
+        also ``step_rows``, ``loss_copy`` and ``threads``
+        (``_dense_extras``); and ``peak``, the largest total at any moment.
     estimate : int
         ``peak`` plus :data:`ALLOCATOR_SLACK_BYTES`.
     what : str
@@ -72,9 +82,34 @@ def trainer_memory(
             dtype=config.dtype,
         ).items()
     }
+    if dense:
+        parts.update(_dense_extras(net, config, held, parts["preacts"]))
+        parts["peak"] += parts["step_rows"] + parts["loss_copy"] + parts["threads"]
     what = (
         "the dense backend's X (n × d) and W (width × d)"
         if dense
         else "the training state (P, coefficients, Gram, index)"
     )
     return MemoryPlan(parts, parts["peak"] + ALLOCATOR_SLACK_BYTES, what)
+
+
+def _dense_extras(net: TwoLayerNet, config: TrainerConfig, held: int, preacts: int) -> Dict[str, int]:
+    """What the dense backend allocates beyond the core's plan:
+
+    ``step_rows``
+        A step's new rows of W, |R| × d, in a buffer the trainer keeps (it
+        grows to the largest |R|). |R| is the union of the batch's fire
+        sets: at most S ⌈q m⌉ for q the fraction of neurons a unit-norm point
+        fires at initialization (:meth:`TwoLayerNet.firing_fraction`), and
+        at most m.
+    ``loss_copy``
+        The full loss's transposed copy of the (n, m) preactivations.
+    ``threads``
+        :data:`DENSE_THREAD_BYTES` per worker thread.
+    """
+    fired = min(held, config.batch_size * math.ceil(net.firing_fraction() * held))
+    return {
+        "step_rows": 8 * fired * net.d,
+        "loss_copy": preacts,
+        "threads": DENSE_THREAD_BYTES * int(_core.thread_count()),
+    }
