@@ -125,26 +125,34 @@ def test_pairs_and_targets_follow_the_file_rows(folder):
 def test_table_shapes_per_feature_choice(folder):
     side_u, side_i = 3 + len(OCCUPATIONS), len(GENRES) + 1
     cases = {
+        ("bias", "effects", "side", "ratings"): (2 + side_u + RANK, 2 + side_i + RANK),
         ("bias", "side", "ratings"): (1 + side_u + RANK, 1 + side_i + RANK),
+        ("effects",): (1, 1),
         ("bias",): (1, 1),
         ("side",): (side_u, side_i),
         ("ratings",): (RANK, RANK),
         ("ratings", "bias"): (1 + RANK, 1 + RANK),
     }
     for features, dims in cases.items():
-        train, test = load(folder, features=features)
+        train, test = load(folder, features=features, scale="rows")
         assert train.dims == test.dims == dims
         assert [t.shape[0] for t in train.tables] == [len(USERS), len(ITEMS)]
         for table in train.tables:
             np.testing.assert_allclose(np.linalg.norm(table, axis=1), 1.0, rtol=0, atol=1e-14)
+        # "table": one factor per table, rows of root mean square norm 1.
+        by_table, _ = load(folder, features=features)
+        for table, rows in zip(by_table.tables, train.tables):
+            np.testing.assert_allclose(np.sqrt(np.mean(np.sum(table**2, axis=1))), 1.0, rtol=1e-14)
+            norms = np.linalg.norm(table, axis=1, keepdims=True)
+            np.testing.assert_allclose(table / np.where(norms > 0, norms, 1), np.where(norms > 0, rows, 0), atol=1e-14)
         # Train and test share one set of tables.
         for a, b in zip(train.tables, test.tables):
             np.testing.assert_array_equal(a, b)
 
 
 def test_blocks_are_concatenated_in_a_fixed_order(folder):
-    a, _ = load(folder, features=("ratings", "side", "bias"))
-    b, _ = load(folder, features=["bias", "side", "ratings"])
+    a, _ = load(folder, features=("ratings", "side", "bias"), scale="rows")
+    b, _ = load(folder, features=["bias", "side", "ratings"], scale="rows")
     for x, y in zip(a.tables, b.tables):
         np.testing.assert_array_equal(x, y)
     # bias first: a constant column, equal to 1 / ||row|| once normalised.
@@ -153,13 +161,13 @@ def test_blocks_are_concatenated_in_a_fixed_order(folder):
 
 
 def test_side_features_match_an_independent_computation(folder):
-    train, _ = load(folder, features=("side",))
+    train, _ = load(folder, features=("side",), scale="rows")
     np.testing.assert_allclose(train.tables[0], unit(user_side()), rtol=0, atol=1e-14)
     np.testing.assert_allclose(train.tables[1], unit(item_side()), rtol=0, atol=1e-14)
 
 
 def test_entities_unseen_in_training_get_side_features(folder):
-    train, test = load(folder)
+    train, test = load(folder, features=("bias", "side", "ratings"), scale="rows")
     users, items = train.tables
     side_u, side_i = 3 + len(OCCUPATIONS), len(GENRES) + 1
     for table, row, side in ((users, 5, user_side()[5]), (items, 4, item_side()[4])):
@@ -175,11 +183,12 @@ def test_entities_unseen_in_training_get_side_features(folder):
 def test_ratings_block_is_the_truncated_svd_of_the_training_matrix(folder):
     """Sign-free: the normalised user and item rows' inner products are those of
     U_r S_r V_rᵀ's scaled factors, for entities rated in training."""
-    train, _ = load(folder, features=("ratings",))
+    train, _ = load(folder, features=("ratings",), scale="rows")
     rows = np.array(BASE)
     y = rows[:, 2].astype(float)
+    b_u, b_i = exact_effects()
     M = np.zeros((len(USERS), len(ITEMS)))
-    M[rows[:, 0] - 1, rows[:, 1] - 1] = y - y.mean()
+    M[rows[:, 0] - 1, rows[:, 1] - 1] = y - y.mean() - b_u[rows[:, 0] - 1] - b_i[rows[:, 1] - 1]
     U, S, Vt = np.linalg.svd(M)
     w = np.sqrt(S[:RANK] / S[0])
     users = np.sqrt(len(USERS)) * U[:, :RANK] * w
@@ -193,8 +202,35 @@ def test_ratings_block_is_the_truncated_svd_of_the_training_matrix(folder):
     np.testing.assert_allclose(np.mean(users[:, 0] ** 2), 1.0)
 
 
+def exact_effects(penalty=10.0):
+    """The main effects' ridge problem solved directly: minimize
+    Σ (r − μ − b_u − b_i)² + penalty (Σ b_u² + Σ b_i²), μ the mean rating."""
+    rows = np.array(BASE)
+    u, i, y = rows[:, 0] - 1, rows[:, 1] - 1, rows[:, 2].astype(float)
+    nu, ni = len(USERS), len(ITEMS)
+    A = np.zeros((len(rows), nu + ni))
+    A[np.arange(len(rows)), u] = 1.0
+    A[np.arange(len(rows)), nu + i] = 1.0
+    b = np.linalg.solve(A.T @ A + penalty * np.eye(nu + ni), A.T @ (y - y.mean()))
+    return b[:nu], b[nu:]
+
+
+def test_effects_block_is_the_ridge_main_effect(folder):
+    train, _ = load(folder, features=("effects",), scale="table")
+    b_u, b_i = exact_effects()
+    for table, b in zip(train.tables, (b_u, b_i)):
+        want = b / np.sqrt(np.mean(b**2))  # "table" scaling of a one-column table
+        np.testing.assert_allclose(table[:, 0], want, rtol=0, atol=1e-10)
+    assert b_u[5] == 0.0 and b_i[4] == 0.0  # never rated in training
+
+
+def test_a_bad_scale_is_refused(folder):
+    with pytest.raises(kn.ArgumentError, match="scale"):
+        load(folder, scale="columns")
+
+
 def test_a_zero_row_without_bias_becomes_the_uniform_unit_vector(folder):
-    train, _ = load(folder, features=("ratings",))
+    train, _ = load(folder, features=("ratings",), scale="rows")
     np.testing.assert_allclose(train.tables[0][5], np.full(RANK, RANK**-0.5), rtol=0, atol=1e-15)
     np.testing.assert_allclose(train.tables[1][4], np.full(RANK, RANK**-0.5), rtol=0, atol=1e-15)
 

@@ -29,7 +29,20 @@ DOWNLOAD_URL = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
 SPLITS = ("u1", "u2", "u3", "u4", "u5", "ua", "ub")
 
 #: Feature blocks, in the order they are concatenated in each table.
-FEATURES = ("bias", "side", "ratings")
+FEATURES = ("bias", "effects", "side", "ratings")
+
+#: Ridge penalty of the main effects (in ratings): an entity with k training
+#: ratings gets its mean residual times k / (k + EFFECTS_PENALTY), so a user
+#: with three ratings is not taken at their word.
+EFFECTS_PENALTY = 10.0
+#: The alternating passes of the user and item effects stop when no effect
+#: moves by more than EFFECTS_TOL (they are then the exact ridge solution
+#: to round-off), or after EFFECTS_SWEEPS passes.
+EFFECTS_TOL = 1e-12
+EFFECTS_SWEEPS = 1000
+
+#: How the tables are scaled: one factor per table, or each row to unit norm.
+SCALES = ("table", "rows")
 
 #: md5 of the files :func:`movielens_100k` reads, as GroupLens distributes them
 #: in ml-100k.zip, so that a truncated, re-encoded or edited copy is refused
@@ -111,8 +124,9 @@ class ChecksumError(KronnetError, ValueError):
 def movielens_100k(
     path: Union[str, os.PathLike[str]],
     split: str = "u1",
-    features: Sequence[str] = ("bias", "side", "ratings"),
+    features: Sequence[str] = FEATURES,
     rank: int = 16,
+    scale: str = "table",
     verify: bool = True,
 ) -> Tuple[PairData, PairData]:
     """MovieLens 100k: (train, test) ratings as pairwise data over users × items.
@@ -132,20 +146,33 @@ def movielens_100k(
         The ``ml-100k`` folder (or a folder containing it).
     split : {"u1", "u2", "u3", "u4", "u5", "ua", "ub"}, default "u1"
         Reads ``<split>.base`` (train) and ``<split>.test`` (test).
-    features : sequence of {"bias", "side", "ratings"}, default all three
-        The blocks of each table, concatenated in the order bias, side,
-        ratings whatever the order given. "bias": a constant 1 (so that the
-        model gets per-user and per-item main effects). "side": for users,
+    features : sequence of {"bias", "effects", "side", "ratings"}, default all four
+        The blocks of each table, concatenated in the order bias, effects,
+        side, ratings whatever the order given. "bias": a constant 1, so
+        that a point u ⊗ i contains every user feature times the item's 1
+        and the other way round: main effects come for free. "effects": the
+        entity's main effect in ratings, b_u for users and b_i for items,
+        from the training ratings r ≈ μ + b_u + b_i by alternating ridge
+        (the minimizer of Σ (r − μ − b_u − b_i)² + 10 (Σ b_u² + Σ b_i²),
+        μ the mean training rating, ``EFFECTS_PENALTY`` = 10; 0 for an
+        entity without training ratings). "side": for users,
         age (standardised over all users), gender one-hot (M, F),
         occupation one-hot (21, from u.occupation); for items, the 19
         genre flags and the release year (standardised; 0 when unknown).
         "ratings": the user's (item's) row of a rank-`rank` truncated SVD
-        M ≈ U S Vᵀ of the training ratings minus their mean (users × items,
-        0 where unrated), U_r (S_r / S_1)^½ scaled by √943 (V_r likewise by
-        √1682), so the first column has unit mean square; zero for an
-        entity with no training rating.
+        M ≈ U S Vᵀ of the training ratings' residuals r − μ − b_u − b_i
+        (users × items, 0 where unrated), U_r (S_r / S_1)^½ scaled by √943
+        (V_r likewise by √1682), so the first column has unit mean square;
+        zero for an entity with no training rating.
     rank : int, default 16
         Components of the "ratings" block: 1 <= rank < min(users, items).
+    scale : {"table", "rows"}, default "table"
+        "table": each table is divided by one number, the root mean square
+        of its rows' norms, so the blocks keep their relative weights and
+        the points have mean square norm about one. "rows": every row is
+        scaled to unit norm (a zero row, possible only without "bias",
+        becomes the uniform unit vector), which makes each entity's blocks
+        weigh less the more side information it has.
     verify : bool, default True
         Check the md5 of every file read against the published release
         (``MD5``).
@@ -154,11 +181,10 @@ def movielens_100k(
     -------
     (train, test) : tuple of PairData
         Pairs (n, 2) of 0-based (user, item) indices, targets (n,); tables
-        of shapes (943, d_users) and (1682, d_items), every row of unit
-        norm (a zero row, possible only without "bias", becomes the
-        uniform unit vector). With the default features, d_users =
-        1 + 24 + 16 = 41 and d_items = 1 + 20 + 16 = 37; for "u1",
-        80,000 training and 20,000 test ratings.
+        of shapes (943, d_users) and (1682, d_items), scaled as `scale`
+        says. With the default features, d_users = 1 + 1 + 24 + 16 = 42
+        and d_items = 1 + 1 + 20 + 16 = 38; for "u1", 80,000 training and
+        20,000 test ratings.
 
     Raises
     ------
@@ -170,8 +196,8 @@ def movielens_100k(
     ValueError
         A file cannot be parsed (the message gives the file and line).
     ArgumentError
-        Unknown `split`, empty or unknown `features`, `rank` outside
-        [1, min(users, items)).
+        Unknown `split` or `scale`, empty or unknown `features`, `rank`
+        outside [1, min(users, items)).
     ArgumentTypeError
         `path` is not a path, `rank` not an int, `verify` not a bool,
         `features` not a sequence of strings.
@@ -183,8 +209,8 @@ def movielens_100k(
     >>> from kronnet.datasets import movielens_100k
     >>> train, test = movielens_100k("ml-100k", split="u1")  # doctest: +SKIP
     >>> train, test  # doctest: +SKIP
-    (PairData(n=80000, entities=(943, 1682), dims=(41, 37), d=1517, with targets),
-     PairData(n=20000, entities=(943, 1682), dims=(41, 37), d=1517, with targets))
+    (PairData(n=80000, entities=(943, 1682), dims=(42, 38), d=1596, with targets),
+     PairData(n=20000, entities=(943, 1682), dims=(42, 38), d=1596, with targets))
 
     Without it, the error says where to get it:
 
@@ -198,6 +224,7 @@ def movielens_100k(
     split = v.choice(split, "split", SPLITS)
     blocks = _features(features)
     rank = v.positive_int(rank, "rank")
+    scale = v.choice(scale, "scale", SCALES)
     verify = v.flag(verify, "verify")
     folder = _find_folder(folder, split)
 
@@ -217,17 +244,22 @@ def movielens_100k(
 
     user_blocks: List[np.ndarray] = []
     item_blocks: List[np.ndarray] = []
+    effects = _main_effects(train, sizes)
     if "bias" in blocks:
         user_blocks.append(np.ones((n_users, 1)))
         item_blocks.append(np.ones((n_items, 1)))
+    if "effects" in blocks:
+        user_blocks.append(effects[1][:, None])
+        item_blocks.append(effects[2][:, None])
     if "side" in blocks:
         user_blocks.append(users)
         item_blocks.append(items)
     if "ratings" in blocks:
-        u, m = _rating_factors(train, sizes, rank)
+        u, m = _rating_factors(train, sizes, rank, effects)
         user_blocks.append(u)
         item_blocks.append(m)
-    tables = [_unit_rows(np.hstack(user_blocks)), _unit_rows(np.hstack(item_blocks))]
+    rescale = _unit_rows if scale == "rows" else _unit_rms
+    tables = [rescale(np.hstack(user_blocks)), rescale(np.hstack(item_blocks))]
     return (
         PairData(tables, train[0], train[1], copy=False),
         PairData(tables, test[0], test[1], copy=False),
@@ -432,14 +464,39 @@ def _ratings(content: bytes, path: str, sizes: Tuple[int, int]) -> Tuple[np.ndar
     return np.asarray(pairs, dtype=np.int64), np.asarray(ratings, dtype=np.float64)
 
 
-def _rating_factors(
-    train: Tuple[np.ndarray, np.ndarray], sizes: Tuple[int, int], rank: int
-) -> Tuple[np.ndarray, np.ndarray]:
-    """User and item rows of a rank-`rank` truncated SVD of the centred
-    training rating matrix, scaled so the first column has unit mean square
-    (zero rows for entities without a training rating)."""
+def _main_effects(
+    train: Tuple[np.ndarray, np.ndarray], sizes: Tuple[int, int]
+) -> Tuple[float, np.ndarray, np.ndarray]:
+    """(μ, b_users, b_items): r ≈ μ + b_u + b_i by alternating ridge."""
     pairs, y = train
-    centred = y - y.mean()
+    mu = float(y.mean())
+    users, items = pairs[:, 0], pairs[:, 1]
+    count_u = np.bincount(users, minlength=sizes[0]) + EFFECTS_PENALTY
+    count_i = np.bincount(items, minlength=sizes[1]) + EFFECTS_PENALTY
+    b_u, b_i = np.zeros(sizes[0]), np.zeros(sizes[1])
+    for _ in range(EFFECTS_SWEEPS):
+        new_u = np.bincount(users, y - mu - b_i[items], minlength=sizes[0]) / count_u
+        new_i = np.bincount(items, y - mu - new_u[users], minlength=sizes[1]) / count_i
+        moved = max(np.max(np.abs(new_u - b_u)), np.max(np.abs(new_i - b_i)))
+        b_u, b_i = new_u, new_i
+        if moved <= EFFECTS_TOL:
+            break
+    return mu, b_u, b_i
+
+
+def _rating_factors(
+    train: Tuple[np.ndarray, np.ndarray],
+    sizes: Tuple[int, int],
+    rank: int,
+    effects: Tuple[float, np.ndarray, np.ndarray],
+) -> Tuple[np.ndarray, np.ndarray]:
+    """User and item rows of a rank-`rank` truncated SVD of the training
+    ratings' residuals after the main effects, scaled so the first column
+    has unit mean square (zero rows for entities without a training
+    rating)."""
+    pairs, y = train
+    mu, b_u, b_i = effects
+    centred = y - mu - b_u[pairs[:, 0]] - b_i[pairs[:, 1]]
     # A pair rated twice counts once, with its mean rating.
     total = np.zeros(sizes)
     count = np.zeros(sizes)
@@ -458,6 +515,13 @@ def _rating_factors(
     users[count.sum(axis=1) == 0] = 0.0
     items[count.sum(axis=0) == 0] = 0.0
     return users, items
+
+
+def _unit_rms(table: np.ndarray) -> np.ndarray:
+    """The table over the root mean square of its rows' norms (1 if all are 0)."""
+    rms = float(np.sqrt(np.mean(np.sum(table**2, axis=1))))
+    out: np.ndarray = np.ascontiguousarray(table / rms if rms > 0 else table)
+    return out
 
 
 def _unit_rows(table: np.ndarray) -> np.ndarray:

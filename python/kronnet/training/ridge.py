@@ -19,7 +19,7 @@ from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
-from ..data import KronPoints
+from ..data import KronPoints, PairData
 from ..errors import ArgumentError
 from ..model import TwoLayerNet
 from ..model.state import BlockState
@@ -60,6 +60,58 @@ class RidgeFit:
     lam: float
     gcv: float
     weights: np.ndarray
+
+
+def _moments(data: KronPoints, centred: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(XᵀX (d × d), Σ_j x_j (d,), Xᵀ centred (d × C)) of the points."""
+    if isinstance(data, PairData) and data.p == 2:
+        return _pair_moments(data, centred)
+    d = data.d
+    gram, total, rhs = np.zeros((d, d)), np.zeros(d), np.zeros((d, centred.shape[1]))
+    for start, X in _chunks(data):
+        gram += X.T @ X
+        total += X.sum(axis=0)
+        rhs += X.T @ centred[start : start + len(X)]
+    return gram, total, rhs
+
+
+def _pair_moments(data: PairData, centred: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`_moments` of pairs u_j ⊗ i_j through the tables: with C_u = Σ_{j of
+    user u} i_j i_jᵀ, XᵀX = Σ_u (u uᵀ) ⊗ C_u is one GEMM of
+    N_users × d_u² by N_users × d_i² (80× fewer flops than XᵀX from the
+    rows on MovieLens), and Xᵀy = Σ_u u ⊗ (Σ_j y_j i_j)."""
+    (U, V), pairs = data.tables, data.pairs
+    (nu, du), (_, dv) = U.shape, V.shape
+    order = np.argsort(pairs[:, 0], kind="stable")
+    users, items = pairs[order, 0], pairs[order, 1]
+    weighted = np.concatenate([np.ones((data.n, 1)), centred[order]], axis=1)  # (n, 1 + C)
+    bounds = np.searchsorted(users, np.arange(nu + 1))
+    by_user = np.zeros((nu, dv, dv))
+    sums = np.zeros((nu, dv, weighted.shape[1]))
+    for u in range(nu):
+        a, b = bounds[u], bounds[u + 1]
+        if a < b:
+            rows = V[items[a:b]]
+            by_user[u] = rows.T @ rows
+            sums[u] = rows.T @ weighted[a:b]
+    outer_u = (U[:, :, None] * U[:, None, :]).reshape(nu, du * du)
+    gram = (outer_u.T @ by_user.reshape(nu, dv * dv)).reshape(du, du, dv, dv)
+    gram = gram.transpose(0, 2, 1, 3).reshape(du * dv, du * dv)
+    both = np.einsum("ua,ubc->abc", U, sums).reshape(du * dv, weighted.shape[1])
+    return gram, both[:, 0], both[:, 1:]
+
+
+def _predict(data: KronPoints, weights: np.ndarray) -> np.ndarray:
+    """X w (n × C)."""
+    if isinstance(data, PairData) and data.p == 2:
+        (U, V), pairs = data.tables, data.pairs
+        W = weights.reshape(U.shape[1], V.shape[1], -1)
+        left = np.einsum("ua,abc->ubc", U, W)  # (N_users, d_i, C)
+        return np.einsum("nbc,nb->nc", left[pairs[:, 0]], V[pairs[:, 1]])
+    out = np.empty((data.n, weights.shape[1]))
+    for start, X in _chunks(data):
+        out[start : start + len(X)] = X @ weights
+    return out
 
 
 def _chunks(data: KronPoints) -> Iterator[tuple[int, np.ndarray]]:
@@ -112,17 +164,14 @@ def ridge_linear(data: KronPoints, y: np.ndarray, lambdas: Optional[Sequence[flo
     n, d = data.n, data.d
     mean_y = targets.mean(axis=0)
     centred = targets - mean_y
-    gram = np.zeros((d, d))
-    total_x = np.zeros(d)
-    rhs = np.zeros((d, targets.shape[1]))
-    for start, X in _chunks(data):
-        gram += X.T @ X
-        total_x += X.sum(axis=0)
-        rhs += X.T @ centred[start : start + len(X)]  # = X_cᵀ(y − ȳ): the targets are centred
+    # Xᵀ(y − ȳ) = X_cᵀ(y − ȳ): the targets are centred.
+    gram, total_x, rhs = _moments(data, centred)
     mean_x = total_x / n
     gram -= n * np.outer(mean_x, mean_x)
-    eig, vecs = np.linalg.eigh(gram)
-    eig = np.maximum(eig, 0.0)
+    # XᵀX is symmetric positive semi-definite, so its SVD is its
+    # eigendecomposition; numpy's eigh (LAPACK syevd through OpenBLAS) took
+    # 10 s at d = 1596 where the SVD takes 1.
+    vecs, eig, _ = np.linalg.svd(gram)
     z = vecs.T @ rhs  # (d, C)
     total = float(np.sum(centred**2))
     scale = max(float(eig.sum()) / d, np.finfo(np.float64).tiny)
@@ -141,10 +190,7 @@ def ridge_linear(data: KronPoints, y: np.ndarray, lambdas: Optional[Sequence[flo
             best_lam, best_gcv = lam, gcv
     weights = vecs @ (z / (eig + best_lam)[:, None])
     offset = mean_x @ weights  # x̄ᵀw, (C,)
-    beta = np.empty_like(centred)
-    for start, X in _chunks(data):
-        stop = start + len(X)
-        beta[start:stop] = (centred[start:stop] - (X @ weights - offset)) / best_lam
+    beta = (centred - (_predict(data, weights) - offset)) / best_lam
     return RidgeFit(beta, mean_y - offset, best_lam, best_gcv, weights)
 
 
