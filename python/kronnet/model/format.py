@@ -91,7 +91,11 @@ def read(r: Reader, neurons: Optional[Tuple[int, int]] = None) -> NetState:
     n_blocks = r.field(m, "blocks", int, "net")
     if n_blocks < 0:
         raise r.fail("net: 'blocks' must be >= 0")
-    kinds = m.get("block_kinds", ["kron"] * n_blocks)
+    if n_blocks > len(r.names):
+        # Every block has members of its own: a count beyond them is not
+        # a block list to build (nor ["kron"] * n_blocks to allocate).
+        raise r.fail(f"net: 'blocks' is {n_blocks}, but the file has only {len(r.names)} members")
+    kinds = m["block_kinds"] if "block_kinds" in m else ["kron"] * n_blocks
     if not isinstance(kinds, list) or len(kinds) != n_blocks or not all(k in BLOCK_KINDS for k in kinds):
         raise r.fail(f"net: 'block_kinds' must list 'kron' or 'pairs' for each of {n_blocks} blocks, got {kinds!r}")
     width = r.field(m, "width", int, "net")

@@ -1232,6 +1232,7 @@ class TwoLayerNet:
         >>> kn.TwoLayerNet.from_state(net.to_state())
         TwoLayerNet(dims=(2, 3), width=8, threshold=0.912018, seed=4)
         """
+        _check_rows(state)
         net = cls(
             state.dims,
             state.width,
@@ -1352,6 +1353,25 @@ class TwoLayerNet:
             f"TwoLayerNet(dims={self._dims}, width={self._width}, threshold={self._threshold:.6g}, seed={self._seed}"
             + (f", init='kron', init_rank={self._init_rank})" if self._init == "kron" else ")")
         )
+
+
+def _check_rows(state: NetState) -> None:
+    """The per-neuron arrays of `state` have one row per neuron it
+    describes: checked before the net (whose head costs time and memory in
+    proportion to the claimed width) is made, so that a state or file that
+    claims a width its arrays do not have is refused at once."""
+    count = state.neurons[1]
+    for name, arr in (("a", state.a), ("thresholds", state.thresholds)):
+        if arr is not None and (np.ndim(arr) < 1 or np.shape(arr)[0] != count):
+            raise ArgumentError(
+                name, f"has shape {np.shape(arr)}; the state describes {count} neurons (width {state.width})"
+            )
+    for j, blk in enumerate(state.blocks):
+        if np.ndim(blk.alpha_t) == 2 and np.shape(blk.alpha_t)[1] != count:
+            raise ArgumentError(
+                f"blocks[{j}].alpha",
+                f"has {np.shape(blk.alpha_t)[1]} rows; the state describes {count} neurons (width {state.width})",
+            )
 
 
 def load(path: Any) -> TwoLayerNet:

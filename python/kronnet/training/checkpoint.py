@@ -172,5 +172,6 @@ def _check_sampler(r: fileformat.Reader, sampler: Any, n: int, steps_done: int) 
         raise r.fail(f"trainer: steps_done {steps_done} is outside [0, 2**63 - 1] (the step counter is an int64)")
     try:
         np.random.default_rng().bit_generator.state = sampler["rng"]
-    except (TypeError, ValueError, KeyError) as exc:
+    except (TypeError, ValueError, KeyError, OverflowError, AttributeError) as exc:
+        # (A negative or too large 128-bit state word is an OverflowError.)
         raise FileFormatError(r.path, f"trainer: the sampler's generator state is invalid ({exc})") from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 import warnings
 from dataclasses import replace
@@ -14,7 +15,14 @@ from .. import _core
 from .. import _validate as v
 from .. import placement as placements
 from ..data import KronPoints
-from ..errors import ArgumentError, ArgumentTypeError, DivergenceError, StaleTrainerError
+from ..errors import (
+    ArgumentError,
+    ArgumentTypeError,
+    DivergenceError,
+    FileFormatError,
+    RankMismatchError,
+    StaleTrainerError,
+)
 from ..model import TwoLayerNet
 from ..model.state import NetState
 from ..placement import Placement, StepRunner
@@ -447,8 +455,8 @@ class Trainer:
         Raises
         ------
         FileFormatError
-            The file is truncated, corrupted, not a checkpoint, or of an
-            unsupported format version.
+            The file is truncated, corrupted, not a checkpoint, of an
+            unsupported format version, or its parts do not fit together.
         FileNotFoundError
             There is no file at `path`.
 
@@ -472,7 +480,15 @@ class Trainer:
         placement.agree(path=placement.run(lambda: checkpoint_file.checked_path(path)))
         net, data, state = placement.run(lambda: checkpoint_file.read(path, placement))
         trainer = cls.__new__(cls)
-        trainer._build(net, data, state.config.unresolved(), placement, state)
+        try:
+            trainer._build(net, data, state.config.unresolved(), placement, state)
+        except (ValueError, TypeError) as exc:
+            # The file's parts are each valid but do not fit together (a
+            # bound the core refuses, settings the data cannot take...): a
+            # fault of the file, not of an argument.
+            if isinstance(exc, (FileFormatError, RankMismatchError)):
+                raise
+            raise FileFormatError(os.fspath(path), f"inconsistent contents: {exc}") from None
         return trainer
 
     def checkpoint(self, path: Any) -> None:
