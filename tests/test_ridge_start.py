@@ -71,7 +71,7 @@ def test_the_regressor_starts_from_ridge_on_its_scaled_standardized_data():
     X = rng.normal(size=(200, 5))
     y = X @ rng.normal(size=5) + 0.1 * rng.normal(size=200)
     tiny = dict(lr=1e-12, lr_a=1e-12, lr_c=1e-12)
-    reg = KronNetRegressor(width=64, max_steps=1, random_state=0, **tiny).fit(X, y)
+    reg = KronNetRegressor(width=64, max_steps=1, random_state=0, early_stopping=False, **tiny).fit(X, y)
     assert reg.ridge_lambda_ is not None
     Xs = X * reg.input_scale_
     ref = Ridge(alpha=reg.ridge_lambda_).fit(Xs, (y - reg.y_mean_) / reg.y_scale_)
@@ -80,16 +80,58 @@ def test_the_regressor_starts_from_ridge_on_its_scaled_standardized_data():
     # The start alone is a good linear model here.
     assert reg.score(X, y) > 0.99
     # "none" starts v at zero: far from it after one tiny step.
-    none = KronNetRegressor(width=64, max_steps=1, random_state=0, linear_start="none", **tiny).fit(X, y)
+    none = KronNetRegressor(
+        width=64, max_steps=1, random_state=0, linear_start="none", early_stopping=False, **tiny
+    ).fit(X, y)
     assert none.ridge_lambda_ is None and none.score(X, y) < 0.5
 
 
-def test_a_classifier_or_a_large_d_has_no_linear_start():
+def test_a_classifiers_start_is_the_logistic_regression_of_its_labels():
     from kronnet.sklearn import KronNetClassifier
+    from sklearn.linear_model import LogisticRegression
 
-    X = np.random.default_rng(1).normal(size=(40, 3))
-    clf = KronNetClassifier(width=16, max_steps=2, random_state=0).fit(X, X[:, 0] > 0)
-    assert clf.ridge_lambda_ is None
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(90, 4))
+    y = np.argmax(X[:, :3] + 0.5 * rng.normal(size=(90, 3)), axis=1)
+    tiny = dict(lr=1e-12, lr_a=1e-12, lr_c=1e-12)
+    for labels in (y, (y == 0).astype(int)):  # multinomial, then logistic
+        clf = KronNetClassifier(width=16, max_steps=1, random_state=0, early_stopping=False, **tiny).fit(X, labels)
+        # LogisticRegression() on the unscaled features: the penalty C = 1 there.
+        ref = LogisticRegression(max_iter=5000, tol=1e-10).fit(X, labels)
+        np.testing.assert_allclose(clf.decision_function(X), ref.decision_function(X), rtol=0, atol=1e-4)
+        np.testing.assert_array_equal(clf.predict(X), ref.predict(X))
+
+
+def test_a_classifier_on_large_n_d_starts_from_calibrated_ridge():
+    from kronnet import sklearn as ks
+    from kronnet.sklearn import TEMPERATURES, KronNetClassifier
+
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(90, 4))
+    y = np.argmax(X[:, :3], axis=1)
+    tiny = dict(lr=1e-12, lr_a=1e-12, lr_c=1e-12)
+    old = ks.LOGISTIC_START_ENTRIES
+    ks.LOGISTIC_START_ENTRIES = 0
+    try:
+        clf = KronNetClassifier(width=16, max_steps=1, random_state=0, early_stopping=False, **tiny).fit(X, y)
+    finally:
+        ks.LOGISTIC_START_ENTRIES = old
+    Xs = X * clf.input_scale_
+    onehot = np.eye(3)[y]
+    ref = Ridge(alpha=clf.ridge_lambda_).fit(Xs, onehot).predict(Xs)
+
+    def ce(z):
+        z = z - z.max(axis=1, keepdims=True)
+        return float(np.mean(np.log(np.exp(z).sum(axis=1)) - np.sum(onehot * z, axis=1)))
+
+    s = min(TEMPERATURES, key=lambda t: ce(t * ref))
+    np.testing.assert_allclose(clf.decision_function(X), s * ref, rtol=0, atol=1e-6)
+
+
+def test_a_large_d_has_no_linear_start():
+    data = kn.make_kronecker_data(20, dims=(80, 80), seed=0)  # d = 6400 > MAX_RIDGE_D
+    reg = KronNetRegressor(width=16, max_steps=2, random_state=0, early_stopping=False).fit(data)
+    assert reg.ridge_lambda_ is None
 
 
 def test_a_bad_linear_start_is_refused():

@@ -105,6 +105,7 @@ def test_pair_indices_match_a_plain_trainer():
         random_state=7,
         tables=tables,
         linear_start="none",
+        early_stopping=False,
     )
     reg.fit(pairs, y)
     assert reg.t_ == 97 and reg.n_iter_ == 7  # six epochs of 15 steps, then 7
@@ -137,7 +138,9 @@ def test_the_classifier_is_one_softmax_net_as_a_plain_trainer_trains_it():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(90, 6))
     y = np.array(["b", "a", "c"])[np.argmax(X[:, :3], axis=1)]
-    clf = KronNetClassifier(width=128, max_steps=60, n_iter_no_change=1000, random_state=4).fit(X, y)
+    clf = KronNetClassifier(
+        width=128, max_steps=60, n_iter_no_change=1000, random_state=4, early_stopping=False, linear_start="none"
+    ).fit(X, y)
     assert clf.classes_.tolist() == ["a", "b", "c"] and clf.net_.outputs == 3
 
     rs = check_random_state(4)
@@ -260,11 +263,11 @@ def test_partial_fit_runs_one_epoch_and_warm_start_continues():
     reg.partial_fit(X, y)
     assert (reg.n_iter_, reg.t_) == (2, 6) and reg.net_ is net
 
-    warm = KronNetRegressor(width=64, max_steps=9, warm_start=True, random_state=0).fit(X, y)
+    warm = KronNetRegressor(width=64, max_steps=9, warm_start=True, random_state=0, early_stopping=False).fit(X, y)
     net = warm.net_
     warm.fit(X, y)
     assert warm.net_ is net and warm.t_ == 18
-    cold = KronNetRegressor(width=64, max_steps=18, random_state=0).fit(X, y)
+    cold = KronNetRegressor(width=64, max_steps=18, random_state=0, early_stopping=False).fit(X, y)
     np.testing.assert_allclose(warm.predict(X), cold.predict(X), rtol=0, atol=1e-12)
 
 

@@ -15,7 +15,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
-from . import sweeps
+from . import real, sweeps
 
 #: Every option a sweep can take, by flag: its argparse keywords. A sweep's
 #: SWEEPS entry names those it reads; ``%(default)s`` shows its own default.
@@ -40,6 +40,11 @@ BENCH_OPTIONS: Dict[str, Dict[str, Any]] = {
     ),
     "--rounds": dict(type=int, default=3, help="alternating rounds of each job (default %(default)s)"),
     "--no-torch": dict(action="store_true", help="skip PyTorch even if installed"),
+    "--movielens": dict(
+        default="ml-100k",
+        help="GroupLens's ml-100k folder (https://files.grouplens.org/datasets/movielens/ml-100k.zip; "
+        "default %(default)s); skipped when absent",
+    ),
     # Shared by most sweeps (SHARED_OPTIONS).
     "--quick": dict(action="store_true", help="fewer shapes, shorter runs"),
     "--out": dict(default="bench_results", help="folder for the JSON and plots (default %(default)s)"),
@@ -106,6 +111,12 @@ SWEEPS: Tuple[Sweep, ...] = (
         sweeps.large,
         ("--n", "--width", "--quick", "--out"),
         {"--n": 1_000_000, "--width": 1024},
+    ),
+    Sweep(
+        "real",
+        "MovieLens-100k and scikit-learn's data sets against KronRLS, SVD, Ridge and MLP",
+        real.real,
+        ("--movielens", "--quick", "--out"),
     ),
     Sweep(
         "index",

@@ -24,7 +24,7 @@ from ..errors import ArgumentError
 from ..model import TwoLayerNet
 from ..model.state import BlockState
 
-__all__ = ["MAX_RIDGE_D", "RidgeFit", "ridge_linear", "start_linear"]
+__all__ = ["MAX_RIDGE_D", "RidgeFit", "predict_linear", "ridge_linear", "start_linear"]
 
 #: Largest d solved exactly: XᵀX is d × d (128 MiB at d = 4096) and its
 #: eigendecomposition O(d³).
@@ -107,10 +107,28 @@ def _predict(data: KronPoints, weights: np.ndarray) -> np.ndarray:
         (U, V), pairs = data.tables, data.pairs
         W = weights.reshape(U.shape[1], V.shape[1], -1)
         left = np.einsum("ua,abc->ubc", U, W)  # (N_users, d_i, C)
-        return np.einsum("nbc,nb->nc", left[pairs[:, 0]], V[pairs[:, 1]])
+        pred: np.ndarray = np.einsum("nbc,nb->nc", left[pairs[:, 0]], V[pairs[:, 1]])
+        return pred
     out = np.empty((data.n, weights.shape[1]))
     for start, X in _chunks(data):
         out[start : start + len(X)] = X @ weights
+    return out
+
+
+def predict_linear(data: KronPoints, fit: RidgeFit) -> np.ndarray:
+    """The fitted linear model's outputs on `data`'s points, X w + c (n × C).
+
+    Examples
+    --------
+    >>> import numpy as np, kronnet as kn
+    >>> from kronnet.training.ridge import predict_linear, ridge_linear
+    >>> data = kn.make_pair_data(50, 10, dims=(2, 3), seed=0)
+    >>> fit = ridge_linear(data, data.y)
+    >>> out = predict_linear(data, fit)
+    >>> bool(np.allclose(out[:, 0], data.dense() @ fit.weights[:, 0] + fit.intercept[0]))
+    True
+    """
+    out: np.ndarray = _predict(data, fit.weights) + fit.intercept
     return out
 
 

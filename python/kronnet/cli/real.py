@@ -1,0 +1,308 @@
+"""`kronnet bench real`: kronnet's estimators at their defaults against the
+tools users already have, on real data, side by side in one run.
+
+* MovieLens-100k, the five official folds u1-u5 (``--movielens`` names the
+  ``ml-100k`` folder; skipped, with the download address, when absent):
+  ``KronNetRegressor()`` on the loader's tables, against Kronecker kernel
+  ridge regression (KronRLS) on the same entity kernels (the linear kernels
+  of the tables, solved exactly, λ by GCV), the baseline μ + b_u + b_i, and
+  Surprise's ``SVD`` when Surprise is installed. Test RMSE and NDCG@10.
+* scikit-learn's bundled tabular sets, 5-fold cross-validation, every method
+  in ``make_pipeline(StandardScaler(), est)``: diabetes (R²) against RidgeCV
+  and MLPRegressor; digits, breast cancer, wine and iris (accuracy) against
+  LogisticRegression and MLPClassifier.
+* The float32 training state's drift from float64 on MovieLens u1.
+
+Nothing is tuned per fold or per data set: every estimator runs at its
+defaults (MLPs and LogisticRegression with a larger ``max_iter`` so that
+they converge).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import time
+import warnings
+from typing import Any, Callable, Dict, List, Tuple
+
+import numpy as np
+
+from .sweeps import meta, pinned, save_json, table
+
+#: The folds of GroupLens's 5-fold cross-validation.
+FOLDS = ("u1", "u2", "u3", "u4", "u5")
+
+
+def real(args: argparse.Namespace) -> int:
+    """Real data: MovieLens-100k's five folds (``--movielens`` folder) against
+    KronRLS, main effects and Surprise SVD; scikit-learn's tabular sets by
+    5-fold CV against RidgeCV / LogisticRegression and MLP; float32 drift."""
+    code = pinned(args, ["bench", "real", *_argv(args)])
+    if code is not None:
+        return code
+    warnings.filterwarnings("ignore", category=UserWarning)
+    from sklearn.exceptions import ConvergenceWarning  # type: ignore[import-untyped]
+
+    warnings.filterwarnings("ignore", category=ConvergenceWarning)
+    out: Dict[str, Any] = {"meta": meta(args)}
+    folds = FOLDS[:1] if args.quick else FOLDS
+    out["movielens"] = movielens(args.movielens, folds)
+    out["tabular"] = tabular(quick=args.quick)
+    if out["movielens"]:
+        out["float32"] = float32_drift(args.movielens)
+    save_json(os.path.join(args.out, "bench_real.json"), out)
+    print(report(out))
+    return 0
+
+
+def _argv(args: argparse.Namespace) -> List[str]:
+    argv = ["--threads", str(args.threads), "--out", args.out, "--movielens", args.movielens]
+    return argv + (["--quick"] if args.quick else [])
+
+
+# -- MovieLens ----------------------------------------------------------------
+
+
+def ndcg_at(k: int, users: np.ndarray, truth: np.ndarray, pred: np.ndarray) -> float:
+    """Mean over users of NDCG@k: each user's test items ranked by `pred`,
+    gain 2^rating − 1, discount log2(rank + 1), normalized by the ideal
+    ranking by `truth` (ties in `pred` broken by item order)."""
+    order = np.lexsort((-pred, users))
+    users, truth, pred = users[order], truth[order], pred[order]
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
+    ends = np.r_[starts[1:], len(users)]
+    scores = []
+    for a, b in zip(starts, ends):
+        gains = 2.0 ** truth[a:b] - 1.0
+        top = min(k, b - a)
+        discount = 1.0 / np.log2(np.arange(2, top + 2))
+        ideal = float(np.sort(gains)[::-1][:top] @ discount)
+        if ideal > 0:
+            scores.append(float(gains[:top] @ discount) / ideal)
+    return float(np.mean(scores))
+
+
+def _timed(fn: Callable[[], np.ndarray]) -> Tuple[np.ndarray, float]:
+    start = time.perf_counter()
+    pred = fn()
+    return pred, time.perf_counter() - start
+
+
+def movielens(path: str, folds: Tuple[str, ...]) -> List[Dict[str, Any]]:
+    """Per fold and method: RMSE, NDCG@10, seconds (fit + predict)."""
+    from kronnet.datasets import movielens_100k
+
+    rows: List[Dict[str, Any]] = []
+    try:
+        movielens_100k(path, split=folds[0])
+    except FileNotFoundError as exc:
+        print(f"MovieLens-100k skipped: {exc}")
+        return rows
+    for fold in folds:
+        start = time.perf_counter()
+        train, test = movielens_100k(path, split=fold)
+        load_seconds = time.perf_counter() - start
+
+        methods: Dict[str, Callable[[Any, Any], np.ndarray]] = {
+            "kronnet": _kronnet,
+            "KronRLS": _kronrls,
+            "mu + b_u + b_i": _effects,
+        }
+        if _has_surprise():
+            methods["Surprise SVD"] = _surprise_svd
+        elif fold == folds[0]:
+            print("  Surprise not installed (pip install scikit-surprise): its SVD is left out")
+        for name, fn in methods.items():
+            pred, seconds = _timed(functools.partial(fn, train, test))
+            rows.append(
+                {
+                    "fold": fold,
+                    "method": name,
+                    "rmse": float(np.sqrt(np.mean((pred - test.y) ** 2))),
+                    "ndcg10": ndcg_at(10, test.pairs[:, 0], np.asarray(test.y), pred),
+                    "seconds": seconds,
+                    "load_seconds": load_seconds,
+                }
+            )
+            print(f"  {fold} {name}: RMSE {rows[-1]['rmse']:.4f} in {seconds:.1f} s", flush=True)
+    return rows
+
+
+def _effects(train: Any, test: Any) -> np.ndarray:
+    """μ + b_u + b_i, the effects the loader computes (training split only)."""
+    from kronnet.datasets.movielens import _main_effects
+
+    mu, b_u, b_i = _main_effects((train.pairs, train.y), train.n_entities)
+    return np.asarray(mu + b_u[test.pairs[:, 0]] + b_i[test.pairs[:, 1]])
+
+
+def _kronnet(train: Any, test: Any) -> np.ndarray:
+    """KronNetRegressor at its defaults on the loader's points."""
+    from kronnet.sklearn import KronNetRegressor
+
+    pred: np.ndarray = KronNetRegressor(random_state=0).fit(train).predict(test)
+    return pred
+
+
+def _kronrls(train: Any, test: Any) -> np.ndarray:
+    """Kronecker kernel ridge regression with the tables' linear kernels:
+    the exact ridge fit of the points (λ by GCV)."""
+    from kronnet.training.ridge import predict_linear, ridge_linear
+
+    return predict_linear(test, ridge_linear(train, train.y))[:, 0]
+
+
+def _has_surprise() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("surprise") is not None
+
+
+def _surprise_svd(train: Any, test: Any) -> np.ndarray:
+    """Surprise's SVD (biased matrix factorisation by SGD) at its defaults."""
+    import pandas as pd  # type: ignore[import-untyped]
+    from surprise import SVD, Dataset, Reader  # type: ignore[import-untyped]
+
+    frame = pd.DataFrame({"u": train.pairs[:, 0], "i": train.pairs[:, 1], "r": train.y})
+    data = Dataset.load_from_df(frame, Reader(rating_scale=(1, 5)))
+    algo = SVD(random_state=0).fit(data.build_full_trainset())
+    return np.array([algo.predict(int(u), int(i)).est for u, i in test.pairs])
+
+
+def float32_drift(path: str) -> Dict[str, Any]:
+    """The same KronNetRegressor fit on u1 with a float64 and a float32 trainer."""
+    from kronnet.datasets import movielens_100k
+    from kronnet.sklearn import KronNetRegressor
+
+    train, test = movielens_100k(path, split="u1")
+    preds = {}
+    seconds = {}
+    for dtype in ("float64", "float32"):
+        start = time.perf_counter()
+        reg = KronNetRegressor(random_state=0, dtype=dtype).fit(train)
+        preds[dtype] = reg.predict(test)
+        seconds[dtype] = time.perf_counter() - start
+    a, b = preds["float64"], preds["float32"]
+    return {
+        "max_abs_diff": float(np.max(np.abs(a - b))),
+        "rel_diff": float(np.linalg.norm(a - b) / np.linalg.norm(a)),
+        "rmse": {k: float(np.sqrt(np.mean((p - test.y) ** 2))) for k, p in preds.items()},
+        "seconds": seconds,
+    }
+
+
+# -- scikit-learn's tabular sets ---------------------------------------------------
+
+
+def tabular(quick: bool = False) -> List[Dict[str, Any]]:
+    """Per data set and method: mean and spread of the 5-fold CV score, seconds."""
+    from sklearn import datasets  # type: ignore[import-untyped]
+    from sklearn.linear_model import LogisticRegression, RidgeCV  # type: ignore[import-untyped]
+    from sklearn.model_selection import KFold, StratifiedKFold, cross_val_score  # type: ignore[import-untyped]
+    from sklearn.neural_network import MLPClassifier, MLPRegressor  # type: ignore[import-untyped]
+    from sklearn.pipeline import make_pipeline  # type: ignore[import-untyped]
+    from sklearn.preprocessing import StandardScaler  # type: ignore[import-untyped]
+
+    from kronnet.sklearn import KronNetClassifier, KronNetRegressor
+
+    sets: List[Tuple[str, Callable[..., Any], bool]] = [
+        ("diabetes", datasets.load_diabetes, False),
+        ("digits", datasets.load_digits, True),
+        ("breast cancer", datasets.load_breast_cancer, True),
+        ("wine", datasets.load_wine, True),
+        ("iris", datasets.load_iris, True),
+    ]
+    if quick:
+        sets = sets[:2]
+    rows: List[Dict[str, Any]] = []
+    for name, loader, classify in sets:
+        X, y = loader(return_X_y=True)
+        if classify:
+            cv: Any = StratifiedKFold(5, shuffle=True, random_state=0)
+            methods = {
+                "kronnet": KronNetClassifier(random_state=0),
+                "LogisticRegression": LogisticRegression(max_iter=5000),
+                "MLPClassifier": MLPClassifier(max_iter=2000, random_state=0),
+            }
+            metric = "accuracy"
+        else:
+            cv = KFold(5, shuffle=True, random_state=0)
+            methods = {
+                "kronnet": KronNetRegressor(random_state=0),
+                "RidgeCV": RidgeCV(),
+                "MLPRegressor": MLPRegressor(max_iter=2000, random_state=0),
+            }
+            metric = "r2"
+        for method, est in methods.items():
+            start = time.perf_counter()
+            scores = cross_val_score(make_pipeline(StandardScaler(), est), X, y, cv=cv, scoring=metric)
+            seconds = time.perf_counter() - start
+            rows.append(
+                {
+                    "data": name,
+                    "n": int(X.shape[0]),
+                    "d": int(X.shape[1]),
+                    "metric": metric,
+                    "method": method,
+                    "mean": float(scores.mean()),
+                    "std": float(scores.std()),
+                    "scores": scores.tolist(),
+                    "seconds": seconds,
+                }
+            )
+            print(
+                f"  {name} {method}: {metric} {scores.mean():.4f} ± {scores.std():.4f} in {seconds:.1f} s", flush=True
+            )
+    return rows
+
+
+# -- the report -------------------------------------------------------------------
+
+
+def report(out: Dict[str, Any]) -> str:
+    """Markdown tables of the run."""
+    parts: List[str] = []
+    ml = out.get("movielens") or []
+    if ml:
+        methods = list(dict.fromkeys(r["method"] for r in ml))
+        folds = list(dict.fromkeys(r["fold"] for r in ml))
+        body = []
+        for method in methods:
+            mine = [r for r in ml if r["method"] == method]
+            body.append(
+                [method]
+                + [f"{r['rmse']:.4f}" for r in mine]
+                + [
+                    f"**{np.mean([r['rmse'] for r in mine]):.4f}**",
+                    f"{np.mean([r['ndcg10'] for r in mine]):.4f}",
+                    f"{np.median([r['seconds'] for r in mine]):.1f}",
+                ]
+            )
+        parts.append("MovieLens-100k, test RMSE per fold (fit on <fold>.base, scored on <fold>.test):\n")
+        parts.append(table(["method", *folds, "mean RMSE", "mean NDCG@10", "median s/fold"], body))
+    tab = out.get("tabular") or []
+    if tab:
+        body = [
+            [
+                r["data"],
+                f"{r['n']} × {r['d']}",
+                r["metric"],
+                r["method"],
+                f"{r['mean']:.4f} ± {r['std']:.4f}",
+                f"{r['seconds']:.1f}",
+            ]
+            for r in tab
+        ]
+        parts.append("\nscikit-learn data sets, 5-fold CV, make_pipeline(StandardScaler(), est):\n")
+        parts.append(table(["data", "n × d", "metric", "method", "mean ± std", "seconds (5 folds)"], body))
+    drift = out.get("float32")
+    if drift:
+        parts.append(
+            "\nfloat32 against float64 (KronNetRegressor defaults, u1): relative difference of the test "
+            f"predictions {drift['rel_diff']:.2e} (max {drift['max_abs_diff']:.2e} stars); RMSE "
+            f"{drift['rmse']['float64']:.5f} vs {drift['rmse']['float32']:.5f}; "
+            f"{drift['seconds']['float64']:.1f} s vs {drift['seconds']['float32']:.1f} s"
+        )
+    return "\n".join(parts)
