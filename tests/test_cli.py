@@ -163,7 +163,7 @@ def test_roofline_help_leaves_out_the_other_sweeps_options(capsys):
 OLD_DEFAULTS = dict(
     n=512, width=2048, batch_size=8, steps=128, threads=2, dense_max_d=2**16, max_d=2**20, max_width=2**18,
     init_width=64, init_rank=8, e2e_steps=3000, gaussian_max_seconds=60.0, rounds=3, no_torch=False, quick=False,
-    out="bench_results", no_progress=False,
+    out="bench_results", no_progress=False, movielens="ml-100k",
 )  # fmt: skip
 
 

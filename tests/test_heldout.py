@@ -174,9 +174,12 @@ def test_demo_reports_train_and_held_out_loss():
     out = subprocess.run(
         [sys.executable, "-m", "kronnet", *args, "--no-progress"], capture_output=True, text=True, check=True
     ).stdout
-    assert "loss fell" in out and "dense backend" in out  # the existing output stays
-    section = out[out.index("held-out evaluation") :]
+    assert "loss fell" in out and "dense training" in out
+    section = out[out.index("Predicting new points") :]
     rows = re.findall(r"^\s+(\d+)\s+([0-9.e+-]+)\s+([0-9.e+-]+)$", section, re.M)
     assert [int(r[0]) for r in rows] == [0, 400]
     assert float(rows[1][1]) < float(rows[0][1])
-    assert re.search(r"held-out MSE [0-9.]+ vs var\(y\) [0-9.]+", section)
+    found = re.search(r"mean squared error ([0-9.]+) on held-out targets of variance ([0-9]+\.?[0-9]*)", section)
+    r2 = re.search(r"held-out R² = (-?[0-9.]+)", section)
+    assert found and r2
+    assert float(r2.group(1)) == pytest.approx(1 - float(found.group(1)) / float(found.group(2)), abs=0.02)

@@ -42,7 +42,7 @@ from sklearn.utils import check_random_state  # type: ignore[import-untyped]
 from sklearn.utils.multiclass import check_classification_targets  # type: ignore[import-untyped]
 from sklearn.utils.validation import check_is_fitted, column_or_1d  # type: ignore[import-untyped]
 
-from .data import KronData, KronPoints, PairData
+from .data import KernelFeatures, KronData, KronPoints, PairData
 from .errors import DivergenceError
 from .model import TwoLayerNet
 from .training import IndexKind, Trainer, suggest_rates
@@ -184,6 +184,7 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
         random_state: Any = None,
         verbose: bool = False,
         tables: Optional[Sequence[Any]] = None,
+        kernels: Optional[Sequence[Any]] = None,
         comm: Any = None,
     ) -> None:
         self.width = width
@@ -211,6 +212,7 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
         self.random_state = random_state
         self.verbose = verbose
         self.tables = tables
+        self.kernels = kernels
         self.comm = comm
 
     # -- parameters and inputs ------------------------------------------------
@@ -303,7 +305,8 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
             return KronData(list(X)), None if y is None else self._targets_of(y)
         numeric = not self._is_classifier
         multi = not self._is_classifier
-        if self.tables is not None:
+        tables = self._entity_tables(reset)
+        if tables is not None:
             if y is not None:
                 X, y = self._validate_array(
                     X, y, reset, dtype=None, y_numeric=numeric, ensure_min_features=1, multi_output=multi
@@ -315,12 +318,50 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
                     X = X.astype(np.int64)
                 else:
                     raise ValueError(f"with tables=..., X must hold integer entity indices, got dtype {X.dtype}")
-            return PairData(list(self.tables), X), y
+            return PairData(tables, X), y
         if y is not None:
             X, y = self._validate_array(X, y, reset, dtype=np.float64, order="C", y_numeric=numeric, multi_output=multi)
         else:
             X = self._validate_array(X, None, reset, dtype=np.float64, order="C")
         return KronData([X]), y
+
+    def _check_unchanged(self) -> None:
+        """A fit that continues the net (`warm_start`, ``partial_fit``)
+        refuses parameters that shape the net and differ from the fitted
+        one's, instead of silently keeping the old ones."""
+        net = self.net_
+        now = {"width": int(self.width), "init": self.init}
+        was: Dict[str, Any] = {"width": net.width, "init": net.init}
+        if self.threshold is not None:
+            now["threshold"], was["threshold"] = float(self.threshold), net.threshold
+        if self.init == "kron":
+            now["init_rank"], was["init_rank"] = int(self.init_rank), net.init_rank
+        for name, value in now.items():
+            if value != was[name]:
+                raise ValueError(
+                    f"{name}={value!r} differs from the fitted net's {name}={was[name]!r}: a warm start or "
+                    "partial_fit continues the fitted net; set warm_start=False (or clone the estimator) "
+                    "to fit a new one"
+                )
+
+    def _entity_tables(self, reset: bool) -> Optional[List[np.ndarray]]:
+        """The entity tables of pair-index inputs: `tables` as given, or the
+        features of `kernels` (factored on the first fit, ``kernel_ranks_``
+        their ranks), or None for other inputs."""
+        if self.tables is not None and self.kernels is not None:
+            raise ValueError("give tables=... or kernels=..., not both")
+        if self.kernels is None:
+            return None if self.tables is None else list(self.tables)
+        cached = getattr(self, "_kernel_tables", None)
+        if reset or cached is None:
+            if not isinstance(self.kernels, (list, tuple)) or not self.kernels:
+                raise ValueError(
+                    f"kernels must be a non-empty list of square arrays, got {type(self.kernels).__name__}"
+                )
+            cached = [KernelFeatures(K).features for K in self.kernels]
+            self._kernel_tables: Optional[List[np.ndarray]] = cached
+            self.kernel_ranks_ = tuple(t.shape[1] for t in cached)
+        return list(cached)
 
     def _scaled(self, data: KronPoints) -> KronPoints:
         """The points as the net sees them: times ``input_scale_``."""
@@ -550,6 +591,8 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
         first = not (incremental or self.warm_start) or not hasattr(self, "net_")
         # A fit that starts a net can start over after a divergence.
         self._fresh = first and not incremental
+        if not first:
+            self._check_unchanged()
         data, y_arr = self._points(X, y, reset=first)
         if not first and data.dims != self.net_.dims:
             raise ValueError(
@@ -746,7 +789,9 @@ _SHARED_PARAMS = """
         The trainer's state (``Trainer(dtype=...)``): float32 halves the
         memory traffic of a step at a drift measured in docs/gallery.md.
     warm_start : bool, default False
-        ``fit`` continues the current net instead of starting over.
+        ``fit`` continues the current net instead of starting over; a
+        `width`, `threshold`, `init` or `init_rank` that differs from the
+        fitted net's is refused (ValueError), as in ``partial_fit``.
     random_state : int, RandomState instance or None, default None
         Source of the seeds: ``rs = check_random_state(random_state)``
         draws ``split_seed = rs.randint(0, 2**31 - 1)``, then the net's
@@ -756,6 +801,19 @@ _SHARED_PARAMS = """
     tables : list of array_like, optional
         Entity tables: X is then an integer array (n, p) of entity indices
         and the points are ``PairData(tables, X)``.
+    kernels : list of array_like, optional
+        Entity kernels instead of tables (not both): K_k of shape
+        (N_k, N_k), symmetric positive semi-definite, over every entity
+        of kind k that X will name in ``fit`` or ``predict``. X is an
+        integer array (n, p) of entity indices and the points are
+        ``PairData.from_kernels(kernels, X)``: their inner products are the
+        Kronecker kernel K_1 ⊗ ... ⊗ K_p, so with the linear start the
+        estimator begins as Kronecker kernel ridge regression (KronRLS).
+        Each kernel is factored once, on the first ``fit``
+        (``kernel_ranks_``). An entity in no training pair (cold start) is
+        predicted through its kernel row, its similarities to the others;
+        an entity outside the kernels needs its features computed by
+        :meth:`kronnet.KernelFeatures.transform` and ``tables=``.
     comm : mpi4py.MPI.Comm, optional
         Train sharded over this communicator's ranks (``Trainer(comm=)``,
         docs/mpi.md): every rank runs the same script with the same data

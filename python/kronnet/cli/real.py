@@ -52,6 +52,8 @@ def real(args: argparse.Namespace) -> int:
     out["tabular"] = tabular(quick=args.quick)
     if out["movielens"]:
         out["float32"] = float32_drift(args.movielens)
+        if not args.quick:
+            out["threshold"] = threshold_curve(args.movielens)
     save_json(os.path.join(args.out, "bench_real.json"), out)
     print(report(out))
     return 0
@@ -132,9 +134,9 @@ def movielens(path: str, folds: Tuple[str, ...]) -> List[Dict[str, Any]]:
 
 def _effects(train: Any, test: Any) -> np.ndarray:
     """μ + b_u + b_i, the effects the loader computes (training split only)."""
-    from kronnet.datasets.movielens import _main_effects
+    from kronnet.datasets import main_effects
 
-    mu, b_u, b_i = _main_effects((train.pairs, train.y), train.n_entities)
+    mu, b_u, b_i = main_effects((train.pairs, train.y), train.n_entities)
     return np.asarray(mu + b_u[test.pairs[:, 0]] + b_i[test.pairs[:, 1]])
 
 
@@ -193,17 +195,63 @@ def float32_drift(path: str) -> Dict[str, Any]:
     }
 
 
+#: Thresholds b of the threshold curve (the default for m = 1024 is added).
+THRESHOLDS = (0.0, 0.5, 1.0, 2.5)
+
+
+def threshold_curve(path: str) -> List[Dict[str, Any]]:
+    """Test error and step cost against the threshold b, the model's central
+    trade-off: KronNetRegressor defaults but `threshold` on MovieLens u1
+    (RMSE, ms per step, the fraction of neurons a point fires), and
+    KronNetClassifier on digits (5-fold accuracy)."""
+    from sklearn import datasets  # type: ignore[import-untyped]
+    from sklearn.model_selection import StratifiedKFold, cross_val_score  # type: ignore[import-untyped]
+    from sklearn.pipeline import make_pipeline  # type: ignore[import-untyped]
+    from sklearn.preprocessing import StandardScaler  # type: ignore[import-untyped]
+
+    from kronnet import default_threshold
+    from kronnet.datasets import movielens_100k
+    from kronnet.sklearn import KronNetClassifier, KronNetRegressor
+
+    train, test = movielens_100k(path, split="u1")
+    X, y = datasets.load_digits(return_X_y=True)
+    rows: List[Dict[str, Any]] = []
+    for b in sorted({*THRESHOLDS, default_threshold(1024)}):
+        start = time.perf_counter()
+        reg = KronNetRegressor(random_state=0, threshold=b).fit(train)
+        fit_seconds = time.perf_counter() - start
+        pred = reg.predict(test)
+        sample = test.take(np.arange(2000)).scaled(reg.input_scale_)
+        fired = float(np.mean(reg.net_.preactivations(sample) > reg.net_.thresholds))
+        start = time.perf_counter()
+        clf = make_pipeline(StandardScaler(), KronNetClassifier(random_state=0, threshold=b))
+        scores = cross_val_score(clf, X, y, cv=StratifiedKFold(5, shuffle=True, random_state=0))
+        rows.append(
+            {
+                "threshold": b,
+                "rmse": float(np.sqrt(np.mean((pred - test.y) ** 2))),
+                "fit_seconds": fit_seconds,
+                "ms_per_step": 1e3 * fit_seconds / max(reg.t_, 1),
+                "fired": fired,
+                "digits": float(scores.mean()),
+                "digits_seconds": time.perf_counter() - start,
+            }
+        )
+        print(f"  b = {b:.3g}: u1 RMSE {rows[-1]['rmse']:.4f}, digits {scores.mean():.4f}", flush=True)
+    return rows
+
+
 # -- scikit-learn's tabular sets ---------------------------------------------------
 
 
 def tabular(quick: bool = False) -> List[Dict[str, Any]]:
     """Per data set and method: mean and spread of the 5-fold CV score, seconds."""
-    from sklearn import datasets  # type: ignore[import-untyped]
+    from sklearn import datasets
     from sklearn.linear_model import LogisticRegression, RidgeCV  # type: ignore[import-untyped]
-    from sklearn.model_selection import KFold, StratifiedKFold, cross_val_score  # type: ignore[import-untyped]
+    from sklearn.model_selection import KFold, StratifiedKFold, cross_val_score
     from sklearn.neural_network import MLPClassifier, MLPRegressor  # type: ignore[import-untyped]
-    from sklearn.pipeline import make_pipeline  # type: ignore[import-untyped]
-    from sklearn.preprocessing import StandardScaler  # type: ignore[import-untyped]
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
 
     from kronnet.sklearn import KronNetClassifier, KronNetRegressor
 
@@ -297,6 +345,22 @@ def report(out: Dict[str, Any]) -> str:
         ]
         parts.append("\nscikit-learn data sets, 5-fold CV, make_pipeline(StandardScaler(), est):\n")
         parts.append(table(["data", "n × d", "metric", "method", "mean ± std", "seconds (5 folds)"], body))
+    curve = out.get("threshold") or []
+    if curve:
+        body = [
+            [
+                f"{r['threshold']:.3g}",
+                f"{r['rmse']:.4f}",
+                f"{r['ms_per_step']:.1f}",
+                f"{100 * r['fired']:.1f}%",
+                f"{r['digits']:.4f}",
+            ]
+            for r in curve
+        ]
+        parts.append("\nthe threshold b (u1 with KronNetRegressor, digits with KronNetClassifier, other defaults):\n")
+        parts.append(
+            table(["b", "u1 RMSE", "ms/step (fit / steps)", "neurons fired per point", "digits accuracy"], body)
+        )
     drift = out.get("float32")
     if drift:
         parts.append(

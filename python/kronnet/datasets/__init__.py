@@ -8,6 +8,6 @@ checksums of the published release.
 (train, test) :class:`~kronnet.PairData` over user and item tables.
 """
 
-from .movielens import ChecksumError, movielens_100k
+from .movielens import ChecksumError, main_effects, movielens_100k
 
-__all__ = ["ChecksumError", "movielens_100k"]
+__all__ = ["ChecksumError", "main_effects", "movielens_100k"]

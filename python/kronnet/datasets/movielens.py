@@ -20,7 +20,7 @@ from .. import _validate as v
 from ..data import PairData
 from ..errors import ArgumentError, ArgumentTypeError, KronnetError
 
-__all__ = ["ChecksumError", "movielens_100k"]
+__all__ = ["ChecksumError", "main_effects", "movielens_100k"]
 
 DOWNLOAD_URL = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
 
@@ -244,7 +244,7 @@ def movielens_100k(
 
     user_blocks: List[np.ndarray] = []
     item_blocks: List[np.ndarray] = []
-    effects = _main_effects(train, sizes)
+    effects = main_effects(train, sizes)
     if "bias" in blocks:
         user_blocks.append(np.ones((n_users, 1)))
         item_blocks.append(np.ones((n_items, 1)))
@@ -464,10 +464,35 @@ def _ratings(content: bytes, path: str, sizes: Tuple[int, int]) -> Tuple[np.ndar
     return np.asarray(pairs, dtype=np.int64), np.asarray(ratings, dtype=np.float64)
 
 
-def _main_effects(
-    train: Tuple[np.ndarray, np.ndarray], sizes: Tuple[int, int]
-) -> Tuple[float, np.ndarray, np.ndarray]:
-    """(μ, b_users, b_items): r ≈ μ + b_u + b_i by alternating ridge."""
+def main_effects(train: Tuple[np.ndarray, np.ndarray], sizes: Tuple[int, int]) -> Tuple[float, np.ndarray, np.ndarray]:
+    """The ratings' main effects, the classical baseline r ≈ μ + b_u + b_i.
+
+    μ is the mean rating and (b_u, b_i) minimize
+    Σ (r − μ − b_u − b_i)² + 10 (Σ b_u² + Σ b_i²) (``EFFECTS_PENALTY``), by
+    alternating exact passes until no effect moves by more than 1e-12.
+
+    Parameters
+    ----------
+    train : (pairs, ratings)
+        Pairs (n, 2) of 0-based (user, item) indices and ratings (n,), as in
+        a :class:`~kronnet.PairData` from :func:`movielens_100k`.
+    sizes : (int, int)
+        Users and items.
+
+    Returns
+    -------
+    (float, ndarray of shape (users,), ndarray of shape (items,))
+        μ, b_u, b_i; an entity without ratings has effect 0.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from kronnet.datasets.movielens import main_effects
+    >>> pairs = np.array([[0, 0], [0, 1], [1, 0]])
+    >>> mu, b_u, b_i = main_effects((pairs, np.array([5.0, 3.0, 4.0])), (3, 2))
+    >>> round(mu, 3), float(b_u[2]), b_i.shape
+    (4.0, 0.0, (2,))
+    """
     pairs, y = train
     mu = float(y.mean())
     users, items = pairs[:, 0], pairs[:, 1]

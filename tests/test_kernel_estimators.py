@@ -1,0 +1,88 @@
+"""Estimators on entity kernels (``kernels=``): the same model as tables of
+kernel features, starting as Kronecker kernel ridge regression, cold-start
+pairs included."""
+
+import kronnet as kn
+import numpy as np
+import pytest
+
+pytest.importorskip("sklearn")
+from kronnet.sklearn import KronNetRegressor  # noqa: E402
+from sklearn.linear_model import Ridge  # noqa: E402
+
+
+def gaussian_kernel(points, width):
+    sq = ((points[:, None] - points[None]) ** 2).sum(-1)
+    return np.exp(-sq / width)
+
+
+@pytest.fixture
+def pairwise():
+    rng = np.random.default_rng(0)
+    drugs, targets = rng.normal(size=(12, 3)), rng.normal(size=(9, 2))
+    K1, K2 = gaussian_kernel(drugs, 3.0), gaussian_kernel(targets, 2.0)
+    every = np.array([(a, b) for a in range(12) for b in range(9)])
+    y = np.sin(drugs[every[:, 0], 0] + targets[every[:, 1], 1]) + drugs[every[:, 0], 1] * targets[every[:, 1], 0]
+    # Drug 11 appears in no training pair: its pairs are cold-start.
+    train = every[:, 0] != 11
+    return K1, K2, every, y, train
+
+
+def features(K):
+    """F with F Fᵀ = K, by numpy's eigh (independent of KernelFeatures)."""
+    lam, V = np.linalg.eigh(K)
+    keep = lam > 1e-12 * lam.max()
+    return V[:, keep] * np.sqrt(lam[keep])
+
+
+def test_kernels_are_the_tables_of_their_features(pairwise):
+    K1, K2, pairs, y, train = pairwise
+    tables = [kn.KernelFeatures(K1).features, kn.KernelFeatures(K2).features]
+    common = dict(width=32, max_steps=30, random_state=0)
+    by_kernels = KronNetRegressor(kernels=[K1, K2], **common).fit(pairs[train], y[train])
+    by_tables = KronNetRegressor(tables=tables, **common).fit(pairs[train], y[train])
+    np.testing.assert_array_equal(by_kernels.predict(pairs), by_tables.predict(pairs))
+    assert by_kernels.kernel_ranks_ == (tables[0].shape[1], tables[1].shape[1])
+
+
+def test_the_start_is_kronecker_kernel_ridge_regression_cold_start_included(pairwise):
+    K1, K2, pairs, y, train = pairwise
+    tiny = dict(lr=1e-12, lr_a=1e-12, lr_c=1e-12)
+    reg = KronNetRegressor(kernels=[K1, K2], width=16, max_steps=1, early_stopping=False, random_state=0, **tiny)
+    reg.fit(pairs[train], y[train])
+    F1, F2 = features(K1), features(K2)
+    X = np.einsum("ni,nj->nij", F1[pairs[:, 0]], F2[pairs[:, 1]]).reshape(len(pairs), -1) * reg.input_scale_
+    ref = Ridge(alpha=reg.ridge_lambda_).fit(X[train], (y[train] - reg.y_mean_) / reg.y_scale_)
+    want = reg.y_mean_ + reg.y_scale_ * ref.predict(X)
+    np.testing.assert_allclose(reg.predict(pairs), want, rtol=0, atol=1e-6)
+    cold = ~train
+    assert np.corrcoef(reg.predict(pairs[cold]), y[cold])[0, 1] > 0.5
+
+
+def test_kernels_and_tables_together_or_a_bad_kernel_are_refused(pairwise):
+    K1, K2, pairs, y, train = pairwise
+    with pytest.raises(ValueError, match="not both"):
+        KronNetRegressor(kernels=[K1, K2], tables=[K1, K2]).fit(pairs, y)
+    with pytest.raises(kn.ArgumentError, match="symmetric"):
+        KronNetRegressor(kernels=[K1 + np.triu(np.ones_like(K1), 1), K2]).fit(pairs, y)
+    with pytest.raises(ValueError, match="kernels"):
+        KronNetRegressor(kernels=K1).fit(pairs, y)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("change", [{"width": 32}, {"threshold": 0.3}, {"init": "kron"}])
+def test_a_warm_start_refuses_a_changed_net_shape(change):
+    rng = np.random.default_rng(3)
+    X, y = rng.normal(size=(40, 3)), rng.normal(size=40)
+    reg = KronNetRegressor(width=16, max_steps=5, warm_start=True, random_state=0).fit(X, y)
+    reg.set_params(**change)
+    with pytest.raises(ValueError, match=next(iter(change))):
+        reg.fit(X, y)
+    with pytest.raises(ValueError, match=next(iter(change))):
+        reg.partial_fit(X, y)
+    # Unchanged, it continues; with warm_start off it starts the new shape.
+    reg.set_params(**{k: KronNetRegressor(width=16).get_params()[k] for k in change})
+    reg.fit(X, y)
+    reg.set_params(warm_start=False, **change).fit(X, y)
+    if "width" in change:
+        assert reg.net_.width == 32
