@@ -196,7 +196,7 @@ def float32_drift(path: str) -> Dict[str, Any]:
 
 
 #: Thresholds b of the threshold curve (the default for m = 1024 is added).
-THRESHOLDS = (0.0, 0.5, 1.0, 2.5)
+THRESHOLDS = (0.5, 1.0, 2.5)
 
 
 def threshold_curve(path: str) -> List[Dict[str, Any]]:
