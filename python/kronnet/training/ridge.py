@@ -37,9 +37,9 @@ RELATIVE_LAMBDAS = tuple(10.0 ** (k / 2.0) for k in range(-12, 5))
 
 @dataclass(frozen=True)
 class RidgeFit:
-    """The ridge solution of the linear term.
+    """The ridge solution of the linear term (:func:`ridge_linear` makes it).
 
-    Attributes
+    Parameters
     ----------
     beta : ndarray of shape (n, C)
         Dual coefficients: v = Σ_j beta[j] x_j (one column per output).
@@ -118,6 +118,18 @@ def _predict(data: KronPoints, weights: np.ndarray) -> np.ndarray:
 def predict_linear(data: KronPoints, fit: RidgeFit) -> np.ndarray:
     """The fitted linear model's outputs on `data`'s points, X w + c (n × C).
 
+    Parameters
+    ----------
+    data : KronData or PairData
+        Points of the fit's dims (any number).
+    fit : RidgeFit
+        From :func:`ridge_linear`.
+
+    Returns
+    -------
+    ndarray of shape (n, C)
+        X w + c.
+
     Examples
     --------
     >>> import numpy as np, kronnet as kn
@@ -155,6 +167,7 @@ def ridge_linear(data: KronPoints, y: np.ndarray, lambdas: Optional[Sequence[flo
     Returns
     -------
     RidgeFit
+        The dual coefficients, intercept, weights and the λ chosen.
 
     Raises
     ------

@@ -378,7 +378,7 @@ class Trainer:
         per-thread buffers, a trained block's cross-Gram). Dense backend:
         X (8 n d), W (8 m d), the block, one trained block's X, the (n, m)
         preactivations of a full loss and their transposed copy, a step's
-        new rows of W (|R| × d, |R| <= S q m) and ``DENSE_THREAD_BYTES`` per
+        new rows of W (``|R|`` × d, ``|R|`` <= S q m) and ``DENSE_THREAD_BYTES`` per
         worker thread for the matrix products' own buffers. Both add
         ``ALLOCATOR_SLACK_BYTES`` for what the allocator and threads keep.
         Checked against measured peaks in tests/test_memory.py.
