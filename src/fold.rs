@@ -235,6 +235,46 @@ fn add_chunked(
     Ok(())
 }
 
+/// Largest folded linear term (C × d) `linear_parts` builds.
+pub const LINEAR_FOLD_BYTES: usize = 64 << 20;
+
+/// The unscaled linear parts <Σ_blocks β̃ᵀ X, x'_j> of the query points
+/// (q × C) a trainer starts from, or None without a linear term. When d is
+/// at most the linear blocks' points and v = Σ β̃ᵀ X is small, through v:
+/// O(q·d) instead of the O(q·n) cross-Gram entries of
+/// `predict::linear_parts` (a trainer on an 80,000-point block with a
+/// linear start would otherwise compute 6.4·10⁹ of them). The two differ by
+/// rounding only.
+pub fn linear_parts(
+    query: &Factors<'_>,
+    outputs: usize,
+    blocks: &[Block<'_>],
+    ctl: &Control,
+) -> Result<Option<Array2<f64>>> {
+    let linear_n: usize = blocks.iter().filter(|b| b.coef.linear()).map(|b| b.factors.n()).sum();
+    let small =
+        query.d().filter(|&d| d <= linear_n && d.saturating_mul(outputs).saturating_mul(8) <= LINEAR_FOLD_BYTES);
+    let Some(d) = small else {
+        return crate::predict::linear_parts(query, outputs, blocks, ctl);
+    };
+    let Some(v) = folded_linear(&query.dims(), outputs, blocks, ctl)? else {
+        return Ok(None);
+    };
+    ctl.check()?;
+    const POINTS: usize = 256;
+    let mut out = try_array2(query.n(), outputs, "the linear parts (n × outputs)")?;
+    out.axis_chunks_iter_mut(Axis(0), POINTS).into_par_iter().enumerate().for_each(|(blk, mut rows)| {
+        let (mut x, mut term) = (vec![0.0; d], Vec::new());
+        for (r, mut row) in rows.rows_mut().into_iter().enumerate() {
+            query.dense_row_into(blk * POINTS + r, &mut x, &mut term);
+            for (c, o) in row.iter_mut().enumerate() {
+                *o = v.row(c).iter().zip(&x).map(|(a, b)| a * b).sum();
+            }
+        }
+    });
+    Ok(Some(out))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -308,44 +348,4 @@ mod tests {
         let part = folded_weights(&init, m, 64, 64, &dims, &shard, &ctl).unwrap();
         assert_eq!(part, got.slice(s![64..128, ..]));
     }
-}
-
-/// Largest folded linear term (C × d) `linear_parts` builds.
-pub const LINEAR_FOLD_BYTES: usize = 64 << 20;
-
-/// The unscaled linear parts <Σ_blocks β̃ᵀ X, x'_j> of the query points
-/// (q × C) a trainer starts from, or None without a linear term. When d is
-/// at most the linear blocks' points and v = Σ β̃ᵀ X is small, through v:
-/// O(q·d) instead of the O(q·n) cross-Gram entries of
-/// `predict::linear_parts` (a trainer on an 80,000-point block with a
-/// linear start would otherwise compute 6.4·10⁹ of them). The two differ by
-/// rounding only.
-pub fn linear_parts(
-    query: &Factors<'_>,
-    outputs: usize,
-    blocks: &[Block<'_>],
-    ctl: &Control,
-) -> Result<Option<Array2<f64>>> {
-    let linear_n: usize = blocks.iter().filter(|b| b.coef.linear()).map(|b| b.factors.n()).sum();
-    let small =
-        query.d().filter(|&d| d <= linear_n && d.saturating_mul(outputs).saturating_mul(8) <= LINEAR_FOLD_BYTES);
-    let Some(d) = small else {
-        return crate::predict::linear_parts(query, outputs, blocks, ctl);
-    };
-    let Some(v) = folded_linear(&query.dims(), outputs, blocks, ctl)? else {
-        return Ok(None);
-    };
-    ctl.check()?;
-    const POINTS: usize = 256;
-    let mut out = try_array2(query.n(), outputs, "the linear parts (n × outputs)")?;
-    out.axis_chunks_iter_mut(Axis(0), POINTS).into_par_iter().enumerate().for_each(|(blk, mut rows)| {
-        let (mut x, mut term) = (vec![0.0; d], Vec::new());
-        for (r, mut row) in rows.rows_mut().into_iter().enumerate() {
-            query.dense_row_into(blk * POINTS + r, &mut x, &mut term);
-            for (c, o) in row.iter_mut().enumerate() {
-                *o = v.row(c).iter().zip(&x).map(|(a, b)| a * b).sum();
-            }
-        }
-    });
-    Ok(Some(out))
 }
