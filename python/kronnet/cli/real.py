@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import argparse
 import functools
+import importlib
+import importlib.util
 import os
 import time
 import warnings
@@ -157,15 +159,16 @@ def _kronrls(train: Any, test: Any) -> np.ndarray:
 
 
 def _has_surprise() -> bool:
-    import importlib.util
-
     return importlib.util.find_spec("surprise") is not None
 
 
 def _surprise_svd(train: Any, test: Any) -> np.ndarray:
     """Surprise's SVD (biased matrix factorisation by SGD) at its defaults."""
     import pandas as pd  # type: ignore[import-untyped]
-    from surprise import SVD, Dataset, Reader  # type: ignore[import-untyped]
+
+    # Imported by name: Surprise is optional and has no type information.
+    surprise: Any = importlib.import_module("surprise")
+    SVD, Dataset, Reader = surprise.SVD, surprise.Dataset, surprise.Reader
 
     frame = pd.DataFrame({"u": train.pairs[:, 0], "i": train.pairs[:, 1], "r": train.y})
     data = Dataset.load_from_df(frame, Reader(rating_scale=(1, 5)))
