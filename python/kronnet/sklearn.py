@@ -456,13 +456,16 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
         if self.rates_["lr_a"] > 0:
             # The output weights start at 0 (they train): the hidden layer's
             # random initial outputs would otherwise add noise to the exact
-            # linear fit that SGD must first undo.
+            # linear fit that SGD must first undo. The new net has no bias
+            # and no linear term yet, so its outputs are then exactly 0.
             state = self.net_.to_state(whole=False)
             state.a = np.zeros((state.neurons[1], self.net_.outputs))
             self.net_.load_state(state)
-        # The hidden layer's outputs (0 with a = 0) are part of f: the
-        # linear term fits what they leave.
-        initial = self.net_.predict(train.with_targets(None))
+            initial = np.zeros((train.n, self.net_.outputs))
+        else:
+            # The hidden layer's outputs are part of f: the linear term fits
+            # what they leave.
+            initial = self.net_.predict(train.with_targets(None))
         loss = self._loss()
         if loss != "squared" and not np.any(initial) and train.n * train.d <= LOGISTIC_START_ENTRIES:
             # C = 1 / input_scale²: the penalty LogisticRegression() puts on

@@ -14,7 +14,7 @@ it and train the hidden layer on what it leaves (see docs/design.md,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterator, Optional, Sequence
 
 import numpy as np
@@ -260,12 +260,13 @@ def start_linear(net: TwoLayerNet, data: KronPoints, fit: RidgeFit) -> None:
         raise ArgumentError("fit", f"has beta of shape {fit.beta.shape}, expected ({data.n}, {net.outputs})")
     state = net.to_state(whole=False)
     beta = fit.beta / state.v_scale
-    for j, blk in enumerate(state.blocks):
-        if blk.alpha_t.shape[0] == data.n and net.find_block(data) is net.coefficients[j]:
-            state.blocks[j] = BlockState(blk.kind, blk.points, blk.y, blk.alpha_t, beta)
-            break
-    else:
+    found = net.find_block(data)
+    if found is None:
         count = state.neurons[1]
         state.blocks.append(BlockState(data.kind, data.to_arrays(), data.y, np.zeros((data.n, count)), beta))
+    else:
+        # to_state lists the blocks in the net's order.
+        j = next(j for j, blk in enumerate(net.coefficients) if blk is found)
+        state.blocks[j] = replace(state.blocks[j], beta=beta)
     state.output_bias = np.asarray(fit.intercept, dtype=np.float64).reshape(net.outputs)
     net.load_state(state)
