@@ -43,6 +43,8 @@ MODULES_WITH_EXAMPLES = {
     "kronnet.placement.mpi",
     "kronnet.placement.base",
     "kronnet.roofline",
+    "kronnet.training.ridge",
+    "kronnet.training.output_start",
 }
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 #: A floor on the number of doctest examples over all modules, so that
