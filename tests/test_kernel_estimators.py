@@ -48,7 +48,9 @@ def test_kernels_are_the_tables_of_their_features(pairwise):
 def test_the_start_is_kronecker_kernel_ridge_regression_cold_start_included(pairwise):
     K1, K2, pairs, y, train = pairwise
     tiny = dict(lr=1e-12, lr_a=1e-12, lr_c=1e-12)
-    reg = KronNetRegressor(kernels=[K1, K2], width=16, max_steps=1, early_stopping=False, random_state=0, **tiny)
+    reg = KronNetRegressor(
+        kernels=[K1, K2], width=16, max_steps=1, early_stopping=False, output_start="none", random_state=0, **tiny
+    )
     reg.fit(pairs[train], y[train])
     F1, F2 = features(K1), features(K2)
     X = np.einsum("ni,nj->nij", F1[pairs[:, 0]], F2[pairs[:, 1]]).reshape(len(pairs), -1) * reg.input_scale_

@@ -71,7 +71,9 @@ def test_the_regressor_starts_from_ridge_on_its_scaled_standardized_data():
     X = rng.normal(size=(200, 5))
     y = X @ rng.normal(size=5) + 0.1 * rng.normal(size=200)
     tiny = dict(lr=1e-12, lr_a=1e-12, lr_c=1e-12)
-    reg = KronNetRegressor(width=64, max_steps=1, random_state=0, early_stopping=False, **tiny).fit(X, y)
+    reg = KronNetRegressor(
+        width=64, max_steps=1, random_state=0, early_stopping=False, output_start="none", **tiny
+    ).fit(X, y)
     assert reg.ridge_lambda_ is not None
     Xs = X * reg.input_scale_
     ref = Ridge(alpha=reg.ridge_lambda_).fit(Xs, (y - reg.y_mean_) / reg.y_scale_)
@@ -81,7 +83,13 @@ def test_the_regressor_starts_from_ridge_on_its_scaled_standardized_data():
     assert reg.score(X, y) > 0.99
     # "none" starts v at zero: far from it after one tiny step.
     none = KronNetRegressor(
-        width=64, max_steps=1, random_state=0, linear_start="none", early_stopping=False, **tiny
+        width=64,
+        max_steps=1,
+        random_state=0,
+        linear_start="none",
+        output_start="none",
+        early_stopping=False,
+        **tiny,
     ).fit(X, y)
     assert none.ridge_lambda_ is None and none.score(X, y) < 0.5
 

@@ -2,6 +2,7 @@
 searches, cloning and pickling, exactness against a plain Trainer, and the
 stopping rule."""
 
+import math
 import pickle
 import warnings
 
@@ -105,6 +106,7 @@ def test_pair_indices_match_a_plain_trainer():
         random_state=7,
         tables=tables,
         linear_start="none",
+        output_start="none",
         early_stopping=False,
     )
     reg.fit(pairs, y)
@@ -226,7 +228,8 @@ def test_convergence_warning_when_max_steps_is_tiny():
     X = StandardScaler().fit_transform(X)
     with pytest.warns(ConvergenceWarning, match="max_steps=3"):
         reg = KronNetRegressor(width=32, max_steps=3, random_state=0).fit(X, y)
-    assert reg.t_ == 3 and reg.n_iter_ == 1
+    # Three steps on the 36 training points, then as many epochs again on all 40 (the refit).
+    assert reg.n_iter_ == 1 and reg.refit_ and reg.t_ == 3 + math.ceil(3 * 40 / 36)
 
 
 def test_stops_without_improvement():
@@ -284,7 +287,7 @@ def test_auto_rates_recover_from_divergence(monkeypatch):
     monkeypatch.setattr(ks, "MAX_LR_RETRIES", 400)
     X = np.repeat(np.eye(4), 8, axis=0)
     y = np.repeat([1.0, -1.0, 2.0, 0.0], 8)
-    reg = KronNetRegressor(width=64, max_steps=50, random_state=0, linear_start="none").fit(X, y)
+    reg = KronNetRegressor(width=64, max_steps=50, random_state=0, linear_start="none", output_start="none").fit(X, y)
     assert reg.rates_["lr"] < 1e100 and reg.rates_["lr_b"] == 0.0 and reg.t_ == 50
     assert np.isfinite(reg.predict(X)).all()
     # Explicit rates are the user's choice: their divergence is reported.
@@ -297,8 +300,9 @@ def test_the_inputs_scale_is_taken_out_and_the_rates_follow_the_data():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(60, 5))
     y = np.sin(X[:, 0])
-    unit = KronNetRegressor(width=64, max_steps=40, random_state=0).fit(X, y)
-    big = KronNetRegressor(width=64, max_steps=40, random_state=0).fit(1000 * X, y)
+    # Without a held-out split the net's block holds exactly the points the scale came from.
+    unit = KronNetRegressor(width=64, max_steps=40, random_state=0, early_stopping=False).fit(X, y)
+    big = KronNetRegressor(width=64, max_steps=40, random_state=0, early_stopping=False).fit(1000 * X, y)
     assert big.input_scale_ == pytest.approx(unit.input_scale_ / 1000, rel=1e-12)
     np.testing.assert_allclose(big.predict(1000 * X), unit.predict(X), rtol=1e-8, atol=1e-8)
     (block,) = unit.net_.coefficients  # the net sees points of RMS norm one

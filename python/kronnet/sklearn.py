@@ -31,6 +31,7 @@ from __future__ import annotations
 import copy
 import math
 import warnings
+from dataclasses import replace
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union, cast
 
 import numpy as np
@@ -44,9 +45,11 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d  # type: igno
 
 from .data import KernelFeatures, KronData, KronPoints, PairData
 from .errors import DivergenceError
-from .model import TwoLayerNet
+from .model import TwoLayerNet, default_threshold
+from .placement import over
 from .training import IndexKind, Trainer, suggest_rates
-from .training.ridge import MAX_RIDGE_D, ridge_linear, start_linear
+from .training.output_start import MAX_OUTPUT_ENTRIES, hidden_outputs, ridge_features, start_output
+from .training.ridge import MAX_RIDGE_D, RidgeFit, predict_linear, ridge_linear, start_linear
 from .training.schedules import Constant, Cosine, InverseTime, Schedule, as_schedule
 
 try:  # scikit-learn >= 1.6
@@ -69,6 +72,13 @@ LOSS_GROWTH = 1e3
 #: The estimator parameters of the five learning rates, in the order of
 #: ``kronnet.training.lr.PARTS`` ("wabcv").
 RATE_PARAMS = ("lr", "lr_a", "lr_b", "lr_c", "lr_v")
+#: Largest n·m at which ``threshold=None`` is chosen by leave-one-out error
+#: (THRESHOLD_SHARES of the default): a step then costs little whatever
+#: share of the neurons fires (4096 points at width 1024).
+THRESHOLD_SEARCH_ENTRIES = 2**22
+#: The candidate thresholds, as shares of ``default_threshold(width)``: 0
+#: is the plain ReLU, 1 the sparse default.
+THRESHOLD_SHARES = (0.0, 0.5, 1.0)
 #: The schedules the estimators name, over their `max_steps`.
 SCHEDULES = ("constant", "inverse_time", "cosine")
 
@@ -93,15 +103,13 @@ TEMPERATURES = tuple(10.0 ** (k / 10.0) for k in range(-10, 21))
 LOGISTIC_START_ENTRIES = 2**25
 
 
-def _logistic_fit(train: KronPoints, labels: np.ndarray, C: float) -> Any:
+def _logistic_fit(train: KronPoints, labels: np.ndarray, C: float) -> RidgeFit:
     """The L2-penalized logistic (two classes) or multinomial regression of
     the labels on the points (scikit-learn's LogisticRegression with this
     C), as dual coefficients: at its optimum w = C Σ_j (Y_j − P_j) x_j, so
     v = Xᵀβ with β = C (Y − P) is the same linear model (to the solver's
     tolerance) and lies in the span of the points, as v must."""
     from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]
-
-    from .training.ridge import RidgeFit
 
     X = train.dense()
     y = labels.astype(np.int64)
@@ -115,14 +123,10 @@ def _logistic_fit(train: KronPoints, labels: np.ndarray, C: float) -> Any:
     return RidgeFit(beta, np.asarray(model.intercept_, dtype=np.float64), 1.0 / C, float("nan"), X.T @ beta)
 
 
-def _calibrated(fit: Any, train: KronPoints, targets: np.ndarray, offset: float, loss: str) -> Any:
+def _calibrated(fit: RidgeFit, train: KronPoints, targets: np.ndarray, offset: float, loss: str) -> RidgeFit:
     """A ridge fit on class indicators turned into logits: s · (ŷ − offset),
     the one number s chosen by the training loss (logistic or softmax
     cross-entropy) over ``TEMPERATURES``."""
-    from dataclasses import replace
-
-    from .training.ridge import predict_linear
-
     raw = predict_linear(train, fit) - offset  # (n, C)
     best, best_loss = 1.0, np.inf
     for s in TEMPERATURES:
@@ -169,6 +173,7 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
         lr_c: Union[str, float] = "auto",
         lr_v: Union[str, float] = 0.0,
         linear_start: str = "ridge",
+        output_start: str = "ridge",
         alpha: float = 0.0,
         schedule: Any = "constant",
         input_scale: Union[str, float] = "auto",
@@ -197,6 +202,7 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
         self.lr_c = lr_c
         self.lr_v = lr_v
         self.linear_start = linear_start
+        self.output_start = output_start
         self.alpha = alpha
         self.schedule = schedule
         self.input_scale = input_scale
@@ -232,6 +238,8 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
             raise ValueError(f"at least one of {', '.join(RATE_PARAMS)} must be 'auto' or positive (all are 0)")
         if self.linear_start not in ("ridge", "none"):
             raise ValueError(f"linear_start must be 'ridge' or 'none', got {self.linear_start!r}")
+        if self.output_start not in ("ridge", "none"):
+            raise ValueError(f"output_start must be 'ridge' or 'none', got {self.output_start!r}")
         if not _is_nonnegative(self.alpha):
             raise ValueError(f"alpha must be a non-negative float, got {self.alpha!r}")
         if isinstance(self.input_scale, str):
@@ -409,15 +417,9 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
         """A new net and its rates; `data` is scaled already."""
         self.batch_size_ = min(int(self.batch_size), data.n)
         net_seed, trainer_seed = (int(s) for s in rs.randint(0, SEED_BOUND, size=2))
-        self.net_ = TwoLayerNet(
-            data.dims,
-            int(self.width),
-            threshold=self.threshold,
-            seed=net_seed,
-            init=self.init,  # type: ignore[arg-type]
-            init_rank=int(self.init_rank),
-            outputs=self._n_net_outputs(),
-        )
+        self._net_seed = net_seed
+        self._threshold = self._threshold_for(data)
+        self.net_ = self._new_net(data)
         self.trainer_seed_ = trainer_seed
         self._trainer: Optional[Trainer] = None
         rates = self._rates_for(self.net_, self.batch_size_, data)
@@ -430,6 +432,52 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
         self.validation_scores_: Optional[List[float]] = None
         self.best_validation_score_: Optional[float] = None
         self._no_improvement_count = 0
+        self.refit_ = False
+
+    def _threshold_for(self, train: KronPoints) -> Optional[float]:
+        """`threshold`, or with None: on small data (n·m <= THRESHOLD_SEARCH_ENTRIES,
+        where even a step that fires every neuron is cheap) the one of
+        THRESHOLD_SHARES × sqrt(0.4 ln m) whose output start has the lowest
+        leave-one-out error on the training points; else None (the net's
+        default, sqrt(0.4 ln m), whose sparse steps large data needs)."""
+        if self.threshold is not None:
+            return float(self.threshold)
+        width = int(self.width)
+        searched = (
+            self.output_start == "ridge"
+            and self._loss() == "squared"
+            and (isinstance(self.lr_a, str) or self.lr_a > 0)
+            and 2 <= train.n
+            and train.n * width <= THRESHOLD_SEARCH_ENTRIES
+        )
+        if not searched:
+            return None
+        assert train.y is not None
+        # W(0) does not depend on b: one preactivation matrix serves every
+        # candidate, and the linear start (a = 0 while it is fitted) neither.
+        probe = TwoLayerNet(train.dims, width, seed=self._net_seed, init=self.init, init_rank=int(self.init_rank))  # type: ignore[arg-type]
+        pre = probe.preactivations(train)
+        targets = train.y.reshape(train.n, -1)
+        if self.linear_start == "ridge" and train.d <= MAX_RIDGE_D:
+            targets = targets - predict_linear(train, ridge_linear(train, targets))
+        base = default_threshold(width)
+        errors = {}
+        for share in THRESHOLD_SHARES:
+            b = share * base
+            errors[b] = ridge_features(np.maximum(pre - b, 0.0) / math.sqrt(width), targets).loo
+        return min(errors, key=lambda b: errors[b])
+
+    def _new_net(self, data: KronPoints) -> TwoLayerNet:
+        """A new net of `data`'s dims from the seed and threshold `_start` chose."""
+        return TwoLayerNet(
+            data.dims,
+            int(self.width),
+            threshold=self._threshold,
+            seed=self._net_seed,
+            init=self.init,  # type: ignore[arg-type]
+            init_rank=int(self.init_rank),
+            outputs=self._n_net_outputs(),
+        )
 
     def _can_hold_out(self, y: np.ndarray) -> bool:
         """Whether `early_stopping` can hold out a validation set: at least
@@ -445,19 +493,59 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
             return bool(counts.min() >= 2 and held >= len(counts) and n - held >= len(counts))
         return True
 
-    def _start_linear(self, train: KronPoints) -> None:
-        """With ``linear_start="ridge"``, the linear term and output bias
-        start from the exact ridge fit of the training points (squared loss,
-        d <= MAX_RIDGE_D); ``ridge_lambda_`` is its λ, or None."""
-        self.ridge_lambda_: Optional[float] = None
+    def _start_exact(self, train: KronPoints) -> None:
+        """The closed-form parts of the start, on the new net: the linear
+        term (`linear_start`), then the output weights on what it leaves
+        (`output_start`). Sets ``ridge_lambda_`` and ``output_lambda_``
+        (None for a part not started)."""
+        # Φ before the linear start: once the net holds the start's
+        # coefficient block, its preactivations would go through that block's
+        # n × n cross-Gram (at 0 coefficients) for nothing.
+        phi = hidden_outputs(self.net_, train) if self._starts_output(train) else None
+        linear = self._linear_fit(train)
+        self.ridge_lambda_: Optional[float] = None if linear is None else linear.lam
+        self.output_lambda_: Optional[float] = None
+        if phi is not None:
+            assert train.y is not None
+            targets = train.y.reshape(train.n, -1)
+            if linear is not None:
+                targets = targets - predict_linear(train, linear)
+            output = ridge_features(phi, targets)
+            del phi
+            start_output(self.net_, output)
+            self.output_lambda_ = output.lam
+            if linear is not None:
+                # start_linear sets c to its intercept: give it both. (The
+                # output weights go in first, while the net has no
+                # coefficient block: each load_state rebuilds every block.)
+                linear = replace(linear, intercept=linear.intercept + output.intercept)
+        if linear is not None:
+            start_linear(self.net_, train, linear)
+
+    def _starts_output(self, train: KronPoints) -> bool:
+        """Whether `output_start` applies: the squared loss (a classifier's
+        logits are not its targets), output weights that train (else they
+        stay the net's ±1), and Φ of at most MAX_OUTPUT_ENTRIES entries."""
+        return (
+            self.output_start == "ridge"
+            and self._loss() == "squared"
+            and self.rates_["lr_a"] > 0
+            and 2 <= train.n
+            and train.n * int(self.width) <= MAX_OUTPUT_ENTRIES
+        )
+
+    def _linear_fit(self, train: KronPoints) -> Optional[RidgeFit]:
+        """With ``linear_start="ridge"`` (and d <= MAX_RIDGE_D), the exact
+        fit of the linear term and output bias to the training points, for
+        `start_linear`; else None. With lr_a > 0 it zeroes the output weights
+        first: the hidden layer's random initial outputs would otherwise add
+        noise to the exact fit that SGD must first undo."""
         if self.linear_start != "ridge" or train.d > MAX_RIDGE_D:
-            return
+            return None
         assert train.y is not None
         if self.rates_["lr_a"] > 0:
-            # The output weights start at 0 (they train): the hidden layer's
-            # random initial outputs would otherwise add noise to the exact
-            # linear fit that SGD must first undo. The new net has no bias
-            # and no linear term yet, so its outputs are then exactly 0.
+            # The new net has no bias and no linear term yet, so its
+            # outputs are then exactly 0.
             state = self.net_.to_state(whole=False)
             state.a = np.zeros((state.neurons[1], self.net_.outputs))
             self.net_.load_state(state)
@@ -470,14 +558,10 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
         if loss != "squared" and not np.any(initial) and train.n * train.d <= LOGISTIC_START_ENTRIES:
             # C = 1 / input_scale²: the penalty LogisticRegression() puts on
             # the unscaled features.
-            fit = _logistic_fit(train, train.y, 1.0 / self.input_scale_**2)
-        else:
-            targets, offset = self._ridge_targets(train.y)
-            fit = ridge_linear(train, targets - initial.reshape(targets.shape))
-            if loss != "squared":
-                fit = _calibrated(fit, train, targets, offset, loss)
-        start_linear(self.net_, train, fit)
-        self.ridge_lambda_ = fit.lam
+            return _logistic_fit(train, train.y, 1.0 / self.input_scale_**2)
+        targets, offset = self._ridge_targets(train.y)
+        fit = ridge_linear(train, targets - initial.reshape(targets.shape))
+        return fit if loss == "squared" else _calibrated(fit, train, targets, offset, loss)
 
     def _ridge_targets(self, y: np.ndarray) -> Tuple[np.ndarray, float]:
         """What the linear start regresses on, and the output it maps to a
@@ -626,9 +710,15 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
             self.input_scale_ = self._input_scale_for(train)
         train = self._scaled(train).with_targets(self._encode(y_train))
         if first:
+            if self.comm is not None:
+                # Every rank must hold the same points before the start: the
+                # threshold search and the exact start are computed on each
+                # rank, and different data would surface later as a
+                # different net rather than as the data it is.
+                over(self.comm).agree(data=train)
             self._lr_scale = lr_scale
             self._start(train, rs)
-            self._start_linear(train)
+            self._start_exact(train)
         self._ensure_trainer(train)
         per_epoch = math.ceil(train.n / self.batch_size_)
         if incremental:
@@ -645,11 +735,13 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
             )
             self.best_loss_ = None
         self._no_improvement_count = 0
-        if val_data is not None and first and self.ridge_lambda_ is not None:
-            # The linear start is the first candidate: training must beat it.
+        start_net: Optional[TwoLayerNet] = None
+        steps_before, best_steps = self.t_, 0
+        if val_data is not None and first and (self.ridge_lambda_ is not None or self.output_lambda_ is not None):
+            # The exact start is the first candidate: training must beat it.
             assert y_val is not None and self.validation_scores_ is not None
             self.best_validation_score_ = self._validation_score(val_data, y_val)
-            best_net = copy.deepcopy(self.net_)
+            best_net = start_net = copy.deepcopy(self.net_)
         while budget > 0:
             steps = min(per_epoch, budget)
             loss = self._epoch(steps)
@@ -668,9 +760,13 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
                     print(f"Epoch {self.n_iter_}, loss = {loss:.8f}, validation score = {score:.6f}")
                 best = float(self.best_validation_score_)  # type: ignore[arg-type]
                 self._no_improvement_count = self._no_improvement_count + 1 if score < best + self.tol else 0
-                if score > best:
+                if score >= best + self.tol:
+                    # An improvement by less than tol is the held-out
+                    # points' noise (a tenth of a small data set): it does
+                    # not replace the best weights, the start included.
                     self.best_validation_score_ = score
                     best_net = copy.deepcopy(self.net_)
+                    best_steps = self.t_ - steps_before
             else:
                 if self._speaks():
                     print(f"Epoch {self.n_iter_}, loss = {loss:.8f}")
@@ -686,6 +782,22 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
             self.net_ = best_net
             self._trainer = None
             self._train_points = None
+        small = data.n * int(self.width) <= THRESHOLD_SEARCH_ENTRIES
+        self.refit_ = start_net is not None and (best_net is start_net or small)
+        if self.refit_:
+            # The held-out tenth chose the number of steps (0: the start,
+            # whose λs are chosen within the training points); fit again on
+            # every point rather than stay blind to that tenth: the start, as
+            # RidgeCV would, then (on small data, where it is cheap) as many
+            # epochs as won. The net is the same draw (same seed).
+            self.net_ = self._new_net(data)
+            full = self._scaled(data).with_targets(self._encode(y_arr))
+            self._start_exact(full)
+            self._trainer = None
+            self._train_points = None
+            if best_steps > 0:
+                self._ensure_trainer(full)
+                self._epoch(math.ceil(best_steps * full.n / train.n))
         if not converged:
             warnings.warn(
                 f"{type(self).__name__}: max_steps={self.max_steps} reached and the optimization hasn't converged yet.",
@@ -730,8 +842,13 @@ _SHARED_PARAMS = """
         m, the number of hidden neurons (1024: a MovieLens-100k fold fits
         in under a minute on two cores, docs/gallery.md).
     threshold : float, optional
-        b of the activation max(z - b, 0) at initialization; default as
-        :class:`~kronnet.TwoLayerNet`.
+        b of the activation max(z - b, 0) at initialization. None: on small
+        data (n·m <= 2**22, where a step that fires every neuron is still
+        cheap) the one of 0, b0/2 and b0 (b0 = sqrt(0.4 ln m), the
+        :class:`~kronnet.TwoLayerNet` default) whose output start has the
+        lowest leave-one-out error on the training points (regressors with
+        ``output_start="ridge"``); otherwise b0, whose sparse steps large
+        data needs. The value used is ``net_.threshold``.
     init : {"gaussian", "kron"}, default "gaussian"
         How W(0) is drawn (:class:`~kronnet.TwoLayerNet`).
     init_rank : int, default 8
@@ -756,6 +873,14 @@ _SHARED_PARAMS = """
         into logits by one factor chosen by the training loss. Applies when
         d <= 4096 (``kronnet.training.ridge``); elsewhere, or with "none",
         v starts at 0.
+    output_start : {"ridge", "none"}, default "ridge"
+        "ridge" (regressors, with output weights that train): after the
+        linear start, the output weights a are set to the ridge regression
+        of what it leaves on the hidden layer's outputs at W(0), λ by exact
+        leave-one-out error (``output_lambda_``), so the start is the best
+        random-features model the initial net holds
+        (``kronnet.training.output_start``; n·m <= 2**27). "none": a starts
+        at 0 (with the linear start) or at the net's ±1.
     alpha : float, default 0.0
         Ridge penalty (alpha/2)(||a||^2 + ||v||^2) on the output weights and
         the linear term.
@@ -777,12 +902,14 @@ _SHARED_PARAMS = """
         Epochs without an improvement by `tol` before stopping.
     early_stopping : bool, default True
         Hold out `validation_fraction` of the data and stop on its score
-        instead of the training loss; the best-scoring weights are kept
+        instead of the training loss; the best-scoring weights are kept, an
+        epoch replacing them only when it improves the score by `tol`
         (data too small to split, fewer than two points per side or, for
         a classifier, a class too rare to stratify, trains on everything
-        instead; with the linear start, the start is the first candidate, so
-        training never leaves a model that validates worse than it). On
-        by default, unlike MLPRegressor: the benchmarks in docs/gallery.md
+        instead; with an exact start, the start is the first candidate, so
+        training never leaves a model that validates worse than it), and
+        the winner is then fitted again on every point (``refit_``). On by
+        default, unlike MLPRegressor: the benchmarks in docs/gallery.md
         chose it (diabetes R² 0.43 without, 0.48 with).
     validation_fraction : float, default 0.1
         The held-out share for `early_stopping`.
@@ -835,6 +962,14 @@ _SHARED_ATTRIBUTES = """
         The factor every point is multiplied by.
     ridge_lambda_ : float or None
         λ of the linear start, None when there was none.
+    output_lambda_ : float or None
+        λ of the output start, None when there was none.
+    refit_ : bool
+        Whether the net was fitted again on every point after
+        `early_stopping` chose how far to train: always when the start won
+        (the start refitted, as RidgeCV would), and on small data (n·m <=
+        2**22) also when an epoch won (the start, then as many epochs on all
+        the points, unvalidated). A refit's steps count in ``t_``.
     batch_size_ : int
         The batch size in use.
     trainer_seed_ : int
@@ -848,7 +983,7 @@ _SHARED_ATTRIBUTES = """
     n_iter_ : int
         Epochs run.
     t_ : int
-        SGD steps taken.
+        SGD steps taken, a refit's included.
     n_features_in_ : int
         Columns of X (array inputs only)."""
 
@@ -881,8 +1016,9 @@ class KronNetRegressor(RegressorMixin, _KronNetBase):  # type: ignore[misc]
     Notes
     -----
     Training is deterministic for a fixed integer `random_state`. Without
-    `early_stopping` or `warm_start`, and when the "auto" rates needed no
-    reduction, ``fit(X, y)`` leaves ``net_`` exactly as::
+    `early_stopping` or `warm_start`, with ``linear_start="none"``,
+    ``output_start="none"`` and a given `threshold`, and when the "auto"
+    rates needed no reduction, ``fit(X, y)`` leaves ``net_`` exactly as::
 
         rs = check_random_state(random_state)
         rs.randint(0, 2**31 - 1)  # the split seed
@@ -945,8 +1081,8 @@ class KronNetRegressor(RegressorMixin, _KronNetBase):  # type: ignore[misc]
         >>> with warnings.catch_warnings():
         ...     warnings.simplefilter("ignore")  # max_steps is reached: a ConvergenceWarning
         ...     reg = reg.fit(data)
-        >>> reg.n_iter_, reg.t_
-        (10, 80)
+        >>> reg.n_iter_, reg.refit_  # 10 epochs on 57 points, then again on all 64
+        (10, True)
         """
         return self._fit(X, y, incremental=False)  # type: ignore[no-any-return]
 

@@ -1,0 +1,146 @@
+"""The estimators' output start: the output weights solved by ridge on the
+hidden layer's outputs at initialization, checked against scikit-learn's
+RidgeCV/Ridge, brute-force leave-one-out and a dense NumPy net."""
+
+import warnings
+
+import kronnet as kn
+import numpy as np
+import pytest
+from kronnet.training.output_start import RELATIVE_LAMBDAS, hidden_outputs, ridge_features, start_output
+
+sklearn = pytest.importorskip("sklearn")
+from kronnet.sklearn import KronNetClassifier, KronNetRegressor  # noqa: E402
+from sklearn.exceptions import ConvergenceWarning  # noqa: E402
+from sklearn.linear_model import Ridge, RidgeCV  # noqa: E402
+
+TINY = dict(lr=1e-12, lr_a=1e-12, lr_c=1e-12)
+
+
+@pytest.mark.parametrize("n,m,outputs", [(40, 90, 1), (200, 30, 1), (60, 25, 3)])
+def test_ridge_features_is_ridgecv_with_leave_one_out(n, m, outputs):
+    rng = np.random.default_rng(n + m)
+    F = np.maximum(rng.normal(size=(n, m)) - 0.5, 0.0)  # sparse, like hidden outputs
+    y = F[:, :outputs] @ np.ones((outputs, outputs)) + 0.3 * rng.normal(size=(n, outputs))
+    grid = [10.0**k for k in range(-3, 4)]
+    fit = ridge_features(F, y, lambdas=grid)
+    ref = RidgeCV(alphas=grid).fit(F, y)
+    assert fit.lam == ref.alpha_
+    np.testing.assert_allclose(fit.coef, ref.coef_.reshape(outputs, m).T, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(fit.intercept, np.atleast_1d(ref.intercept_), rtol=1e-8, atol=1e-10)
+
+
+def test_the_leave_one_out_error_is_the_brute_force_one():
+    rng = np.random.default_rng(3)
+    F, y = rng.normal(size=(25, 40)), rng.normal(size=25)
+    fit = ridge_features(F, y, lambdas=[0.7])
+    errors = []
+    for j in range(25):
+        keep = np.arange(25) != j
+        model = Ridge(alpha=0.7).fit(F[keep], y[keep])
+        errors.append((y[j] - model.predict(F[j : j + 1])[0]) ** 2)
+    assert fit.loo == pytest.approx(np.mean(errors), rel=1e-9)
+
+
+def test_the_default_grid_is_relative_to_the_mean_eigenvalue():
+    rng = np.random.default_rng(4)
+    F, y = 5.0 * rng.normal(size=(50, 8)), rng.normal(size=50)
+    Fc = F - F.mean(axis=0)
+    scale = np.trace(Fc.T @ Fc) / 8
+    fit = ridge_features(F, y)
+    assert any(fit.lam == pytest.approx(scale * r, rel=1e-12) for r in RELATIVE_LAMBDAS)
+    with pytest.raises(kn.ArgumentError, match="lambdas"):
+        ridge_features(F, y, lambdas=[0.0])
+    with pytest.raises(kn.ArgumentError, match="F"):
+        ridge_features(F[:10], y)
+
+
+@pytest.mark.parametrize("kind", ["kron", "pairs"])
+def test_hidden_outputs_are_the_dense_nets(kind):
+    if kind == "kron":
+        data = kn.make_kronecker_data(40, dims=(3, 4), seed=0)
+    else:
+        data = kn.make_pair_data(40, 9, dims=(3, 4), seed=0)
+    net = kn.TwoLayerNet(data.dims, width=48, threshold=0.3, seed=2)
+    want = np.maximum(data.dense() @ net.initial_weights().T - 0.3, 0.0) / np.sqrt(48)
+    np.testing.assert_allclose(hidden_outputs(net, data), want, rtol=1e-12, atol=1e-13)
+
+
+def test_start_output_sets_a_and_adds_to_the_bias():
+    data = kn.make_kronecker_data(60, dims=(2, 5), seed=1)
+    net = kn.TwoLayerNet(data.dims, width=32, threshold=0.2, seed=0)
+    phi = hidden_outputs(net, data)
+    fit = ridge_features(phi, data.y, lambdas=[0.01])
+    start_output(net, fit)
+    dense = np.maximum(data.dense() @ net.initial_weights().T - 0.2, 0.0) / np.sqrt(32)
+    ref = Ridge(alpha=0.01).fit(dense, data.y)
+    np.testing.assert_allclose(net.predict(data), ref.predict(dense), rtol=0, atol=1e-9)
+    # A trainer continues from it: its first loss is the start's.
+    tr = kn.Trainer(net, data, lr=1e-9, lr_a=1e-9, batch_size=8)
+    assert tr.full_loss() == pytest.approx(0.5 * np.mean((ref.predict(dense) - data.y) ** 2), rel=1e-9)
+
+
+def _start_reference(reg, X, y):
+    """The regressor's start in dense NumPy and scikit-learn: Ridge on the
+    scaled points, then Ridge on the hidden outputs at W(0) of what it leaves."""
+    Xs = X * reg.input_scale_
+    t = (y - reg.y_mean_) / reg.y_scale_
+    linear = Ridge(alpha=reg.ridge_lambda_).fit(Xs, t)
+    m = reg.net_.width
+    W0 = kn.TwoLayerNet(reg.net_.dims, width=m, threshold=reg.net_.threshold, seed=reg.net_.seed).initial_weights()
+
+    def phi(Z):
+        return np.maximum(Z * reg.input_scale_ @ W0.T - reg.net_.threshold, 0.0) / np.sqrt(m)
+
+    output = Ridge(alpha=reg.output_lambda_).fit(phi(X), t - linear.predict(Xs))
+    return lambda Z: reg.y_mean_ + reg.y_scale_ * (linear.predict(Z * reg.input_scale_) + output.predict(phi(Z)))
+
+
+def test_the_regressor_starts_from_both_ridge_fits():
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(150, 4))
+    y = X[:, 0] + np.abs(X[:, 1]) + 0.1 * rng.normal(size=150)
+    reg = KronNetRegressor(width=96, max_steps=1, early_stopping=False, random_state=0, **TINY)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        reg.fit(X, y)
+    assert reg.ridge_lambda_ is not None and reg.output_lambda_ is not None
+    want = _start_reference(reg, X, y)
+    test = rng.normal(size=(20, 4))
+    np.testing.assert_allclose(reg.predict(test), want(test), rtol=0, atol=1e-6)
+    # The hidden layer's part is there: |x_1| is not linear.
+    linear_only = KronNetRegressor(
+        width=96, max_steps=1, early_stopping=False, random_state=0, output_start="none", **TINY
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        linear_only.fit(X, y)
+    assert linear_only.output_lambda_ is None
+    assert reg.score(X, y) > linear_only.score(X, y) + 0.05
+
+
+def test_when_no_epoch_beats_the_start_it_is_refitted_on_every_point():
+    rng = np.random.default_rng(6)
+    X = rng.normal(size=(120, 3))
+    y = X[:, 0] - np.abs(X[:, 2]) + 0.1 * rng.normal(size=120)
+    # Rates of 1e-12 cannot beat the start on the held-out tenth.
+    reg = KronNetRegressor(width=64, max_steps=200, n_iter_no_change=2, random_state=0, **TINY).fit(X, y)
+    assert reg.refit_ and reg.validation_scores_ and reg.t_ < 200
+    (block,) = reg.net_.coefficients
+    assert block.data.n == 120
+    want = _start_reference(reg, X, y)
+    np.testing.assert_allclose(reg.predict(X), want(X), rtol=0, atol=1e-6)
+
+
+def test_the_output_start_applies_to_the_squared_loss_with_trained_output_weights():
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(60, 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf = KronNetClassifier(width=32, max_steps=2, random_state=0).fit(X, X[:, 0] > 0)
+        frozen = KronNetRegressor(width=32, max_steps=2, lr_a=0.0, random_state=0).fit(X, X[:, 1])
+    assert clf.output_lambda_ is None and frozen.output_lambda_ is None
+    # Frozen output weights stay the net's ±1.
+    assert set(np.unique(frozen.net_.a)) <= {-1.0, 1.0}
+    with pytest.raises(ValueError, match="output_start"):
+        KronNetRegressor(output_start="lasso").fit(X, X[:, 0])
