@@ -24,7 +24,15 @@ from ..errors import ArgumentError
 from ..model import TwoLayerNet
 from ..model.state import BlockState
 
-__all__ = ["MAX_RIDGE_D", "RidgeFit", "predict_linear", "ridge_linear", "start_linear"]
+__all__ = [
+    "MAX_DUAL_ENTRIES",
+    "MAX_RIDGE_D",
+    "RidgeFit",
+    "predict_linear",
+    "ridge_linear",
+    "ridge_pairs_dual",
+    "start_linear",
+]
 
 #: Largest d solved exactly: XᵀX is d × d (128 MiB at d = 4096) and its
 #: eigendecomposition O(d³).
@@ -270,3 +278,170 @@ def start_linear(net: TwoLayerNet, data: KronPoints, fit: RidgeFit) -> None:
         state.blocks[j] = replace(state.blocks[j], beta=beta)
     state.output_bias = np.asarray(fit.intercept, dtype=np.float64).reshape(net.outputs)
     net.load_state(state)
+
+
+#: Largest N_1·N_2 for the dual solve: the pair grid is scattered into an
+#: N_1 × N_2 matrix (and one product of it) at every conjugate-gradient step.
+MAX_DUAL_ENTRIES = 2**25
+#: The dual λ grid, relative to the mean diagonal of the centred kernel.
+DUAL_RELATIVE_LAMBDAS = tuple(10.0 ** (k / 2.0) for k in range(-8, 3))
+#: Conjugate gradients stop at this relative residual, or after MAX_CG_STEPS.
+CG_TOLERANCE = 1e-8
+MAX_CG_STEPS = 1000
+#: The share of the pairs held out to choose the dual λ.
+DUAL_HOLDOUT = 0.2
+
+
+class _KroneckerKernel:
+    """K[j, j'] = G_1[a_j, a_j'] G_2[b_j, b_j'] on pairs (a_j, b_j), applied
+    without forming it: K β = (G_1 B G_2)[a_j, b_j] with B the N_1 × N_2
+    scatter of β (Kronecker kernel ridge's matrix-vector product), so a
+    product costs O(N_1 N_2 (N_1 + N_2)), free of d = d_1 d_2."""
+
+    def __init__(self, grams: tuple[np.ndarray, np.ndarray], pairs: np.ndarray) -> None:
+        self.g1, self.g2 = grams
+        self.a, self.b = pairs[:, 0], pairs[:, 1]
+
+    def spread(self, beta: np.ndarray) -> np.ndarray:
+        """G_1 B G_2 for β of these pairs: row a, column b is Σ_j β_j K((a, b), x_j)."""
+        scatter = np.zeros((self.g1.shape[0], self.g2.shape[0]))
+        np.add.at(scatter, (self.a, self.b), beta)
+        spread: np.ndarray = self.g1 @ scatter @ self.g2
+        return spread
+
+    def centred(self, beta: np.ndarray) -> np.ndarray:
+        """C K C β with C = I − 11ᵀ/n: the kernel of the centred points."""
+        inner = beta - beta.mean()
+        out = self.spread(inner)[self.a, self.b]
+        centred: np.ndarray = out - out.mean()
+        return centred
+
+
+def _conjugate_gradients(kernel: _KroneckerKernel, lam: float, rhs: np.ndarray, start: np.ndarray) -> np.ndarray:
+    """(C K C + λI) β = rhs for rhs in the range of C (sums to 0), from `start`."""
+    beta: np.ndarray = start.copy()
+    residual = rhs - (kernel.centred(beta) + lam * beta)
+    direction = residual.copy()
+    stop = CG_TOLERANCE * max(float(np.linalg.norm(rhs)), np.finfo(np.float64).tiny)
+    rr = float(residual @ residual)
+    for _ in range(MAX_CG_STEPS):
+        if np.sqrt(rr) <= stop:
+            break
+        applied = kernel.centred(direction) + lam * direction
+        step = rr / float(direction @ applied)
+        beta += step * direction
+        residual -= step * applied
+        rr, previous = float(residual @ residual), rr
+        direction = residual + (rr / previous) * direction
+    return beta
+
+
+def ridge_pairs_dual(
+    data: PairData, y: np.ndarray, lambdas: Optional[Sequence[float]] = None, seed: int = 0
+) -> RidgeFit:
+    """Ridge regression of `y` on the pairs of `data` in the dual, for any d:
+    Kronecker kernel ridge regression (KronRLS) with an unpenalized
+    intercept, by conjugate gradients.
+
+    With K the points' Gram (K[j, j'] = G_1[a_j, a_j'] G_2[b_j, b_j'], G_k
+    the tables' Grams) and C = I − 11ᵀ/n, β = (C K C + λI)⁻¹ C y is the
+    ridge solution of :func:`ridge_linear` written in the dual (v = Xᵀβ,
+    c = ȳ − mean(K β)); its products with K go through the two Grams, so no
+    d-sized object is formed except the weights (d_1 × d_2, for
+    :func:`predict_linear`). λ is chosen on a held-out fifth of the pairs
+    (no trace of the hat matrix is at hand for GCV), then the fit is solved
+    again on every pair.
+
+    Parameters
+    ----------
+    data : PairData
+        p = 2 tables with N_1·N_2 <= ``MAX_DUAL_ENTRIES``.
+    y : ndarray of shape (n,) or (n, C)
+        Finite targets.
+    lambdas : sequence of float, optional
+        The λ values to choose from; default ``DUAL_RELATIVE_LAMBDAS`` times
+        the mean diagonal of C K C.
+    seed : int, default 0
+        Seed of the held-out fifth.
+
+    Returns
+    -------
+    RidgeFit
+        Dual coefficients, intercept, weights and the λ chosen; ``gcv`` is
+        the held-out mean squared error at that λ.
+
+    Raises
+    ------
+    ArgumentError
+        Not two tables, too many entities, or `y` of the wrong length.
+
+    Examples
+    --------
+    >>> import numpy as np, kronnet as kn
+    >>> from kronnet.training.ridge import ridge_linear, ridge_pairs_dual
+    >>> data = kn.make_pair_data(300, 30, dims=(3, 4), seed=0)
+    >>> dual = ridge_pairs_dual(data, data.y, lambdas=[0.5])
+    >>> primal = ridge_linear(data, data.y, lambdas=[0.5])
+    >>> bool(np.allclose(dual.weights, primal.weights)), bool(np.allclose(dual.intercept, primal.intercept))
+    (True, True)
+    """
+    if not isinstance(data, PairData) or data.p != 2:
+        raise ArgumentError("data", "the dual solve takes PairData over two tables")
+    (U, V), pairs = data.tables, np.asarray(data.pairs)
+    if U.shape[0] * V.shape[0] > MAX_DUAL_ENTRIES:
+        raise ArgumentError(
+            "data", f"has {U.shape[0]} × {V.shape[0]} entities; the dual solve needs at most {MAX_DUAL_ENTRIES}"
+        )
+    targets = np.asarray(y, dtype=np.float64)
+    targets = targets.reshape(len(targets), -1)
+    if targets.shape[0] != data.n:
+        raise ArgumentError("y", f"has {targets.shape[0]} rows for {data.n} points")
+    grams = (U @ U.T, V @ V.T)
+
+    def solve(rows: np.ndarray, lam: float, start: Optional[np.ndarray]) -> np.ndarray:
+        """β on the pairs `rows`, one column per output."""
+        kernel = _KroneckerKernel(grams, pairs[rows])
+        t = targets[rows]
+        beta = np.zeros(t.shape) if start is None else start.copy()
+        for c in range(t.shape[1]):
+            beta[:, c] = _conjugate_gradients(kernel, lam, t[:, c] - t[:, c].mean(), beta[:, c])
+        return beta
+
+    n = data.n
+    diag = grams[0][pairs[:, 0], pairs[:, 0]] * grams[1][pairs[:, 1], pairs[:, 1]]
+    # trace(C K C) / n = mean diag(K) − mean(K): the second term by one product.
+    mean_k = float(_KroneckerKernel(grams, pairs).spread(np.ones(n))[pairs[:, 0], pairs[:, 1]].mean()) / n
+    scale = max(float(diag.mean()) - mean_k, np.finfo(np.float64).tiny)
+    grid = [scale * r for r in DUAL_RELATIVE_LAMBDAS] if lambdas is None else [float(lam) for lam in lambdas]
+    if not grid or not all(np.isfinite(lam) and lam > 0 for lam in grid):
+        raise ArgumentError("lambdas", "must be positive and finite")
+    best_lam, best_err = grid[0], float("nan")
+    if len(grid) > 1 and n >= 10:
+        order = np.random.default_rng(seed).permutation(n)
+        held, kept = np.sort(order[: int(DUAL_HOLDOUT * n)]), np.sort(order[int(DUAL_HOLDOUT * n) :])
+        best_err = np.inf
+        start = None
+        # Largest λ first: each solve starts from the previous one's β.
+        for lam in sorted(grid, reverse=True):
+            beta = start = solve(kept, lam, start)
+            kernel = _KroneckerKernel(grams, pairs[kept])
+            err = 0.0
+            for c in range(targets.shape[1]):
+                spread = kernel.spread(beta[:, c])
+                fitted_kept = spread[pairs[kept, 0], pairs[kept, 1]]
+                intercept = targets[kept, c].mean() - fitted_kept.mean()
+                pred = spread[pairs[held, 0], pairs[held, 1]] + intercept
+                err += float(np.mean((targets[held, c] - pred) ** 2))
+            if err < best_err:
+                best_lam, best_err = lam, err / targets.shape[1]
+    beta = solve(np.arange(n), best_lam, None)
+    kernel = _KroneckerKernel(grams, pairs)
+    intercept = np.empty(targets.shape[1])
+    weights = np.empty((U.shape[1] * V.shape[1], targets.shape[1]))
+    for c in range(targets.shape[1]):
+        fitted = kernel.spread(beta[:, c])[pairs[:, 0], pairs[:, 1]]
+        intercept[c] = targets[:, c].mean() - fitted.mean()
+        scatter = np.zeros((U.shape[0], V.shape[0]))
+        np.add.at(scatter, (pairs[:, 0], pairs[:, 1]), beta[:, c])
+        weights[:, c] = (U.T @ scatter @ V).reshape(-1)
+    return RidgeFit(beta, intercept, best_lam, best_err, weights)
