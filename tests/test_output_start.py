@@ -144,3 +144,27 @@ def test_the_output_start_applies_to_the_squared_loss_with_trained_output_weight
     assert set(np.unique(frozen.net_.a)) <= {-1.0, 1.0}
     with pytest.raises(ValueError, match="output_start"):
         KronNetRegressor(output_start="lasso").fit(X, X[:, 0])
+
+
+def test_on_many_points_the_leave_one_out_error_is_averaged_over_a_subset(monkeypatch):
+    from kronnet.training import output_start
+
+    monkeypatch.setattr(output_start, "LOO_ROWS", 40)
+    rng = np.random.default_rng(8)
+    F, y = rng.normal(size=(120, 10)), rng.normal(size=120)
+    fit = ridge_features(F, y, lambdas=[0.4, 40.0])
+    rows = np.sort(np.random.default_rng(0).choice(120, 40, replace=False))
+
+    def loo(lam):
+        errors = []
+        for j in rows:
+            keep = np.arange(120) != j
+            model = Ridge(alpha=lam).fit(F[keep], y[keep])
+            errors.append((y[j] - model.predict(F[j : j + 1])[0]) ** 2)
+        return np.mean(errors)
+
+    best = min((0.4, 40.0), key=loo)
+    assert fit.lam == best and fit.loo == pytest.approx(loo(best), rel=1e-9)
+    # The weights are the full solve's, whatever the subset.
+    ref = Ridge(alpha=best).fit(F, y)
+    np.testing.assert_allclose(fit.coef[:, 0], ref.coef_, rtol=1e-9, atol=1e-12)

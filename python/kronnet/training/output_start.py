@@ -12,7 +12,7 @@ closed form gives at once. The estimators fit it to what the linear start
 leaves (docs/design.md, "The output start") and train W from there.
 
 The penalty is chosen by exact leave-one-out error (as scikit-learn's
-RidgeCV), not GCV: Φ has as many columns as the net has neurons, often more
+RidgeCV; averaged over 8,192 of the points when there are more), not GCV: Φ has as many columns as the net has neurons, often more
 than there are points, where GCV's n − df denominator vanishes with the
 residual and picks an interpolating λ.
 """
@@ -34,6 +34,9 @@ __all__ = ["MAX_OUTPUT_ENTRIES", "OutputFit", "hidden_outputs", "ridge_features"
 #: (1 GiB apiece at 2^27; MovieLens-100k's 72k training pairs × 1024
 #: neurons is 2^26.1).
 MAX_OUTPUT_ENTRIES = 2**27
+#: The leave-one-out error is averaged over at most this many points (a
+#: fixed random subset, all of them below it): each needs its row of U.
+LOO_ROWS = 8192
 #: The λ grid, relative to the mean eigenvalue trace(Φ_cᵀΦ_c) / m.
 RELATIVE_LAMBDAS = tuple(10.0 ** (k / 2.0) for k in range(-12, 5))
 
@@ -51,7 +54,8 @@ class OutputFit:
     lam : float
         The λ chosen by leave-one-out error.
     loo : float
-        Its mean squared leave-one-out residual (mean over outputs).
+        Its mean squared leave-one-out residual (mean over outputs; over a
+        fixed random subset of ``LOO_ROWS`` points when there are more).
     """
 
     coef: np.ndarray
@@ -115,7 +119,12 @@ def ridge_features(F: np.ndarray, y: np.ndarray, lambdas: Optional[Sequence[floa
         keep = eig > eig[0] * 1e-12 if eig[0] > 0 else np.zeros(len(eig), dtype=bool)
         V, eig = V[:, keep], eig[keep]
         s = np.sqrt(eig)
-        U = (F @ V - mean_f @ V) / s
+        # z = Uᵀ(y − ȳ) without U: Vᵀ F_cᵀ (y − ȳ) / s, and F_cᵀ(y − ȳ) = Fᵀ(y − ȳ).
+        z = (V.T @ (F.T @ centred)) / s[:, None]
+        # The leave-one-out error needs U's rows: at most LOO_ROWS of them
+        # (all below that), an n × m product fewer on large n.
+        rows = np.arange(n) if n <= LOO_ROWS else np.sort(np.random.default_rng(0).choice(n, LOO_ROWS, replace=False))
+        U = (F[rows] @ V - mean_f @ V) / s
     else:
         Fc = F - mean_f
         U, eig, _ = np.linalg.svd(Fc @ Fc.T)
@@ -123,7 +132,8 @@ def ridge_features(F: np.ndarray, y: np.ndarray, lambdas: Optional[Sequence[floa
         U, eig = U[:, keep], eig[keep]
         s = np.sqrt(eig)
         V = (Fc.T @ U) / s
-    z = U.T @ centred  # (k, C)
+        z = U.T @ centred  # (k, C)
+        rows = np.arange(n)
     scale = max(float(eig.sum()) / m, np.finfo(np.float64).tiny)
     grid = [scale * r for r in RELATIVE_LAMBDAS] if lambdas is None else [float(lam) for lam in lambdas]
     if not grid or not all(np.isfinite(lam) and lam > 0 for lam in grid):
@@ -134,9 +144,9 @@ def ridge_features(F: np.ndarray, y: np.ndarray, lambdas: Optional[Sequence[floa
     # values U diag(shrink) z and the hat matrix's diagonal (the intercept's
     # 1/n included); the leave-one-out residual of point j is
     # residual_j / (1 − h_jj).
-    fitted = U @ (shrink[:, :, None] * z[:, None, :]).reshape(len(eig), -1)  # (n, L·C)
-    leverage = (U**2) @ shrink + 1.0 / n  # (n, L)
-    residual = centred[:, None, :] - fitted.reshape(n, len(grid), C)
+    fitted = U @ (shrink[:, :, None] * z[:, None, :]).reshape(len(eig), -1)  # (rows, L·C)
+    leverage = (U**2) @ shrink + 1.0 / n  # (rows, L)
+    residual = centred[rows, None, :] - fitted.reshape(len(rows), len(grid), C)
     loo = np.mean((residual / (1.0 - leverage)[:, :, None]) ** 2, axis=(0, 2))
     best = int(np.argmin(loo))
     best_lam, best_loo = grid[best], float(loo[best])
