@@ -1,0 +1,44 @@
+"""`kronnet bench real`'s scoring helpers against brute force (the
+benchmark itself needs the MovieLens download and minutes: it is run by
+hand, and its figures are in docs/gallery.md)."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+pytest.importorskip("sklearn")
+from kronnet.cli.real import concordance_index, ndcg_at, synthetic_kernels  # noqa: E402
+
+
+def brute_cindex(truth, pred):
+    num = den = 0.0
+    for i, j in itertools.permutations(range(len(truth)), 2):
+        if truth[i] > truth[j]:
+            den += 1
+            num += 1.0 if pred[i] > pred[j] else 0.5 if pred[i] == pred[j] else 0.0
+    return num / den
+
+
+def test_concordance_index_is_the_brute_force_count():
+    rng = np.random.default_rng(0)
+    truth = rng.integers(0, 5, size=60).astype(float)  # ties in the targets are skipped
+    pred = np.round(truth + rng.normal(size=60), 1)  # ties in the predictions count one half
+    assert concordance_index(truth, pred) == pytest.approx(brute_cindex(truth, pred), rel=1e-12)
+    assert concordance_index(truth, truth) == 1.0 and concordance_index(truth, -truth) == 0.0
+
+
+def test_ndcg_is_one_for_the_true_order_and_below_for_another():
+    users = np.array([0, 0, 0, 1, 1])
+    truth = np.array([5.0, 3.0, 1.0, 2.0, 4.0])
+    assert ndcg_at(10, users, truth, truth) == pytest.approx(1.0)
+    assert ndcg_at(10, users, truth, -truth) < 1.0
+
+
+def test_the_synthetic_kernels_are_psd_and_the_pairs_distinct():
+    kernels, pairs, y, _ = synthetic_kernels()
+    for K in kernels:
+        np.testing.assert_allclose(K, K.T)
+        assert np.linalg.eigvalsh(K).min() > -1e-10
+    assert len({tuple(p) for p in pairs}) == len(pairs) == len(y)
+    assert np.isfinite(y).all()
