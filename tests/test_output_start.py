@@ -168,3 +168,22 @@ def test_on_many_points_the_leave_one_out_error_is_averaged_over_a_subset(monkey
     # The weights are the full solve's, whatever the subset.
     ref = Ridge(alpha=best).fit(F, y)
     np.testing.assert_allclose(fit.coef[:, 0], ref.coef_, rtol=1e-9, atol=1e-12)
+
+
+def test_an_epoch_replaces_the_best_only_on_a_significant_held_out_gain():
+    from kronnet.sklearn import SIGNIFICANCE
+
+    reg = KronNetRegressor(tol=1e-4)
+    rng = np.random.default_rng(9)
+    best = rng.uniform(0.5, 1.5, size=400)
+    # Below best + tol: never, whatever the errors.
+    assert not reg._beats(0.50005, best - 0.1, 0.5, best)
+    # Without per-point errors (a classifier, or no start): the score decides.
+    assert reg._beats(0.6, None, 0.5, None)
+    # A clear gain on every point.
+    assert reg._beats(0.6, best - 0.1, 0.5, best)
+    # The same mean gain buried in noise: mean 0.01, standard error 0.05.
+    noisy = best - 0.01 + rng.normal(scale=1.0, size=400)
+    gain = best - noisy
+    assert gain.mean() < SIGNIFICANCE * gain.std() / np.sqrt(400)
+    assert not reg._beats(0.6, noisy, 0.5, best)
