@@ -66,18 +66,24 @@ def test_the_dual_is_kernel_ridge_on_the_kronecker_kernel(kernel_pairs):
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
-def test_lambda_is_chosen_on_a_held_out_fifth(kernel_pairs):
+@pytest.mark.parametrize("outputs", [1, 2])
+def test_lambda_is_chosen_on_a_held_out_fifth(kernel_pairs, outputs):
     K1, K2, pairs, y = kernel_pairs
+    # A second output of another smoothness: λ minimizes the mean held-out error over both.
+    Y = np.column_stack([y, 3.0 * np.cos(2.0 * y)])[:, :outputs]
     data = kn.PairData.from_kernels([K1, K2], pairs, y)
     grid = [1e-3, 1e-2, 1e-1, 1.0]
-    fit = ridge_pairs_dual(data, y, lambdas=grid, seed=3)
+    fit = ridge_pairs_dual(data, Y, lambdas=grid, seed=3)
     order = np.random.default_rng(3).permutation(len(y))
     held, kept = np.sort(order[: len(y) // 5]), np.sort(order[len(y) // 5 :])
+    cross = K1[np.ix_(pairs[held, 0], pairs[kept, 0])] * K2[np.ix_(pairs[held, 1], pairs[kept, 1])]
     errors = []
     for lam in grid:
-        beta, c = dense_kernel_ridge(K1, K2, pairs[kept], y[kept], lam)
-        cross = K1[np.ix_(pairs[held, 0], pairs[kept, 0])] * K2[np.ix_(pairs[held, 1], pairs[kept, 1])]
-        errors.append(np.mean((y[held] - cross @ beta - c) ** 2))
+        per_output = []
+        for c in range(outputs):
+            beta, icpt = dense_kernel_ridge(K1, K2, pairs[kept], Y[kept, c], lam)
+            per_output.append(np.mean((Y[held, c] - cross @ beta - icpt) ** 2))
+        errors.append(np.mean(per_output))
     assert fit.lam == grid[int(np.argmin(errors))]
     assert fit.gcv == pytest.approx(min(errors), rel=1e-5)
 

@@ -302,11 +302,15 @@ class _KroneckerKernel:
         self.g1, self.g2 = grams
         self.a, self.b = pairs[:, 0], pairs[:, 1]
 
+    def scatter(self, beta: np.ndarray) -> np.ndarray:
+        """B (N_1 × N_2): β of these pairs at their entities (repeats add)."""
+        out = np.zeros((self.g1.shape[0], self.g2.shape[0]))
+        np.add.at(out, (self.a, self.b), beta)
+        return out
+
     def spread(self, beta: np.ndarray) -> np.ndarray:
         """G_1 B G_2 for β of these pairs: row a, column b is Σ_j β_j K((a, b), x_j)."""
-        scatter = np.zeros((self.g1.shape[0], self.g2.shape[0]))
-        np.add.at(scatter, (self.a, self.b), beta)
-        spread: np.ndarray = self.g1 @ scatter @ self.g2
+        spread: np.ndarray = self.g1 @ self.scatter(beta) @ self.g2
         return spread
 
     def centred(self, beta: np.ndarray) -> np.ndarray:
@@ -398,19 +402,18 @@ def ridge_pairs_dual(
         raise ArgumentError("y", f"has {targets.shape[0]} rows for {data.n} points")
     grams = (U @ U.T, V @ V.T)
 
-    def solve(rows: np.ndarray, lam: float, start: Optional[np.ndarray]) -> np.ndarray:
-        """β on the pairs `rows`, one column per output."""
-        kernel = _KroneckerKernel(grams, pairs[rows])
-        t = targets[rows]
+    def solve(kernel: _KroneckerKernel, t: np.ndarray, lam: float, start: Optional[np.ndarray]) -> np.ndarray:
+        """β on the kernel's pairs for targets `t`, one column per output."""
         beta = np.zeros(t.shape) if start is None else start.copy()
         for c in range(t.shape[1]):
             beta[:, c] = _conjugate_gradients(kernel, lam, t[:, c] - t[:, c].mean(), beta[:, c])
         return beta
 
     n = data.n
+    whole = _KroneckerKernel(grams, pairs)
     diag = grams[0][pairs[:, 0], pairs[:, 0]] * grams[1][pairs[:, 1], pairs[:, 1]]
     # trace(C K C) / n = mean diag(K) − mean(K): the second term by one product.
-    mean_k = float(_KroneckerKernel(grams, pairs).spread(np.ones(n))[pairs[:, 0], pairs[:, 1]].mean()) / n
+    mean_k = float(whole.spread(np.ones(n))[pairs[:, 0], pairs[:, 1]].mean()) / n
     scale = max(float(diag.mean()) - mean_k, np.finfo(np.float64).tiny)
     grid = [scale * r for r in DUAL_RELATIVE_LAMBDAS] if lambdas is None else [float(lam) for lam in lambdas]
     if not grid or not all(np.isfinite(lam) and lam > 0 for lam in grid):
@@ -421,27 +424,27 @@ def ridge_pairs_dual(
         held, kept = np.sort(order[: int(DUAL_HOLDOUT * n)]), np.sort(order[int(DUAL_HOLDOUT * n) :])
         best_err = np.inf
         start = None
+        kernel = _KroneckerKernel(grams, pairs[kept])
         # Largest λ first: each solve starts from the previous one's β.
         for lam in sorted(grid, reverse=True):
-            beta = start = solve(kept, lam, start)
-            kernel = _KroneckerKernel(grams, pairs[kept])
-            err = 0.0
+            beta = start = solve(kernel, targets[kept], lam, start)
+            errors = []
             for c in range(targets.shape[1]):
                 spread = kernel.spread(beta[:, c])
                 fitted_kept = spread[pairs[kept, 0], pairs[kept, 1]]
                 intercept = targets[kept, c].mean() - fitted_kept.mean()
                 pred = spread[pairs[held, 0], pairs[held, 1]] + intercept
-                err += float(np.mean((targets[held, c] - pred) ** 2))
+                errors.append(float(np.mean((targets[held, c] - pred) ** 2)))
+            # The mean over outputs, the figure stored: comparing a sum with
+            # it favoured the first λ whenever there were several outputs.
+            err = float(np.mean(errors))
             if err < best_err:
-                best_lam, best_err = lam, err / targets.shape[1]
-    beta = solve(np.arange(n), best_lam, None)
-    kernel = _KroneckerKernel(grams, pairs)
+                best_lam, best_err = lam, err
+    beta = solve(whole, targets, best_lam, None)
     intercept = np.empty(targets.shape[1])
     weights = np.empty((U.shape[1] * V.shape[1], targets.shape[1]))
     for c in range(targets.shape[1]):
-        fitted = kernel.spread(beta[:, c])[pairs[:, 0], pairs[:, 1]]
+        fitted = whole.spread(beta[:, c])[pairs[:, 0], pairs[:, 1]]
         intercept[c] = targets[:, c].mean() - fitted.mean()
-        scatter = np.zeros((U.shape[0], V.shape[0]))
-        np.add.at(scatter, (pairs[:, 0], pairs[:, 1]), beta[:, c])
-        weights[:, c] = (U.T @ scatter @ V).reshape(-1)
+        weights[:, c] = (U.T @ whole.scatter(beta[:, c]) @ V).reshape(-1)
     return RidgeFit(beta, intercept, best_lam, best_err, weights)
