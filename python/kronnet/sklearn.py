@@ -48,7 +48,7 @@ from .errors import DivergenceError
 from .model import TwoLayerNet, default_threshold
 from .placement import over
 from .training import IndexKind, Trainer, suggest_rates
-from .training.output_start import MAX_OUTPUT_ENTRIES, hidden_outputs, ridge_features, start_output
+from .training.output_start import MAX_OUTPUT_ENTRIES, activate, hidden_outputs, ridge_features, start_output
 from .training.ridge import (
     MAX_DUAL_ENTRIES,
     MAX_RIDGE_D,
@@ -498,7 +498,7 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
         errors = {}
         for share in THRESHOLD_SHARES:
             b = share * base
-            errors[b] = ridge_features(np.maximum(pre - b, 0.0) / math.sqrt(width), targets).loo
+            errors[b] = ridge_features(activate(pre, b), targets).loo
         return min(errors, key=lambda b: errors[b])
 
     def _new_net(self, data: KronPoints) -> TwoLayerNet:

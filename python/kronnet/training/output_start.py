@@ -20,7 +20,7 @@ residual and picks an interpolating λ.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -28,7 +28,7 @@ from ..data import KronPoints
 from ..errors import ArgumentError
 from ..model import TwoLayerNet
 
-__all__ = ["MAX_OUTPUT_ENTRIES", "OutputFit", "hidden_outputs", "ridge_features", "start_output"]
+__all__ = ["MAX_OUTPUT_ENTRIES", "OutputFit", "activate", "hidden_outputs", "ridge_features", "start_output"]
 
 #: Largest n·m solved: Φ and its left singular vectors are n·m floats each
 #: (1 GiB apiece at 2^27; MovieLens-100k's 72k training pairs × 1024
@@ -181,10 +181,41 @@ def hidden_outputs(net: TwoLayerNet, data: KronPoints) -> np.ndarray:
     >>> bool(np.allclose(phi @ net.a, net.predict(data)))
     True
     """
-    phi = net.preactivations(data)
-    phi -= net.thresholds
+    pre = net.preactivations(data)
+    return activate(pre, net.thresholds, out=pre)
+
+
+def activate(preactivations: np.ndarray, thresholds: Any, out: Optional[np.ndarray] = None) -> np.ndarray:
+    """Φ from the preactivations: σ(P − b) / √m, the one formula
+    :func:`hidden_outputs` and a search over thresholds (on one P, which does
+    not depend on b) share.
+
+    Parameters
+    ----------
+    preactivations : ndarray of shape (n, m)
+        P[j, r] = <w_r, x_j>.
+    thresholds : float or ndarray of shape (m,)
+        b, one for every neuron or each its own.
+    out : ndarray of shape (n, m), optional
+        Where Φ goes (`preactivations` itself to save the copy); default a
+        new array.
+
+    Returns
+    -------
+    ndarray of shape (n, m)
+        Φ[j, r] = max(P[j, r] − b_r, 0) / √m.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from kronnet.training.output_start import activate
+    >>> activate(np.array([[0.5, 2.0], [3.0, -1.0]]), 1.0) * np.sqrt(2)
+    array([[0., 1.],
+           [2., 0.]])
+    """
+    phi: np.ndarray = np.subtract(preactivations, thresholds, out=out)
     np.maximum(phi, 0.0, out=phi)
-    phi *= 1.0 / np.sqrt(net.width)
+    phi *= 1.0 / np.sqrt(preactivations.shape[1])
     return phi
 
 
