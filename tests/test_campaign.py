@@ -42,6 +42,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
+from posix_files import umask
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="modes, umasks and symbolic links are POSIX")
 
@@ -70,15 +71,6 @@ NET_BYTES = NET.predict(PROBE).tobytes()
 
 def temporaries(directory):
     return [name for name in os.listdir(directory) if name.startswith(".kronnet-")]
-
-
-@contextlib.contextmanager
-def umask(mask):
-    old = os.umask(mask)
-    try:
-        yield
-    finally:
-        os.umask(old)
 
 
 def save(kind, path):

@@ -7,7 +7,6 @@ os.readlink, directory listings, what open() does with the same path, and
 the type, path and message of the exception.
 """
 
-import contextlib
 import io
 import json
 import os
@@ -17,17 +16,9 @@ import zipfile
 import kronnet as kn
 import numpy as np
 import pytest
+from posix_files import umask
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="modes, umasks and symbolic links are POSIX")
-
-
-@contextlib.contextmanager
-def umask(mask):
-    old = os.umask(mask)
-    try:
-        yield
-    finally:
-        os.umask(old)
 
 
 def mode(path):
