@@ -132,12 +132,12 @@ def test_when_no_epoch_beats_the_start_it_is_refitted_on_every_point():
     np.testing.assert_allclose(reg.predict(X), want(X), rtol=0, atol=1e-6)
 
 
-def test_the_output_start_applies_to_the_squared_loss_with_trained_output_weights():
+def test_the_output_start_applies_only_to_trained_output_weights():
     rng = np.random.default_rng(7)
     X = rng.normal(size=(60, 3))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        clf = KronNetClassifier(width=32, max_steps=2, random_state=0).fit(X, X[:, 0] > 0)
+        clf = KronNetClassifier(width=32, max_steps=2, lr_a=0.0, random_state=0).fit(X, X[:, 0] > 0)
         frozen = KronNetRegressor(width=32, max_steps=2, lr_a=0.0, random_state=0).fit(X, X[:, 1])
     assert clf.output_lambda_ is None and frozen.output_lambda_ is None
     # Frozen output weights stay the net's ±1.

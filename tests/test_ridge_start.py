@@ -103,7 +103,10 @@ def test_a_classifiers_start_is_the_logistic_regression_of_its_labels():
     y = np.argmax(X[:, :3] + 0.5 * rng.normal(size=(90, 3)), axis=1)
     tiny = dict(lr=1e-12, lr_a=1e-12, lr_c=1e-12)
     for labels in (y, (y == 0).astype(int)):  # multinomial, then logistic
-        clf = KronNetClassifier(width=16, max_steps=1, random_state=0, early_stopping=False, **tiny).fit(X, labels)
+        # output_start="none": the logistic start, never the indicator one.
+        clf = KronNetClassifier(
+            width=16, max_steps=1, random_state=0, early_stopping=False, output_start="none", **tiny
+        ).fit(X, labels)
         # LogisticRegression() on the unscaled features: the penalty C = 1 there.
         ref = LogisticRegression(max_iter=5000, tol=1e-10).fit(X, labels)
         np.testing.assert_allclose(clf.decision_function(X), ref.decision_function(X), rtol=0, atol=1e-4)
@@ -112,7 +115,8 @@ def test_a_classifiers_start_is_the_logistic_regression_of_its_labels():
 
 def test_a_classifier_on_large_n_d_starts_from_calibrated_ridge():
     from kronnet import sklearn as ks
-    from kronnet.sklearn import TEMPERATURES, KronNetClassifier
+    from kronnet.sklearn import KronNetClassifier
+    from kronnet.training.classifier_start import TEMPERATURES
 
     rng = np.random.default_rng(2)
     X = rng.normal(size=(90, 4))
@@ -121,7 +125,9 @@ def test_a_classifier_on_large_n_d_starts_from_calibrated_ridge():
     old = ks.LOGISTIC_START_ENTRIES
     ks.LOGISTIC_START_ENTRIES = 0
     try:
-        clf = KronNetClassifier(width=16, max_steps=1, random_state=0, early_stopping=False, **tiny).fit(X, y)
+        clf = KronNetClassifier(
+            width=16, max_steps=1, random_state=0, early_stopping=False, output_start="none", **tiny
+        ).fit(X, y)
     finally:
         ks.LOGISTIC_START_ENTRIES = old
     Xs = X * clf.input_scale_

@@ -141,7 +141,13 @@ def test_the_classifier_is_one_softmax_net_as_a_plain_trainer_trains_it():
     X = rng.normal(size=(90, 6))
     y = np.array(["b", "a", "c"])[np.argmax(X[:, :3], axis=1)]
     clf = KronNetClassifier(
-        width=128, max_steps=60, n_iter_no_change=1000, random_state=4, early_stopping=False, linear_start="none"
+        width=128,
+        max_steps=60,
+        n_iter_no_change=1000,
+        random_state=4,
+        early_stopping=False,
+        linear_start="none",
+        output_start="none",
     ).fit(X, y)
     assert clf.classes_.tolist() == ["a", "b", "c"] and clf.net_.outputs == 3
 
