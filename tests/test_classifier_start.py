@@ -17,6 +17,7 @@ from kronnet.training.classifier_start import (
     training_loss,
 )
 from kronnet.training.output_start import RELATIVE_LAMBDAS, activate
+from kronnet.training.ridge import ridge_linear
 
 sklearn = pytest.importorskip("sklearn")
 from kronnet.sklearn import KronNetClassifier  # noqa: E402
@@ -123,3 +124,24 @@ def test_on_classes_no_line_separates_the_classifier_starts_from_the_hidden_outp
     proba = clf.predict_proba(X[test])
     np.testing.assert_allclose(proba.sum(axis=1), 1.0)
     assert log_loss(y[test], proba) < 0.4
+
+
+def test_the_indicator_start_replaces_the_logistic_one_only_when_significantly_more_accurate():
+    X, y = make_circles(200, noise=0.25, factor=0.6, random_state=1)
+    data, labels = kn.KronData([X]), y.astype(np.float64)
+    net = kn.TwoLayerNet(data.dims, width=64, seed=0)
+    pre = net.preactivations(data)
+    args = (data, labels, labels[:, None], 0.5, pre, [0.0, 0.5])
+    free = choose_start(*args, ridge_linear, 1.0, seed=0, significance=0.0)
+    best = max(free.accuracy[name] for name in ("indicators@0", "indicators@0.5"))
+    assert free.indicators == (best > free.accuracy["logistic"])
+    assert free.indicators  # circles: no line separates them
+    # The same folds with an unreachable bar keep the logistic start, and
+    # report the same cross-validated figures.
+    strict = choose_start(*args, ridge_linear, 1.0, seed=0, significance=1e9)
+    assert not strict.indicators and strict.threshold is None
+    assert strict.accuracy == free.accuracy and strict.loss == free.loss
+    # The most accurate indicator start is the one chosen, the lower loss
+    # between equals.
+    rank = {b: (-free.accuracy[f"indicators@{b:.4g}"], free.loss[f"indicators@{b:.4g}"]) for b in (0.0, 0.5)}
+    assert free.threshold == min(rank, key=lambda b: rank[b])

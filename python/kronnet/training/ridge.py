@@ -175,8 +175,9 @@ def symmetric_eigen(gram: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     Returns
     -------
     vectors : ndarray of shape (k, k)
+        Orthonormal eigenvectors, one per column, in the order of `values`.
     values : ndarray of shape (k,)
-        Non-increasing, non-negative.
+        The eigenvalues, non-increasing, non-negative.
 
     Examples
     --------
