@@ -145,3 +145,25 @@ def test_the_indicator_start_replaces_the_logistic_one_only_when_significantly_m
     # between equals.
     rank = {b: (-free.accuracy[f"indicators@{b:.4g}"], free.loss[f"indicators@{b:.4g}"]) for b in (0.0, 0.5)}
     assert free.threshold == min(rank, key=lambda b: rank[b])
+
+
+@pytest.mark.parametrize("absent", [0, 1, 2])
+@pytest.mark.parametrize("output_start", ["ridge", "none"])
+def test_a_first_partial_fit_batch_may_lack_classes(absent, output_start):
+    # LogisticRegression on the labels present would model fewer classes
+    # than the net has outputs (it used to fail on a missing middle class);
+    # the start is then the indicator ridge, whose absent column scores 0.
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(90, 4))
+    y = np.argmax(X[:, :3], axis=1)
+    seen = y != absent
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf = KronNetClassifier(width=32, random_state=0, output_start=output_start)
+        clf.partial_fit(X[seen], y[seen], classes=[0, 1, 2])
+    assert clf.net_.outputs == 3
+    assert set(np.unique(clf.predict(X))) <= {0, 1, 2} - {absent}
+    assert clf.score(X[seen], y[seen]) > 0.8
+    proba = clf.predict_proba(X)
+    assert proba[:, absent].max() < 0.5
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)

@@ -476,7 +476,7 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
         assert train.y is not None
         thresholds = [given] if given is not None else [share * default_threshold(width) for share in THRESHOLD_SHARES]
         solver = self._linear_solver(train)
-        logistic = solver is not None and train.n * train.d <= LOGISTIC_START_ENTRIES
+        logistic = solver is not None and self._logistic_applies(train)
         targets, offset = self._ridge_targets(train.y)
         choice = choose_start(
             train,
@@ -600,7 +600,7 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
             # what they leave.
             initial = self.net_.predict(train.with_targets(None))
         loss = self._loss()
-        if calibrate and loss != "squared" and not np.any(initial) and train.n * train.d <= LOGISTIC_START_ENTRIES:
+        if calibrate and loss != "squared" and not np.any(initial) and self._logistic_applies(train):
             # C = 1 / input_scale²: the penalty LogisticRegression() puts on
             # the unscaled features.
             return logistic_fit(train, train.y, 1.0 / self.input_scale_**2)
@@ -610,6 +610,17 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
             return fit
         raw = predict_linear(train, fit).reshape(train.n, -1) - offset
         return scaled_fit(fit, temperature(raw, targets.reshape(train.n, -1), loss), offset)
+
+    def _logistic_applies(self, train: KronPoints) -> bool:
+        """Whether a classifier's linear start can be LogisticRegression's:
+        dense points of at most LOGISTIC_START_ENTRIES entries, and every
+        class of ``classes_`` among the labels. (A first `partial_fit` batch
+        may lack some; LogisticRegression would then model fewer classes
+        than the net has outputs, and the indicator ridge, whose absent
+        classes score 0, starts it instead.)"""
+        assert train.y is not None
+        present = np.unique(train.y).size == len(self.classes_)
+        return bool(present and train.n * train.d <= LOGISTIC_START_ENTRIES)
 
     def _linear_solver(self, train: KronPoints) -> Optional[Callable[[KronPoints, np.ndarray], RidgeFit]]:
         """How `linear_start` solves the linear term on `train`: the primal

@@ -326,8 +326,8 @@ def choose_start(
     Returns
     -------
     StartChoice or None
-        None when the rarest class has fewer than two points (no stratified
-        split exists).
+        None when the rarest class present has fewer than two points (no
+        stratified split exists).
 
     Examples
     --------
@@ -345,7 +345,10 @@ def choose_start(
     from sklearn.model_selection import StratifiedKFold  # type: ignore[import-untyped]
 
     classes = labels.astype(np.int64)
-    folds = min(CV_FOLDS, int(np.bincount(classes).min()))
+    counts = np.bincount(classes)
+    # Classes absent from these labels (a first partial_fit batch) do not
+    # limit the folds: their indicator column is 0 in every fold.
+    folds = min(CV_FOLDS, int(counts[counts > 0].min()))
     if folds < 2:
         return None
     phis = [activate(preactivations, b) for b in thresholds]
