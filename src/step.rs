@@ -676,15 +676,18 @@ impl<T: Elem> KronState<T> {
         let kb = T::gram_rows(kb, &mut typed);
         let with_rows: Vec<(f64, &[T::Gram])> = terms.iter().map(|&(c, s)| (c, &kb[s * n..(s + 1) * n])).collect();
         let (terms, starts) = (&with_rows, &starts);
-        // Rows are the tasks, several per task when they are short (small
-        // n): rayon splits the rest adaptively.
-        let min_rows = (MIN_TASK_VALUES / n.max(1)).max(8);
-        rows.into_par_iter().zip(mask_slots.into_par_iter()).with_min_len(min_rows).enumerate().for_each(
-            |(j, (row, mask))| {
-                let track = thresholds.map(|b| b[neurons[j] as usize]);
-                update_row(row, &terms[starts[j]..starts[j + 1]], track, mask)
-            },
-        );
+        let one = |(j, (row, mask)): (usize, (&mut [T], &mut [u64]))| {
+            let track = thresholds.map(|b| b[neurons[j] as usize]);
+            update_row(row, &terms[starts[j]..starts[j + 1]], track, mask)
+        };
+        if n * neurons.len() * std::mem::size_of::<T>() < MIN_PARALLEL_BYTES {
+            rows.into_iter().zip(mask_slots).enumerate().for_each(one);
+        } else {
+            // Rows are the tasks, several per task when they are short
+            // (small n): rayon splits the rest adaptively.
+            let min_rows = (MIN_TASK_VALUES / n.max(1)).max(8);
+            rows.into_par_iter().zip(mask_slots.into_par_iter()).with_min_len(min_rows).enumerate().for_each(one);
+        }
         drop(with_rows);
         self.kb_typed = typed;
         masks
@@ -710,6 +713,14 @@ impl<T: Elem> crate::model::Backend for KronState<T> {
 /// Values of P a task of the step's update covers at least: below that,
 /// waking a worker costs more than the work it takes over.
 const MIN_TASK_VALUES: usize = 1 << 12;
+
+/// Bytes of P a step's update must cover before it is split across the
+/// pool; below this one thread does it all. Waking a sleeping worker costs
+/// tens of microseconds on the virtual machines kronnet is measured on,
+/// more than a second core saves on a small update (n = 1000, m = 512,
+/// 1.8 MB: 0.125 ms a step instead of 0.139). Bitwise the same either way:
+/// each row is updated by one thread, in the same order.
+const MIN_PARALLEL_BYTES: usize = 2 << 20;
 
 /// One fired neuron's row P[:, r] −= Σ_s c_s K[B_s, :] over its nonzero
 /// `terms` (c_s with K's row s), then the row's mask of values above τ_r
@@ -971,9 +982,16 @@ pub(crate) mod tests {
 
     #[test]
     fn bit_identical_across_thread_counts() {
+        // n = 150: the update and the scan run on one thread whatever the
+        // pool; n = 3000: both split across it (MIN_PARALLEL_BYTES).
+        for n in [150, 3000] {
+            bit_identical_at(n);
+        }
+    }
+
+    fn bit_identical_at(n: usize) {
         let run = |threads: usize| {
             rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(|| {
-                let n = 150;
                 let mats = vec![unit_rows(n, 16, 1), unit_rows(n, 12, 2)];
                 let f = Factors::new(views(&mats)).unwrap();
                 let m = 700;
