@@ -686,34 +686,7 @@ impl<T: Elem> KronState<T> {
         let tile = column_tile(n, s_len, std::mem::size_of::<T::Gram>());
         if tile < n && terms.len() >= MIN_TILE_TERMS * neurons.len() {
             self.tiled_updates += 1;
-            // A large batch: K[B, :] outgrows the cache, and a row updated
-            // whole would read its terms' rows of K from memory again for
-            // every fired neuron. Tiles of columns keep K[B, tile] cached
-            // while every fired row's part in the tile is updated; each
-            // value still sees its terms in s order (the same bits).
-            let count = n.div_ceil(tile);
-            let mut tiles: Vec<Vec<RowPart<'_, T>>> = (0..count).map(|_| Vec::with_capacity(rows.len())).collect();
-            for (j, (row, mask)) in rows.into_iter().zip(mask_slots).enumerate() {
-                let mut mask_parts = mask.chunks_mut(tile / 64);
-                for (t, part) in row.chunks_mut(tile).enumerate() {
-                    tiles[t].push((j, part, mask_parts.next().unwrap_or_default()));
-                }
-            }
-            // Tasks of up to TILE_TASK_ROWS rows of one tile, tile by tile:
-            // a few tiles alone would leave a thread idle.
-            let mut tasks = Vec::new();
-            for (t, parts) in tiles.into_iter().enumerate() {
-                let mut parts = parts.into_iter().peekable();
-                while parts.peek().is_some() {
-                    tasks.push((t, parts.by_ref().take(TILE_TASK_ROWS).collect::<Vec<_>>()));
-                }
-            }
-            tasks.into_par_iter().with_max_len(1).for_each(|(t, parts)| {
-                for (j, part, mask) in parts {
-                    let track = thresholds.map(|b| b[neurons[j] as usize]);
-                    update_row(part, &terms[starts[j]..starts[j + 1]], t * tile, track, mask);
-                }
-            });
+            update_tiled(rows, mask_slots, tile, terms, starts, neurons, thresholds);
         } else if n * neurons.len() * std::mem::size_of::<T>() < MIN_PARALLEL_BYTES {
             rows.into_iter().zip(mask_slots).enumerate().for_each(one);
         } else {
@@ -752,6 +725,46 @@ const MIN_TASK_VALUES: usize = 1 << 12;
 /// of a core's L2 on the machines kronnet is measured on (2 MiB), so the
 /// tile stays cached while the fired rows stream through it.
 const K_TILE_BYTES: usize = 1 << 20;
+
+/// The update of the fired `rows` (with their `masks`) in column tiles of
+/// `tile` values: a large batch's K[B, :] outgrows the cache, and a row
+/// updated whole would read its terms' rows of K from memory again for
+/// every fired neuron. Each tile keeps K[B, tile] cached while every fired
+/// row's part in it is updated; each value still sees its terms in s order
+/// (the same bits as the untiled update).
+fn update_tiled<T: Elem>(
+    rows: Vec<&mut [T]>,
+    masks: Vec<&mut [u64]>,
+    tile: usize,
+    terms: &[(f64, &[T::Gram])],
+    starts: &[usize],
+    neurons: &[u32],
+    thresholds: Option<&[f64]>,
+) {
+    let count = rows.first().map_or(0, |r| r.len().div_ceil(tile));
+    let mut tiles: Vec<Vec<RowPart<'_, T>>> = (0..count).map(|_| Vec::with_capacity(rows.len())).collect();
+    for (j, (row, mask)) in rows.into_iter().zip(masks).enumerate() {
+        let mut mask_parts = mask.chunks_mut(tile / 64);
+        for (t, part) in row.chunks_mut(tile).enumerate() {
+            tiles[t].push((j, part, mask_parts.next().unwrap_or_default()));
+        }
+    }
+    // Tasks of up to TILE_TASK_ROWS rows of one tile, tile by tile: a few
+    // tiles alone would leave a thread idle.
+    let mut tasks = Vec::new();
+    for (t, parts) in tiles.into_iter().enumerate() {
+        let mut parts = parts.into_iter().peekable();
+        while parts.peek().is_some() {
+            tasks.push((t, parts.by_ref().take(TILE_TASK_ROWS).collect::<Vec<_>>()));
+        }
+    }
+    tasks.into_par_iter().with_max_len(1).for_each(|(t, parts)| {
+        for (j, part, mask) in parts {
+            let track = thresholds.map(|b| b[neurons[j] as usize]);
+            update_row(part, &terms[starts[j]..starts[j + 1]], t * tile, track, mask);
+        }
+    });
+}
 
 /// A fired row's part in one column tile: the row's place among the fired
 /// rows, its values in the tile and their mask words.
