@@ -81,6 +81,24 @@ class StepOverRoofline(Benchmark):
         return float("nan") if cell is None else cell["ratio"]
 
 
+class BatchThroughput(Benchmark):
+    """Points per second at batch size S over points per second at S = 8,
+    in the same run (`kronnet bench roofline`'s batch table: n = 10^4,
+    m = 1024, float32, `suggest_lr(net, S)` each). Above 1 a larger batch
+    trains more points per second; S = 256 runs in column tiles."""
+
+    params = ([64, 256],)
+    param_names = ["batch_size"]
+    unit = "points/s over S = 8"
+    repeat = (1, 1, 300.0)
+
+    def track_points_per_second_ratio(self, batch_size):
+        from kronnet.cli import bench
+
+        small, large = bench.batch_scaling(10_000, 1024, [8, batch_size], seconds=2.0)
+        return large["points_per_second"] / small["points_per_second"]
+
+
 class PredictFolded(Benchmark):
     """Predicting 10,000 new pairs after training on 30,000 (64 x 64
     features, m = 1024): through the training points over through folded
