@@ -804,10 +804,11 @@ const MIN_PARALLEL_BYTES: usize = 2 << 20;
 /// One fired neuron's row P[:, r] −= Σ_s c_s K[B_s, :] over its nonzero
 /// `terms` (c_s with K's row s), then the row's mask of values above τ_r
 /// when `track` is set. `row` may be the part of the row from column
-/// `offset` on (a multiple of 64, `mask` that part's words). Dispatches at run time to an AVX-512 or AVX2 build
-/// of the same code where the CPU has it: wider vectors, the same
-/// operations in the same order, the same bits (no FMA contraction is ever
-/// applied to these separate multiply and subtract).
+/// `offset` on (a multiple of 64, `mask` that part's words). Dispatches at
+/// run time to an AVX-512 or AVX2 build of the same code where the CPU has
+/// it: wider vectors, the same operations in the same order, the same bits
+/// (no FMA contraction is ever applied to these separate multiply and
+/// subtract).
 fn update_row<T: Elem>(
     row: &mut [T],
     terms: &[(f64, &[T::Gram])],
@@ -904,21 +905,30 @@ fn update_row_generic<T: Elem>(
         for (b, block) in row.chunks_mut(BLOCK).enumerate() {
             let start = b * BLOCK;
             T::update_one(block, *c, &k[offset + start..offset + start + block.len()]);
-            if let Some(tau) = track {
-                for (w, chunk) in block.chunks(64).enumerate() {
-                    mask[start / 64 + w] = above(chunk, tau);
-                }
-            }
+            record_mask(block, start, track, mask, &above);
         }
         return;
     }
     for (b, block) in row.chunks_mut(BLOCK).enumerate() {
         let start = b * BLOCK;
         T::update_block(block, terms, offset + start);
-        if let Some(tau) = track {
-            for (w, chunk) in block.chunks(64).enumerate() {
-                mask[start / 64 + w] = above(chunk, tau);
-            }
+        record_mask(block, start, track, mask, &above);
+    }
+}
+
+/// The mask words of `block` (the row's values from `start`, a multiple
+/// of 64): bit k of a word set iff the value is above τ, when `track` is τ.
+#[inline(always)]
+fn record_mask<T: Elem>(
+    block: &[T],
+    start: usize,
+    track: Option<f64>,
+    mask: &mut [u64],
+    above: &impl Fn(&[T], f64) -> u64,
+) {
+    if let Some(tau) = track {
+        for (w, chunk) in block.chunks(64).enumerate() {
+            mask[start / 64 + w] = above(chunk, tau);
         }
     }
 }
@@ -1140,7 +1150,7 @@ pub(crate) mod tests {
 
     #[test]
     fn every_index_gives_the_same_trajectory() {
-        // (n, S, steps): small, and a batch whose K[B, :] outgrows
+        // (n, S, steps, m): small, and a batch whose K[B, :] outgrows
         // K_TILE_BYTES so the update (and the masks `bits` records) runs
         // in column tiles.
         for (n, s, steps, m) in [(40, 6, 200, 300), (1500, 128, 20, 100)] {
