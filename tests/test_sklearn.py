@@ -304,6 +304,34 @@ def test_auto_rates_recover_from_divergence(monkeypatch):
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("seed", [73, 170])
+def test_a_first_partial_fit_starts_over_when_its_epoch_diverges(seed, monkeypatch):
+    import kronnet.sklearn as ks
+    from sklearn.datasets import make_blobs
+
+    # The data of scikit-learn's check_estimators_partial_fit_n_features: at
+    # these seeds the first epoch diverged, and lower rates from its last
+    # finite state could not bring it back (DivergenceError, or an R² of
+    # -5.6e40). The call that starts the net starts over instead, as fit does.
+    X, y = make_blobs(n_samples=50, random_state=1)
+    reg = KronNetRegressor(width=64, max_steps=200, random_state=seed).partial_fit(X, y)
+    assert (reg.n_iter_, reg.t_, len(reg.loss_curve_)) == (1, 7, 1)  # one epoch, counted once
+    pred = reg.predict(X)
+    assert np.isfinite(pred).all() and r2_score(y, pred) > -1.0
+
+    def absurd(net, batch_size, data, parts, loss):
+        return {name: (1e100 if p in parts else 0.0) for p, name in zip("wabcv", ks.RATE_PARAMS)}
+
+    monkeypatch.setattr(ks, "suggest_rates", absurd)
+    monkeypatch.setattr(ks, "MAX_LR_RETRIES", 400)
+    reg = KronNetRegressor(width=64, random_state=seed).partial_fit(X, y)
+    assert reg.rates_["lr"] < 1e100 and np.isfinite(reg.predict(X)).all()
+    net = reg.net_
+    reg.partial_fit(X, y)  # a later call continues the same net
+    assert reg.net_ is net and reg.n_iter_ == 2
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_the_inputs_scale_is_taken_out_and_the_rates_follow_the_data():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(60, 5))

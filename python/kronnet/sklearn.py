@@ -737,7 +737,7 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
         starting = not (incremental or self.warm_start) or not hasattr(self, "net_")
         for attempt in range(MAX_LR_RETRIES + 1):
             try:
-                return self._fit_once(X, y, incremental, classes, 0.25**attempt)
+                return self._fit_once(X, y, incremental, classes, 0.25**attempt, starting)
             except _LossGrowth as exc:
                 # "auto" rates on a fresh start: start over at a quarter of them.
                 if not (starting and self._auto()) or attempt == MAX_LR_RETRIES:
@@ -747,11 +747,14 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
                     ) from None
         raise AssertionError("unreachable")
 
-    def _fit_once(self, X: Any, y: Any, incremental: bool, classes: Any, lr_scale: float) -> Any:
+    def _fit_once(self, X: Any, y: Any, incremental: bool, classes: Any, lr_scale: float, first: bool) -> Any:
         self._check_params()
-        first = not (incremental or self.warm_start) or not hasattr(self, "net_")
-        # A fit that starts a net can start over after a divergence.
-        self._fresh = first and not incremental
+        # A call that starts a net (fit, or the first partial_fit) can start
+        # over after a divergence: `first` is decided once per call, so an
+        # attempt after a failed one starts a net again rather than
+        # continuing the diverged one, whose last finite state can be far
+        # off (no rate brings it back).
+        self._fresh = first
         if not first:
             self._check_unchanged()
         data, y_arr = self._points(X, y, reset=first)
@@ -793,11 +796,20 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
             self._lr_scale = lr_scale
             self._start(train, rs)
             self._start_exact(train)
-        self._ensure_trainer(train)
+        trainer = self._ensure_trainer(train)
         per_epoch = math.ceil(train.n / self.batch_size_)
         if incremental:
+            before = trainer.full_loss() if self._fresh else None
             self.loss_curve_.append(self._epoch(per_epoch))
             self.n_iter_ += 1
+            if before is not None:
+                # The first call's epoch must not wreck its exact start: a
+                # loss grown LOSS_GROWTH-fold (finite, so no step refused
+                # it) starts the net over at lower rates, as `fit` does.
+                assert self._trainer is not None  # _epoch's, possibly remade at lower rates
+                after = self._trainer.full_loss()
+                if not after <= LOSS_GROWTH * max(before, np.finfo(np.float64).tiny):
+                    raise _LossGrowth(f"the training loss grew from {before:.3g} to {after:.3g} in one epoch")
             return self
         budget = int(self.max_steps)
         converged = False
