@@ -17,6 +17,22 @@ use rayon::prelude::*;
 /// Neurons per GEMM task (fixed so results do not depend on thread count).
 const NEURON_BLOCK: usize = 64;
 
+/// The full loss takes the points a block at a time, so its transient is
+/// one (neurons × block) matrix of about this size rather than the whole
+/// (n × neurons) preactivations and their transposed copy. Those two were
+/// 16 MiB at n = 512, m = 2048, and glibc keeps a freed buffer that large
+/// resident in the malloc arena of whichever worker thread held it (its
+/// mmap threshold rises after the first such free), so the measured peak
+/// varied by 13 MiB from run to run at 8 threads.
+const LOSS_BLOCK_BYTES: usize = 1 << 20;
+
+/// Points per block of the full loss for `neurons` neurons: about
+/// `LOSS_BLOCK_BYTES` of preactivations, but never fewer than 64 points,
+/// below which the products are too thin to run at speed.
+pub fn loss_block_points(neurons: usize) -> usize {
+    (LOSS_BLOCK_BYTES / (8 * neurons.max(1))).max(64)
+}
+
 pub struct DenseState {
     x: Array2<f64>,
     /// max_i ‖x_i‖₂: |<w, x_i>| ≤ ‖w‖₂ · x_norm bounds every preactivation.
@@ -48,6 +64,15 @@ fn preacts(x: ArrayView2<'_, f64>, w: ArrayView2<'_, f64>) -> Array2<f64> {
         general_mat_mul(1.0, &x, &wb.t(), 0.0, &mut zc);
     });
     z
+}
+
+/// Zᵀ = W Xᵀ (neurons × rows of X) into `zt`, in the same neuron blocks.
+fn preacts_t_into(x: ArrayView2<'_, f64>, w: ArrayView2<'_, f64>, zt: &mut ArrayViewMut2<'_, f64>) {
+    zt.axis_chunks_iter_mut(Axis(0), NEURON_BLOCK).into_par_iter().enumerate().for_each(|(blk, mut zc)| {
+        let start = blk * NEURON_BLOCK;
+        let wb = w.slice(s![start..start + zc.nrows(), ..]);
+        general_mat_mul(1.0, &wb, &x.t(), 0.0, &mut zc);
+    });
 }
 
 impl DenseState {
@@ -102,8 +127,16 @@ impl DenseState {
     }
 
     pub fn full_loss(&self, model: &Model) -> f64 {
-        let lin = self.linear_parts(self.x.view());
-        let f = model.outputs_of_preacts(preacts(self.x.view(), self.w.view()).view(), lin.as_deref());
+        let (n, m) = (self.x.nrows(), self.w.nrows());
+        let block = loss_block_points(m).min(n);
+        let mut zt = Array2::zeros((m, block));
+        let mut f = Vec::with_capacity(n * self.outputs);
+        for start in (0..n).step_by(block) {
+            let x = self.x.slice(s![start..(start + block).min(n), ..]);
+            let mut z = zt.slice_mut(s![.., ..x.nrows()]);
+            preacts_t_into(x, self.w.view(), &mut z);
+            f.extend(model.outputs_neuron_major(z.view(), self.linear_parts(x).as_deref()));
+        }
         self.loss.mean(&f, &self.y, self.outputs, None)
     }
 

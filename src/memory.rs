@@ -53,7 +53,8 @@ pub struct TrainerShape<'a> {
 /// peak they add up to.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TrainerMemory {
-    /// P (n × neurons): the Kronecker state; the dense backend's full loss.
+    /// P (n × neurons): the Kronecker state; for the dense backend, the full
+    /// loss's preactivations of one block of points (neurons × block).
     pub preacts: u128,
     /// The coefficient block, when the net has none for these points.
     pub coefficients: u128,
@@ -109,7 +110,8 @@ fn f64_bytes(factors: &[usize]) -> u128 {
 /// scratch, or one trained block's cross-Gram) and then the Gram and the
 /// index, which stay. Dense backend: W (neurons × d) stays; a trained
 /// block's X_s lives only while W is built and this trainer's X only after,
-/// never both; the full loss adds the (n, neurons) preactivations.
+/// never both; the full loss adds one block of its points' preactivations
+/// (`dense::loss_block_points`).
 pub fn trainer_memory(shape: &TrainerShape<'_>) -> TrainerMemory {
     let (n, m, c) = (shape.n, shape.neurons, shape.outputs.max(1));
     let largest_trained = shape.trained_sizes.iter().copied().max().unwrap_or(0);
@@ -157,6 +159,7 @@ pub fn trainer_memory(shape: &TrainerShape<'_>) -> TrainerMemory {
             let dense_w = d.saturating_mul(f64_bytes(&[m]));
             let dense_x = d.saturating_mul(f64_bytes(&[n.max(largest_trained)]));
             let linear = if shape.linear { d.saturating_mul(f64_bytes(&[c])) } else { 0 };
+            let preacts = f64_bytes(&[m, n.min(crate::dense::loss_block_points(m))]);
             let peak = [dense_w, dense_x, coefficients, preacts, linear].into_iter().fold(0u128, u128::saturating_add);
             TrainerMemory { preacts, coefficients, dense_x, dense_w, linear, peak, ..Default::default() }
         }
@@ -264,11 +267,11 @@ mod tests {
         let dims = [6, 10];
         let s = shape(BackendKind::Dense, &dims, &[300, 2000]);
         let want = TrainerMemory {
-            preacts: 4_096_000,      // the full loss's (n, m) preactivations
+            preacts: 1_048_576,      // the full loss's 256 points at a time (1 MiB / 8 m)
             coefficients: 4_104_000, // a new block (α and β̃)
             dense_w: 245_760,        // 8 · 60 · 512
             dense_x: 960_000,        // 8 · 60 · max(1000, 2000)
-            peak: 245_760 + 960_000 + 4_104_000 + 4_096_000,
+            peak: 245_760 + 960_000 + 4_104_000 + 1_048_576,
             ..Default::default()
         };
         assert_eq!(trainer_memory(&s), want);
@@ -287,7 +290,7 @@ mod tests {
         assert_eq!((kron.targets, kron.linear), (8 * 1000 * 3, 8 * 1000 * 3));
         let none = TrainerShape { new_block: false, trained_sizes: &[], ..s };
         assert_eq!(trainer_memory(&none).dense_x, 480_000);
-        assert_eq!(trainer_memory(&none).peak, 245_760 + 480_000 + 4_096_000);
+        assert_eq!(trainer_memory(&none).peak, 245_760 + 480_000 + 1_048_576);
     }
 
     /// Absurd sizes saturate instead of overflowing or panicking.

@@ -242,6 +242,31 @@ def test_full_model_matches_numpy_reference(loss, C, trained, backend, index, gr
     run.assert_parameters_match()
 
 
+@pytest.mark.parametrize("loss,C", [("squared", 3), ("cross_entropy", 3), ("logistic", 1)])
+def test_the_dense_full_loss_over_several_blocks_of_points_matches_numpy(loss, C):
+    """The dense backend's full loss takes 64 points at a time at width
+    4096 (about 1 MiB of preactivations a block): 150 points are three
+    blocks, the last one short, each with its own linear parts."""
+    n, width = 150, 4096
+    data = kn.make_kronecker_data(n, dims=DIMS, seed=DATA_SEED)
+    y = make_targets(loss, C, data)
+    net = kn.TwoLayerNet(DIMS, width, outputs=C, seed=NET_SEED)
+    lr = kn.suggest_lr(net, S)
+    rates = rates_for(loss, "abc", lr_v=True)
+    X = kron_rows(data.factors)
+    ref = FullReferenceSGD(net.initial_weights(), X, y, np.array(net.a, dtype=np.float64), net.threshold, 0.0,
+                           loss=loss, lr=lr, **rates)  # fmt: skip
+    tr = kn.Trainer(net, data.with_targets(y), lr=lr, loss=loss, batch_size=S, backend="dense", **rates)
+    start = ref.full_loss()
+    assert_full_losses_close([tr.full_loss()], [start])
+    for batch in explicit_batches(n, 60, S, BATCH_SEED):
+        tr.step(batch)
+        ref.step(batch)
+    assert ref.full_loss() < 0.9 * start
+    assert float(np.max(np.abs(ref.V))) > 1e-3  # the linear parts count in every block
+    assert_full_losses_close([tr.full_loss()], [ref.full_loss()])
+
+
 LINEAR_CASES = [("squared", 1), ("squared", 3), ("cross_entropy", 3)]
 
 

@@ -39,7 +39,7 @@ class MemoryPlan:
         ``coefficients`` (a new block), ``points`` (a copy of the factors,
         for Gram columns), ``targets``, ``init`` (init's transient buffers),
         ``gram``, ``index``, ``dense_x``, ``dense_w``; for the dense backend
-        also ``step_rows``, ``loss_copy`` and ``threads``
+        also ``step_rows`` and ``threads``
         (``_dense_extras``); and ``peak``, the largest total at any moment.
     estimate : int
         ``peak`` plus :data:`ALLOCATOR_SLACK_BYTES`.
@@ -83,8 +83,8 @@ def trainer_memory(
         ).items()
     }
     if dense:
-        parts.update(_dense_extras(net, config, held, parts["preacts"]))
-        parts["peak"] += parts["step_rows"] + parts["loss_copy"] + parts["threads"]
+        parts.update(_dense_extras(net, config, held))
+        parts["peak"] += parts["step_rows"] + parts["threads"]
     what = (
         "the dense backend's X (n × d) and W (width × d)"
         if dense
@@ -93,7 +93,7 @@ def trainer_memory(
     return MemoryPlan(parts, parts["peak"] + ALLOCATOR_SLACK_BYTES, what)
 
 
-def _dense_extras(net: TwoLayerNet, config: TrainerConfig, held: int, preacts: int) -> Dict[str, int]:
+def _dense_extras(net: TwoLayerNet, config: TrainerConfig, held: int) -> Dict[str, int]:
     """What the dense backend allocates beyond the core's plan:
 
     ``step_rows``
@@ -102,14 +102,11 @@ def _dense_extras(net: TwoLayerNet, config: TrainerConfig, held: int, preacts: i
         sets: at most S ⌈q m⌉ for q the fraction of neurons a unit-norm point
         fires at initialization (:meth:`TwoLayerNet.firing_fraction`), and
         at most m.
-    ``loss_copy``
-        The full loss's transposed copy of the (n, m) preactivations.
     ``threads``
         :data:`DENSE_THREAD_BYTES` per worker thread.
     """
     fired = min(held, config.batch_size * math.ceil(net.firing_fraction() * held))
     return {
         "step_rows": 8 * fired * net.d,
-        "loss_copy": preacts,
         "threads": DENSE_THREAD_BYTES * int(_core.thread_count()),
     }

@@ -376,8 +376,8 @@ class Trainer:
         precomputed), the index (``bits``: n m / 4 bytes; ``tree``: about
         8 n m / 7), a copy of the factors, and the largest transient (init's
         per-thread buffers, a trained block's cross-Gram). Dense backend:
-        X (8 n d), W (8 m d), the block, one trained block's X, the (n, m)
-        preactivations of a full loss and their transposed copy, a step's
+        X (8 n d), W (8 m d), the block, one trained block's X, a full
+        loss's preactivations of one block of points (about 1 MiB), a step's
         new rows of W (``|R|`` × d, ``|R|`` <= S q m) and ``DENSE_THREAD_BYTES`` per
         worker thread for the matrix products' own buffers. Both add
         ``ALLOCATOR_SLACK_BYTES`` for what the allocator and threads keep.
