@@ -98,6 +98,16 @@ impl TrainerMemory {
     }
 }
 
+/// What the `gemm` crate keeps in each thread that has run a product: a
+/// packing buffer the size of the L2 cache, held for the thread's life
+/// (gemm-common's `L2_SLAB`). A trained block's cross-Gram products run in
+/// every worker, so at 8 threads of a 2 MiB L2 they add 16 MiB beside the
+/// cross-Gram (a trainer at n = 1024, m = 2048, d = 2^14 peaked 10 MiB over
+/// its estimate without it).
+pub fn gemm_thread_bytes() -> u128 {
+    gemm_common::cache::CACHE_INFO[1].cache_bytes as u128
+}
+
 /// 8 · Π factors, saturating: the bytes of that many f64.
 fn f64_bytes(factors: &[usize]) -> u128 {
     factors.iter().fold(8u128, |acc, &k| acc.saturating_mul(k as u128))
@@ -124,7 +134,12 @@ pub fn trainer_memory(shape: &TrainerShape<'_>) -> TrainerMemory {
             let targets = f64_bytes(&[n, c]);
             let linear = if shape.linear { f64_bytes(&[n, c]) } else { 0 };
             let scratch = shape.init.scratch_bytes(shape.dims, n, shape.rank, shape.table_rows, shape.threads);
-            let mut init = scratch.max(f64_bytes(&[n, largest_trained]));
+            let cross = if largest_trained > 0 {
+                f64_bytes(&[n, largest_trained]).saturating_add(gemm_thread_bytes() * shape.threads.max(1) as u128)
+            } else {
+                0
+            };
+            let mut init = scratch.max(cross);
             if shape.dtype != Dtype::F64 {
                 // Float64 rows before they are rounded: 256 neurons at a
                 // time for a fresh net, the whole P when a block is trained
@@ -228,15 +243,17 @@ mod tests {
         let s = shape(BackendKind::Kron, &dims, &[300, 2000]);
         let scratch = s.init.scratch_bytes(&dims, 1000, 1, 0, 2);
         // A trained block of 2000 points: its cross-Gram (1000 × 2000) is
-        // 16 MB, more than init's buffers here.
+        // 16 MB, more than init's buffers here; each of the 2 threads keeps
+        // gemm's packing buffer beside it.
         assert!(scratch < 16_000_000, "{scratch}");
+        let cross = 16_000_000 + 2 * gemm_thread_bytes();
         let got = trainer_memory(&s);
         let want = TrainerMemory {
             preacts: 4_096_000,      // 8 · 1000 · 512
             coefficients: 4_104_000, // a new block: 8 · 1000 · (512 + 1)
             points: 0,               // the Gram is precomputed
             targets: 8_000,
-            init: 16_000_000, // max(scratch, 8 · 1000 · 2000)
+            init: cross, // max(scratch, 8 · 1000 · 2000 + gemm's buffers)
             // 8 · 1000² + 8 · 64 · 1000 · 2 threads
             gram: 8_000_000 + 1_024_000,
             // 8 · (1000 · ⌈512/64⌉ + 512 · ⌈1000/64⌉ + 512 thresholds)
@@ -245,7 +262,7 @@ mod tests {
             dense_x: 0,
             dense_w: 0,
             // P + block + targets + max(init, gram + index)
-            peak: 4_096_000 + 4_104_000 + 8_000 + 16_000_000,
+            peak: 4_096_000 + 4_104_000 + 8_000 + cross,
         };
         assert_eq!(got, want);
         // Gram columns: the points' copy instead of the Gram; a shared Gram

@@ -134,6 +134,10 @@ pub fn preacts_t_part(
         }
     }
     let mut p_t = init.preacts_t_range(query, first, count, ctl)?;
+    if blocks.iter().any(|b| b.coef.trained()) {
+        // Init's scratch must not stay beside the cross-Grams.
+        crate::pages::release_free_memory();
+    }
     for b in blocks {
         ctl.check()?;
         add_trained(&mut p_t, query, b)?;
