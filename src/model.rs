@@ -511,9 +511,7 @@ pub fn plan_step(
             "batch loss is {value}; the model is left at its last finite state (lower lr)"
         )));
     }
-    let mut neurons: Vec<u32> = fire.iter().flatten().copied().collect();
-    neurons.sort_unstable();
-    neurons.dedup();
+    let neurons = union_of(fire, model.width());
     let scale = model.scale();
     // The paper's step: (lr / S)(1/√m) e_s, times a_r per fired neuron.
     let step = rates.w / s_len as f64 * scale;
@@ -554,6 +552,33 @@ pub fn plan_step(
     grad_c.iter_mut().for_each(|v| *v /= s_len as f64);
     let c_norm = (0..s_len).map(|s| step * g[s * c..(s + 1) * c].iter().map(|v| v.abs()).sum::<f64>()).collect();
     Ok(Plan { loss: value, g, neurons, coef, grad_a, grad_b, grad_c, c_norm })
+}
+
+/// The sorted union of the fire sets (each of neurons below `width`): by a
+/// bitmap of the width when it is small beside the sets (a step at n = 1000,
+/// m = 512 spent 2% of its time sorting 330 indices), else by sorting.
+fn union_of(fire: &[Vec<u32>], width: usize) -> Vec<u32> {
+    let total: usize = fire.iter().map(Vec::len).sum();
+    let words = width.div_ceil(64);
+    if words > 4 * total {
+        let mut all: Vec<u32> = fire.iter().flatten().copied().collect();
+        all.sort_unstable();
+        all.dedup();
+        return all;
+    }
+    let mut bits = vec![0u64; words];
+    for &r in fire.iter().flatten() {
+        bits[r as usize / 64] |= 1 << (r % 64);
+    }
+    let mut out = Vec::with_capacity(total);
+    for (w, &word) in bits.iter().enumerate() {
+        let mut rest = word;
+        while rest != 0 {
+            out.push((w * 64) as u32 + rest.trailing_zeros());
+            rest &= rest - 1;
+        }
+    }
+    out
 }
 
 /// Finite bounds on the state that every rank of a sharded trainer keeps
@@ -732,6 +757,25 @@ pub fn check_batch(batch: &[usize], n: usize) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// The union by bitmap and by sorting (the branch depends on the
+        /// width beside the sets' sizes) is the sorted distinct neurons.
+        #[test]
+        fn union_is_the_sorted_distinct_neurons(
+            width in 1usize..2000,
+            sets in proptest::collection::vec(proptest::collection::vec(0u32..2000, 0..40), 0..9),
+        ) {
+            let fire: Vec<Vec<u32>> = sets.iter().map(|s| {
+                let mut s: Vec<u32> = s.iter().map(|&r| r % width as u32).collect();
+                s.sort_unstable();
+                s.dedup();
+                s
+            }).collect();
+            let want: std::collections::BTreeSet<u32> = fire.iter().flatten().copied().collect();
+            proptest::prop_assert_eq!(union_of(&fire, width), want.into_iter().collect::<Vec<_>>());
+        }
+    }
 
     /// A ridge whose decay 1 − lr λ would be ≤ 0 is refused; a smaller one,
     /// or any ridge on a frozen part, is not.

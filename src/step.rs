@@ -58,13 +58,23 @@ impl From<GramMode> for KernelSpec {
 
 /// Where a step gets K[B, :] from.
 enum Kernel {
-    /// The n × n Gram (possibly shared with other states on the same points).
-    Gram(Arc<Array2<f64>>),
+    /// The n × n Gram (possibly shared with other states on the same
+    /// points), and max_j |K[i, j]| for each row i: a step's growth guard
+    /// needs it at each batch point, and reading it back costs nothing where
+    /// a pass over K[B, :] was a tenth of a step at n = 1000.
+    Gram { k: Arc<Array2<f64>>, row_max: Vec<f64> },
     /// The trainer's own copy of the points (rows, or tables and indexes),
     /// K[B, :] computed per step. Only this mode keeps the factors: with the
     /// Gram precomputed no step reads them, and at large d_k they can be
     /// the largest array there is.
     Columns(OwnedFactors),
+}
+
+impl Kernel {
+    fn gram(k: Arc<Array2<f64>>) -> Kernel {
+        let row_max = k.axis_iter(Axis(0)).into_par_iter().map(|row| max_abs(row.iter())).collect();
+        Kernel::Gram { k, row_max }
+    }
 }
 
 pub struct KronState<T: Elem = f64> {
@@ -247,9 +257,9 @@ impl<T: Elem> KronState<T> {
             }
         }
         let kernel = match kernel {
-            KernelSpec::Compute(GramMode::Precomputed) => Kernel::Gram(Arc::new(gram(f)?)),
+            KernelSpec::Compute(GramMode::Precomputed) => Kernel::gram(Arc::new(gram(f)?)),
             KernelSpec::Compute(GramMode::Columns) => Kernel::Columns(f.to_owned()),
-            KernelSpec::Shared(k) if k.dim() == (n, n) => Kernel::Gram(k),
+            KernelSpec::Shared(k) if k.dim() == (n, n) => Kernel::gram(k),
             KernelSpec::Shared(k) => {
                 return invalid("gram_from", format!("has a Gram of shape {:?}, these points need ({n}, {n})", k.dim()))
             }
@@ -374,14 +384,14 @@ impl<T: Elem> KronState<T> {
     /// The precomputed Gram, for another state on the same points.
     pub fn shared_gram(&self) -> Option<Arc<Array2<f64>>> {
         match &self.kernel {
-            Kernel::Gram(k) => Some(Arc::clone(k)),
+            Kernel::Gram { k, .. } => Some(Arc::clone(k)),
             Kernel::Columns(_) => None,
         }
     }
 
     pub fn gram_mode(&self) -> GramMode {
         match self.kernel {
-            Kernel::Gram(_) => GramMode::Precomputed,
+            Kernel::Gram { .. } => GramMode::Precomputed,
             Kernel::Columns(_) => GramMode::Columns,
         }
     }
@@ -517,15 +527,19 @@ impl<T: Elem> KronState<T> {
         head_norms: (f64, f64),
         kb_t: ArrayView2<'_, f64>,
     ) -> Result<StepStats> {
-        // max_i |K[i, B_s]| per batch point, in parallel over pieces of each
-        // row (a max is the same whatever the split).
-        let kb_max: Vec<f64> = kb_t
-            .axis_iter(Axis(0))
-            .map(|row| {
-                let row = row.to_slice().expect("rows of K[B, :] are contiguous");
-                row.par_chunks(1 << 14).map(|c| max_abs(c.iter())).reduce(|| 0.0, f64::max)
-            })
-            .collect();
+        // max_i |K[i, B_s]| per batch point (K symmetric: its row's max),
+        // in parallel over pieces of each row when the Gram is not kept (a
+        // max is the same whatever the split).
+        let kb_max: Vec<f64> = match &self.kernel {
+            Kernel::Gram { row_max, .. } => batch.iter().map(|&i| row_max[i]).collect(),
+            Kernel::Columns(_) => kb_t
+                .axis_iter(Axis(0))
+                .map(|row| {
+                    let row = row.to_slice().expect("rows of K[B, :] are contiguous");
+                    row.par_chunks(1 << 14).map(|c| max_abs(c.iter())).reduce(|| 0.0, f64::max)
+                })
+                .collect(),
+        };
         let bounds =
             self.head_caps(&rates, head_norms).advance(model, &plan, &rates, &self.ridge, &kb_max, T::SAFE_BOUND)?;
         // The linear term's coefficients: φ = lr_v / (S s_v) with s_v already
@@ -937,7 +951,7 @@ fn record_mask<T: Elem>(
 /// computed from the factors (`scratch` for the per-factor products).
 fn fill_kernel_rows(kernel: &Kernel, batch: &[usize], out: &mut Vec<f64>, scratch: &mut Vec<f64>) -> Result<()> {
     match kernel {
-        Kernel::Gram(k) => {
+        Kernel::Gram { k, .. } => {
             let n = k.ncols();
             out.clear();
             out.reserve(batch.len() * n);
