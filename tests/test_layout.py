@@ -365,3 +365,35 @@ def test_each_mode_name_has_one_source_of_truth():
     assert get_args(config.IndexKind) == ("auto", *_core.INDEXES) == config.INDEXES
     assert get_args(config.GramMode) == ("auto", *_core.GRAM_MODES) == config.GRAM_MODES
     assert get_args(InitName) == tuple(_core.INITS)
+
+
+# -- the text itself ----------------------------------------------------------------
+
+#: Control characters other than tab, newline and carriage return: what a
+#: Python string's escape makes of LaTeX written without a raw string
+#: ("\alpha" is BEL + "lpha"; docs/guide.md carried one).
+CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def text_files() -> List[str]:
+    """The repository's prose and sources: README, CHANGELOG, docs/*.md, the
+    Python package (.py, .pyi) and the Rust crate."""
+    files = [os.path.join(ROOT, name) for name in ("README.md", "CHANGELOG.md")]
+    for top, suffixes in (("docs", (".md",)), ("python", (".py", ".pyi")), ("src", (".rs",))):
+        for folder, dirs, names in os.walk(os.path.join(ROOT, top)):
+            dirs[:] = [d for d in dirs if not d.startswith(("_build", "."))]
+            files += [os.path.join(folder, n) for n in names if n.endswith(suffixes)]
+    return files
+
+
+def test_text_has_no_control_characters():
+    files = text_files()
+    assert len(files) > 50 and any(f.endswith("guide.md") for f in files)
+    bad = []
+    for path in files:
+        with open(path, encoding="utf-8") as fh:
+            for number, line in enumerate(fh, 1):
+                if CONTROL.search(line):
+                    bad.append(f"{os.path.relpath(path, ROOT)}:{number}: {line.strip()!r}")
+    assert not bad, "\n".join(bad)
+    assert CONTROL.search("over $P$ and $\alpha$") and not CONTROL.search("$\\alpha$\t\r\n")
