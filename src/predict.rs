@@ -119,6 +119,21 @@ pub fn preacts_t_part(
     blocks: &[Block<'_>],
     ctl: &Control,
 ) -> Result<Array2<f64>> {
+    preacts_t_phases(query, init, first, count, blocks, ctl, || {})
+}
+
+/// `preacts_t_part` in its two phases, init's W(0) part and then each
+/// trained block's cross-Gram part, calling `between` in between when a
+/// block is trained.
+fn preacts_t_phases(
+    query: &Factors<'_>,
+    init: &InitialWeights,
+    first: usize,
+    count: usize,
+    blocks: &[Block<'_>],
+    ctl: &Control,
+    between: impl Fn(),
+) -> Result<Array2<f64>> {
     for (j, b) in blocks.iter().enumerate() {
         if b.factors.dims() != query.dims() {
             return invalid(
@@ -135,8 +150,7 @@ pub fn preacts_t_part(
     }
     let mut p_t = init.preacts_t_range(query, first, count, ctl)?;
     if blocks.iter().any(|b| b.coef.trained()) {
-        // Init's scratch must not stay beside the cross-Grams.
-        crate::pages::release_free_memory();
+        between();
     }
     for b in blocks {
         ctl.check()?;
@@ -145,11 +159,14 @@ pub fn preacts_t_part(
     Ok(p_t)
 }
 
-/// `preacts_t_part` stored as `T`. For float32 and a net with no trained
-/// block (a new trainer's usual start), the rows are computed 256 neurons at
-/// a time (whole 64-neuron blocks, as one process computes them) and
-/// rounded, so the float64 Pᵀ never exists whole: its peak is the float32
-/// array plus one chunk.
+/// A trainer's starting Pᵀ: `preacts_t_part` stored as `T`, with the free
+/// memory handed back (`pages::release_free_memory`) after init and after
+/// the cross-Grams, so that neither phase's transients stay resident beside
+/// the next (the cross-Grams, then the trainer's Gram and index). For
+/// float32 and a net with no trained block (a new trainer's usual start),
+/// the rows are computed 256 neurons at a time (whole 64-neuron blocks, as
+/// one process computes them) and rounded, so the float64 Pᵀ never exists
+/// whole: its peak is the float32 array plus one chunk.
 pub fn preacts_t_part_as<T: Elem>(
     query: &Factors<'_>,
     init: &InitialWeights,
@@ -158,8 +175,11 @@ pub fn preacts_t_part_as<T: Elem>(
     blocks: &[Block<'_>],
     ctl: &Control,
 ) -> Result<Array2<T>> {
+    use crate::pages::release_free_memory;
     if T::BYTES == 8 || blocks.iter().any(|b| b.coef.trained()) {
-        return Ok(T::from_f64_array(preacts_t_part(query, init, first, count, blocks, ctl)?));
+        let p_t = preacts_t_phases(query, init, first, count, blocks, ctl, release_free_memory)?;
+        release_free_memory();
+        return Ok(T::from_f64_array(p_t));
     }
     const CHUNK: usize = 256;
     let mut out = try_array2_of::<T>(count, query.n(), "preactivations")?;
@@ -168,6 +188,7 @@ pub fn preacts_t_part_as<T: Elem>(
         let part = init.preacts_t_range(query, first + j0, c, ctl)?;
         out.slice_mut(ndarray::s![j0..j0 + c, ..]).zip_mut_with(&part, |o, v| *o = T::from_f64(*v));
     }
+    release_free_memory();
     Ok(out)
 }
 

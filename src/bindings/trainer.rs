@@ -247,10 +247,8 @@ impl TrainerCore {
                         Dtype::F64 => {
                             let p_t = match state_view {
                                 Some(s) => s.to_owned(),
-                                None => prediction::preacts_t_part(&f, &init, first, count, &blocks, ctl)?,
+                                None => prediction::preacts_t_part_as::<f64>(&f, &init, first, count, &blocks, ctl)?,
                             };
-                            // Init's transients must not stay beside the Gram and index.
-                            crate::pages::release_free_memory();
                             Ok(Engine::Kron(kron_state(&f, setup, head, p_t, kernel, index, bounds)?))
                         }
                         Dtype::F32 => {
@@ -258,7 +256,6 @@ impl TrainerCore {
                                 Some(s) => s.to_owned(),
                                 None => prediction::preacts_t_part_as::<f32>(&f, &init, first, count, &blocks, ctl)?,
                             };
-                            crate::pages::release_free_memory();
                             Ok(Engine::Kron32(kron_state(&f, setup, head, p_t, kernel, index, bounds)?))
                         }
                     }

@@ -82,8 +82,9 @@ impl LinearScan {
 /// Below this size of P the scan runs on the calling thread: its few
 /// thousand reads take less time than waking a worker of the pool, which
 /// the step then usually does not need either (its update is serial below
-/// 2 MiB of fired rows). Above it the reads, scattered over P, are latency-bound and two
-/// threads halve them (n = 1000, m = 2048: 0.08 ms against 0.10).
+/// 2 MiB of fired rows). Above it the reads, scattered over P, are
+/// latency-bound and two threads halve them (n = 1000, m = 2048: 0.08 ms
+/// against 0.10).
 const SERIAL_BYTES: usize = 4 << 20;
 
 /// `{r : row[r] > thresholds[r]}`, sorted.
