@@ -821,14 +821,17 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
             )
             self.best_loss_ = None
         self._no_improvement_count = 0
-        start_net: Optional[TwoLayerNet] = None
+        # None: no exact start to beat; True while it holds the best score.
+        start_best: Optional[bool] = None
         best_errors: Optional[np.ndarray] = None
         steps_before, best_steps = self.t_, 0
         if val_data is not None and first and (self.ridge_lambda_ is not None or self.output_lambda_ is not None):
             # The exact start is the first candidate: training must beat it.
+            # No copy of it is kept: if it wins, the refit below builds it
+            # again on every point (a copy of MovieLens' start took 5 s).
             assert y_val is not None and self.validation_scores_ is not None
             self.best_validation_score_, best_errors = self._validation(val_data, y_val)
-            best_net = start_net = copy.deepcopy(self.net_)
+            start_best = True
         while budget > 0:
             steps = min(per_epoch, budget)
             loss = self._epoch(steps)
@@ -854,6 +857,8 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
                     # copy of 72,000 × 1024 coefficients took 2.7 s).
                     best_net = self.net_ if budget == 0 else copy.deepcopy(self.net_)
                     best_steps = self.t_ - steps_before
+                    if start_best:
+                        start_best = False
             else:
                 if self._speaks():
                     print(f"Epoch {self.n_iter_}, loss = {loss:.8f}")
@@ -864,13 +869,13 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
             if self._no_improvement_count > self.n_iter_no_change:
                 converged = True
                 break
-        if best_net is not self.net_:
+        if best_net is not self.net_ and not start_best:
             # As MLPRegressor: keep the weights of the best validation score.
             self.net_ = best_net
             self._trainer = None
             self._train_points = None
         small = data.n * int(self.width) <= THRESHOLD_SEARCH_ENTRIES
-        self.refit_ = start_net is not None and (best_net is start_net or small)
+        self.refit_ = start_best is not None and (start_best or small)
         if self.refit_:
             # The held-out tenth chose the number of steps (0: the start,
             # whose λs are chosen within the training points); fit again on
