@@ -72,6 +72,26 @@ def test_loaded_net_trains_on_into_the_same_block(tmp_path, data, probe):
     assert loaded.predict(probe).tobytes() == net.predict(probe).tobytes()
 
 
+@pytest.mark.parametrize("sign", [0.0, -0.0])
+def test_a_block_of_zero_alpha_round_trips_bit_for_bit(data, probe, sign):
+    """A state whose block has only linear coefficients (a linear start's)
+    is rebuilt without copying its zeros; a -0.0 must come back as -0.0,
+    and the net must predict as the dense linear model over the points."""
+    net = kn.TwoLayerNet(DIMS, 16, seed=4)
+    state = net.to_state()
+    alpha_t = np.full((data.n, 16), sign)
+    beta = np.linspace(-1.0, 1.0, data.n).reshape(-1, 1)
+    state.blocks.append(kn.model.BlockState(data.kind, data.to_arrays(), data.y, alpha_t, beta))
+    net.load_state(state)
+    back = net.to_state().blocks[0]
+    assert back.alpha_t.tobytes() == alpha_t.tobytes()
+    assert back.beta.tobytes() == beta.tobytes()
+    assert not net.coefficients[0].trained
+    plain = kn.TwoLayerNet(DIMS, 16, seed=4)
+    want = plain.predict(probe) + probe.dense() @ (data.dense().T @ beta[:, 0]) * state.v_scale
+    np.testing.assert_allclose(net.predict(probe), want, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("obj", ["net", "data", "history", "untrained"])
 def test_pickle_round_trips(data, probe, obj):
     net, tr = trained(data)

@@ -32,11 +32,19 @@ impl PyCoefficients {
     #[staticmethod]
     #[pyo3(signature = (alpha_t, beta=None))]
     fn from_alpha_t(py: Python<'_>, alpha_t: &Bound<'_, PyAny>, beta: Option<&Bound<'_, PyAny>>) -> PyResult<Self> {
-        let a = f64_array::<Ix2>(alpha_t, "alpha")?.as_array().to_owned();
+        let held = f64_array::<Ix2>(alpha_t, "alpha")?;
+        let a = held.as_array();
         let b = match beta {
             Some(b) => f64_array::<Ix2>(b, "beta")?.as_array().to_owned(),
             None => ndarray::Array2::zeros((a.nrows(), 1)),
         };
+        // All bits zero (not -0.0, which must come back as itself): a new
+        // block with only its linear coefficients, built without a copy.
+        if a.iter().all(|v| v.to_bits() == 0) {
+            let (n, width) = a.dim();
+            return Ok(PyCoefficients { inner: guarded(py, || Coefficients::from_beta(n, width, b))? });
+        }
+        let a = a.to_owned();
         Ok(PyCoefficients { inner: guarded(py, || Coefficients::from_parts(a, b))? })
     }
 
