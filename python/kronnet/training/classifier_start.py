@@ -90,10 +90,17 @@ def logistic_fit(train: KronPoints, labels: np.ndarray, C: float) -> RidgeFit:
     (60, 1)
     """
     from sklearn.linear_model import LogisticRegression  # type: ignore[import-untyped]
+    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
 
     X = train.dense()
     y = labels.astype(np.int64)
-    model = LogisticRegression(C=C, max_iter=2000, tol=1e-8).fit(X, y)
+    # One BLAS thread: L-BFGS's products are n × d by d × K, K at most the
+    # classes, too thin for threads to pay. On the 2-core machine the
+    # benchmarks run on, OpenBLAS's two threads made the same fit (same
+    # iterations) 12-16x slower on digits (1.2-1.5 s vs 0.09-0.13) and
+    # 1.2-2x slower up to n·d = 2^25 (LOGISTIC_START_ENTRIES).
+    with threadpool_limits(limits=1, user_api="blas"):
+        model = LogisticRegression(C=C, max_iter=2000, tol=1e-8).fit(X, y)
     proba = model.predict_proba(X)
     if proba.shape[1] == 2:
         residual = (y - proba[:, 1])[:, None]
