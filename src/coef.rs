@@ -71,15 +71,7 @@ impl Coefficients {
         if alpha_t.iter().any(|v| !v.is_finite()) {
             return invalid("alpha", "contains NaN or inf");
         }
-        if beta.iter().any(|v| !v.is_finite()) {
-            return invalid("beta", "contains NaN or inf");
-        }
-        if beta.nrows() != alpha_t.nrows() || beta.ncols() == 0 {
-            return invalid(
-                "beta",
-                format!("has shape {:?}, expected ({}, outputs >= 1)", beta.dim(), alpha_t.nrows()),
-            );
-        }
+        check_beta(&beta, alpha_t.nrows())?;
         let trained = alpha_t.iter().any(|&v| v != 0.0);
         let linear = beta.iter().any(|&v| v != 0.0);
         Ok(Coefficients {
@@ -97,12 +89,7 @@ impl Coefficients {
     /// written only where steps write (`from_parts` would copy and scan all
     /// n × width of them: 1.5 s for MovieLens' 80,000 × 1024).
     pub fn from_beta(n: usize, width: usize, beta: Array2<f64>) -> Result<Coefficients> {
-        if beta.iter().any(|v| !v.is_finite()) {
-            return invalid("beta", "contains NaN or inf");
-        }
-        if beta.nrows() != n || beta.ncols() == 0 {
-            return invalid("beta", format!("has shape {:?}, expected ({n}, outputs >= 1)", beta.dim()));
-        }
+        check_beta(&beta, n)?;
         let linear = beta.iter().any(|&v| v != 0.0);
         Ok(Coefficients {
             alpha_t: try_array2_untouched(n, width, "coefficient matrix alpha (width × n)")?,
@@ -242,6 +229,17 @@ impl Coefficients {
         }
         Ok(())
     }
+}
+
+/// β̃ must be finite, with a row per point and at least one output.
+fn check_beta(beta: &Array2<f64>, n: usize) -> Result<()> {
+    if beta.iter().any(|v| !v.is_finite()) {
+        return invalid("beta", "contains NaN or inf");
+    }
+    if beta.nrows() != n || beta.ncols() == 0 {
+        return invalid("beta", format!("has shape {:?}, expected ({n}, outputs >= 1)", beta.dim()));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
