@@ -278,6 +278,17 @@ impl TrainerCore {
             }
         });
         let engine = finish(py, done)?;
+        // `held` borrows every block, `coef`'s too: let go before writing it.
+        drop(blocks);
+        drop(held);
+        {
+            let mut c = coef.try_borrow_mut()?;
+            let alpha = &mut c.inner;
+            guarded(py, || {
+                alpha.touch();
+                Ok(())
+            })?;
+        }
         Ok(TrainerCore { engine, coef: coef.unbind(), model: model.unbind(), steps_taken: 0, last_run: Vec::new() })
     }
 
