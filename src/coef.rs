@@ -278,6 +278,20 @@ mod tests {
     }
 
     #[test]
+    fn touching_a_block_keeps_every_value() {
+        // 3 × 700: more than one 4 KiB page, its values' bits all distinct.
+        let alpha =
+            Array2::from_shape_fn((3, 700), |(i, j)| if (i + j) % 7 == 0 { -0.0 } else { (i * 700 + j) as f64 });
+        let mut c = Coefficients::from_parts(alpha.clone(), Array2::zeros((3, 1))).unwrap();
+        c.touch();
+        let bits = |a: ArrayView2<'_, f64>| a.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(c.alpha_t()), bits(alpha.view()));
+        let mut z = Coefficients::zeros(3, 700, 1).unwrap();
+        z.touch();
+        assert!(z.alpha_t().iter().all(|v| v.to_bits() == 0));
+    }
+
+    #[test]
     fn repeated_batch_indices_accumulate_and_overflow_is_undone() {
         let mut c = Coefficients::zeros(3, 4, 1).unwrap();
         let coef = ndarray::array![[1.0, 0.0], [2.0, 3.0]];
