@@ -58,10 +58,10 @@ pub fn try_zeros_of<T: Copy + Default>(len: usize, what: &str) -> Result<Vec<T>>
 
 /// `try_array2` whose zeros are the allocator's: a fresh mapping is left
 /// untouched until written, where `try_zeros` writes every value. For
-/// coefficient blocks, whose rows only the points of fired steps ever
-/// write: a block of 80,000 × 1024 took 1.4-1.8 s to make on this VM
-/// (three quarters of it the kernel clearing pages), and an estimator
-/// whose exact start wins never steps its refitted block at all.
+/// coefficient blocks: a block of 80,000 × 1024 took 0.5-1.8 s to make on
+/// this VM (three quarters of it the kernel clearing pages), and an
+/// estimator whose exact start wins never steps its refitted block at all
+/// (a trainer maps its block's pages when it starts, `Coefficients::touch`).
 pub fn try_array2_untouched(rows: usize, cols: usize, what: &str) -> Result<ndarray::Array2<f64>> {
     let len = checked_len(rows, cols, what)?;
     let oom = || out_of_memory(what, len as u128 * 8);
