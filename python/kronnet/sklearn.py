@@ -869,7 +869,7 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
             if self._no_improvement_count > self.n_iter_no_change:
                 converged = True
                 break
-        if best_net is not self.net_ and not start_best:
+        if best_net is not self.net_:
             # As MLPRegressor: keep the weights of the best validation score.
             self.net_ = best_net
             self._trainer = None

@@ -96,9 +96,10 @@ def logistic_fit(train: KronPoints, labels: np.ndarray, C: float) -> RidgeFit:
     y = labels.astype(np.int64)
     # One BLAS thread: L-BFGS's products are n × d by d × K, K at most the
     # classes, too thin for threads to pay. On the 2-core machine the
-    # benchmarks run on, OpenBLAS's two threads made the same fit (same
-    # iterations) 12-16x slower on digits (1.2-1.5 s vs 0.09-0.13) and
-    # 1.2-2x slower up to n·d = 2^25 (LOGISTIC_START_ENTRIES).
+    # benchmarks run on, OpenBLAS's two threads made the same fit 12-17x
+    # slower on digits (2.2-2.5 s vs 0.14-0.15; on a synthetic set of its
+    # shape, same iterations, 1.2-1.5 s vs 0.09-0.13) and 1.2-2x slower up
+    # to n·d = 2^25 (LOGISTIC_START_ENTRIES).
     with threadpool_limits(limits=1, user_api="blas"):
         model = LogisticRegression(C=C, max_iter=2000, tol=1e-8).fit(X, y)
     proba = model.predict_proba(X)
