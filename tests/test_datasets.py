@@ -254,6 +254,68 @@ def test_features_come_from_the_training_split_only(tmp_path):
     assert not np.array_equal(other.tables[0], reference.tables[0])
 
 
+def rows_of(data):
+    return [(int(u) + 1, int(i) + 1, int(r)) for (u, i), r in zip(data.pairs, data.y)]
+
+
+def test_a_validation_split_is_held_out_before_the_tables_are_built(tmp_path):
+    """With `validation`, a share of the base file leaves before any table is
+    built: the tables are those of a base file without those ratings, and
+    changing the held-out ratings changes nothing else."""
+    for sub in "abcd":
+        (tmp_path / sub).mkdir()
+    train, val, test = load(write_folder(tmp_path / "a"), validation=0.3, seed=5)
+    base = [(u, i, r) for u, i, r, _ in BASE]
+    assert (train.n, val.n) == (7, 3)
+    # A partition of the base file, each part in the file's row order.
+    assert sorted(rows_of(train) + rows_of(val)) == sorted(base)
+    for part in (train, val):
+        assert [base.index(row) for row in rows_of(part)] == sorted(base.index(row) for row in rows_of(part))
+    # The test file is read as without a validation split.
+    _, plain_test = load(write_folder(tmp_path / "b"))
+    np.testing.assert_array_equal(test.pairs, plain_test.pairs)
+    np.testing.assert_array_equal(test.y, plain_test.y)
+    # The tables: bitwise those of a base file holding the training rows only.
+    kept = [row for row in BASE if (row[0], row[1], row[2]) in rows_of(train)]
+    reference, _ = load(write_folder(tmp_path / "c", base=kept))
+    for data in (train, val, test):
+        for a, b in zip(data.tables, reference.tables):
+            np.testing.assert_array_equal(a, b)
+    # New ratings for the held-out pairs: the same training set and tables.
+    held = {(u, i) for u, i, _ in rows_of(val)}
+    changed = [(u, i, 6 - r if (u, i) in held else r, t) for u, i, r, t in BASE]
+    train2, val2, _ = load(write_folder(tmp_path / "d", base=changed), validation=0.3, seed=5)
+    assert train2.fingerprint == train.fingerprint
+    np.testing.assert_array_equal(val2.pairs, val.pairs)
+    np.testing.assert_array_equal(val2.y, 6 - val.y)
+
+
+def test_the_validation_draw_follows_the_seed(folder):
+    _, a, _ = load(folder, validation=0.5, seed=1)
+    _, b, _ = load(folder, validation=0.5, seed=1)
+    np.testing.assert_array_equal(a.pairs, b.pairs)
+    draws = {tuple(map(tuple, load(folder, validation=0.5, seed=s)[1].pairs)) for s in range(6)}
+    assert len(draws) > 1
+    assert all(len(d) == 5 for d in draws)
+
+
+def test_bad_validation_arguments_are_refused(folder):
+    for kwargs in (
+        {"validation": 1.0},
+        {"validation": -0.1},
+        {"validation": float("nan")},
+        {"validation": 0.01},
+        {"seed": -1},
+    ):
+        with pytest.raises(kn.ArgumentError) as info:
+            load(folder, **kwargs)
+        assert info.value.arg == next(iter(kwargs)), kwargs
+    for kwargs in ({"validation": "0.1"}, {"seed": 1.5}):
+        with pytest.raises(kn.ArgumentTypeError) as info:
+            load(folder, **kwargs)
+        assert info.value.arg == next(iter(kwargs)), kwargs
+
+
 def test_u_data_is_not_needed_and_paths_may_be_pathlib_or_the_parent(folder, tmp_path):
     assert not (folder / "u.data").exists()
     a, _ = load(pathlib.Path(folder))
