@@ -3,6 +3,7 @@ before allocating) covers what it really takes: the measured peak resident
 memory of building and training, in a fresh process, for several shapes."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -52,8 +53,15 @@ SHAPES = [
 
 @pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[4]}-{s[5]}-n{s[0]}-m{s[3]}")
 def test_measured_peak_is_within_the_estimate(shape):
+    # glibc raises its mmap threshold after a large free, and later large
+    # allocations may then reuse heap pages that are already resident, which
+    # VmHWM does not see: the same run's peak varied from 38.5 to 42.5 MiB
+    # (tree, n = 1024) and once fell below what the looseness check allows.
+    # A fixed threshold maps every large allocation afresh (identical runs
+    # then agree within 0.2 MiB), so the peak counts what the estimate models.
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(128 * 1024)}
     res = subprocess.run(
-        [sys.executable, "-c", PEAK, *map(str, shape)], capture_output=True, text=True, timeout=300, check=True
+        [sys.executable, "-c", PEAK, *map(str, shape)], capture_output=True, text=True, timeout=300, check=True, env=env
     )
     got = json.loads(res.stdout)
     peak, estimate = got["peak"], got["estimate"]
