@@ -55,7 +55,7 @@ SHAPES = [
 def test_measured_peak_is_within_the_estimate(shape):
     # glibc raises its mmap threshold after a large free, and later large
     # allocations may then reuse heap pages that are already resident, which
-    # VmHWM does not see: the same run's peak varied from 38.5 to 42.5 MiB
+    # VmHWM does not see: the same run's peak varied from 38.6 to 42.5 MiB
     # (tree, n = 1024) and once fell below what the looseness check allows.
     # A fixed threshold maps every large allocation afresh (identical runs
     # then agree within 0.2 MiB), so the peak counts what the estimate models.

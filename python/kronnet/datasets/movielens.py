@@ -280,7 +280,7 @@ def movielens_100k(
     sizes = (n_users, n_items)
     train = _ratings(read(f"{split}.base"), os.path.join(folder, f"{split}.base"), sizes)
     test = _ratings(read(f"{split}.test"), os.path.join(folder, f"{split}.test"), sizes)
-    held = None
+    held_out = None
     if validation > 0:
         n = len(train[1])
         count = int(round(validation * n))
@@ -314,7 +314,7 @@ def movielens_100k(
     tables = [rescale(np.hstack(user_blocks)), rescale(np.hstack(item_blocks))]
     train_data = PairData(tables, train[0], train[1], copy=False)
     test_data = PairData(tables, test[0], test[1], copy=False)
-    if held is None:
+    if held_out is None:
         return train_data, test_data
     return train_data, PairData(tables, held_out[0], held_out[1], copy=False), test_data
 
