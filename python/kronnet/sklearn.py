@@ -49,6 +49,7 @@ from .model import TwoLayerNet, default_threshold
 from .placement import over
 from .training import IndexKind, Trainer, suggest_rates
 from .training.classifier_start import LOGISTIC_START_ENTRIES, choose_start, logistic_fit, scaled_fit, temperature
+from .training.lr import epoch_averaged_rate
 from .training.output_start import MAX_OUTPUT_ENTRIES, activate, hidden_outputs, ridge_features, start_output
 from .training.ridge import (
     MAX_DUAL_ENTRIES,
@@ -565,6 +566,18 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
         if linear is not None:
             start_linear(self.net_, train, linear)
 
+    def _settle_bias_rate(self, n: int) -> None:
+        """An "auto" output-bias rate slowed to average over an epoch
+        (:func:`~kronnet.training.lr.epoch_averaged_rate`) once the exact
+        start has fitted the bias: SGD then only has to follow the mean
+        output's drift, and at the suggested rate the batches' noise moved
+        every prediction (MovieLens u1 without early stopping: test RMSE
+        0.9429 after 5,000 steps, 0.9314 with this rate; the start 0.9311)."""
+        started = self.ridge_lambda_ is not None or self.output_lambda_ is not None
+        if started and isinstance(self.lr_c, str):
+            groups = sum(1 for rate in self.rates_.values() if rate > 0)
+            self.rates_["lr_c"] = epoch_averaged_rate(self.rates_["lr_c"], groups, self.batch_size_, n)
+
     def _starts_output(self, train: KronPoints) -> bool:
         """Whether `output_start` applies: a regressor, or a classifier
         whose start `_classifier_start_for` chose to be the indicators,
@@ -799,6 +812,7 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
             self._lr_scale = lr_scale
             self._start(train, rs)
             self._start_exact(train)
+            self._settle_bias_rate(train.n)
         trainer = self._ensure_trainer(train)
         per_epoch = math.ceil(train.n / self.batch_size_)
         if incremental:
@@ -961,9 +975,14 @@ _SHARED_PARAMS = """
         thresholds b, the output bias c and the linear term v (0 freezes a
         part; defaults "auto", "auto", 0, "auto", 0). "auto":
         :func:`~kronnet.suggest_rates` for the parts that train, on the
-        (scaled) training points; after a divergence training goes on from
-        the last finite state at a quarter of every rate. The rates used are
-        ``rates_``.
+        (scaled) training points, except that once the exact start
+        (`linear_start`, `output_start`) has fitted the output bias, an
+        "auto" `lr_c` is slowed to average over about an epoch
+        (:func:`~kronnet.training.lr.epoch_averaged_rate`: times
+        min(1, 2 G S / n) for G trained groups, batch size S and n training
+        points), so that batch noise in c does not move every prediction;
+        after a divergence training goes on from the last finite state at a
+        quarter of every rate. The rates used are ``rates_``.
     linear_start : {"ridge", "none"}, default "ridge"
         "ridge": before SGD, the linear term v and the output bias c are set
         to the exact ridge regression of the (scaled, standardized) training
