@@ -40,6 +40,35 @@ def run_cli(tmp_path, *args):
     return out.stdout
 
 
+def test_roofline_cell_reports_each_rounds_own_ratio_and_their_median():
+    """Each round's bound is max(bytes / its bandwidth, flops / its peak)
+    for the bytes a step must move by the documented formula; the cell's
+    figures are the medians over the rounds and the ratio's range."""
+    cell = bench.roofline_cell(300, 64, "float64", steps=6, rounds=3)
+    assert cell is not None and len(cell["rounds"]) == 3
+    for r in cell["rounds"]:
+        p_bytes = 2.0 * 300 * r["fired_union"] * 8
+        assert r["p_bytes"] == pytest.approx(p_bytes, rel=1e-12)
+        assert r["flops"] == pytest.approx(2.0 * 300 * r["fired_total"], rel=1e-12)
+        bound = max(r["bytes"] / (r["stream_gbytes"] * 1e9), r["flops"] / (r["fma_gflops"] * 1e9))
+        assert r["bound_seconds"] == pytest.approx(bound, rel=1e-12)
+        assert r["ratio"] == pytest.approx(r["step_seconds"] / bound, rel=1e-12)
+        # The cached bound: bandwidth of a buffer the size of one step's
+        # fired rows of P and its 8 rows of K.
+        assert r["working_bytes"] == pytest.approx(r["fired_union"] * 300 * 8 + 8 * 300 * 8, abs=1.0)
+        cached = max(r["bytes"] / (r["working_stream_gbytes"] * 1e9), r["flops"] / (r["fma_gflops"] * 1e9))
+        assert r["bound_cached_seconds"] == pytest.approx(cached, rel=1e-12)
+        assert r["ratio_cached"] == pytest.approx(r["step_seconds"] / cached, rel=1e-12)
+        assert r["step_seconds"] > 0 and r["stream_gbytes"] > 0
+    ratios = sorted(r["ratio"] for r in cell["rounds"])
+    assert cell["ratio"] == ratios[1] and (cell["ratio_min"], cell["ratio_max"]) == (ratios[0], ratios[2])
+    cached_ratios = sorted(r["ratio_cached"] for r in cell["rounds"])
+    assert cell["ratio_cached"] == cached_ratios[1]
+    assert (cell["ratio_cached_min"], cell["ratio_cached_max"]) == (cached_ratios[0], cached_ratios[2])
+    assert cell["step_seconds"] == sorted(r["step_seconds"] for r in cell["rounds"])[1]
+    assert cell["n"] == 300 and cell["width"] == 64 and cell["state_bytes"] == 300 * 64 * 8
+
+
 def test_bench_scaling_cli_writes_results(tmp_path):
     out = run_cli(
         tmp_path, "scaling", "--quick", "--max-d", "4096", "--n", "64", "--width", "256", "--steps", "8", "--no-torch"

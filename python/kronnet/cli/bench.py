@@ -642,14 +642,29 @@ def step_traffic(
 
 
 def roofline_cell(
-    n: int, width: int, dtype: str, steps: int, batch: int = 8, seed: int = 0
+    n: int, width: int, dtype: str, steps: int, batch: int = 8, seed: int = 0, rounds: int = 5
 ) -> Optional[Dict[str, Any]]:
     """One (n, m, dtype) cell of `kronnet bench roofline`: a trainer on
-    pairwise data (tables of 64-dimensional entities), its measured step
-    time, the step's bytes and flops, the stream bandwidth of a buffer the
-    size of its P and the FMA peak (measured just before, in the same run),
-    and the lower bound max(bytes / bandwidth, flops / peak). None when the
-    trainer would not fit in 60% of the available memory."""
+    pairwise data (tables of 64-dimensional entities), its step time, the
+    step's bytes and flops, the stream bandwidth of a buffer the size of its
+    P and the FMA peak, and the lower bound max(bytes / bandwidth,
+    flops / peak).
+
+    Each of `rounds` rounds times `steps` further steps and then measures
+    the bandwidth and the peak, and its ratio (step time over bound) uses
+    its own measurements: on a shared machine the bandwidth varies by up to
+    2x from one run to the next, and a ratio of one run's step to another
+    run's bandwidth is not a measurement. The cell reports the medians over
+    the rounds, the ratio's range (``ratio_min``, ``ratio_max``) and every
+    round (``rounds``). None when the trainer would not fit in 60% of the
+    available memory.
+
+    A second bound (``bound_cached_seconds``, ``ratio_cached``) uses the
+    bandwidth of a buffer the size of what one step touches (its fired rows
+    of P and its rows of K) instead of all of P: the rows consecutive steps
+    share can stay in the last-level cache, so where P outgrows the cache
+    but a step's rows do not, the P-sized bound is no lower bound (a step
+    can beat it) and this one is."""
     from kronnet import make_pair_data
     from kronnet.roofline import fma_peak_gflops, stream_gbytes
 
@@ -666,15 +681,39 @@ def roofline_cell(
     tr = Trainer(net, data, lr=suggest_lr(net, batch), batch_size=batch, seed=seed, dtype=dtype)  # type: ignore[arg-type]
     build = time.perf_counter() - start
     timed_steps(tr, 5)
-    seconds, hist = timed_steps(tr, steps)
     elem = 4 if dtype == "float32" else 8
     state = n * width * elem
-    bandwidth = stream_gbytes(min(state, 1 << 30), 0.3) or float("nan")
-    peak = fma_peak_gflops(0.1) or float("nan")
-    union, total = float(hist.fired_union.mean()), float(hist.fired_total.mean())
-    traffic = step_traffic(n, width, batch, union, total, dtype, tr.gram, tr.index)
-    bound = max(traffic["bytes"] / (bandwidth * 1e9), traffic["flops"] / (peak * 1e9))
-    measured = seconds / steps
+    measured: List[Dict[str, float]] = []
+    for _ in range(max(1, int(rounds))):
+        seconds, hist = timed_steps(tr, steps)
+        bandwidth = stream_gbytes(min(state, 1 << 30), 0.3) or float("nan")
+        peak = fma_peak_gflops(0.1) or float("nan")
+        union, total = float(hist.fired_union.mean()), float(hist.fired_total.mean())
+        # What one step touches: its fired rows of P and its rows of K.
+        working = int(union * n * elem + batch * n * 8)
+        cached = stream_gbytes(min(max(working, 1 << 16), 1 << 30), 0.3) or float("nan")
+        traffic = step_traffic(n, width, batch, union, total, dtype, tr.gram, tr.index)
+        bound = max(traffic["bytes"] / (bandwidth * 1e9), traffic["flops"] / (peak * 1e9))
+        bound_cached = max(traffic["bytes"] / (cached * 1e9), traffic["flops"] / (peak * 1e9))
+        measured.append(
+            {
+                "step_seconds": seconds / steps,
+                "fired_union": union,
+                "fired_total": total,
+                "stream_gbytes": bandwidth,
+                "working_bytes": float(working),
+                "working_stream_gbytes": cached,
+                "fma_gflops": peak,
+                **traffic,
+                "bound_seconds": bound,
+                "ratio": seconds / steps / bound,
+                "bound_cached_seconds": bound_cached,
+                "ratio_cached": seconds / steps / bound_cached,
+            }
+        )
+    medians = {key: float(np.median([r[key] for r in measured])) for key in measured[0]}
+    ratios = [r["ratio"] for r in measured]
+    cached_ratios = [r["ratio_cached"] for r in measured]
     return {
         "n": n,
         "width": width,
@@ -682,15 +721,13 @@ def roofline_cell(
         "gram": tr.gram,
         "index": tr.index,
         "build_seconds": build,
-        "step_seconds": measured,
-        "fired_union": union,
-        "fired_total": total,
         "state_bytes": state,
-        "stream_gbytes": bandwidth,
-        "fma_gflops": peak,
-        **traffic,
-        "bound_seconds": bound,
-        "ratio": measured / bound,
+        **medians,
+        "ratio_min": float(min(ratios)),
+        "ratio_max": float(max(ratios)),
+        "ratio_cached_min": float(min(cached_ratios)),
+        "ratio_cached_max": float(max(cached_ratios)),
+        "rounds": measured,
     }
 
 

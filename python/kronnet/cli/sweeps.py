@@ -674,7 +674,10 @@ def roofline(args: argparse.Namespace) -> int:
         f"{args.out}/bench_roofline.json",
         {"meta": meta(args), "results": results, "batch_scaling": scaling, "predict": predict},
     )
-    print(f"\nstep time against its lower bound ({args.threads} threads, S = 8, pairwise data, 64 x 64 features):")
+    print(
+        f"\nstep time against its lower bound ({args.threads} threads, S = 8, pairwise data, 64 x 64 features;"
+        " medians of 5 rounds, each step time over the bound from that round's bandwidth, and their range):"
+    )
     rows = []
     for r in results:
         rows.append(
@@ -689,6 +692,9 @@ def roofline(args: argparse.Namespace) -> int:
                 f"{r['bound_seconds'] * 1e3:.3f}",
                 f"{r['step_seconds'] * 1e3:.3f}",
                 f"{r['ratio']:.2f}x",
+                f"{r['ratio_min']:.2f}-{r['ratio_max']:.2f}",
+                f"{r['working_stream_gbytes']:.0f}",
+                f"{r['ratio_cached']:.2f}x ({r['ratio_cached_min']:.2f}-{r['ratio_cached_max']:.2f})",
                 f"{r['bytes'] / r['step_seconds'] / 1e9:.1f}",
             ]
         )
@@ -705,6 +711,9 @@ def roofline(args: argparse.Namespace) -> int:
                 "bound ms",
                 "step ms",
                 "step / bound",
+                "range",
+                "step's rows GB/s",
+                "step / cached bound (range)",
                 "GB/s",
             ],
             rows,
