@@ -162,10 +162,10 @@ def test_an_auto_bias_rate_after_the_exact_start_averages_over_an_epoch():
 def test_sgd_from_the_start_does_not_swing_the_bias_with_batch_noise():
     """Targets of pure noise: the exact start's bias is their mean, and SGD
     on c alone (a frozen, W at a negligible rate) can only add batch noise
-    to it. At the
-    suggested rate (two groups: contraction 1/4 a step, S = 8) c wandered
-    0.12 standard deviations from the start on average over these five
-    seeds; averaged over an epoch, 0.011 (about 1/sqrt(2 n) = 0.016).
+    to it. At the suggested rate (two groups: contraction 1/4 a step,
+    S = 8) c wandered 0.12 standard deviations from the start on average
+    over these five seeds; averaged over an epoch, 0.011 (about
+    1/sqrt(2 n) = 0.016).
     Measured against the start's own c (the same fit with c frozen)."""
     rng = np.random.default_rng(1)
     X, y = rng.normal(size=(2000, 6)), rng.normal(size=2000)

@@ -17,6 +17,10 @@ from kronnet import KronData, Trainer, TwoLayerNet, make_kronecker_data, suggest
 
 from .threads import pinned_env
 
+#: Rounds a per-step timing is repeated for its median (`time_models`,
+#: `roofline_cell`): one round on this shared machine is not a measurement.
+ROUNDS = 5
+
 
 def pin_threads_env(threads: int) -> Dict[str, str]:
     """This process's environment with rayon, OpenMP/OpenBLAS/MKL (and so
@@ -542,7 +546,7 @@ def model_trainer(
     )
 
 
-def time_models(d: int, n: int, width: int, batch_size: int, steps: int, rounds: int = 5) -> Dict[str, Any]:
+def time_models(d: int, n: int, width: int, batch_size: int, steps: int, rounds: int = ROUNDS) -> Dict[str, Any]:
     """Per-step seconds of every MODEL_CASES model at input dimension d (two
     equal factors), on the same points: an epoch of warm-up each, then
     `rounds` rounds that time `steps` steps of each model in turn (so a
@@ -642,7 +646,7 @@ def step_traffic(
 
 
 def roofline_cell(
-    n: int, width: int, dtype: str, steps: int, batch: int = 8, seed: int = 0, rounds: int = 5
+    n: int, width: int, dtype: str, steps: int, batch: int = 8, seed: int = 0, rounds: int = ROUNDS
 ) -> Optional[Dict[str, Any]]:
     """One (n, m, dtype) cell of `kronnet bench roofline`: a trainer on
     pairwise data (tables of 64-dimensional entities), its step time, the

@@ -602,7 +602,7 @@ def model(args: argparse.Namespace) -> int:
     )
     cases = list(bench.MODEL_CASES)
     print(
-        f"\nper-step time in ms (neurons fired per point), n={n}, m={m}, S={S}, {args.threads} thread(s), medians of 5 rounds:"
+        f"\nper-step time in ms (neurons fired per point), n={n}, m={m}, S={S}, {args.threads} thread(s), medians of {bench.ROUNDS} rounds:"
     )
     rows = []
     for r in results:
@@ -676,7 +676,7 @@ def roofline(args: argparse.Namespace) -> int:
     )
     print(
         f"\nstep time against its lower bound ({args.threads} threads, S = 8, pairwise data, 64 x 64 features;"
-        " medians of 5 rounds, each step time over the bound from that round's bandwidth, and their range):"
+        f" medians of {bench.ROUNDS} rounds, each step time over the bound from that round's bandwidth, and their range):"
     )
     rows = []
     for r in results:
