@@ -187,3 +187,53 @@ def test_an_epoch_replaces_the_best_only_on_a_significant_held_out_gain():
     gain = best - noisy
     assert gain.mean() < SIGNIFICANCE * gain.std() / np.sqrt(400)
     assert not reg._beats(0.6, noisy, 0.5, best)
+
+
+def test_the_fit_without_features_replaces_a_significantly_worse_one():
+    rng = np.random.default_rng(10)
+    n, m = 120, 100
+    F, noise = rng.normal(size=(n, m)), rng.normal(size=n)
+    # A small λ on pure noise overfits: its leave-one-out error is far above
+    # the mean's, which for point j is (y_j − mean of the others)².
+    mean_loo = np.mean([(noise[j] - np.delete(noise, j).mean()) ** 2 for j in range(n)])
+    kept = ridge_features(F, noise, lambdas=[1e-2])
+    assert kept.lam == 1e-2 and kept.loo > 1.5 * mean_loo
+    dropped = ridge_features(F, noise, lambdas=[1e-2], significance=2.0)
+    assert dropped.lam == np.inf and dropped.loo == pytest.approx(mean_loo, rel=1e-12)
+    assert not dropped.coef.any() and dropped.coef.shape == (m, 1)
+    np.testing.assert_allclose(dropped.intercept, [noise.mean()], rtol=1e-14)
+    # Features that carry the target are kept at the same significance.
+    signal = F[:, 0] + 0.3 * noise
+    assert np.isfinite(ridge_features(F, signal, significance=2.0).lam)
+
+
+def _small_kernel_set(seed=0):
+    """40 × 30 RBF entity kernels, 40% of the pairs, a nonlinear target."""
+    rng = np.random.default_rng(seed)
+    z1, z2 = rng.normal(size=(40, 3)), rng.normal(size=(30, 3))
+
+    def rbf(z):
+        return np.exp(-0.3 * np.sum((z[:, None] - z[None]) ** 2, axis=2))
+
+    grid = np.array([(i, j) for i in range(40) for j in range(30)])
+    pairs = grid[np.sort(rng.choice(len(grid), size=480, replace=False))]
+    za, zb = z1[pairs[:, 0]], z2[pairs[:, 1]]
+    y = np.tanh(np.sum(za * zb, axis=1)) + 0.2 * rng.normal(size=480)
+    return [rbf(z1), rbf(z2)], pairs, y
+
+
+def test_a_dropped_output_start_leaves_the_linear_start_alone():
+    # On entity kernels the hidden outputs at W(0) only fit the noise the
+    # kernel ridge leaves (the benchmark's kernel set): the start is then
+    # the linear start, exactly as with output_start="none".
+    kernels, pairs, y = _small_kernel_set()
+    settings = dict(kernels=kernels, max_steps=1, early_stopping=False, random_state=0, **TINY)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        reg = KronNetRegressor(**settings).fit(pairs, y)
+        linear_only = KronNetRegressor(output_start="none", **settings).fit(pairs, y)
+    assert reg.output_lambda_ == np.inf and linear_only.output_lambda_ is None
+    assert reg.ridge_lambda_ == linear_only.ridge_lambda_
+    assert np.abs(reg.net_.a).max() < 1e-15  # 0 at the start, one step of 1e-12 rates
+    grid = np.array([(i, j) for i in range(40) for j in range(30)])
+    np.testing.assert_allclose(reg.predict(grid), linear_only.predict(grid), rtol=0, atol=1e-9)

@@ -100,7 +100,8 @@ LARGE_THRESHOLD_SHARE = 1.5
 #: Standard errors by which a regressor's epoch must improve the held-out
 #: squared error (paired per point) to replace the best weights: on the
 #: kernel benchmark's cold start a smaller gain did not carry to new
-#: entities (docs/gallery.md).
+#: entities (docs/gallery.md). The output start's features must lose to
+#: the mean by as much in leave-one-out error to be dropped.
 SIGNIFICANCE = 2.0
 #: The schedules the estimators name, over their `max_steps`.
 SCHEDULES = ("constant", "inverse_time", "cosine")
@@ -546,7 +547,10 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
             targets, offset = self._ridge_targets(train.y)
             targets = targets.reshape(train.n, -1)
             fitted = np.zeros_like(targets) if linear is None else predict_linear(train, linear).reshape(targets.shape)
-            output = ridge_features(phi, targets - fitted)
+            # Random features that predict the left-out points significantly
+            # worse than their mean only add noise: the start is then the
+            # linear fit alone (the kernel set, where it is KronRLS).
+            output = ridge_features(phi, targets - fitted, significance=SIGNIFICANCE)
             if indicators:
                 scores = fitted + phi @ output.coef + output.intercept - offset
                 s = temperature(scores, targets, loss)

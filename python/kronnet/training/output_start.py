@@ -53,7 +53,8 @@ class OutputFit:
     intercept : ndarray of shape (C,)
         Not penalized, as scikit-learn's Ridge.
     lam : float
-        The λ chosen by leave-one-out error.
+        The λ chosen by leave-one-out error; ``inf`` for the fit without
+        the features (``significance`` in :func:`ridge_features`).
     loo : float
         Its mean squared leave-one-out residual (mean over outputs; over a
         fixed random subset of ``LOO_ROWS`` points when there are more).
@@ -65,7 +66,12 @@ class OutputFit:
     loo: float
 
 
-def ridge_features(F: np.ndarray, y: np.ndarray, lambdas: Optional[Sequence[float]] = None) -> OutputFit:
+def ridge_features(
+    F: np.ndarray,
+    y: np.ndarray,
+    lambdas: Optional[Sequence[float]] = None,
+    significance: Optional[float] = None,
+) -> OutputFit:
     """Ridge regression of `y` on the columns of `F` with an unpenalized
     intercept, λ by exact leave-one-out error.
 
@@ -78,11 +84,18 @@ def ridge_features(F: np.ndarray, y: np.ndarray, lambdas: Optional[Sequence[floa
     lambdas : sequence of float, optional
         The λ values to choose from; default a grid from 1e-6 to 1e2 times
         trace(F_cᵀF_c) / m (F_c: F with its column means removed).
+    significance : float, optional
+        With a value, the fit without the features (all weights 0, the
+        intercept the mean target: λ = ∞) replaces the best λ when its
+        leave-one-out squared error is lower by more than `significance`
+        standard errors of the paired per-point differences. Default: the
+        features are always used.
 
     Returns
     -------
     OutputFit
-        The weights, intercept, λ and its leave-one-out error.
+        The weights, intercept, λ and its leave-one-out error (λ ``inf``
+        and the weights 0 when the fit without the features was chosen).
 
     Raises
     ------
@@ -148,9 +161,16 @@ def ridge_features(F: np.ndarray, y: np.ndarray, lambdas: Optional[Sequence[floa
     fitted = U @ (shrink[:, :, None] * z[:, None, :]).reshape(len(eig), -1)  # (rows, L·C)
     leverage = (U**2) @ shrink + 1.0 / n  # (rows, L)
     residual = centred[rows, None, :] - fitted.reshape(len(rows), len(grid), C)
-    loo = np.mean((residual / (1.0 - leverage)[:, :, None]) ** 2, axis=(0, 2))
+    per_point = np.mean((residual / (1.0 - leverage)[:, :, None]) ** 2, axis=2)  # (rows, L)
+    loo = per_point.mean(axis=0)
     best = int(np.argmin(loo))
     best_lam, best_loo = grid[best], float(loo[best])
+    if significance is not None:
+        # Without the features the hat matrix is the intercept's 1/n alone.
+        mean_only = np.mean((centred[rows] / (1.0 - 1.0 / n)) ** 2, axis=1)
+        gain = per_point[:, best] - mean_only
+        if gain.mean() > significance * gain.std() / np.sqrt(len(gain)):
+            return OutputFit(np.zeros((m, C)), mean_y, np.inf, float(mean_only.mean()))
     coef = V @ ((s / (eig + best_lam))[:, None] * z)
     return OutputFit(coef, mean_y - mean_f @ coef, best_lam, best_loo)
 
