@@ -237,3 +237,17 @@ def test_a_dropped_output_start_leaves_the_linear_start_alone():
     assert np.abs(reg.net_.a).max() < 1e-15  # 0 at the start, one step of 1e-12 rates
     grid = np.array([(i, j) for i in range(40) for j in range(30)])
     np.testing.assert_allclose(reg.predict(grid), linear_only.predict(grid), rtol=0, atol=1e-9)
+
+
+def test_the_convergence_warning_says_when_the_start_outlasted_every_epoch():
+    rng = np.random.default_rng(6)
+    X = rng.normal(size=(120, 3))
+    y = X[:, 0] - np.abs(X[:, 2]) + 0.1 * rng.normal(size=120)
+    settings = dict(width=64, max_steps=30, n_iter_no_change=100, random_state=0)
+    with pytest.warns(ConvergenceWarning, match="the model is the start") as record:
+        kept = KronNetRegressor(**settings, **TINY).fit(X, y)
+    assert kept.refit_ and len(record) == 1
+    # Without a start there is nothing to outlast.
+    with pytest.warns(ConvergenceWarning) as record:
+        KronNetRegressor(**settings, linear_start="none", output_start="none").fit(X, y)
+    assert "the start" not in str(record[0].message)

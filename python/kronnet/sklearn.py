@@ -916,8 +916,17 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
                 # sharded estimator's net stays sharded.
                 self.net_.shard(over(self.comm))
         if not converged:
+            # When the start outlasted every epoch, say so: the model is the
+            # closed-form start, and "raise max_steps" is then a guess.
+            kept = (
+                " No epoch beat the exact start on the held-out points, so the model is the start, refitted on"
+                " every point (refit_); more steps may not change that."
+                if start_best
+                else ""
+            )
             warnings.warn(
-                f"{type(self).__name__}: max_steps={self.max_steps} reached and the optimization hasn't converged yet.",
+                f"{type(self).__name__}: max_steps={self.max_steps} reached and the optimization hasn't converged"
+                f" yet.{kept}",
                 ConvergenceWarning,
                 stacklevel=3,
             )
