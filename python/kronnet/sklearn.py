@@ -1111,7 +1111,9 @@ _SHARED_ATTRIBUTES = """
     ridge_lambda_ : float or None
         λ of the linear start, None when there was none.
     output_lambda_ : float or None
-        λ of the output start, None when there was none.
+        λ of the output start, None when there was none; ``inf`` when its
+        features lost to no features by ``SIGNIFICANCE`` standard errors
+        of leave-one-out error (the output weights then start at 0).
     refit_ : bool
         Whether the net was fitted again on every point after
         `early_stopping` chose how far to train: always when the start won
