@@ -329,7 +329,10 @@ def choose_start(
         Seeds the folds.
     significance : float, default 0.0
         Standard errors (of the paired per-point held-out losses) by which
-        the best indicator start must beat the logistic start to be chosen.
+        the best indicator start must beat the logistic start to be chosen;
+        also the bar by which an indicator start's hidden outputs must lose
+        to no features in leave-one-out error to be dropped, as the
+        estimators' fit drops them (:func:`~kronnet.training.output_start.ridge_features`).
 
     Returns
     -------
@@ -370,7 +373,9 @@ def choose_start(
             held["logistic"][test_rows] = predict_linear(test_points, logistic_fit(fit_points, labels[fit_rows], C))
         fitted, scores = _linear_parts(solver, fit_points, test_points, targets[fit_rows])
         for b, phi in zip(thresholds, phis):
-            output = ridge_features(phi[fit_rows], targets[fit_rows] - fitted)
+            # The start the fit would build: its features dropped as the fit
+            # drops them (`ridge_features`' significance).
+            output = ridge_features(phi[fit_rows], targets[fit_rows] - fitted, significance=significance)
             held[_name(b)][test_rows] = scores + phi[test_rows] @ output.coef + output.intercept - offset
     loss = "logistic" if targets.shape[1] == 1 else "cross_entropy"
     accuracy = {name: float(np.mean(predicted_classes(z) == classes)) for name, z in held.items()}
