@@ -570,6 +570,11 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
         if linear is not None:
             start_linear(self.net_, train, linear)
 
+    def _started_exactly(self) -> bool:
+        """Whether `_start_exact` fitted a part of the net (the linear term
+        or the output weights), so that the net holds a closed-form start."""
+        return self.ridge_lambda_ is not None or self.output_lambda_ is not None
+
     def _settle_bias_rate(self, n: int) -> None:
         """An "auto" output-bias rate slowed to average over an epoch
         (:func:`~kronnet.training.lr.epoch_averaged_rate`) once the exact
@@ -577,8 +582,7 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
         output's drift, and at the suggested rate the batches' noise moved
         every prediction (MovieLens u1 without early stopping: test RMSE
         0.9429 after 5,000 steps, 0.9314 with this rate; the start 0.9311)."""
-        started = self.ridge_lambda_ is not None or self.output_lambda_ is not None
-        if started and isinstance(self.lr_c, str):
+        if self._started_exactly() and isinstance(self.lr_c, str):
             groups = sum(1 for rate in self.rates_.values() if rate > 0)
             self.rates_["lr_c"] = epoch_averaged_rate(self.rates_["lr_c"], groups, self.batch_size_, n)
 
@@ -846,7 +850,7 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
         start_best: Optional[bool] = None
         best_errors: Optional[np.ndarray] = None
         steps_before, best_steps = self.t_, 0
-        if val_data is not None and first and (self.ridge_lambda_ is not None or self.output_lambda_ is not None):
+        if val_data is not None and first and self._started_exactly():
             # The exact start is the first candidate: training must beat it.
             # No copy of it is kept: if it wins, the refit below builds it
             # again on every point (a copy of MovieLens' start took 5 s).
