@@ -38,7 +38,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin  # type: ignore[import-untyped]
 from sklearn.exceptions import ConvergenceWarning  # type: ignore[import-untyped]
 from sklearn.metrics import accuracy_score, r2_score  # type: ignore[import-untyped]
-from sklearn.model_selection import train_test_split  # type: ignore[import-untyped]
+from sklearn.model_selection import GroupShuffleSplit, train_test_split  # type: ignore[import-untyped]
 from sklearn.utils import check_random_state  # type: ignore[import-untyped]
 from sklearn.utils.multiclass import check_classification_targets  # type: ignore[import-untyped]
 from sklearn.utils.validation import check_is_fitted, column_or_1d  # type: ignore[import-untyped]
@@ -159,6 +159,7 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
         n_iter_no_change: int = 10,
         early_stopping: bool = True,
         validation_fraction: float = 0.1,
+        validation_entities: Optional[int] = None,
         index: str = "auto",
         dtype: str = "float64",
         warm_start: bool = False,
@@ -188,6 +189,7 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
         self.n_iter_no_change = n_iter_no_change
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
+        self.validation_entities = validation_entities
         self.index = index
         self.dtype = dtype
         self.warm_start = warm_start
@@ -227,6 +229,9 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
             raise ValueError(f"tol must be a non-negative float, got {self.tol!r}")
         if not (isinstance(self.validation_fraction, (int, float, np.number)) and 0 < self.validation_fraction < 1):
             raise ValueError(f"validation_fraction must be in (0, 1), got {self.validation_fraction!r}")
+        k = self.validation_entities
+        if k is not None and (isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0):
+            raise ValueError(f"validation_entities must be None or a table index (an int >= 0), got {k!r}")
         if self.init not in ("gaussian", "kron"):
             raise ValueError(f"init must be 'gaussian' or 'kron', got {self.init!r}")
         if self.dtype not in ("float64", "float32"):
@@ -374,13 +379,27 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
         """Whether a held-out result replaces the best one: a score higher by
         `tol` and, with per-point errors, a mean improvement of more than
         SIGNIFICANCE standard errors of the paired differences. A smaller
-        gain is the held-out points' noise (a tenth of a small data set)."""
+        gain is the held-out points' noise (a tenth of a small data set).
+        With whole entities held out (`validation_entities`) the standard
+        error is over the entities (cluster-robust): an entity's points
+        share its errors, and on a cold-start set the point-wise one let
+        epochs through that won on 16 held-out entities and lost on new
+        ones (docs/guide.md, the estimators)."""
         if score < best + self.tol:
             return False
         if errors is None or best_errors is None:
             return True
         gain = best_errors - errors
-        return bool(gain.mean() > SIGNIFICANCE * gain.std() / math.sqrt(len(gain)))
+        groups = self._val_groups
+        if groups is None:
+            return bool(gain.mean() > SIGNIFICANCE * gain.std() / math.sqrt(len(gain)))
+        _, which = np.unique(groups, return_inverse=True)
+        clusters = int(which.max()) + 1
+        if clusters < 2:
+            return False
+        residual = np.bincount(which, weights=gain - gain.mean(), minlength=clusters)
+        se = math.sqrt(clusters / (clusters - 1) * float(np.sum(residual**2))) / len(gain)
+        return bool(gain.mean() > SIGNIFICANCE * se)
 
     def _set_targets(self, y: np.ndarray, classes: Any) -> None:
         raise NotImplementedError
@@ -524,6 +543,38 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
             _, counts = np.unique(y, return_counts=True)
             return bool(counts.min() >= 2 and held >= len(counts) and n - held >= len(counts))
         return True
+
+    def _held_out(self, data: KronPoints, y: np.ndarray, seed: int) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+        """The training and held-out point indices for `early_stopping`, or
+        None to train on everything: random points (stratified for a
+        classifier) or, with `validation_entities` = k, every point of a
+        random `validation_fraction` of table k's entities."""
+        k = self.validation_entities
+        if k is None:
+            if not self._can_hold_out(y):
+                return None
+            stratify = y if self._is_classifier else None
+            idx_train, idx_val = train_test_split(
+                np.arange(data.n), test_size=self.validation_fraction, random_state=seed, stratify=stratify
+            )
+            return np.asarray(idx_train), np.asarray(idx_val)
+        if not isinstance(data, PairData):
+            raise ValueError(
+                "validation_entities holds out entities of a table: it needs pairs over entity tables "
+                "(tables=, kernels= or PairData X)"
+            )
+        if k >= data.p:
+            raise ValueError(f"validation_entities={k} but the pairs index {data.p} tables (0 to {data.p - 1})")
+        groups = np.asarray(data.pairs)[:, k]
+        if len(np.unique(groups)) < 2:
+            return None
+        # A share of the entities, not of the points: a cold-start use
+        # predicts for whole entities, each with however many points it has.
+        split = GroupShuffleSplit(n_splits=1, test_size=self.validation_fraction, random_state=seed)
+        idx_train, idx_val = next(split.split(np.zeros(data.n), groups=groups))
+        if min(len(idx_train), len(idx_val)) < 2:
+            return None
+        return np.asarray(idx_train), np.asarray(idx_val)
 
     def _start_exact(self, train: KronPoints) -> None:
         """The closed-form parts of the start, on the new net: the linear
@@ -799,13 +850,15 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
         val_data: Optional[KronPoints] = None
         y_val: Optional[np.ndarray] = None
         train, y_train = data, y_arr
-        if self.early_stopping and not incremental and self._can_hold_out(y_arr):
-            stratify = y_arr if self._is_classifier else None
-            idx_train, idx_val = train_test_split(
-                np.arange(data.n), test_size=self.validation_fraction, random_state=split_seed, stratify=stratify
-            )
+        held_out = self._held_out(data, y_arr, split_seed) if self.early_stopping and not incremental else None
+        self._val_groups: Optional[np.ndarray] = None
+        if held_out is not None:
+            idx_train, idx_val = held_out
             train, y_train = data.take(idx_train), y_arr[idx_train]
             val_data, y_val = data.take(idx_val), y_arr[idx_val]
+            if self.validation_entities is not None:
+                assert isinstance(data, PairData)
+                self._val_groups = np.asarray(data.pairs)[idx_val, self.validation_entities]
         if first:
             # From the training points only: the held-out ones judge.
             self.input_scale_ = self._input_scale_for(train)
@@ -1065,6 +1118,19 @@ _SHARED_PARAMS = """
         chose it (diabetes R² 0.43 without, 0.48 with).
     validation_fraction : float, default 0.1
         The held-out share for `early_stopping`.
+    validation_entities : int or None, default None
+        What `early_stopping` holds out. None: random points, so the score
+        judges predictions for pairs whose entities training has seen. k:
+        every point of a random `validation_fraction` of table k's
+        entities (``GroupShuffleSplit`` with ``split_seed``; no
+        stratification), so the score, the stopping rule and
+        the choice between the exact start and the epochs judge
+        predictions for entities new to training: set it when the pairs
+        to predict have new entities of table k (cold start), whose
+        errors the default cannot see (docs/guide.md, the estimators); an
+        epoch must then beat the best by two standard errors over the
+        held-out entities rather than over their points.
+        Needs pairs over tables (`tables`, `kernels` or PairData X).
     index : {"auto", "scan", "tree", "bits"}, default "auto"
         The trainer's activated-neuron finder (speed only).
     dtype : {"float64", "float32"}, default "float64"
