@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("sklearn")
-from kronnet.cli.real import concordance_index, ndcg_at, synthetic_kernels  # noqa: E402
+from kronnet.cli.real import KERNEL_TARGETS, concordance_index, ndcg_at, synthetic_kernels  # noqa: E402
 
 
 def brute_cindex(truth, pred):
@@ -35,10 +35,23 @@ def test_ndcg_is_one_for_the_true_order_and_below_for_another():
     assert ndcg_at(10, users, truth, -truth) < 1.0
 
 
-def test_the_synthetic_kernels_are_psd_and_the_pairs_distinct():
-    kernels, pairs, y, _ = synthetic_kernels()
+@pytest.mark.parametrize("target", KERNEL_TARGETS)
+def test_the_synthetic_kernels_are_psd_and_the_pairs_distinct(target):
+    kernels, pairs, y, _ = synthetic_kernels(target=target)
     for K in kernels:
         np.testing.assert_allclose(K, K.T)
         assert np.linalg.eigvalsh(K).min() > -1e-10
     assert len({tuple(p) for p in pairs}) == len(pairs) == len(y)
     assert np.isfinite(y).all()
+    # Every set observes the same pairs of the same entities.
+    same_kernels, same_pairs, _, _ = synthetic_kernels()
+    np.testing.assert_array_equal(pairs, same_pairs)
+    np.testing.assert_array_equal(kernels[0], same_kernels[0])
+    if target != "interaction":
+        # A standardized signal plus noise of sd 0.3.
+        assert abs(y.mean()) < 0.05 and 1.0 < y.var() < 1.2
+
+
+def test_an_unknown_kernel_target_is_refused():
+    with pytest.raises(ValueError, match="target must be one of"):
+        synthetic_kernels(target="xor")
