@@ -383,7 +383,7 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
         With whole entities held out (`validation_entities`) the standard
         error is over the entities (cluster-robust): an entity's points
         share its errors, and on a cold-start set the point-wise one let
-        epochs through that won on 16 held-out entities and lost on new
+        epochs through that won on 13 held-out entities and lost on new
         ones (docs/guide.md, the estimators)."""
         if score < best + self.tol:
             return False
@@ -1123,14 +1123,16 @@ _SHARED_PARAMS = """
         judges predictions for pairs whose entities training has seen. k:
         every point of a random `validation_fraction` of table k's
         entities (``GroupShuffleSplit`` with ``split_seed``; no
-        stratification), so the score, the stopping rule and
-        the choice between the exact start and the epochs judge
-        predictions for entities new to training: set it when the pairs
-        to predict have new entities of table k (cold start), whose
-        errors the default cannot see (docs/guide.md, the estimators); an
-        epoch must then beat the best by two standard errors over the
-        held-out entities rather than over their points.
-        Needs pairs over tables (`tables`, `kernels` or PairData X).
+        stratification), so the score, the stopping rule and the choice
+        between the exact start and the epochs judge predictions for
+        entities new to training, and an epoch must beat the best by two
+        standard errors over the held-out entities rather than over their
+        points. Set it when the pairs to predict have entities of table k
+        that no training pair has (cold start): the default cannot see
+        their errors (docs/guide.md, the estimators). Needs pairs over
+        tables (`tables`, `kernels` or PairData X). The start's own
+        choices (its λs and threshold by leave-one-out, a classifier's
+        start by stratified cross-validation) stay over points.
     index : {"auto", "scan", "tree", "bits"}, default "auto"
         The trainer's activated-neuron finder (speed only).
     dtype : {"float64", "float32"}, default "float64"
