@@ -57,6 +57,17 @@ def test_a_sharded_regressor_is_the_single_process_one(early_stopping):
     assert sharded.score(X, y) == alone.score(X, y)
 
 
+def test_a_sharded_regressor_holding_out_entities_is_the_single_process_one():
+    rng = np.random.default_rng(2)
+    tables = [np.column_stack([rng.normal(size=(20, 3)), np.ones(20)]), rng.normal(size=(15, 3))]
+    pairs = np.array([(a, b) for a in range(20) for b in range(15)])
+    y = np.tanh(tables[0][pairs[:, 0], 0] * tables[1][pairs[:, 1], 0]) + tables[0][pairs[:, 0], 1]
+    params = dict(tables=tables, width=300, max_steps=600, random_state=3, n_iter_no_change=3, validation_entities=0)
+    sharded = KronNetRegressor(**params, comm=COMM).fit(pairs, y)
+    alone = KronNetRegressor(**params).fit(pairs, y)
+    agree(sharded, alone, pairs)
+
+
 def test_a_sharded_classifier_trains_every_class_alike_and_continues_alike():
     X, y = problem(classes=3)
     params = dict(width=200, max_steps=300, random_state=5, init="kron", init_rank=2, early_stopping=True)
