@@ -136,6 +136,9 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
     rates and the epoch loop."""
 
     _is_classifier = False
+    #: The held-out points' entities of table `validation_entities` while a
+    #: fit holds whole entities out, else None (point-wise significance).
+    _val_groups: Optional[np.ndarray] = None
 
     def __init__(
         self,
@@ -851,7 +854,7 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
         y_val: Optional[np.ndarray] = None
         train, y_train = data, y_arr
         held_out = self._held_out(data, y_arr, split_seed) if self.early_stopping and not incremental else None
-        self._val_groups: Optional[np.ndarray] = None
+        self._val_groups = None
         if held_out is not None:
             idx_train, idx_val = held_out
             train, y_train = data.take(idx_train), y_arr[idx_train]
