@@ -1279,6 +1279,22 @@ class KronNetRegressor(RegressorMixin, _KronNetBase):  # type: ignore[misc]
     >>> reg = KronNetRegressor(width=256, max_steps=400, random_state=0).fit(X, Y)
     >>> reg.predict(X[:3]).shape, reg.net_.outputs
     ((3, 2), 2)
+
+    Pairs over entity tables, to be predicted for users that no training
+    pair has (cold start): early stopping holds out whole users, as the
+    predictions will meet them.
+
+    >>> import warnings
+    >>> users, items = rng.normal(size=(30, 3)), rng.normal(size=(20, 3))
+    >>> pairs = np.array([(u, i) for u in range(30) for i in range(20)])
+    >>> y = np.tanh(np.sum(users[pairs[:, 0]] * items[pairs[:, 1]], axis=1))
+    >>> known = pairs[:, 0] < 25  # users 25-29 are new
+    >>> reg = KronNetRegressor(tables=[users, items], validation_entities=0, width=64, max_steps=100, random_state=0)
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("ignore")  # max_steps is reached: a ConvergenceWarning
+    ...     reg = reg.fit(pairs[known], y[known])
+    >>> reg.predict(pairs[~known]).shape
+    (100,)
     """
 
     def fit(self, X: Any, y: Targets = None) -> KronNetRegressor:
