@@ -2,12 +2,15 @@
 kernel features, starting as Kronecker kernel ridge regression, cold-start
 pairs included."""
 
+import warnings
+
 import kronnet as kn
 import numpy as np
 import pytest
 
 pytest.importorskip("sklearn")
 from kronnet.sklearn import KronNetRegressor  # noqa: E402
+from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 from sklearn.linear_model import Ridge  # noqa: E402
 
 
@@ -155,3 +158,22 @@ def test_with_entities_held_out_a_gain_must_hold_across_entities():
         assert reg._beats(1.0, one_sided, 0.0, best) is gains[0]
         reg._val_groups = None if groups is None else np.repeat(np.arange(10), 10)
         assert reg._beats(1.0, everywhere, 0.0, best) is gains[1]
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_predicting_for_new_entities_warns_when_the_epochs_were_chosen_on_known_ones():
+    tables, pairs, y = two_users()
+    tables = [np.eye(3), tables[1]]
+    new = np.column_stack([np.full(30, 2), np.arange(30)])  # user 2: in no training pair
+    # No exact start: the epochs are the model, chosen on random held-out pairs.
+    common = dict(tables=tables, width=16, max_steps=20, linear_start="none", output_start="none", random_state=0)
+    reg = KronNetRegressor(**common).fit(pairs, y)
+    with pytest.warns(UserWarning, match="30 of these 30 pairs have an entity of table 0 that no training pair"):
+        reg.predict(new)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        warnings.simplefilter("ignore", ConvergenceWarning)  # a UserWarning too
+        reg.predict(pairs)  # known users
+        # Chosen on held-out users, or not chosen at all: nothing to say.
+        KronNetRegressor(validation_entities=0, **common).fit(pairs, y).predict(new)
+        KronNetRegressor(early_stopping=False, **common).fit(pairs, y).predict(new)

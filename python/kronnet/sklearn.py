@@ -139,6 +139,10 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
     #: The held-out points' entities of table `validation_entities` while a
     #: fit holds whole entities out, else None (point-wise significance).
     _val_groups: Optional[np.ndarray] = None
+    #: After a fit whose kept epochs were chosen on random held-out pairs:
+    #: per table, which entities the training pairs have (`_outputs` warns
+    #: on pairs with others), else None.
+    _seen_entities: Optional[List[np.ndarray]] = None
 
     def __init__(
         self,
@@ -853,6 +857,7 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
         val_data: Optional[KronPoints] = None
         y_val: Optional[np.ndarray] = None
         train, y_train = data, y_arr
+        self._seen_entities = None  # the held-out points are judged without it
         held_out = self._held_out(data, y_arr, split_seed) if self.early_stopping and not incremental else None
         self._val_groups = None
         if held_out is not None:
@@ -975,6 +980,15 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
                 # No trainer shards the refitted start: shard it here, so a
                 # sharded estimator's net stays sharded.
                 self.net_.shard(over(self.comm))
+        kept_epochs = val_data is not None and start_best is not True
+        if kept_epochs and self.validation_entities is None and isinstance(data, PairData):
+            # Epochs won on held-out pairs of known entities; on a cold start
+            # they can lose to the start (docs/gallery.md, a sign kernel set
+            # +6.9%), so predictions for new entities say so.
+            self._seen_entities = [
+                np.bincount(np.asarray(data.pairs)[:, k], minlength=len(table)) > 0
+                for k, table in enumerate(data.tables)
+            ]
         if not converged:
             # When the start outlasted every epoch, say so: the model is the
             # closed-form start, and "raise max_steps" is then a guess.
@@ -1003,8 +1017,27 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
             data, _ = self._points(X, None, reset=False)
         if data.dims != self.net_.dims:
             raise ValueError(f"X has factor dimensions {data.dims}, but {type(self).__name__} expects {self.net_.dims}")
+        if self._seen_entities is not None and isinstance(data, PairData):
+            self._warn_new_entities(np.asarray(data.pairs), self._seen_entities)
         out: np.ndarray = self.net_.predict(self._scaled(data.with_targets(None)))
         return out
+
+    def _warn_new_entities(self, pairs: np.ndarray, seen: List[np.ndarray]) -> None:
+        """Warns when `pairs` have entities no training pair had, since the
+        kept epochs were chosen on held-out pairs of known entities."""
+        for k, known in enumerate(seen):
+            index = pairs[:, k]
+            new = int(np.sum((index >= len(known)) | ~known[np.minimum(index, len(known) - 1)]))
+            if new:
+                warnings.warn(
+                    f"{type(self).__name__}: {new} of these {len(pairs)} pairs have an entity of table {k} that no"
+                    " training pair has, but the epochs this model kept were chosen on held-out pairs of known"
+                    f" entities (validation_entities=None), which can prefer epochs that do worse on new ones; fit"
+                    f" with validation_entities={k} to choose them on new entities of table {k}.",
+                    UserWarning,
+                    stacklevel=3,
+                )
+                return
 
     # -- pickling: the trainer holds native state and is rebuilt on demand -------
 
@@ -1132,7 +1165,8 @@ _SHARED_PARAMS = """
         standard errors over the held-out entities rather than over their
         points. Set it when the pairs to predict have entities of table k
         that no training pair has (cold start): the default cannot see
-        their errors (docs/guide.md, the estimators). Needs pairs over
+        their errors, and a model it chose with epochs warns when asked
+        for such pairs (docs/guide.md, the estimators). Needs pairs over
         tables (`tables`, `kernels` or PairData X). The start's own
         choices (its λs and threshold by leave-one-out, a classifier's
         start by stratified cross-validation) stay over points.
