@@ -154,10 +154,9 @@ def test_with_entities_held_out_a_gain_must_hold_across_entities():
     one_sided = best - np.where(np.arange(100) < 50, 1.0, -0.2) - 0.01 * rng.normal(size=100)
     everywhere = best - 1.0 - 0.1 * rng.normal(size=100)
     for groups, gains in ((None, (True, True)), (np.repeat([3, 7], 50), (False, True))):
-        reg._val_groups = groups
-        assert reg._beats(1.0, one_sided, 0.0, best) is gains[0]
-        reg._val_groups = None if groups is None else np.repeat(np.arange(10), 10)
-        assert reg._beats(1.0, everywhere, 0.0, best) is gains[1]
+        assert reg._beats(1.0, one_sided, 0.0, best, groups) is gains[0]
+        ten = None if groups is None else np.repeat(np.arange(10), 10)
+        assert reg._beats(1.0, everywhere, 0.0, best, ten) is gains[1]
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")

@@ -136,9 +136,6 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
     rates and the epoch loop."""
 
     _is_classifier = False
-    #: The held-out points' entities of table `validation_entities` while a
-    #: fit holds whole entities out, else None (point-wise significance).
-    _val_groups: Optional[np.ndarray] = None
     #: After a fit whose kept epochs were chosen on random held-out pairs:
     #: per table, which entities the training pairs have (`_outputs` warns
     #: on pairs with others), else None.
@@ -381,23 +378,28 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
         raise NotImplementedError
 
     def _beats(
-        self, score: float, errors: Optional[np.ndarray], best: float, best_errors: Optional[np.ndarray]
+        self,
+        score: float,
+        errors: Optional[np.ndarray],
+        best: float,
+        best_errors: Optional[np.ndarray],
+        groups: Optional[np.ndarray] = None,
     ) -> bool:
         """Whether a held-out result replaces the best one: a score higher by
         `tol` and, with per-point errors, a mean improvement of more than
         SIGNIFICANCE standard errors of the paired differences. A smaller
         gain is the held-out points' noise (a tenth of a small data set).
-        With whole entities held out (`validation_entities`) the standard
-        error is over the entities (cluster-robust): an entity's points
-        share its errors, and on a cold-start set the point-wise one let
-        epochs through that won on 13 held-out entities and lost on new
-        ones (docs/guide.md, the estimators)."""
+        With whole entities held out (`validation_entities`; `groups`, each
+        held-out point's entity) the standard error is over the entities
+        (cluster-robust): an entity's points share its errors, and on a
+        cold-start set the point-wise one let epochs through that won on 13
+        held-out entities and lost on new ones (docs/guide.md, the
+        estimators)."""
         if score < best + self.tol:
             return False
         if errors is None or best_errors is None:
             return True
         gain = best_errors - errors
-        groups = self._val_groups
         if groups is None:
             return bool(gain.mean() > SIGNIFICANCE * gain.std() / math.sqrt(len(gain)))
         _, which = np.unique(groups, return_inverse=True)
@@ -859,14 +861,14 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
         train, y_train = data, y_arr
         self._seen_entities = None  # the held-out points are judged without it
         held_out = self._held_out(data, y_arr, split_seed) if self.early_stopping and not incremental else None
-        self._val_groups = None
+        val_groups: Optional[np.ndarray] = None
         if held_out is not None:
             idx_train, idx_val = held_out
             train, y_train = data.take(idx_train), y_arr[idx_train]
             val_data, y_val = data.take(idx_val), y_arr[idx_val]
             if self.validation_entities is not None:
                 assert isinstance(data, PairData)
-                self._val_groups = np.asarray(data.pairs)[idx_val, self.validation_entities]
+                val_groups = np.asarray(data.pairs)[idx_val, self.validation_entities]
         if first:
             # From the training points only: the held-out ones judge.
             self.input_scale_ = self._input_scale_for(train)
@@ -936,7 +938,7 @@ class _KronNetBase(BaseEstimator):  # type: ignore[misc]
                     print(f"Epoch {self.n_iter_}, loss = {loss:.8f}, validation score = {score:.6f}")
                 best = float(self.best_validation_score_)  # type: ignore[arg-type]
                 self._no_improvement_count = self._no_improvement_count + 1 if score < best + self.tol else 0
-                if self._beats(score, errors, best, best_errors):
+                if self._beats(score, errors, best, best_errors, val_groups):
                     self.best_validation_score_, best_errors = score, errors
                     # No copy after the last epoch: nothing trains it further
                     # (on MovieLens, where 5,000 steps are one epoch, the
