@@ -36,7 +36,7 @@ import warnings
 
 import numpy as np
 from kronnet import PairData
-from kronnet.cli.real import concordance_index
+from kronnet.cli.real import concordance_index, synthetic_kernels
 from kronnet.sklearn import KronNetRegressor
 from kronnet.training.ridge import predict_linear, ridge_pairs_dual
 from sklearn.exceptions import ConvergenceWarning
@@ -57,29 +57,11 @@ SWEEP = (
 
 
 def kernel_set(seed=9, drugs=120, targets=100, gamma=0.3, noise=0.3, target="sign"):
-    """Kernels, the observed pairs, their targets, and the test masks of a
-    random-pair split and of the cold start (a fifth of the drugs)."""
-    rng = np.random.default_rng(seed)
-    z1, z2 = rng.normal(size=(drugs, 3)), rng.normal(size=(targets, 3))
-
-    def rbf(z):
-        return np.exp(-gamma * np.sum((z[:, None, :] - z[None, :, :]) ** 2, axis=2))
-
-    kernels = [rbf(z1), rbf(z2)]
-    grid = np.array([(a, b) for a in range(drugs) for b in range(targets)])
-    pairs = grid[np.sort(rng.choice(len(grid), size=int(0.4 * len(grid)), replace=False))]
-    za, zb = z1[pairs[:, 0]], z2[pairs[:, 1]]
-    if target == "interaction":
-        signal = np.tanh(np.sum(za * zb, axis=1)) + 0.5 * np.maximum(za[:, 0] + zb[:, 1], 0.0)
-    elif target == "kronecker draw":
-        L1 = np.linalg.cholesky(kernels[0] + 1e-8 * np.eye(drugs))
-        L2 = np.linalg.cholesky(kernels[1] + 1e-8 * np.eye(targets))
-        signal = (L1 @ rng.normal(size=(drugs, targets)) @ L2.T)[pairs[:, 0], pairs[:, 1]]
-    elif target == "sign":
-        signal = np.sign(za[:, 0] * zb[:, 0]) + 0.3 * za[:, 1]
-    else:
-        signal = np.sin(za[:, 0]) + np.cos(zb[:, 1])
-    y = signal + noise * np.std(signal) * rng.normal(size=len(pairs))
+    """Kernels, the observed pairs, their targets (``synthetic_kernels``,
+    the bench's generator, at these sizes, width and noise), and the test
+    masks of a random-pair split and of the cold start (a fifth of the
+    drugs)."""
+    kernels, pairs, y, _ = synthetic_kernels(seed, target, (drugs, targets), gamma, noise)
     split = np.random.default_rng(seed + 100)
     random_pairs = split.random(len(pairs)) < 0.2
     new_drugs = split.permutation(drugs)[: drugs // 5]

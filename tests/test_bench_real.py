@@ -52,6 +52,13 @@ def test_the_synthetic_kernels_are_psd_and_the_pairs_distinct(target):
         assert abs(y.mean()) < 0.05 and 1.0 < y.var() < 1.2
 
 
+def test_a_kernel_set_of_other_sizes_and_no_noise_is_the_raw_signal():
+    kernels, pairs, y, z1 = synthetic_kernels(seed=3, target="sign", entities=(20, 15), gamma=1.0, noise=0.0)
+    assert kernels[0].shape == (20, 20) and kernels[1].shape == (15, 15) and len(pairs) == 120
+    # sign(z_a1 z_b1) + 0.3 z_a2, unstandardized.
+    np.testing.assert_allclose(np.abs(y - 0.3 * z1[pairs[:, 0], 1]), 1.0, rtol=0, atol=1e-12)
+
+
 def test_an_unknown_kernel_target_is_refused():
     with pytest.raises(ValueError, match="target must be one of"):
         synthetic_kernels(target="xor")

@@ -40,7 +40,7 @@ import importlib.util
 import os
 import time
 import warnings
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -394,41 +394,51 @@ KERNEL_TARGETS = ("interaction", "sign", "kronecker draw", "main effects")
 
 
 def synthetic_kernels(
-    seed: int = 0, target: str = "interaction"
+    seed: int = 0,
+    target: str = "interaction",
+    entities: Tuple[int, int] = (160, 120),
+    gamma: float = 0.3,
+    noise: Optional[float] = None,
 ) -> Tuple[List[np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
-    """Two RBF entity kernels (160 and 120 entities at latent positions in
-    R^3), 40% of the entity pairs observed, and a target of the two
-    positions, with noise: kernels, pairs, y, the first entities' latent
-    positions. `target` (one of ``KERNEL_TARGETS``): "interaction"
-    tanh(z_a · z_b) + 0.5 max(z_a1 + z_b2, 0) with noise of sd 0.2; the
-    others standardized, with noise of sd 0.3: "sign" sign(z_a1 z_b1) +
-    0.3 z_a2, "kronecker draw" a draw of N(0, K_1 ⊗ K_2) on the grid,
-    "main effects" sin(z_a1) + cos(z_b2)."""
+    """Two RBF entity kernels exp(-γ |z - z'|²) over `entities` (160 and
+    120) entities at latent positions z in R^3, 40% of the entity pairs
+    observed, and a target of the two positions, with noise: kernels,
+    pairs, y, the first entities' latent positions. `target` (one of
+    ``KERNEL_TARGETS``): "interaction" tanh(z_a · z_b) + 0.5 max(z_a1 +
+    z_b2, 0), "sign" sign(z_a1 z_b1) + 0.3 z_a2, "kronecker draw" a draw
+    of N(0, K_1 ⊗ K_2) on the grid, "main effects" sin(z_a1) + cos(z_b2).
+    `noise` None (the bench's sets): "interaction" with noise of sd 0.2,
+    the others standardized with noise of sd 0.3; a number: the signal
+    as it is, with noise of sd `noise` times the signal's."""
     if target not in KERNEL_TARGETS:
         raise ValueError(f"target must be one of {KERNEL_TARGETS}, got {target!r}")
     rng = np.random.default_rng(seed)
-    z1, z2 = rng.normal(size=(160, 3)), rng.normal(size=(120, 3))
+    n1, n2 = entities
+    z1, z2 = rng.normal(size=(n1, 3)), rng.normal(size=(n2, 3))
 
     def rbf(z: np.ndarray) -> np.ndarray:
         sq = np.sum((z[:, None, :] - z[None, :, :]) ** 2, axis=2)
-        return np.asarray(np.exp(-0.3 * sq))
+        return np.asarray(np.exp(-gamma * sq))
 
-    grid = np.array([(a, b) for a in range(160) for b in range(120)])
+    grid = np.array([(a, b) for a in range(n1) for b in range(n2)])
     pairs = grid[np.sort(rng.choice(len(grid), size=int(0.4 * len(grid)), replace=False))]
     za, zb = z1[pairs[:, 0]], z2[pairs[:, 1]]
     kernels = [rbf(z1), rbf(z2)]
     if target == "interaction":
         signal = np.tanh(np.sum(za * zb, axis=1)) + 0.5 * np.maximum(za[:, 0] + zb[:, 1], 0.0)
-        return kernels, pairs, signal + 0.2 * rng.normal(size=len(pairs)), z1
-    if target == "sign":
+    elif target == "sign":
         signal = np.sign(za[:, 0] * zb[:, 0]) + 0.3 * za[:, 1]
     elif target == "kronecker draw":
         # L_1 Z L_2ᵀ has covariance K_1 ⊗ K_2 (jitter: the RBF Grams are
         # numerically singular).
         roots = [np.linalg.cholesky(K + 1e-8 * np.eye(len(K))) for K in kernels]
-        signal = (roots[0] @ rng.normal(size=(160, 120)) @ roots[1].T)[pairs[:, 0], pairs[:, 1]]
+        signal = (roots[0] @ rng.normal(size=(n1, n2)) @ roots[1].T)[pairs[:, 0], pairs[:, 1]]
     else:
         signal = np.sin(za[:, 0]) + np.cos(zb[:, 1])
+    if noise is not None:
+        return kernels, pairs, signal + noise * np.std(signal) * rng.normal(size=len(pairs)), z1
+    if target == "interaction":
+        return kernels, pairs, signal + 0.2 * rng.normal(size=len(pairs)), z1
     signal = (signal - signal.mean()) / signal.std()
     return kernels, pairs, signal + 0.3 * rng.normal(size=len(pairs)), z1
 
